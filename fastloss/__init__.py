@@ -1,0 +1,30 @@
+"""fastloss: fast, correct CPU losses and optimizer steps.
+
+Losses and their gradients run as fused native kernels (Cython + OpenMP);
+optimizer updates as Numba kernels; NumPy is the reference and the fallback.
+"""
+from ._backend import FastlossWarning, get_backend, native_available, set_backend
+from ._threads import get_num_threads, num_threads, set_num_threads
+from .losses import (
+    binary_cross_entropy,
+    binary_cross_entropy_with_logits,
+    hinge,
+    huber,
+    l1,
+    log_cosh,
+    mae,
+    mse,
+    quantile,
+    smooth_l1,
+    squared_hinge,
+    sse,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "__version__", "FastlossWarning", "get_backend", "set_backend", "native_available",
+    "get_num_threads", "set_num_threads", "num_threads",
+    "mse", "sse", "mae", "l1", "huber", "smooth_l1", "quantile", "log_cosh",
+    "binary_cross_entropy", "binary_cross_entropy_with_logits", "hinge", "squared_hinge",
+]

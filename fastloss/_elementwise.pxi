@@ -1,0 +1,278 @@
+# Element-wise losses: one fused pass per call (included by _kernels.pyx).
+#
+# For every element i the kernel computes the loss l_i and its derivative
+# g_i = dl_i/dpred_i, then
+#     l_i *= w_i                      (sample_weight, optional)
+#     g_i *= w_i * go_i * gscale      (go: upstream gradient, optional)
+# and either writes l_i (reduction='none') or adds it to the sum.
+# The work is cut into fixed blocks of EW_BLOCK elements; each block's sum is
+# kept in double and the block sums are added in order afterwards, so the
+# result does not depend on the thread count at all.
+
+cdef enum:
+    EW_BLOCK = 2048
+    EW_PAR_MIN = 65536      # below this many elements run serially
+
+cdef enum:
+    K_MSE = 0
+    K_SSE = 1
+    K_MAE = 2
+    K_HUBER = 3
+    K_SMOOTH_L1 = 4
+    K_QUANTILE = 5
+    K_LOG_COSH = 6
+    K_BCE = 7
+    K_BCE_LOGITS = 8
+    K_HINGE = 9
+    K_SQUARED_HINGE = 10
+
+ELEMENTWISE_KINDS = {
+    "mse": K_MSE, "sse": K_SSE, "mae": K_MAE, "huber": K_HUBER,
+    "smooth_l1": K_SMOOTH_L1, "quantile": K_QUANTILE, "log_cosh": K_LOG_COSH,
+    "binary_cross_entropy": K_BCE,
+    "binary_cross_entropy_with_logits": K_BCE_LOGITS,
+    "hinge": K_HINGE, "squared_hinge": K_SQUARED_HINGE,
+}
+
+
+# --- per-element formulas: return l, store dl/dp in g[0] -------------------
+# Constants are cast to `floating` so float32 kernels never promote to double.
+# Selects are written so that a NaN input falls through to a NaN result.
+
+cdef inline floating _sgn(floating d) noexcept nogil:
+    """sign(d) with sign(0) = 0 and sign(NaN) = NaN."""
+    return <floating>1 if d > 0 else (<floating>-1 if d < 0 else d * <floating>0)
+
+
+cdef inline floating _mse(floating p, floating t, floating a, floating b, floating* g) noexcept nogil:
+    # l = (p - t)^2 ; g = 2 (p - t)
+    cdef floating d = p - t
+    g[0] = d + d
+    return d * d
+
+
+cdef inline floating _sse(floating p, floating t, floating a, floating b, floating* g) noexcept nogil:
+    # l = 0.5 (p - t)^2 ; g = p - t
+    cdef floating d = p - t
+    g[0] = d
+    return <floating>0.5 * d * d
+
+
+cdef inline floating _mae(floating p, floating t, floating a, floating b, floating* g) noexcept nogil:
+    # l = |p - t| ; g = sign(p - t)
+    cdef floating d = p - t
+    g[0] = _sgn(d)
+    return fabs(d)
+
+
+cdef inline floating _huber(floating p, floating t, floating delta, floating b, floating* g) noexcept nogil:
+    # l = 0.5 d^2 if |d| <= delta else delta (|d| - delta/2)
+    cdef floating d = p - t
+    cdef floating ad = fabs(d)
+    cdef bint quad = ad <= delta
+    g[0] = d if quad else delta * _sgn(d)
+    return <floating>0.5 * d * d if quad else delta * (ad - <floating>0.5 * delta)
+
+
+cdef inline floating _smooth_l1(floating p, floating t, floating beta, floating b, floating* g) noexcept nogil:
+    # l = 0.5 d^2 / beta if |d| < beta else |d| - beta/2   (beta > 0)
+    cdef floating d = p - t
+    cdef floating ad = fabs(d)
+    cdef bint quad = ad < beta
+    g[0] = d / beta if quad else _sgn(d)
+    return <floating>0.5 * d * d / beta if quad else ad - <floating>0.5 * beta
+
+
+cdef inline floating _quantile(floating p, floating t, floating q, floating b, floating* g) noexcept nogil:
+    # r = t - p ; l = q r if r >= 0 else (q - 1) r ; g = -q if r > 0, 1 - q if r < 0, 0 at r = 0
+    cdef floating r = t - p
+    g[0] = -q if r > 0 else ((<floating>1 - q) if r < 0 else r * <floating>0)
+    return q * r if r >= 0 else (q - <floating>1) * r
+
+
+cdef inline floating _log_cosh(floating p, floating t, floating a, floating b, floating* g) noexcept nogil:
+    # l = log(cosh d) = 0.5 log1p(sinh^2 d) for |d| < 20, |d| - log 2 beyond
+    # g = tanh d; with m = expm1(|d|): sinh|d| = m (m + 2) / (2 (m + 1)),
+    # tanh|d| = m (m + 2) / (m (m + 2) + 2). No cancellation for small d.
+    cdef floating d = p - t
+    cdef floating ad = fabs(d)
+    cdef bint small = ad < 20
+    cdef floating m = vexpm1(ad if small else <floating>0)
+    cdef floating mm = m * (m + <floating>2)
+    cdef floating s = mm / (<floating>2 * (m + <floating>1))
+    g[0] = _sgn(d) * (mm / (mm + <floating>2) if small else <floating>1)
+    return <floating>0.5 * vlog1p(s * s) if small else ad - <floating>0.69314718055994530942
+
+
+cdef inline floating _bce(floating p, floating t, floating eps, floating b, floating* g) noexcept nogil:
+    # pc = clip(p, eps, 1 - eps) ; l = -(t log pc + (1 - t) log(1 - pc))
+    # g = (pc - t) / (pc (1 - pc))   (evaluated at the clipped value)
+    cdef floating hi = <floating>1 - eps
+    cdef floating pc = eps if p < eps else (hi if p > hi else p)
+    cdef floating qc = <floating>1 - pc
+    g[0] = (pc - t) / (pc * qc)
+    return -(t * vlog(pc) + (<floating>1 - t) * vlog(qc))
+
+
+cdef inline floating _bce_logits(floating x, floating t, floating pw, floating b, floating* g) noexcept nogil:
+    # l = (1 - t) x + (1 + (pw - 1) t) (log1p(exp(-|x|)) + max(-x, 0))
+    # g = sigmoid(x) (1 - t + pw t) - pw t
+    cdef floating e = vexp(-fabs(x))
+    cdef floating r = <floating>1 / (<floating>1 + e)
+    cdef floating sig = r if x >= 0 else e * r
+    cdef floating mx = -x if x < 0 else <floating>0
+    cdef floating pt = pw * t
+    g[0] = sig * (<floating>1 - t + pt) - pt
+    return (<floating>1 - t) * x + (<floating>1 + pt - t) * (vlog1p(e) + mx)
+
+
+cdef inline floating _hinge(floating p, floating t, floating zero_one, floating b, floating* g) noexcept nogil:
+    # y = t (targets in {-1, 1}) or 2t - 1 (targets in {0, 1}); m = 1 - y p
+    # l = max(m, 0) ; g = -y where m > 0
+    cdef floating y = t + t - <floating>1 if zero_one != 0 else t
+    cdef floating m = <floating>1 - y * p
+    g[0] = -y if m > 0 else (<floating>0 if m <= 0 else m)
+    return <floating>0 if m <= 0 else m
+
+
+cdef inline floating _squared_hinge(floating p, floating t, floating zero_one, floating b, floating* g) noexcept nogil:
+    # l = max(m, 0)^2 ; g = -2 y max(m, 0)
+    cdef floating y = t + t - <floating>1 if zero_one != 0 else t
+    cdef floating m = <floating>1 - y * p
+    cdef floating h = <floating>0 if m <= 0 else m
+    g[0] = <floating>-2 * y * h
+    return h * h
+
+
+# --- one block ---------------------------------------------------------------
+
+cdef double _ew_block(int kind, const floating* p, const floating* t, const floating* aux,
+                      const floating* w, const floating* go, floating* grad, floating* lout,
+                      Py_ssize_t n, floating a, floating b, floating gscale) noexcept nogil:
+    cdef floating lb[EW_BLOCK]
+    cdef floating gb[EW_BLOCK]
+    cdef Py_ssize_t i
+    cdef double s0 = 0, s1 = 0, s2 = 0, s3 = 0
+
+    if kind == K_MSE:
+        for i in range(n):
+            lb[i] = _mse(p[i], t[i], a, b, &gb[i])
+    elif kind == K_SSE:
+        for i in range(n):
+            lb[i] = _sse(p[i], t[i], a, b, &gb[i])
+    elif kind == K_MAE:
+        for i in range(n):
+            lb[i] = _mae(p[i], t[i], a, b, &gb[i])
+    elif kind == K_HUBER:
+        for i in range(n):
+            lb[i] = _huber(p[i], t[i], a, b, &gb[i])
+    elif kind == K_SMOOTH_L1:
+        for i in range(n):
+            lb[i] = _smooth_l1(p[i], t[i], a, b, &gb[i])
+    elif kind == K_QUANTILE:
+        for i in range(n):
+            lb[i] = _quantile(p[i], t[i], a, b, &gb[i])
+    elif kind == K_LOG_COSH:
+        for i in range(n):
+            lb[i] = _log_cosh(p[i], t[i], a, b, &gb[i])
+    elif kind == K_BCE:
+        for i in range(n):
+            lb[i] = _bce(p[i], t[i], a, b, &gb[i])
+    elif kind == K_BCE_LOGITS:
+        if aux != NULL:
+            for i in range(n):
+                lb[i] = _bce_logits(p[i], t[i], aux[i], b, &gb[i])
+        else:
+            for i in range(n):
+                lb[i] = _bce_logits(p[i], t[i], a, b, &gb[i])
+    elif kind == K_HINGE:
+        for i in range(n):
+            lb[i] = _hinge(p[i], t[i], a, b, &gb[i])
+    elif kind == K_SQUARED_HINGE:
+        for i in range(n):
+            lb[i] = _squared_hinge(p[i], t[i], a, b, &gb[i])
+
+    if w != NULL:
+        for i in range(n):
+            lb[i] = lb[i] * w[i]
+            gb[i] = gb[i] * w[i]
+    if grad != NULL:
+        if go != NULL:
+            for i in range(n):
+                grad[i] = gb[i] * go[i] * gscale
+        else:
+            for i in range(n):
+                grad[i] = gb[i] * gscale
+    if lout != NULL:
+        for i in range(n):
+            lout[i] = lb[i]
+        return 0.0
+    # four independent double accumulators, fixed order: deterministic
+    i = 0
+    while i + 4 <= n:
+        s0 += lb[i]
+        s1 += lb[i + 1]
+        s2 += lb[i + 2]
+        s3 += lb[i + 3]
+        i += 4
+    while i < n:
+        s0 += lb[i]
+        i += 1
+    return (s0 + s1) + (s2 + s3)
+
+
+cdef inline const floating* _ptr_or_null(floating[::1] a) noexcept:
+    return NULL if a is None else &a[0]
+
+
+def elementwise(int kind, floating[::1] pred, floating[::1] target, floating[::1] aux,
+                floating[::1] weight, floating[::1] grad_output, floating[::1] grad,
+                floating[::1] loss_out, double a, double b, double gscale, int num_threads):
+    """Fused element-wise loss and gradient over flat, validated arrays.
+
+    Returns the sum of the (weighted) losses in double, or 0.0 when the
+    per-element losses were written to ``loss_out``. Optional arrays may be
+    None: ``aux`` (per-element parameter, e.g. pos_weight), ``weight``,
+    ``grad_output``, ``grad`` (skip the gradient), ``loss_out``.
+    """
+    cdef Py_ssize_t n = pred.shape[0]
+    if n == 0:
+        return 0.0
+    cdef Py_ssize_t nblocks = (n + EW_BLOCK - 1) // EW_BLOCK
+    cdef const floating* pp = &pred[0]
+    cdef const floating* tp = &target[0]
+    cdef const floating* xp = _ptr_or_null(aux)
+    cdef const floating* wp = _ptr_or_null(weight)
+    cdef const floating* gop = _ptr_or_null(grad_output)
+    cdef floating* gp = NULL if grad is None else &grad[0]
+    cdef floating* lp = NULL if loss_out is None else &loss_out[0]
+    cdef floating fa = <floating>a, fb = <floating>b, fs = <floating>gscale
+    cdef double* partial = <double*>malloc(nblocks * sizeof(double))
+    cdef Py_ssize_t blk, off, m
+    cdef double total = 0.0
+    cdef int nt = num_threads if n >= EW_PAR_MIN else 1
+    if partial == NULL:
+        raise MemoryError()
+    with nogil:
+        if nt > 1:
+            for blk in prange(nblocks, schedule="static", num_threads=nt):
+                off = blk * EW_BLOCK
+                m = n - off if n - off < EW_BLOCK else EW_BLOCK
+                partial[blk] = _ew_block(
+                    kind, pp + off, tp + off, NULL if xp == NULL else xp + off,
+                    NULL if wp == NULL else wp + off, NULL if gop == NULL else gop + off,
+                    NULL if gp == NULL else gp + off, NULL if lp == NULL else lp + off,
+                    m, fa, fb, fs)
+        else:
+            for blk in range(nblocks):
+                off = blk * EW_BLOCK
+                m = n - off if n - off < EW_BLOCK else EW_BLOCK
+                partial[blk] = _ew_block(
+                    kind, pp + off, tp + off, NULL if xp == NULL else xp + off,
+                    NULL if wp == NULL else wp + off, NULL if gop == NULL else gop + off,
+                    NULL if gp == NULL else gp + off, NULL if lp == NULL else lp + off,
+                    m, fa, fb, fs)
+        for blk in range(nblocks):
+            total += partial[blk]
+    free(partial)
+    return total

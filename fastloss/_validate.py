@@ -1,0 +1,99 @@
+"""Input checks run before any native call.
+
+Kernels run with bounds checks off, so everything they rely on (dtype,
+shape, contiguity, writability, parameter ranges) is checked here and
+reported with a ValueError/TypeError that names the argument.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+
+import numpy as np
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+REDUCTIONS = ("mean", "sum", "none")
+
+
+def _as_array(x, name):
+    if isinstance(x, np.ndarray):
+        return x
+    try:
+        return np.asarray(x)
+    except Exception as exc:  # ragged lists and the like
+        raise TypeError(f"{name} must be array-like, got {type(x).__name__}: {exc}") from None
+
+
+def native_order(a: np.ndarray) -> np.ndarray:
+    """A C-contiguous array in native byte order (copies only when needed)."""
+    if not a.dtype.isnative:
+        a = a.astype(a.dtype.newbyteorder("="))
+    return np.ascontiguousarray(a)
+
+
+def float_input(x, name: str) -> np.ndarray:
+    """Predictions/logits: float32 or float64, returned C-contiguous, native order."""
+    a = _as_array(x, name)
+    if a.dtype.kind != "f" or a.dtype.newbyteorder("=") not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must be a float32 or float64 array, got dtype {a.dtype}")
+    return native_order(a)
+
+
+def float_like(x, name: str, dtype: np.dtype, shape: tuple | None = None) -> np.ndarray:
+    """A real-valued companion array (target, weight...) cast to ``dtype``.
+
+    Integers and booleans are accepted and cast; complex, object and string
+    arrays are refused. With ``shape``, it must match exactly.
+    """
+    a = _as_array(x, name)
+    if a.dtype.kind not in "fiub":
+        raise TypeError(f"{name} must be a real numeric array, got dtype {a.dtype}")
+    if shape is not None and a.shape != tuple(shape):
+        raise ValueError(f"{name} has shape {a.shape}, expected {tuple(shape)}")
+    if a.dtype != dtype:
+        a = a.astype(dtype)
+    return native_order(a)
+
+
+def out_array(out, name: str, shape: tuple, dtype: np.dtype) -> np.ndarray:
+    """A caller-provided output buffer: exact shape and dtype, C-contiguous, writable."""
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"{name} must be a numpy.ndarray, got {type(out).__name__}")
+    if out.dtype != dtype:
+        raise TypeError(f"{name} has dtype {out.dtype}, expected {np.dtype(dtype)}")
+    if out.shape != tuple(shape):
+        raise ValueError(f"{name} has shape {out.shape}, expected {tuple(shape)}")
+    if not out.flags.c_contiguous:
+        raise ValueError(f"{name} must be C-contiguous")
+    if not out.flags.writeable:
+        raise ValueError(f"{name} is read-only")
+    if not out.dtype.isnative:
+        raise ValueError(f"{name} must be in native byte order")
+    return out
+
+
+def reduction(value) -> str:
+    if value not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {value!r}")
+    return value
+
+
+def real_scalar(value, name: str, *, low=None, high=None, low_open=False, high_open=False,
+                finite=True) -> float:
+    """A real scalar parameter within [low, high] (open ends when asked)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Real, np.floating, np.integer)):
+        raise TypeError(f"{name} must be a real number, got {value!r}")
+    v = float(value)
+    if math.isnan(v) or (finite and math.isinf(v)):
+        raise ValueError(f"{name} must be finite, got {v}")
+    if low is not None and (v < low or (low_open and v == low)):
+        raise ValueError(f"{name} must be {'>' if low_open else '>='} {low}, got {v}")
+    if high is not None and (v > high or (high_open and v == high)):
+        raise ValueError(f"{name} must be {'<' if high_open else '<='} {high}, got {v}")
+    return v
+
+
+def boolean(value, name: str) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
