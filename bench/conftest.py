@@ -1,25 +1,23 @@
-import os
-
+"""Benchmarks: every peer runs at fastloss's thread count (see tests/conftest.py
+for the report header)."""
 import numpy as np
 import pytest
 
 import fastloss
 
 
-def pytest_report_header(config):
-    from fastloss.cli import info
-
-    i = info()
-    return [f"fastloss {i['fastloss']}: backends {i['backends']}, threads {i['num_threads']}, "
-            f"openmp {i.get('extension_openmp')}, simd {i.get('extension_simd')}"]
-
-
-def pytest_sessionstart(session):
-    if os.environ.get("FASTLOSS_REQUIRE_NATIVE") and not fastloss.native_available():
-        from fastloss import _backend
-
-        pytest.exit(f"FASTLOSS_REQUIRE_NATIVE is set but the extension is missing: "
-                    f"{_backend.native_error}", returncode=3)
+@pytest.fixture(autouse=True)
+def same_threads_for_torch():
+    """Give torch (when installed) the same thread count as fastloss."""
+    try:
+        import torch
+    except ImportError:
+        yield
+        return
+    old = torch.get_num_threads()
+    torch.set_num_threads(fastloss.get_num_threads())
+    yield
+    torch.set_num_threads(old)
 
 
 @pytest.fixture

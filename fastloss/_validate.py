@@ -16,8 +16,15 @@ REDUCTIONS = ("mean", "sum", "none")
 
 
 def _as_array(x, name):
+    """An ndarray view of ``x``: NumPy arrays as they are, DLPack producers (torch,
+    JAX CPU arrays) and array-interface objects without a copy where possible."""
     if isinstance(x, np.ndarray):
         return x
+    if hasattr(x, "__dlpack__") and hasattr(x, "__dlpack_device__"):
+        try:
+            return np.from_dlpack(x)
+        except (BufferError, TypeError, RuntimeError, ValueError):
+            pass  # e.g. a device array, or a tensor that requires grad: try the slow way
     try:
         return np.asarray(x)
     except Exception as exc:  # ragged lists and the like

@@ -1,0 +1,28 @@
+"""PyTorch adapters: fastloss losses as autograd functions and ``nn`` modules.
+
+Needs the optional extra ``torch`` (``pip install "fastloss[torch]"``);
+``import fastloss`` never imports torch.
+"""
+try:
+    import torch as _torch  # noqa: F401
+except ImportError as exc:  # pragma: no cover - exercised without torch
+    raise ImportError(
+        "fastloss.torch needs PyTorch: pip install torch (or pip install 'fastloss[torch]')"
+    ) from exc
+
+from . import functional, nn
+from .functional import (
+    binary_cross_entropy,
+    binary_cross_entropy_with_logits,
+    huber_loss,
+    l1_loss,
+    mse_loss,
+    smooth_l1_loss,
+)
+from .nn import BCELoss, BCEWithLogitsLoss, HuberLoss, L1Loss, MSELoss, SmoothL1Loss
+
+__all__ = [
+    "functional", "nn", "mse_loss", "l1_loss", "huber_loss", "smooth_l1_loss",
+    "binary_cross_entropy", "binary_cross_entropy_with_logits",
+    "MSELoss", "L1Loss", "HuberLoss", "SmoothL1Loss", "BCELoss", "BCEWithLogitsLoss",
+]

@@ -1,0 +1,103 @@
+"""Losses on torch CPU tensors with autograd, computed by fastloss kernels.
+
+Same signatures as ``torch.nn.functional``. The forward pass computes the
+loss and its gradient in one fused kernel call; backward only scales the
+saved gradient by the upstream gradient (first-order only).
+"""
+from __future__ import annotations
+
+import torch
+
+from .. import losses as _losses
+from ._bridge import as_numpy, from_numpy
+
+__all__ = [
+    "mse_loss", "l1_loss", "huber_loss", "smooth_l1_loss", "binary_cross_entropy",
+    "binary_cross_entropy_with_logits",
+]
+
+
+def _reduction(size_average, reduce, reduction):
+    if size_average is None and reduce is None:
+        return reduction
+    # torch's legacy arguments: reduce=False -> 'none'; size_average=False -> 'sum'
+    if reduce is False:
+        return "none"
+    return "sum" if size_average is False else "mean"
+
+
+class _FusedLoss(torch.autograd.Function):
+    """forward: (loss, dloss/dinput) from one fastloss call; backward: scale."""
+
+    @staticmethod
+    def forward(ctx, input, target, fn, reduction, weight_mean, kwargs):
+        if target.requires_grad:
+            raise ValueError("fastloss.torch losses do not differentiate with respect to target; "
+                             "pass target.detach()")
+        x = as_numpy(input, "input")
+        t = as_numpy(target, "target", floating=False)
+        loss, grad = fn(x, t, reduction=reduction, return_grad=True, **kwargs)
+        if weight_mean is not None:  # weighted average: sum(w l) / sum(w)
+            loss = loss / weight_mean
+            grad /= weight_mean
+        ctx.reduction = reduction
+        ctx.save_for_backward(from_numpy(grad))
+        return from_numpy(loss)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out):
+        (grad,) = ctx.saved_tensors
+        return grad * grad_out, None, None, None, None, None
+
+
+def _apply(fn, input, target, reduction, weight=None, weight_name="sample_weight",
+           weighted_average=False, **kwargs):
+    weight_mean = None
+    if weight is not None:
+        w = as_numpy(weight.expand_as(input), "weight")
+        kwargs[weight_name] = w
+        if weighted_average and reduction == "mean":
+            reduction = "sum"
+            weight_mean = float(w.sum(dtype="float64"))
+    return _FusedLoss.apply(input, target, fn, reduction, weight_mean, kwargs)
+
+
+def mse_loss(input, target, size_average=None, reduce=None, reduction="mean", weight=None):
+    """``torch.nn.functional.mse_loss``; with ``weight`` the mean is sum(w l) / sum(w) as torch."""
+    return _apply(_losses.mse, input, target, _reduction(size_average, reduce, reduction),
+                  weight, weighted_average=True)
+
+
+def l1_loss(input, target, size_average=None, reduce=None, reduction="mean", weight=None):
+    """``torch.nn.functional.l1_loss``; with ``weight`` the mean is sum(w l) / sum(w) as torch."""
+    return _apply(_losses.mae, input, target, _reduction(size_average, reduce, reduction),
+                  weight, weighted_average=True)
+
+
+def huber_loss(input, target, reduction="mean", delta=1.0, weight=None):
+    """``torch.nn.functional.huber_loss``; with ``weight`` the mean is mean(w l) as torch."""
+    return _apply(_losses.huber, input, target, reduction, weight, delta=delta)
+
+
+def smooth_l1_loss(input, target, size_average=None, reduce=None, reduction="mean", beta=1.0):
+    """``torch.nn.functional.smooth_l1_loss``."""
+    return _apply(_losses.smooth_l1, input, target, _reduction(size_average, reduce, reduction),
+                  beta=beta)
+
+
+def binary_cross_entropy(input, target, weight=None, size_average=None, reduce=None,
+                         reduction="mean"):
+    """``torch.nn.functional.binary_cross_entropy`` (probabilities clipped to [1e-12, 1-1e-12])."""
+    return _apply(_losses.binary_cross_entropy, input, target,
+                  _reduction(size_average, reduce, reduction), weight, eps=1e-12)
+
+
+def binary_cross_entropy_with_logits(input, target, weight=None, size_average=None,
+                                     reduce=None, reduction="mean", pos_weight=None):
+    """``torch.nn.functional.binary_cross_entropy_with_logits``."""
+    kwargs = {}
+    if pos_weight is not None:
+        kwargs["pos_weight"] = as_numpy(pos_weight, "pos_weight")
+    return _apply(_losses.binary_cross_entropy_with_logits, input, target,
+                  _reduction(size_average, reduce, reduction), weight, **kwargs)

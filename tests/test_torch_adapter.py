@@ -1,0 +1,122 @@
+"""fastloss.torch: autograd losses and modules against torch.nn.functional."""
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+TF = torch.nn.functional
+import fastloss  # noqa: E402
+import fastloss.torch as FT  # noqa: E402
+
+REDUCTIONS = ["mean", "sum", "none"]
+
+
+def _data(dtype, shape=(7, 5), seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(shape, dtype=dtype, generator=g)
+    t = torch.randn(shape, dtype=dtype, generator=g)
+    tb = (torch.rand(shape, generator=g) > 0.5).to(dtype)
+    w = torch.rand(shape, dtype=dtype, generator=g) + 0.1
+    pw = torch.rand(shape[-1], dtype=dtype, generator=g) + 0.5
+    return x, t, tb, w, pw
+
+
+def _cases(t, tb, w, pw):
+    return [
+        ("mse", FT.mse_loss, TF.mse_loss, t, {}),
+        ("mse-w", FT.mse_loss, TF.mse_loss, t, {"weight": w}),
+        ("l1", FT.l1_loss, TF.l1_loss, t, {}),
+        ("l1-w", FT.l1_loss, TF.l1_loss, t, {"weight": w}),
+        ("huber", FT.huber_loss, TF.huber_loss, t, {"delta": 0.7}),
+        ("huber-w", FT.huber_loss, TF.huber_loss, t, {"delta": 1.3, "weight": w}),
+        ("smooth_l1", FT.smooth_l1_loss, TF.smooth_l1_loss, t, {"beta": 0.5}),
+        ("smooth_l1-0", FT.smooth_l1_loss, TF.smooth_l1_loss, t, {"beta": 0.0}),
+        ("bce", FT.binary_cross_entropy, TF.binary_cross_entropy, tb, {"weight": w}),
+        ("bce_logits", FT.binary_cross_entropy_with_logits,
+         TF.binary_cross_entropy_with_logits, tb, {"pos_weight": pw, "weight": w}),
+    ]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_values_and_grads_match_torch(dtype, reduction):
+    x, t, tb, w, pw = _data(dtype)
+    tol = dict(rtol=1e-5, atol=1e-6) if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-12)
+    for name, ours, theirs, target, kw in _cases(t, tb, w, pw):
+        inp = torch.sigmoid(x) if name == "bce" else x
+        a_in = inp.clone().requires_grad_()
+        b_in = inp.clone().requires_grad_()
+        a = ours(a_in, target, reduction=reduction, **kw)
+        b = theirs(b_in, target, reduction=reduction, **kw)
+        assert a.dtype == dtype and a.shape == b.shape, name
+        torch.testing.assert_close(a, b, **tol, msg=name)
+        up = torch.rand_like(a) + 0.5  # a non-trivial upstream gradient
+        (a * up).sum().backward()
+        (b * up).sum().backward()
+        torch.testing.assert_close(a_in.grad, b_in.grad, **tol, msg=name)
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_gradcheck_float64(reduction):
+    x, t, tb, w, pw = _data(torch.float64, (4, 3), seed=1)
+    for name, ours, _, target, kw in _cases(t, tb, w, pw):
+        inp = (torch.sigmoid(x) if name == "bce" else x).clone().requires_grad_()
+        assert torch.autograd.gradcheck(lambda z: ours(z, target, reduction=reduction, **kw),
+                                        (inp,)), name
+
+
+def test_modules_match_functional():
+    x, t, tb, w, pw = _data(torch.float32)
+    pairs = [
+        (FT.MSELoss(), torch.nn.MSELoss(), t),
+        (FT.L1Loss(reduction="sum"), torch.nn.L1Loss(reduction="sum"), t),
+        (FT.HuberLoss(delta=0.5), torch.nn.HuberLoss(delta=0.5), t),
+        (FT.SmoothL1Loss(beta=2.0), torch.nn.SmoothL1Loss(beta=2.0), t),
+        (FT.BCEWithLogitsLoss(pos_weight=pw), torch.nn.BCEWithLogitsLoss(pos_weight=pw), tb),
+        (FT.BCELoss(weight=w), torch.nn.BCELoss(weight=w), tb),
+    ]
+    for ours, theirs, target in pairs:
+        inp = torch.sigmoid(x) if isinstance(ours, FT.BCELoss) else x
+        torch.testing.assert_close(ours(inp, target), theirs(inp, target))
+
+
+def test_noncontiguous_input_is_copied_not_wrong():
+    x, t, *_ = _data(torch.float32, (6, 8))
+    xs = x.t().requires_grad_()  # non-contiguous
+    a = FT.mse_loss(xs, t.t())
+    a.backward()
+    xt = x.t().clone().requires_grad_()
+    b = TF.mse_loss(xt, t.t())
+    b.backward()
+    torch.testing.assert_close(a, b)
+    torch.testing.assert_close(xs.grad, xt.grad)
+
+
+def test_clear_errors():
+    x, t, *_ = _data(torch.float32)
+    with pytest.raises(TypeError, match="float16"):
+        FT.mse_loss(x.half(), t.half())
+    with pytest.raises(ValueError, match="target"):
+        FT.mse_loss(x, t.clone().requires_grad_())
+    with pytest.raises(ValueError, match="device"):
+        FT.mse_loss(x.to("meta"), t.to("meta"))
+
+
+def test_plain_functions_accept_tensors_without_copy():
+    x, t, *_ = _data(torch.float32)
+    out = np.empty((7, 5), np.float32)
+    loss, grad = fastloss.mse(x, t, return_grad=True, out=out)
+    assert np.isclose(loss, TF.mse_loss(x, t).item())
+    from fastloss import _validate
+
+    assert np.shares_memory(_validate.float_input(x, "pred"), x.numpy())
+
+
+def test_import_fastloss_does_not_import_torch(tmp_path):
+    import subprocess
+    import sys
+
+    code = "import sys, fastloss; print('torch' in sys.modules)"
+    env = {"PYTHONPATH": str(__import__("pathlib").Path(fastloss.__file__).parents[1])}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=tmp_path, env=env).stdout.strip()
+    assert out == "False"
