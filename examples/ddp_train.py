@@ -1,0 +1,86 @@
+"""Data-parallel training with fastloss on torch.distributed (gloo, CPU).
+
+Each rank trains the same small MLP on its shard of the batch with
+fastloss's loss and optimizer; DistributedDataParallel averages gradients.
+Run with N ranks:
+
+    torchrun --nproc_per_node=2 examples/ddp_train.py --steps 20
+
+`run(rank, world_size, init_method)` is also what tests/test_ddp.py calls.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+
+import fastloss.torch as FT
+
+
+def make_problem(n=64, d=8, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, d, generator=g, dtype=torch.float64)
+    y = torch.randn(n, 1, generator=g, dtype=torch.float64)
+    return x, y
+
+
+def make_model(d=8, seed=1):
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(torch.nn.Linear(d, 16), torch.nn.Tanh(),
+                               torch.nn.Linear(16, 1)).double()
+
+
+def make_optimizer(params):
+    try:
+        from fastloss.torch.optim import Adam
+    except ImportError:  # before the optimizer adapters exist
+        from torch.optim import Adam
+    return Adam(params, lr=1e-2)
+
+
+def train(model, x, y, steps):
+    opt = make_optimizer(model.parameters())
+    for _ in range(steps):
+        opt.zero_grad()
+        loss = FT.huber_loss(model(x), y, delta=0.5)
+        loss.backward()
+        opt.step()
+    return [p.detach().clone() for p in model.parameters()]
+
+
+def run(rank, world_size, init_method, steps=10, result_path=None):
+    """One rank: train on this rank's shard under DDP; rank 0 may save params."""
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=init_method, rank=rank, world_size=world_size,
+                            timeout=datetime.timedelta(seconds=60))
+    try:
+        x, y = make_problem()
+        shard = slice(rank * len(x) // world_size, (rank + 1) * len(x) // world_size)
+        model = DistributedDataParallel(make_model())
+        params = train(model, x[shard], y[shard], steps)
+        if rank == 0 and result_path:
+            torch.save(params, result_path)
+        return params
+    finally:
+        dist.destroy_process_group()
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--steps", type=int, default=20)
+    args = parser.parse_args()
+    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    params = run(rank, world, "env://", args.steps)
+    if rank == 0:
+        x, y = make_problem()
+        single = train(make_model(), x, y, args.steps)
+        diff = max(float((a - b).abs().max()) for a, b in zip(params, single))
+        print(f"{world} ranks x {args.steps} steps: max |param - single-process| = {diff:.2e}")
+
+
+if __name__ == "__main__":
+    main()
