@@ -30,8 +30,11 @@
 #include <stdint.h>
 #include <string.h>
 
-#if defined(__FAST_MATH__) || defined(__ASSOCIATIVE_MATH__)
-#error "fastloss/_vmath.h must not be compiled with -ffast-math / -fassociative-math"
+/* Refuse the flags that break these functions (define FL_VMATH_ALLOW_UNSAFE_MATH
+ * only to demonstrate the breakage in a test build). */
+#if !defined(FL_VMATH_ALLOW_UNSAFE_MATH) && (defined(__FAST_MATH__) || \
+    defined(__ASSOCIATIVE_MATH__) || (defined(__FINITE_MATH_ONLY__) && __FINITE_MATH_ONLY__))
+#error "fastloss/_vmath.h must not be compiled with -ffast-math, -fassociative-math or -ffinite-math-only"
 #endif
 
 #if defined(__FMA__) || defined(__FP_FAST_FMA) || defined(__aarch64__)
