@@ -112,43 +112,68 @@ static inline float fl_expm1f(float x)
     return x == 0.0f ? x : res;          /* keeps -0 */
 }
 
-/* log(m 2^k) for the bit pattern of a positive normal float u, plus a small
- * correction `c` (absolute, added to log1p(f)) */
-static inline float fl__log_core_f(float u, float kadj, float c)
+/* log(u) for a positive normal float u = m 2^k, m in [sqrt(1/2), sqrt(2)).
+ * with_c (a compile-time constant after inlining) selects the log1p variant: it
+ * adds c / u, c being the rounding error of u = 1 + x, and returns 1/u in *inv,
+ * sharing one division between s = f / (2 + f) and 1 / m. */
+static inline float fl__log_core_f(float u, float kadj, int with_c, float c, float *inv)
 {
     /* t = bits(u) + (1 - sqrt(1/2)) in exponent units: t >> 23 = k + 127 */
     uint32_t t = fl_f2u(u) + (0x3f800000u - 0x3f3504f3u);
     float m = fl_u2f((t & 0x007fffffu) + 0x3f3504f3u);           /* [sqrt.5, sqrt2) */
     float k = fl_u2f(0x4b000000u | (t >> 23)) - (8388608.0f + 127.0f) + kadj;
     float f = m - 1.0f;
-    float s = f / (2.0f + f);
+    float s, corr = 0.0f;
+    if (with_c) {
+        float d = 1.0f / ((2.0f + f) * m);
+        float half_inv_m = 0.5f * (2.0f + f) * d;
+        /* 2^-(k-1), exact; 0 when k = 128 (where c / u < 2^-127 does not matter) */
+        float sc = fl_u2f((255u - (t >> 23)) << 23);
+        s = f * m * d;
+        corr = (c * sc) * half_inv_m;
+        *inv = half_inv_m * sc;
+    } else {
+        s = f / (2.0f + f);
+    }
     float z = s * s;
     float R = z * FL_FMAF(FL_FMAF(0.2958005368709564f, z, 0.3998877704143524f), z,
                           0.6666668653488159f);
     float hfsq = 0.5f * f * f;
-    float lo = FL_FMAF(s, hfsq + R, FL_FMAF(k, FL_LN2LOF, c));
+    float lo = FL_FMAF(s, hfsq + R, FL_FMAF(k, FL_LN2LOF, corr));
     return FL_FMAF(k, FL_LN2HIF, f - (hfsq - lo));
 }
 
 static inline float fl_logf(float x)
 {
-    int sub = x < 1.17549435e-38f;       /* subnormal (and <= 0, fixed below) */
-    float u = sub ? x * 8388608.0f : x;  /* * 2^23 */
-    float res = fl__log_core_f(u, sub ? -23.0f : 0.0f, 0.0f);
+    float u = x < 1.17549435e-38f ? x * 8388608.0f : x;   /* subnormal: * 2^23 */
+    float res = fl__log_core_f(u, x < 1.17549435e-38f ? -23.0f : 0.0f, 0, 0.0f, 0);
     /* x < 0 -> NaN, x == 0 -> -Inf, +Inf and NaN -> x */
     float special = x < 0.0f ? __builtin_nanf("") : (x == 0.0f ? -__builtin_inff() : x);
     return (x > 0.0f && x < __builtin_inff()) ? res : special;
 }
 
-static inline float fl_log1pf(float x)
+/* log1p(x), and 1 / (1 + x) in *inv1p at no extra division (within 3 ulp for
+ * -1 < x < 2^127; 0 beyond, where the true value is below 5.9e-39; +Inf at -1,
+ * 0 at +Inf, NaN for x < -1 and NaN) */
+static inline float fl_log1p_invf(float x, float *inv1p)
 {
     float u = 1.0f + x;
     /* exact rounding error of u = 1 + x (Fast2Sum: larger operand first) */
     float c = (x < 1.0f) ? x - (u - 1.0f) : 1.0f - (u - x);
-    float res = fl__log_core_f(u, 0.0f, c / u);
+    float inv;
+    float res = fl__log_core_f(u, 0.0f, 1, c, &inv);
+    int ok = x > -1.0f && x < __builtin_inff();
     float special = x < -1.0f ? __builtin_nanf("") : (x == -1.0f ? -__builtin_inff() : x);
-    res = (x > -1.0f && x < __builtin_inff()) ? res : special;
+    float sinv = x == -1.0f ? __builtin_inff() : (x == __builtin_inff() ? 0.0f : __builtin_nanf(""));
+    *inv1p = ok ? inv : sinv;
+    res = ok ? res : special;
     return x == 0.0f ? x : res;          /* keeps -0 */
+}
+
+static inline float fl_log1pf(float x)
+{
+    float inv;
+    return fl_log1p_invf(x, &inv);
 }
 
 /* tanh x = sign(x) m / (m + 2), m = expm1(2|x|); |x| >= 9.1 rounds to +-1 */
@@ -230,14 +255,24 @@ static inline double fl_expm1(double x)
     return x == 0.0 ? x : res;
 }
 
-static inline double fl__log_core(double u, double kadj, double c)
+static inline double fl__log_core(double u, double kadj, int with_c, double c, double *inv)
 {
     uint64_t t = fl_d2u(u) + (0x3ff0000000000000ull - 0x3fe6a09e667f3bcdull);
     double m = fl_u2d((t & 0x000fffffffffffffull) + 0x3fe6a09e667f3bcdull);
     /* k + 1023 = t >> 52, converted to double without cvtqq2pd (absent on AVX2) */
     double k = fl_u2d(0x4330000000000000ull | (t >> 52)) - (4503599627370496.0 + 1023.0) + kadj;
     double f = m - 1.0;
-    double s = f / (2.0 + f);
+    double s, corr = 0.0;
+    if (with_c) {
+        double d = 1.0 / ((2.0 + f) * m);
+        double half_inv_m = 0.5 * (2.0 + f) * d;
+        double sc = fl_u2d((2047ull - (t >> 52)) << 52);   /* 2^-(k-1); 0 at k = 1024 */
+        s = f * m * d;
+        corr = (c * sc) * half_inv_m;
+        *inv = half_inv_m * sc;
+    } else {
+        s = f / (2.0 + f);
+    }
     double z = s * s;
     double R = FL_FMA(0.14616585424888623, z, 0.15331710618210773);
     R = FL_FMA(R, z, 0.18182889455674947);
@@ -247,27 +282,37 @@ static inline double fl__log_core(double u, double kadj, double c)
     R = FL_FMA(R, z, 0.666666666666667);
     R = R * z;
     double hfsq = 0.5 * f * f;
-    double lo = FL_FMA(s, hfsq + R, FL_FMA(k, FL_LN2LO, c));
+    double lo = FL_FMA(s, hfsq + R, FL_FMA(k, FL_LN2LO, corr));
     return FL_FMA(k, FL_LN2HI, f - (hfsq - lo));
 }
 
 static inline double fl_log(double x)
 {
-    int sub = x < 2.2250738585072014e-308;
-    double u = sub ? x * 4503599627370496.0 : x;   /* * 2^52 */
-    double res = fl__log_core(u, sub ? -52.0 : 0.0, 0.0);
+    double u = x < 2.2250738585072014e-308 ? x * 4503599627370496.0 : x;   /* * 2^52 */
+    double res = fl__log_core(u, x < 2.2250738585072014e-308 ? -52.0 : 0.0, 0, 0.0, 0);
     double special = x < 0.0 ? __builtin_nan("") : (x == 0.0 ? -__builtin_inf() : x);
     return (x > 0.0 && x < __builtin_inf()) ? res : special;
 }
 
-static inline double fl_log1p(double x)
+/* log1p(x) and 1 / (1 + x) (within 3 ulp for -1 < x < 2^1023, see fl_log1p_invf) */
+static inline double fl_log1p_inv(double x, double *inv1p)
 {
     double u = 1.0 + x;
     double c = (x < 1.0) ? x - (u - 1.0) : 1.0 - (u - x);
-    double res = fl__log_core(u, 0.0, c / u);
+    double inv;
+    double res = fl__log_core(u, 0.0, 1, c, &inv);
+    int ok = x > -1.0 && x < __builtin_inf();
     double special = x < -1.0 ? __builtin_nan("") : (x == -1.0 ? -__builtin_inf() : x);
-    res = (x > -1.0 && x < __builtin_inf()) ? res : special;
+    double sinv = x == -1.0 ? __builtin_inf() : (x == __builtin_inf() ? 0.0 : __builtin_nan(""));
+    *inv1p = ok ? inv : sinv;
+    res = ok ? res : special;
     return x == 0.0 ? x : res;
+}
+
+static inline double fl_log1p(double x)
+{
+    double inv;
+    return fl_log1p_inv(x, &inv);
 }
 
 static inline double fl_tanh(double x)
