@@ -37,19 +37,28 @@
 #error "fastloss/_vmath.h must not be compiled with -ffast-math, -fassociative-math or -ffinite-math-only"
 #endif
 
+/* Everything is force-inlined: a call left in a loop stops GCC from vectorising it. */
+#if defined(__GNUC__) || defined(__clang__)
+#define FL_INLINE static inline __attribute__((always_inline))
+#elif defined(_MSC_VER)
+#define FL_INLINE static __forceinline
+#else
+#define FL_INLINE static inline
+#endif
+
 #if defined(__FMA__) || defined(__FP_FAST_FMA) || defined(__aarch64__)
-#define FL_FMAF(a, b, c) __builtin_fmaf((a), (b), (c))
-#define FL_FMA(a, b, c) __builtin_fma((a), (b), (c))
+#define FL_FMAF(a, b, c) fmaf((a), (b), (c))
+#define FL_FMA(a, b, c) fma((a), (b), (c))
 #else
 #define FL_FMAF(a, b, c) ((a) * (b) + (c))
 #define FL_FMA(a, b, c) ((a) * (b) + (c))
 #endif
 
 /* ---- bit casts (memcpy: no aliasing UB; compiles to a register move) ---- */
-static inline uint32_t fl_f2u(float x) { uint32_t u; memcpy(&u, &x, 4); return u; }
-static inline float fl_u2f(uint32_t u) { float x; memcpy(&x, &u, 4); return x; }
-static inline uint64_t fl_d2u(double x) { uint64_t u; memcpy(&u, &x, 8); return u; }
-static inline double fl_u2d(uint64_t u) { double x; memcpy(&x, &u, 8); return x; }
+FL_INLINE uint32_t fl_f2u(float x) { uint32_t u; memcpy(&u, &x, 4); return u; }
+FL_INLINE float fl_u2f(uint32_t u) { float x; memcpy(&x, &u, 4); return x; }
+FL_INLINE uint64_t fl_d2u(double x) { uint64_t u; memcpy(&u, &x, 8); return u; }
+FL_INLINE double fl_u2d(uint64_t u) { double x; memcpy(&x, &u, 8); return x; }
 
 /* ======================================================================== */
 /* float                                                                    */
@@ -60,7 +69,7 @@ static inline double fl_u2d(uint64_t u) { double x; memcpy(&x, &u, 8); return x;
 #define FL_LN2LOF 1.42860682030941723212e-6f
 
 /* e^r - 1 = r + r^2 P(r) for |r| <= ln2/2, rel. error 2.6e-8 */
-static inline float fl__expm1_core_f(float r)
+FL_INLINE float fl__expm1_core_f(float r)
 {
     float p = FL_FMAF(0.0013926184037700295f, r, 0.008363178931176662f);
     p = FL_FMAF(p, r, 0.041666556149721146f);
@@ -71,7 +80,7 @@ static inline float fl__expm1_core_f(float r)
 
 /* k = round(x / ln2) (float, integral) and the reduced argument r = x - k ln2.
  * Returns x*log2e + S; its bit pattern minus that of S is k. */
-static inline float fl__reduce_f(float x, float *k, float *r)
+FL_INLINE float fl__reduce_f(float x, float *k, float *r)
 {
     float kf = FL_FMAF(x, FL_LOG2EF, FL_SHIFTF);
     float kk = kf - FL_SHIFTF;           /* exact: the rounding trick */
@@ -81,7 +90,7 @@ static inline float fl__reduce_f(float x, float *k, float *r)
     return kf;
 }
 
-static inline float fl_expf(float x)
+FL_INLINE float fl_expf(float x)
 {
     /* clamp so k fits [-150, 128]; NaN passes through (comparisons are false) */
     float xc = x > 89.0f ? 89.0f : x;
@@ -97,7 +106,7 @@ static inline float fl_expf(float x)
     return (p * s1) * s2;
 }
 
-static inline float fl_expm1f(float x)
+FL_INLINE float fl_expm1f(float x)
 {
     float xc = x > 89.0f ? 89.0f : x;
     xc = xc < -25.0f ? -25.0f : xc;      /* expm1(-25) rounds to -1 */
@@ -116,7 +125,7 @@ static inline float fl_expm1f(float x)
  * with_c (a compile-time constant after inlining) selects the log1p variant: it
  * adds c / u, c being the rounding error of u = 1 + x, and returns 1/u in *inv,
  * sharing one division between s = f / (2 + f) and 1 / m. */
-static inline float fl__log_core_f(float u, float kadj, int with_c, float c, float *inv)
+FL_INLINE float fl__log_core_f(float u, float kadj, int with_c, float c, float *inv)
 {
     /* t = bits(u) + (1 - sqrt(1/2)) in exponent units: t >> 23 = k + 127 */
     uint32_t t = fl_f2u(u) + (0x3f800000u - 0x3f3504f3u);
@@ -143,41 +152,41 @@ static inline float fl__log_core_f(float u, float kadj, int with_c, float c, flo
     return FL_FMAF(k, FL_LN2HIF, f - (hfsq - lo));
 }
 
-static inline float fl_logf(float x)
+FL_INLINE float fl_logf(float x)
 {
     float u = x < 1.17549435e-38f ? x * 8388608.0f : x;   /* subnormal: * 2^23 */
     float res = fl__log_core_f(u, x < 1.17549435e-38f ? -23.0f : 0.0f, 0, 0.0f, 0);
     /* x < 0 -> NaN, x == 0 -> -Inf, +Inf and NaN -> x */
-    float special = x < 0.0f ? __builtin_nanf("") : (x == 0.0f ? -__builtin_inff() : x);
-    return (x > 0.0f && x < __builtin_inff()) ? res : special;
+    float special = x < 0.0f ? NAN : (x == 0.0f ? -INFINITY : x);
+    return (x > 0.0f && x < INFINITY) ? res : special;
 }
 
 /* log1p(x), and 1 / (1 + x) in *inv1p at no extra division (within 3 ulp for
  * -1 < x < 2^127; 0 beyond, where the true value is below 5.9e-39; +Inf at -1,
  * 0 at +Inf, NaN for x < -1 and NaN) */
-static inline float fl_log1p_invf(float x, float *inv1p)
+FL_INLINE float fl_log1p_invf(float x, float *inv1p)
 {
     float u = 1.0f + x;
     /* exact rounding error of u = 1 + x (Fast2Sum: larger operand first) */
     float c = (x < 1.0f) ? x - (u - 1.0f) : 1.0f - (u - x);
     float inv;
     float res = fl__log_core_f(u, 0.0f, 1, c, &inv);
-    int ok = x > -1.0f && x < __builtin_inff();
-    float special = x < -1.0f ? __builtin_nanf("") : (x == -1.0f ? -__builtin_inff() : x);
-    float sinv = x == -1.0f ? __builtin_inff() : (x == __builtin_inff() ? 0.0f : __builtin_nanf(""));
+    int ok = x > -1.0f && x < INFINITY;
+    float special = x < -1.0f ? NAN : (x == -1.0f ? -INFINITY : x);
+    float sinv = x == -1.0f ? INFINITY : (x == INFINITY ? 0.0f : NAN);
     *inv1p = ok ? inv : sinv;
     res = ok ? res : special;
     return x == 0.0f ? x : res;          /* keeps -0 */
 }
 
-static inline float fl_log1pf(float x)
+FL_INLINE float fl_log1pf(float x)
 {
     float inv;
     return fl_log1p_invf(x, &inv);
 }
 
 /* tanh x = sign(x) m / (m + 2), m = expm1(2|x|); |x| >= 9.1 rounds to +-1 */
-static inline float fl_tanhf(float x)
+FL_INLINE float fl_tanhf(float x)
 {
     float a = fabsf(x);
     a = a > 9.1f ? 9.1f : a;
@@ -187,7 +196,7 @@ static inline float fl_tanhf(float x)
 
 /* 1 / (1 + e^-x), as e / (1 + e) with e = e^x for x < 0 (no overflow, keeps
  * tiny results) */
-static inline float fl_sigmoidf(float x)
+FL_INLINE float fl_sigmoidf(float x)
 {
     float e = fl_expf(-fabsf(x));
     float r = 1.0f / (1.0f + e);
@@ -202,7 +211,7 @@ static inline float fl_sigmoidf(float x)
 #define FL_LN2HI 6.93147180369123816490e-01   /* ln 2 to 32 bits */
 #define FL_LN2LO 1.90821492927058770002e-10
 
-static inline double fl__expm1_core(double r)
+FL_INLINE double fl__expm1_core(double r)
 {
     double p = FL_FMA(2.0914686968086876e-09, r, 2.5105217004720745e-08);
     p = FL_FMA(p, r, 2.75572736431103e-07);
@@ -217,7 +226,7 @@ static inline double fl__expm1_core(double r)
     return FL_FMA(r * r, p, r);
 }
 
-static inline double fl__reduce(double x, double *k, double *r)
+FL_INLINE double fl__reduce(double x, double *k, double *r)
 {
     double kf = FL_FMA(x, FL_LOG2E, FL_SHIFT);
     double kk = kf - FL_SHIFT;           /* exact: the rounding trick */
@@ -227,7 +236,7 @@ static inline double fl__reduce(double x, double *k, double *r)
     return kf;
 }
 
-static inline double fl_exp(double x)
+FL_INLINE double fl_exp(double x)
 {
     double xc = x > 710.0 ? 710.0 : x;
     xc = xc < -746.0 ? -746.0 : xc;
@@ -241,7 +250,7 @@ static inline double fl_exp(double x)
     return (p * s1) * s2;
 }
 
-static inline double fl_expm1(double x)
+FL_INLINE double fl_expm1(double x)
 {
     double xc = x > 710.0 ? 710.0 : x;
     xc = xc < -45.0 ? -45.0 : xc;        /* expm1(-45) rounds to -1 */
@@ -255,7 +264,7 @@ static inline double fl_expm1(double x)
     return x == 0.0 ? x : res;
 }
 
-static inline double fl__log_core(double u, double kadj, int with_c, double c, double *inv)
+FL_INLINE double fl__log_core(double u, double kadj, int with_c, double c, double *inv)
 {
     uint64_t t = fl_d2u(u) + (0x3ff0000000000000ull - 0x3fe6a09e667f3bcdull);
     double m = fl_u2d((t & 0x000fffffffffffffull) + 0x3fe6a09e667f3bcdull);
@@ -286,36 +295,36 @@ static inline double fl__log_core(double u, double kadj, int with_c, double c, d
     return FL_FMA(k, FL_LN2HI, f - (hfsq - lo));
 }
 
-static inline double fl_log(double x)
+FL_INLINE double fl_log(double x)
 {
     double u = x < 2.2250738585072014e-308 ? x * 4503599627370496.0 : x;   /* * 2^52 */
     double res = fl__log_core(u, x < 2.2250738585072014e-308 ? -52.0 : 0.0, 0, 0.0, 0);
-    double special = x < 0.0 ? __builtin_nan("") : (x == 0.0 ? -__builtin_inf() : x);
-    return (x > 0.0 && x < __builtin_inf()) ? res : special;
+    double special = x < 0.0 ? (double)NAN : (x == 0.0 ? -(double)INFINITY : x);
+    return (x > 0.0 && x < (double)INFINITY) ? res : special;
 }
 
 /* log1p(x) and 1 / (1 + x) (within 3 ulp for -1 < x < 2^1023, see fl_log1p_invf) */
-static inline double fl_log1p_inv(double x, double *inv1p)
+FL_INLINE double fl_log1p_inv(double x, double *inv1p)
 {
     double u = 1.0 + x;
     double c = (x < 1.0) ? x - (u - 1.0) : 1.0 - (u - x);
     double inv;
     double res = fl__log_core(u, 0.0, 1, c, &inv);
-    int ok = x > -1.0 && x < __builtin_inf();
-    double special = x < -1.0 ? __builtin_nan("") : (x == -1.0 ? -__builtin_inf() : x);
-    double sinv = x == -1.0 ? __builtin_inf() : (x == __builtin_inf() ? 0.0 : __builtin_nan(""));
+    int ok = x > -1.0 && x < (double)INFINITY;
+    double special = x < -1.0 ? (double)NAN : (x == -1.0 ? -(double)INFINITY : x);
+    double sinv = x == -1.0 ? (double)INFINITY : (x == (double)INFINITY ? 0.0 : (double)NAN);
     *inv1p = ok ? inv : sinv;
     res = ok ? res : special;
     return x == 0.0 ? x : res;
 }
 
-static inline double fl_log1p(double x)
+FL_INLINE double fl_log1p(double x)
 {
     double inv;
     return fl_log1p_inv(x, &inv);
 }
 
-static inline double fl_tanh(double x)
+FL_INLINE double fl_tanh(double x)
 {
     double a = fabs(x);
     a = a > 19.5 ? 19.5 : a;
@@ -323,7 +332,7 @@ static inline double fl_tanh(double x)
     return copysign(m / (m + 2.0), x);
 }
 
-static inline double fl_sigmoid(double x)
+FL_INLINE double fl_sigmoid(double x)
 {
     double e = fl_exp(-fabs(x));
     double r = 1.0 / (1.0 + e);
