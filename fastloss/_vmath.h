@@ -35,15 +35,73 @@
 #if !defined(FL_VMATH_ALLOW_UNSAFE_MATH) && (defined(__FAST_MATH__) || \
     defined(__ASSOCIATIVE_MATH__) || (defined(__FINITE_MATH_ONLY__) && __FINITE_MATH_ONLY__))
 #error "fastloss/_vmath.h must not be compiled with -ffast-math, -fassociative-math or -ffinite-math-only"
+/* ======================================================================== */
+/* public entry points                                                      */
+/* ======================================================================== */
+FL_VECFN float fl_expf(float x) { return fl__expf(x); }
+FL_VECFN float fl_expm1f(float x) { return fl__expm1f(x); }
+FL_VECFN float fl_logf(float x) { return fl__logf(x); }
+FL_VECFN float fl_log1pf(float x) { return fl__log1pf(x); }
+FL_VECFN float fl_tanhf(float x) { return fl__tanhf(x); }
+FL_VECFN float fl_sigmoidf(float x) { return fl__sigmoidf(x); }
+FL_VECFN double fl_exp(double x) { return fl__exp(x); }
+FL_VECFN double fl_expm1(double x) { return fl__expm1(x); }
+FL_VECFN double fl_log(double x) { return fl__log(x); }
+FL_VECFN double fl_log1p(double x) { return fl__log1p(x); }
+FL_VECFN double fl_tanh(double x) { return fl__tanh(x); }
+FL_VECFN double fl_sigmoid(double x) { return fl__sigmoid(x); }
+
 #endif
 
-/* Everything is force-inlined: a call left in a loop stops GCC from vectorising it. */
+/* Internal pieces are force-inlined: a call left in a loop stops GCC from vectorising
+ * it. The public one-argument functions (fl_expf, ... at the end of this file) are
+ * plain `static inline` and also declared `omp declare simd` (with -fopenmp): where
+ * GCC's inliner gives up on a big caller, the vectoriser calls their SIMD clones
+ * (_ZGVdN8v_fl_expf: AVX2, 8 lanes) instead of leaving the loop scalar. */
 #if defined(__GNUC__) || defined(__clang__)
 #define FL_INLINE static inline __attribute__((always_inline))
 #elif defined(_MSC_VER)
 #define FL_INLINE static __forceinline
 #else
 #define FL_INLINE static inline
+/* ======================================================================== */
+/* public entry points                                                      */
+/* ======================================================================== */
+FL_VECFN float fl_expf(float x) { return fl__expf(x); }
+FL_VECFN float fl_expm1f(float x) { return fl__expm1f(x); }
+FL_VECFN float fl_logf(float x) { return fl__logf(x); }
+FL_VECFN float fl_log1pf(float x) { return fl__log1pf(x); }
+FL_VECFN float fl_tanhf(float x) { return fl__tanhf(x); }
+FL_VECFN float fl_sigmoidf(float x) { return fl__sigmoidf(x); }
+FL_VECFN double fl_exp(double x) { return fl__exp(x); }
+FL_VECFN double fl_expm1(double x) { return fl__expm1(x); }
+FL_VECFN double fl_log(double x) { return fl__log(x); }
+FL_VECFN double fl_log1p(double x) { return fl__log1p(x); }
+FL_VECFN double fl_tanh(double x) { return fl__tanh(x); }
+FL_VECFN double fl_sigmoid(double x) { return fl__sigmoid(x); }
+
+#endif
+
+#if defined(_OPENMP) && !defined(_MSC_VER)
+#define FL_VECFN _Pragma("omp declare simd notinbranch") static inline
+#else
+#define FL_VECFN static inline
+/* ======================================================================== */
+/* public entry points                                                      */
+/* ======================================================================== */
+FL_VECFN float fl_expf(float x) { return fl__expf(x); }
+FL_VECFN float fl_expm1f(float x) { return fl__expm1f(x); }
+FL_VECFN float fl_logf(float x) { return fl__logf(x); }
+FL_VECFN float fl_log1pf(float x) { return fl__log1pf(x); }
+FL_VECFN float fl_tanhf(float x) { return fl__tanhf(x); }
+FL_VECFN float fl_sigmoidf(float x) { return fl__sigmoidf(x); }
+FL_VECFN double fl_exp(double x) { return fl__exp(x); }
+FL_VECFN double fl_expm1(double x) { return fl__expm1(x); }
+FL_VECFN double fl_log(double x) { return fl__log(x); }
+FL_VECFN double fl_log1p(double x) { return fl__log1p(x); }
+FL_VECFN double fl_tanh(double x) { return fl__tanh(x); }
+FL_VECFN double fl_sigmoid(double x) { return fl__sigmoid(x); }
+
 #endif
 
 #if defined(__FMA__) || defined(__FP_FAST_FMA) || defined(__aarch64__)
@@ -52,6 +110,22 @@
 #else
 #define FL_FMAF(a, b, c) ((a) * (b) + (c))
 #define FL_FMA(a, b, c) ((a) * (b) + (c))
+/* ======================================================================== */
+/* public entry points                                                      */
+/* ======================================================================== */
+FL_VECFN float fl_expf(float x) { return fl__expf(x); }
+FL_VECFN float fl_expm1f(float x) { return fl__expm1f(x); }
+FL_VECFN float fl_logf(float x) { return fl__logf(x); }
+FL_VECFN float fl_log1pf(float x) { return fl__log1pf(x); }
+FL_VECFN float fl_tanhf(float x) { return fl__tanhf(x); }
+FL_VECFN float fl_sigmoidf(float x) { return fl__sigmoidf(x); }
+FL_VECFN double fl_exp(double x) { return fl__exp(x); }
+FL_VECFN double fl_expm1(double x) { return fl__expm1(x); }
+FL_VECFN double fl_log(double x) { return fl__log(x); }
+FL_VECFN double fl_log1p(double x) { return fl__log1p(x); }
+FL_VECFN double fl_tanh(double x) { return fl__tanh(x); }
+FL_VECFN double fl_sigmoid(double x) { return fl__sigmoid(x); }
+
 #endif
 
 /* ---- bit casts (memcpy: no aliasing UB; compiles to a register move) ---- */
@@ -90,7 +164,7 @@ FL_INLINE float fl__reduce_f(float x, float *k, float *r)
     return kf;
 }
 
-FL_INLINE float fl_expf(float x)
+FL_INLINE float fl__expf(float x)
 {
     /* clamp so k fits [-150, 128]; NaN passes through (comparisons are false) */
     float xc = x > 89.0f ? 89.0f : x;
@@ -106,7 +180,7 @@ FL_INLINE float fl_expf(float x)
     return (p * s1) * s2;
 }
 
-FL_INLINE float fl_expm1f(float x)
+FL_INLINE float fl__expm1f(float x)
 {
     float xc = x > 89.0f ? 89.0f : x;
     xc = xc < -25.0f ? -25.0f : xc;      /* expm1(-25) rounds to -1 */
@@ -152,7 +226,7 @@ FL_INLINE float fl__log_core_f(float u, float kadj, int with_c, float c, float *
     return FL_FMAF(k, FL_LN2HIF, f - (hfsq - lo));
 }
 
-FL_INLINE float fl_logf(float x)
+FL_INLINE float fl__logf(float x)
 {
     float u = x < 1.17549435e-38f ? x * 8388608.0f : x;   /* subnormal: * 2^23 */
     float res = fl__log_core_f(u, x < 1.17549435e-38f ? -23.0f : 0.0f, 0, 0.0f, 0);
@@ -179,26 +253,26 @@ FL_INLINE float fl_log1p_invf(float x, float *inv1p)
     return x == 0.0f ? x : res;          /* keeps -0 */
 }
 
-FL_INLINE float fl_log1pf(float x)
+FL_INLINE float fl__log1pf(float x)
 {
     float inv;
     return fl_log1p_invf(x, &inv);
 }
 
 /* tanh x = sign(x) m / (m + 2), m = expm1(2|x|); |x| >= 9.1 rounds to +-1 */
-FL_INLINE float fl_tanhf(float x)
+FL_INLINE float fl__tanhf(float x)
 {
     float a = fabsf(x);
     a = a > 9.1f ? 9.1f : a;
-    float m = fl_expm1f(a + a);
+    float m = fl__expm1f(a + a);
     return copysignf(m / (m + 2.0f), x);
 }
 
 /* 1 / (1 + e^-x), as e / (1 + e) with e = e^x for x < 0 (no overflow, keeps
  * tiny results) */
-FL_INLINE float fl_sigmoidf(float x)
+FL_INLINE float fl__sigmoidf(float x)
 {
-    float e = fl_expf(-fabsf(x));
+    float e = fl__expf(-fabsf(x));
     float r = 1.0f / (1.0f + e);
     return x < 0.0f ? e * r : r;
 }
@@ -236,7 +310,7 @@ FL_INLINE double fl__reduce(double x, double *k, double *r)
     return kf;
 }
 
-FL_INLINE double fl_exp(double x)
+FL_INLINE double fl__exp(double x)
 {
     double xc = x > 710.0 ? 710.0 : x;
     xc = xc < -746.0 ? -746.0 : xc;
@@ -250,7 +324,7 @@ FL_INLINE double fl_exp(double x)
     return (p * s1) * s2;
 }
 
-FL_INLINE double fl_expm1(double x)
+FL_INLINE double fl__expm1(double x)
 {
     double xc = x > 710.0 ? 710.0 : x;
     xc = xc < -45.0 ? -45.0 : xc;        /* expm1(-45) rounds to -1 */
@@ -295,7 +369,7 @@ FL_INLINE double fl__log_core(double u, double kadj, int with_c, double c, doubl
     return FL_FMA(k, FL_LN2HI, f - (hfsq - lo));
 }
 
-FL_INLINE double fl_log(double x)
+FL_INLINE double fl__log(double x)
 {
     double u = x < 2.2250738585072014e-308 ? x * 4503599627370496.0 : x;   /* * 2^52 */
     double res = fl__log_core(u, x < 2.2250738585072014e-308 ? -52.0 : 0.0, 0, 0.0, 0);
@@ -318,25 +392,41 @@ FL_INLINE double fl_log1p_inv(double x, double *inv1p)
     return x == 0.0 ? x : res;
 }
 
-FL_INLINE double fl_log1p(double x)
+FL_INLINE double fl__log1p(double x)
 {
     double inv;
     return fl_log1p_inv(x, &inv);
 }
 
-FL_INLINE double fl_tanh(double x)
+FL_INLINE double fl__tanh(double x)
 {
     double a = fabs(x);
     a = a > 19.5 ? 19.5 : a;
-    double m = fl_expm1(a + a);
+    double m = fl__expm1(a + a);
     return copysign(m / (m + 2.0), x);
 }
 
-FL_INLINE double fl_sigmoid(double x)
+FL_INLINE double fl__sigmoid(double x)
 {
-    double e = fl_exp(-fabs(x));
+    double e = fl__exp(-fabs(x));
     double r = 1.0 / (1.0 + e);
     return x < 0.0 ? e * r : r;
 }
+
+/* ======================================================================== */
+/* public entry points                                                      */
+/* ======================================================================== */
+FL_VECFN float fl_expf(float x) { return fl__expf(x); }
+FL_VECFN float fl_expm1f(float x) { return fl__expm1f(x); }
+FL_VECFN float fl_logf(float x) { return fl__logf(x); }
+FL_VECFN float fl_log1pf(float x) { return fl__log1pf(x); }
+FL_VECFN float fl_tanhf(float x) { return fl__tanhf(x); }
+FL_VECFN float fl_sigmoidf(float x) { return fl__sigmoidf(x); }
+FL_VECFN double fl_exp(double x) { return fl__exp(x); }
+FL_VECFN double fl_expm1(double x) { return fl__expm1(x); }
+FL_VECFN double fl_log(double x) { return fl__log(x); }
+FL_VECFN double fl_log1p(double x) { return fl__log1p(x); }
+FL_VECFN double fl_tanh(double x) { return fl__tanh(x); }
+FL_VECFN double fl_sigmoid(double x) { return fl__sigmoid(x); }
 
 #endif
