@@ -35,22 +35,6 @@
 #if !defined(FL_VMATH_ALLOW_UNSAFE_MATH) && (defined(__FAST_MATH__) || \
     defined(__ASSOCIATIVE_MATH__) || (defined(__FINITE_MATH_ONLY__) && __FINITE_MATH_ONLY__))
 #error "fastloss/_vmath.h must not be compiled with -ffast-math, -fassociative-math or -ffinite-math-only"
-/* ======================================================================== */
-/* public entry points                                                      */
-/* ======================================================================== */
-FL_VECFN float fl_expf(float x) { return fl__expf(x); }
-FL_VECFN float fl_expm1f(float x) { return fl__expm1f(x); }
-FL_VECFN float fl_logf(float x) { return fl__logf(x); }
-FL_VECFN float fl_log1pf(float x) { return fl__log1pf(x); }
-FL_VECFN float fl_tanhf(float x) { return fl__tanhf(x); }
-FL_VECFN float fl_sigmoidf(float x) { return fl__sigmoidf(x); }
-FL_VECFN double fl_exp(double x) { return fl__exp(x); }
-FL_VECFN double fl_expm1(double x) { return fl__expm1(x); }
-FL_VECFN double fl_log(double x) { return fl__log(x); }
-FL_VECFN double fl_log1p(double x) { return fl__log1p(x); }
-FL_VECFN double fl_tanh(double x) { return fl__tanh(x); }
-FL_VECFN double fl_sigmoid(double x) { return fl__sigmoid(x); }
-
 #endif
 
 /* Internal pieces are force-inlined: a call left in a loop stops GCC from vectorising
@@ -64,44 +48,12 @@ FL_VECFN double fl_sigmoid(double x) { return fl__sigmoid(x); }
 #define FL_INLINE static __forceinline
 #else
 #define FL_INLINE static inline
-/* ======================================================================== */
-/* public entry points                                                      */
-/* ======================================================================== */
-FL_VECFN float fl_expf(float x) { return fl__expf(x); }
-FL_VECFN float fl_expm1f(float x) { return fl__expm1f(x); }
-FL_VECFN float fl_logf(float x) { return fl__logf(x); }
-FL_VECFN float fl_log1pf(float x) { return fl__log1pf(x); }
-FL_VECFN float fl_tanhf(float x) { return fl__tanhf(x); }
-FL_VECFN float fl_sigmoidf(float x) { return fl__sigmoidf(x); }
-FL_VECFN double fl_exp(double x) { return fl__exp(x); }
-FL_VECFN double fl_expm1(double x) { return fl__expm1(x); }
-FL_VECFN double fl_log(double x) { return fl__log(x); }
-FL_VECFN double fl_log1p(double x) { return fl__log1p(x); }
-FL_VECFN double fl_tanh(double x) { return fl__tanh(x); }
-FL_VECFN double fl_sigmoid(double x) { return fl__sigmoid(x); }
-
 #endif
 
 #if defined(_OPENMP) && !defined(_MSC_VER)
 #define FL_VECFN _Pragma("omp declare simd notinbranch") static inline
 #else
 #define FL_VECFN static inline
-/* ======================================================================== */
-/* public entry points                                                      */
-/* ======================================================================== */
-FL_VECFN float fl_expf(float x) { return fl__expf(x); }
-FL_VECFN float fl_expm1f(float x) { return fl__expm1f(x); }
-FL_VECFN float fl_logf(float x) { return fl__logf(x); }
-FL_VECFN float fl_log1pf(float x) { return fl__log1pf(x); }
-FL_VECFN float fl_tanhf(float x) { return fl__tanhf(x); }
-FL_VECFN float fl_sigmoidf(float x) { return fl__sigmoidf(x); }
-FL_VECFN double fl_exp(double x) { return fl__exp(x); }
-FL_VECFN double fl_expm1(double x) { return fl__expm1(x); }
-FL_VECFN double fl_log(double x) { return fl__log(x); }
-FL_VECFN double fl_log1p(double x) { return fl__log1p(x); }
-FL_VECFN double fl_tanh(double x) { return fl__tanh(x); }
-FL_VECFN double fl_sigmoid(double x) { return fl__sigmoid(x); }
-
 #endif
 
 #if defined(__FMA__) || defined(__FP_FAST_FMA) || defined(__aarch64__)
@@ -110,22 +62,6 @@ FL_VECFN double fl_sigmoid(double x) { return fl__sigmoid(x); }
 #else
 #define FL_FMAF(a, b, c) ((a) * (b) + (c))
 #define FL_FMA(a, b, c) ((a) * (b) + (c))
-/* ======================================================================== */
-/* public entry points                                                      */
-/* ======================================================================== */
-FL_VECFN float fl_expf(float x) { return fl__expf(x); }
-FL_VECFN float fl_expm1f(float x) { return fl__expm1f(x); }
-FL_VECFN float fl_logf(float x) { return fl__logf(x); }
-FL_VECFN float fl_log1pf(float x) { return fl__log1pf(x); }
-FL_VECFN float fl_tanhf(float x) { return fl__tanhf(x); }
-FL_VECFN float fl_sigmoidf(float x) { return fl__sigmoidf(x); }
-FL_VECFN double fl_exp(double x) { return fl__exp(x); }
-FL_VECFN double fl_expm1(double x) { return fl__expm1(x); }
-FL_VECFN double fl_log(double x) { return fl__log(x); }
-FL_VECFN double fl_log1p(double x) { return fl__log1p(x); }
-FL_VECFN double fl_tanh(double x) { return fl__tanh(x); }
-FL_VECFN double fl_sigmoid(double x) { return fl__sigmoid(x); }
-
 #endif
 
 /* ---- bit casts (memcpy: no aliasing UB; compiles to a register move) ---- */
