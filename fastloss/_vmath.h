@@ -16,9 +16,18 @@
  *    overflow gives Inf and underflow rounds once into the subnormals.
  *  - log/log1p: x = m 2^k with m in [sqrt(1/2), sqrt(2)) by integer ops on the bits,
  *    f = m - 1 (exact), s = f / (2 + f), log1p(f) = f - f^2/2 + s (f^2/2 + z H(z)),
- *    z = s^2. log1p adds the exact rounding error of u = 1 + x as (err / u).
+ *    z = s^2. log1p adds the exact rounding error of u = 1 + x as (err / u); it
+ *    gets s and 1/m from one division 1 / ((2 + f) m), and fl_log1p_inv hands out
+ *    1 / (1 + x) too (softplus + sigmoid in one division).
+ *  - tanh x = sign(x) m / (m + 2), m = expm1(2|x|); sigmoid = 1/(1+e) or e/(1+e),
+ *    e = exp(-|x|) (no overflow, tiny results kept).
  *  - Special cases are selects (ternaries) after the main path: every lane runs the
  *    same instructions.
+ *  - Accuracy (dense sweeps + random bit patterns, tests/test_vmath.py): float32
+ *    <= 2.6 ulp (exp 1.1, expm1 1.6, log 0.8, log1p 1.2, tanh 2.3, sigmoid 2.6),
+ *    float64 <= 2.7 ulp; relative error <= 3e-7 / 1e-15 for normal results.
+ *  - Integer parts use only ops AVX2 has (no 64-bit arithmetic shift, no
+ *    int64 <-> double conversion: those are done with magic-number bit tricks).
  *
  * WARNING: these functions rely on IEEE rounding of each operation. -ffast-math or
  * -fassociative-math rewrites (a + S) - S into a and (x - (u - 1)) into 0 and
