@@ -16,15 +16,13 @@
  *    overflow gives Inf and underflow rounds once into the subnormals.
  *  - log/log1p: x = m 2^k with m in [sqrt(1/2), sqrt(2)) by integer ops on the bits,
  *    f = m - 1 (exact), s = f / (2 + f), log1p(f) = f - f^2/2 + s (f^2/2 + z H(z)),
- *    z = s^2. log1p adds the exact rounding error of u = 1 + x as (err / u); it
- *    gets s and 1/m from one division 1 / ((2 + f) m), and fl_log1p_inv hands out
- *    1 / (1 + x) too (softplus + sigmoid in one division).
+ *    z = s^2. log1p adds the exact rounding error of u = 1 + x as (err / u).
  *  - tanh x = sign(x) m / (m + 2), m = expm1(2|x|); sigmoid = 1/(1+e) or e/(1+e),
  *    e = exp(-|x|) (no overflow, tiny results kept).
  *  - Special cases are selects (ternaries) after the main path: every lane runs the
  *    same instructions.
  *  - Accuracy (dense sweeps + random bit patterns, tests/test_vmath.py): float32
- *    <= 2.6 ulp (exp 1.1, expm1 1.6, log 0.8, log1p 1.2, tanh 2.3, sigmoid 2.6),
+ *    <= 2.6 ulp (exp 1.1, expm1 1.6, log 0.8, log1p 0.8, tanh 2.3, sigmoid 2.6),
  *    float64 <= 2.7 ulp; relative error <= 3e-7 / 1e-15 for normal results.
  *  - Integer parts use only ops AVX2 has (no 64-bit arithmetic shift, no
  *    int64 <-> double conversion: those are done with magic-number bit tricks).
@@ -140,68 +138,42 @@ FL_INLINE float fl__expm1f(float x)
     return x == 0.0f ? x : res;          /* keeps -0 */
 }
 
-/* log(u) for a positive normal float u = m 2^k, m in [sqrt(1/2), sqrt(2)).
- * with_c (a compile-time constant after inlining) selects the log1p variant: it
- * adds c / u, c being the rounding error of u = 1 + x, and returns 1/u in *inv,
- * sharing one division between s = f / (2 + f) and 1 / m. */
-FL_INLINE float fl__log_core_f(float u, float kadj, int with_c, float c, float *inv)
+/* log(u) + c for a positive normal float u = m 2^k, m in [sqrt(1/2), sqrt(2));
+ * c is a small correction (log1p passes err / u, err the rounding error of 1 + x) */
+FL_INLINE float fl__log_core_f(float u, float kadj, float c)
 {
     /* t = bits(u) + (1 - sqrt(1/2)) in exponent units: t >> 23 = k + 127 */
     uint32_t t = fl_f2u(u) + (0x3f800000u - 0x3f3504f3u);
     float m = fl_u2f((t & 0x007fffffu) + 0x3f3504f3u);           /* [sqrt.5, sqrt2) */
     float k = fl_u2f(0x4b000000u | (t >> 23)) - (8388608.0f + 127.0f) + kadj;
     float f = m - 1.0f;
-    float s, corr = 0.0f;
-    if (with_c) {
-        float d = 1.0f / ((2.0f + f) * m);
-        float half_inv_m = 0.5f * (2.0f + f) * d;
-        /* 2^-(k-1), exact; 0 when k = 128 (where c / u < 2^-127 does not matter) */
-        float sc = fl_u2f((255u - (t >> 23)) << 23);
-        s = f * m * d;
-        corr = (c * sc) * half_inv_m;
-        *inv = half_inv_m * sc;
-    } else {
-        s = f / (2.0f + f);
-    }
+    float s = f / (2.0f + f);
     float z = s * s;
     float R = z * FL_FMAF(FL_FMAF(0.2958005368709564f, z, 0.3998877704143524f), z,
                           0.6666668653488159f);
     float hfsq = 0.5f * f * f;
-    float lo = FL_FMAF(s, hfsq + R, FL_FMAF(k, FL_LN2LOF, corr));
+    float lo = FL_FMAF(s, hfsq + R, FL_FMAF(k, FL_LN2LOF, c));
     return FL_FMAF(k, FL_LN2HIF, f - (hfsq - lo));
 }
 
 FL_INLINE float fl__logf(float x)
 {
     float u = x < 1.17549435e-38f ? x * 8388608.0f : x;   /* subnormal: * 2^23 */
-    float res = fl__log_core_f(u, x < 1.17549435e-38f ? -23.0f : 0.0f, 0, 0.0f, 0);
+    float res = fl__log_core_f(u, x < 1.17549435e-38f ? -23.0f : 0.0f, 0.0f);
     /* x < 0 -> NaN, x == 0 -> -Inf, +Inf and NaN -> x */
     float special = x < 0.0f ? NAN : (x == 0.0f ? -INFINITY : x);
     return (x > 0.0f && x < INFINITY) ? res : special;
 }
 
-/* log1p(x), and 1 / (1 + x) in *inv1p at no extra division (within 3 ulp for
- * -1 < x < 2^127; 0 beyond, where the true value is below 5.9e-39; +Inf at -1,
- * 0 at +Inf, NaN for x < -1 and NaN) */
-FL_INLINE float fl_log1p_invf(float x, float *inv1p)
+FL_INLINE float fl__log1pf(float x)
 {
     float u = 1.0f + x;
     /* exact rounding error of u = 1 + x (Fast2Sum: larger operand first) */
     float c = (x < 1.0f) ? x - (u - 1.0f) : 1.0f - (u - x);
-    float inv;
-    float res = fl__log_core_f(u, 0.0f, 1, c, &inv);
-    int ok = x > -1.0f && x < INFINITY;
+    float res = fl__log_core_f(u, 0.0f, c / u);
     float special = x < -1.0f ? NAN : (x == -1.0f ? -INFINITY : x);
-    float sinv = x == -1.0f ? INFINITY : (x == INFINITY ? 0.0f : NAN);
-    *inv1p = ok ? inv : sinv;
-    res = ok ? res : special;
+    res = (x > -1.0f && x < INFINITY) ? res : special;
     return x == 0.0f ? x : res;          /* keeps -0 */
-}
-
-FL_INLINE float fl__log1pf(float x)
-{
-    float inv;
-    return fl_log1p_invf(x, &inv);
 }
 
 /* tanh x = sign(x) m / (m + 2), m = expm1(2|x|); |x| >= 9.1 rounds to +-1 */
@@ -283,24 +255,14 @@ FL_INLINE double fl__expm1(double x)
     return x == 0.0 ? x : res;
 }
 
-FL_INLINE double fl__log_core(double u, double kadj, int with_c, double c, double *inv)
+FL_INLINE double fl__log_core(double u, double kadj, double c)
 {
     uint64_t t = fl_d2u(u) + (0x3ff0000000000000ull - 0x3fe6a09e667f3bcdull);
     double m = fl_u2d((t & 0x000fffffffffffffull) + 0x3fe6a09e667f3bcdull);
     /* k + 1023 = t >> 52, converted to double without cvtqq2pd (absent on AVX2) */
     double k = fl_u2d(0x4330000000000000ull | (t >> 52)) - (4503599627370496.0 + 1023.0) + kadj;
     double f = m - 1.0;
-    double s, corr = 0.0;
-    if (with_c) {
-        double d = 1.0 / ((2.0 + f) * m);
-        double half_inv_m = 0.5 * (2.0 + f) * d;
-        double sc = fl_u2d((2047ull - (t >> 52)) << 52);   /* 2^-(k-1); 0 at k = 1024 */
-        s = f * m * d;
-        corr = (c * sc) * half_inv_m;
-        *inv = half_inv_m * sc;
-    } else {
-        s = f / (2.0 + f);
-    }
+    double s = f / (2.0 + f);
     double z = s * s;
     double R = FL_FMA(0.14616585424888623, z, 0.15331710618210773);
     R = FL_FMA(R, z, 0.18182889455674947);
@@ -310,37 +272,26 @@ FL_INLINE double fl__log_core(double u, double kadj, int with_c, double c, doubl
     R = FL_FMA(R, z, 0.666666666666667);
     R = R * z;
     double hfsq = 0.5 * f * f;
-    double lo = FL_FMA(s, hfsq + R, FL_FMA(k, FL_LN2LO, corr));
+    double lo = FL_FMA(s, hfsq + R, FL_FMA(k, FL_LN2LO, c));
     return FL_FMA(k, FL_LN2HI, f - (hfsq - lo));
 }
 
 FL_INLINE double fl__log(double x)
 {
     double u = x < 2.2250738585072014e-308 ? x * 4503599627370496.0 : x;   /* * 2^52 */
-    double res = fl__log_core(u, x < 2.2250738585072014e-308 ? -52.0 : 0.0, 0, 0.0, 0);
+    double res = fl__log_core(u, x < 2.2250738585072014e-308 ? -52.0 : 0.0, 0.0);
     double special = x < 0.0 ? (double)NAN : (x == 0.0 ? -(double)INFINITY : x);
     return (x > 0.0 && x < (double)INFINITY) ? res : special;
 }
 
-/* log1p(x) and 1 / (1 + x) (within 3 ulp for -1 < x < 2^1023, see fl_log1p_invf) */
-FL_INLINE double fl_log1p_inv(double x, double *inv1p)
+FL_INLINE double fl__log1p(double x)
 {
     double u = 1.0 + x;
     double c = (x < 1.0) ? x - (u - 1.0) : 1.0 - (u - x);
-    double inv;
-    double res = fl__log_core(u, 0.0, 1, c, &inv);
-    int ok = x > -1.0 && x < (double)INFINITY;
+    double res = fl__log_core(u, 0.0, c / u);
     double special = x < -1.0 ? (double)NAN : (x == -1.0 ? -(double)INFINITY : x);
-    double sinv = x == -1.0 ? (double)INFINITY : (x == (double)INFINITY ? 0.0 : (double)NAN);
-    *inv1p = ok ? inv : sinv;
-    res = ok ? res : special;
+    res = (x > -1.0 && x < (double)INFINITY) ? res : special;
     return x == 0.0 ? x : res;
-}
-
-FL_INLINE double fl__log1p(double x)
-{
-    double inv;
-    return fl_log1p_inv(x, &inv);
 }
 
 FL_INLINE double fl__tanh(double x)

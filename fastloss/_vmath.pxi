@@ -18,8 +18,6 @@ cdef extern from "_vmath.h" nogil:
     double fl_tanh(double x)
     float fl_sigmoidf(float x)
     double fl_sigmoid(double x)
-    float fl_log1p_invf(float x, float* inv1p)
-    double fl_log1p_inv(double x, double* inv1p)
 
 
 cdef inline floating vexp(floating x) noexcept nogil:
@@ -44,20 +42,6 @@ cdef inline floating vlog1p(floating x) noexcept nogil:
         return fl_log1pf(x)
     else:
         return fl_log1p(x)
-
-
-cdef inline floating vlog1p_inv(floating x, floating* inv1p) noexcept nogil:
-    """log(1 + x), and 1 / (1 + x) in inv1p[0] at no extra division.
-
-    Made for softplus/sigmoid pairs: with e = vexp(-|x|),
-    ``l = vlog1p_inv(e, &r)`` gives log1p(e) and r = 1 / (1 + e), so
-    sigmoid(x) = r if x >= 0 else e * r. inv1p is within 3 ulp for
-    -1 < x < 2^127 (float) / 2^1023 (double), 0 beyond.
-    """
-    if floating is float:
-        return fl_log1p_invf(x, inv1p)
-    else:
-        return fl_log1p_inv(x, inv1p)
 
 
 cdef inline floating vexpm1(floating x) noexcept nogil:
@@ -86,7 +70,7 @@ cdef inline floating vsigmoid(floating x) noexcept nogil:
 
 # --- test / benchmark hook ---------------------------------------------------
 
-VMATH_FUNCTIONS = ("exp", "expm1", "log", "log1p", "tanh", "sigmoid", "inv1p")
+VMATH_FUNCTIONS = ("exp", "expm1", "log", "log1p", "tanh", "sigmoid")
 
 
 cdef void _vmath_loop(int f, const floating* x, floating* y, Py_ssize_t n) noexcept nogil:
@@ -110,17 +94,12 @@ cdef void _vmath_loop(int f, const floating* x, floating* y, Py_ssize_t n) noexc
     elif f == 5:
         for i in range(n):
             y[i] = vsigmoid(x[i])
-    elif f == 6:
-        # the second result of vlog1p_inv: 1 / (1 + x)
-        for i in range(n):
-            vlog1p_inv(x[i], &y[i])
 
 
 def vmath_apply(str name, floating[::1] x, floating[::1] out):
     """out[i] = name(x[i]) with the vectorised kernels of _vmath.h, single thread.
 
-    ``name`` is one of VMATH_FUNCTIONS ("inv1p" is 1 / (1 + x) as returned
-    by vlog1p_inv). Test and benchmark hook: ``x`` and
+    ``name`` is one of VMATH_FUNCTIONS. Test and benchmark hook: ``x`` and
     ``out`` must be contiguous, of the same dtype and length (``out`` may be
     ``x``).
     """
