@@ -4,6 +4,15 @@
 # auto-vectorises inside element loops (no -ffast-math: NaN/Inf preserved,
 # subnormals handled). Call these from `nogil` loops over contiguous data;
 # keep the loop body free of calls that GCC cannot inline or vectorise.
+#
+# Inlining caveat for kernel authors: these bodies are 40-80 instructions. GCC
+# stops inlining into a function that is already huge (--param
+# large-function-growth), so a per-element helper called from one giant function
+# holding many loops may stay a call, and the loop goes scalar. Keep each hot
+# loop in its own small cdef function. The fl_* entry points are also declared
+# `omp declare simd`, so with -fopenmp a loop that calls vexp/vlog1p... directly
+# (not through another non-inlined cdef helper) still vectorises via SIMD clones.
+# Check with -fopt-info-vec-optimized (see tests/test_vmath.py's module docstring).
 
 cdef extern from "_vmath.h" nogil:
     float fl_expf(float x)

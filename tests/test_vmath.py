@@ -11,6 +11,10 @@ integer, ``x - ((1 + x) - 1)`` for the rounding error of ``1 + x``) are folded a
 the log1p-correction test then fail by orders of magnitude (see the test docstrings),
 and ``-ffinite-math-only`` breaks the special-value tests. The header also refuses to
 compile under those flags (``test_header_refuses_unsafe_math``).
+
+Vectorisation is checked outside the test suite (compiler-dependent): compile
+fastloss/_kernels.c with the build flags plus -fopt-info-vec-optimized and look for
+"loop vectorized using 32 byte vectors" at the _vmath.pxi / _elementwise.pxi loops.
 """
 import os
 import shutil
