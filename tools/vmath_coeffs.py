@@ -1,0 +1,75 @@
+"""Fit the polynomial coefficients used in fastloss/_vmath.h (dev tool, needs mpmath).
+
+    python tools/vmath_coeffs.py
+
+* expm1 core on r in [-ln2/2, ln2/2]:  expm1(r) = r + r^2 P(r)
+* log core on z = s^2, s = f/(2+f), f in [sqrt(1/2)-1, sqrt(2)-1]:
+  log1p(f) = 2 atanh(s) = 2 s + s R(z),  R(z) = z H(z)
+Chebyshev fits (near-minimax) in 60-digit arithmetic, then rounded to the
+target precision; the printed error is the max error of the rounded
+polynomial on a dense grid relative to the quantity that matters.
+"""
+import mpmath as mp
+
+mp.mp.dps = 60
+LN2 = mp.log(2)
+
+
+def fit(f, a, b, deg):
+    coeffs, _ = mp.chebyfit(f, [a, b], deg + 1, error=True)
+    return coeffs[::-1]  # lowest degree first
+
+
+def rnd(c, bits):
+    import numpy as np
+    t = np.float32 if bits == 32 else np.float64
+    return [mp.mpf(float(t(float(x)))) for x in c]
+
+
+def horner(c, x):
+    s = mp.mpf(0)
+    for k in reversed(c):
+        s = s * x + k
+    return s
+
+
+def P_exact(r):
+    return (mp.expm1(r) - r) / r**2 if r != 0 else mp.mpf(0.5)
+
+
+def H_exact(z):
+    if z == 0:
+        return mp.mpf(2) / 3
+    s = mp.sqrt(z)
+    return (2 * mp.atanh(s) / s - 2) / z
+
+
+def report(name, bits, degs):
+    a, b = -LN2 / 2 * mp.mpf("1.0001"), LN2 / 2 * mp.mpf("1.0001")
+    smin, smax = mp.sqrt(mp.mpf(0.5)) - 1, mp.sqrt(2) - 1
+    zmax = (smax / (2 + smax)) ** 2 * mp.mpf("1.0001")
+    for d in degs:
+        if name == "expm1":
+            c = rnd(fit(P_exact, a, b, d), bits)
+            grid = [a + (b - a) * i / 2000 for i in range(2001)]
+            err = max(abs((r + r * r * horner(c, r)) / mp.expm1(r) - 1) for r in grid if r != 0)
+        else:
+            c = rnd(fit(H_exact, mp.mpf(0), zmax, d), bits)
+            grid = [smin + (smax - smin) * i / 2000 for i in range(2001)]
+            err = 0
+            for f in grid:
+                if f == 0:
+                    continue
+                s = f / (2 + f)
+                z = s * s
+                approx = 2 * s + s * z * horner(c, z)
+                err = max(err, abs(approx / mp.log1p(f) - 1))
+        print(f"{name} float{bits} deg {d}: max rel err {mp.nstr(err, 3)}")
+        print("   ", ", ".join(repr(float(x)) for x in c))
+
+
+if __name__ == "__main__":
+    report("expm1", 32, [3, 4, 5])
+    report("expm1", 64, [8, 9, 10, 11])
+    report("log", 32, [1, 2, 3])
+    report("log", 64, [4, 5, 6, 7])
