@@ -115,15 +115,19 @@ cdef inline floating _bce(floating p, floating t, floating eps, floating b, floa
 
 
 cdef inline floating _bce_logits(floating x, floating t, floating pw, floating b, floating* g) noexcept nogil:
-    # l = (1 - t) x + (1 + (pw - 1) t) (log1p(exp(-|x|)) + max(-x, 0))
-    # g = sigmoid(x) (1 - t + pw t) - pw t
+    # l = -(pw t log sigmoid(x) + (1 - t) log(1 - sigmoid(x)))
+    #   = c log1p(exp(-|x|)) + ((1 - t) x if x >= 0 else -pw t x),  c = 1 - t + pw t
+    # (both terms >= 0 for t in [0, 1]: no cancellation, unlike the
+    # (1 - t) x + c (log1p(e) + max(-x, 0)) form)
+    # g = sigmoid(x) c - pw t
     cdef floating e = vexp(-fabs(x))
     cdef floating r = <floating>1 / (<floating>1 + e)
     cdef floating sig = r if x >= 0 else e * r
-    cdef floating mx = -x if x < 0 else <floating>0
     cdef floating pt = pw * t
-    g[0] = sig * (<floating>1 - t + pt) - pt
-    return (<floating>1 - t) * x + (<floating>1 + pt - t) * (vlog1p(e) + mx)
+    cdef floating c = <floating>1 - t + pt
+    cdef floating lin = (<floating>1 - t) * x if x >= 0 else -pt * x
+    g[0] = sig * c - pt
+    return c * vlog1p(e) + lin
 
 
 cdef inline floating _hinge(floating p, floating t, floating zero_one, floating b, floating* g) noexcept nogil:
@@ -221,12 +225,13 @@ cdef double _ew_block(int kind, const floating* p, const floating* t, const floa
     return (s0 + s1) + (s2 + s3)
 
 
-cdef inline const floating* _ptr_or_null(floating[::1] a) noexcept:
+cdef inline const floating* _ptr_or_null(const floating[::1] a) noexcept:
     return NULL if a is None else &a[0]
 
 
-def elementwise(int kind, floating[::1] pred, floating[::1] target, floating[::1] aux,
-                floating[::1] weight, floating[::1] grad_output, floating[::1] grad,
+def elementwise(int kind, const floating[::1] pred, const floating[::1] target,
+                const floating[::1] aux, const floating[::1] weight,
+                const floating[::1] grad_output, floating[::1] grad,
                 floating[::1] loss_out, double a, double b, double gscale, int num_threads):
     """Fused element-wise loss and gradient over flat, validated arrays.
 

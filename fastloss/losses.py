@@ -209,9 +209,14 @@ def binary_cross_entropy(input, target, *, eps=1e-7, reduction="mean", sample_we
     Keras ``BinaryCrossentropy`` (``epsilon``). Clipping as the seeds do keeps
     the loss finite; the gradient is taken at the clipped value.
     """
-    eps = v.real_scalar(eps, "eps", low=0.0, high=0.5, high_open=True)
+    eps = v.real_scalar(eps, "eps", low=0.0, high=0.5, low_open=True, high_open=True)
 
     def check(p, t):
+        # eps must survive in p's dtype: 1 - eps < 1, else log(1 - p) = -inf at p = 1
+        one = p.dtype.type(1)
+        if not one - p.dtype.type(eps) < one:
+            raise ValueError(f"eps={eps} is too small for {p.dtype}: 1 - eps rounds to 1 "
+                             f"(use eps >= {float(np.finfo(p.dtype).epsneg)})")
         _check_probabilities(p, t)
         return eps, {"eps": eps}
 
@@ -225,8 +230,9 @@ def binary_cross_entropy_with_logits(input, target, *, pos_weight=None, reductio
                                      sample_weight=None, return_grad=False, out=None,
                                      grad_output=None, backend=None):
     """Binary cross-entropy on logits x, stable for any x:
-    l = (1 - t) x + (1 + (pw - 1) t) (log1p(exp(-|x|)) + max(-x, 0));
-    dl/dx = sigmoid(x) (1 - t + pw t) - pw t.
+    l = -(pw t log sigmoid(x) + (1 - t) log(1 - sigmoid(x)))
+      = c log1p(exp(-|x|)) + ((1 - t) x if x >= 0 else -pw t x),  c = 1 - t + pw t;
+    dl/dx = c sigmoid(x) - pw t.
 
     PyTorch ``binary_cross_entropy_with_logits`` (``pos_weight`` broadcasts
     along the last axis); Keras ``BinaryCrossentropy(from_logits=True)``.
