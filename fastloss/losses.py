@@ -47,7 +47,8 @@ def _grad_output(go, red, dtype, shape):
     if go is None:
         return None, 1.0
     if np.ndim(go) == 0:
-        return None, v.real_scalar(go, "grad_output", finite=False)
+        # a scalar upstream gradient; NaN/Inf propagate like any other input
+        return None, float(v.float_like(go, "grad_output", np.dtype(np.float64)).reshape(-1)[0])
     if red != "none":
         raise ValueError(f"grad_output must be a scalar for reduction={red!r}")
     return v.float_like(go, "grad_output", dtype, shape), 1.0

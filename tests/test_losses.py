@@ -373,6 +373,18 @@ def test_inf_propagates(name, opts, dtype, rng):
             assert np.isinf(fn(p, t, backend=backend, **call))
 
 
+def test_nan_grad_output_propagates(rng):
+    p, t = rng.normal(size=8), rng.normal(size=8)
+    for backend in BACKENDS:
+        _, g = fastloss.mse(p, t, return_grad=True, grad_output=np.nan, backend=backend)
+        assert np.all(np.isnan(g))
+        go = np.ones(8)
+        go[3] = np.inf
+        _, g = fastloss.mse(p, t, reduction="none", return_grad=True, grad_output=go,
+                            backend=backend)
+        assert np.isinf(g[3]) and np.all(np.isfinite(np.delete(g, 3)))
+
+
 def test_bce_inf_probability_is_rejected():
     with pytest.raises(ValueError, match="input"):
         fastloss.binary_cross_entropy(np.array([np.inf, 0.5]), np.array([1.0, 0.0]))
