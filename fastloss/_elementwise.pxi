@@ -26,6 +26,8 @@ cdef enum:
     K_HINGE = 9
     K_SQUARED_HINGE = 10
 
+ELEMENTWISE_PAR_MIN = EW_PAR_MIN
+
 ELEMENTWISE_KINDS = {
     "mse": K_MSE, "sse": K_SSE, "mae": K_MAE, "huber": K_HUBER,
     "smooth_l1": K_SMOOTH_L1, "quantile": K_QUANTILE, "log_cosh": K_LOG_COSH,
@@ -232,13 +234,15 @@ cdef inline const floating* _ptr_or_null(const floating[::1] a) noexcept:
 def elementwise(int kind, const floating[::1] pred, const floating[::1] target,
                 const floating[::1] aux, const floating[::1] weight,
                 const floating[::1] grad_output, floating[::1] grad,
-                floating[::1] loss_out, double a, double b, double gscale, int num_threads):
+                floating[::1] loss_out, double a, double b, double gscale, int num_threads,
+                Py_ssize_t par_min=EW_PAR_MIN):
     """Fused element-wise loss and gradient over flat, validated arrays.
 
     Returns the sum of the (weighted) losses in double, or 0.0 when the
     per-element losses were written to ``loss_out``. Optional arrays may be
     None: ``aux`` (per-element parameter, e.g. pos_weight), ``weight``,
-    ``grad_output``, ``grad`` (skip the gradient), ``loss_out``.
+    ``grad_output``, ``grad`` (skip the gradient), ``loss_out``. Inputs with
+    fewer than ``par_min`` elements run on one thread (see ELEMENTWISE_PAR_MIN).
     """
     cdef Py_ssize_t n = pred.shape[0]
     if n == 0:
@@ -255,7 +259,7 @@ def elementwise(int kind, const floating[::1] pred, const floating[::1] target,
     cdef double* partial = <double*>malloc(nblocks * sizeof(double))
     cdef Py_ssize_t blk, off, m
     cdef double total = 0.0
-    cdef int nt = num_threads if n >= EW_PAR_MIN else 1
+    cdef int nt = num_threads if n >= par_min else 1
     if partial == NULL:
         raise MemoryError()
     with nogil:

@@ -1,0 +1,63 @@
+"""Where do 2+ threads start to pay for the element-wise loss kernel?
+
+Times the native kernel alone (no Python validation) serially and with
+``fastloss.get_num_threads()`` threads (forced past the built-in threshold),
+for mse and bce-with-logits, float32, fused loss + gradient, sizes 1K..1M.
+The kernel's ``EW_PAR_MIN`` in fastloss/_elementwise.pxi is set from this.
+
+    flock /tmp/fastloss-bench.lock python bench/par_threshold.py
+"""
+import sys
+import time
+
+import numpy as np
+
+import fastloss
+from fastloss import _backend
+
+SIZES = [1024, 2048, 4096, 8192, 16384, 32768, 65536, 131072, 262144, 524288, 1048576]
+
+
+def _time(fn, min_time=0.2):
+    """Best per-call time over 7 batches lasting about ``min_time``/7 each."""
+    fn()
+    t0, reps = time.perf_counter(), 0
+    while time.perf_counter() - t0 < 0.02:
+        fn()
+        reps += 1
+    batch = max(1, int(reps * min_time / 7 / 0.02))
+    times = []
+    for _ in range(7):
+        t0 = time.perf_counter()
+        for _ in range(batch):
+            fn()
+        times.append((time.perf_counter() - t0) / batch)
+    return float(np.min(times))  # best batch: robust to other processes on the machine
+
+
+def main(threads=None):
+    k = _backend.kernels
+    if k is None:
+        sys.exit("native extension not available")
+    nt = threads or max(2, fastloss.get_num_threads())
+    rng = np.random.default_rng(0)
+    print(f"threads {nt}; current ELEMENTWISE_PAR_MIN = {k.ELEMENTWISE_PAR_MIN}")
+    print(f"{'loss':<12}{'n':>9}{'serial us':>11}{f'{nt} thr us':>11}{'speed-up':>10}")
+    for name in ("mse", "binary_cross_entropy_with_logits"):
+        kind = k.ELEMENTWISE_KINDS[name]
+        for n in SIZES:
+            p = rng.normal(size=n).astype(np.float32)
+            t = rng.uniform(size=n).astype(np.float32)
+            g = np.empty_like(p)
+
+            def run(threads):
+                return lambda: k.elementwise(kind, p, t, None, None, None, g, None,
+                                             1.0, 0.0, 1.0 / n, threads, 0)
+
+            ts, tp = _time(run(1)), _time(run(nt))
+            label = "mse" if name == "mse" else "bce_logits"
+            print(f"{label:<12}{n:>9}{ts * 1e6:>11.1f}{tp * 1e6:>11.1f}{ts / tp:>10.2f}")
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else None)
