@@ -2,7 +2,9 @@
 
 Times the native kernel alone (no Python validation) serially and with
 ``fastloss.get_num_threads()`` threads (forced past the built-in threshold),
-for mse and bce-with-logits, float32, fused loss + gradient, sizes 1K..1M.
+for mse and bce-with-logits, float32, fused loss + gradient, sizes 1K..1M:
+back to back (OpenMP workers spinning) and "cold" (after a 2 ms pause, workers
+asleep, as in a training loop that does other work between loss calls).
 The kernel's ``EW_PAR_MIN`` in fastloss/_elementwise.pxi is set from this.
 
     flock /tmp/fastloss-bench.lock python bench/par_threshold.py
@@ -35,6 +37,19 @@ def _time(fn, min_time=0.2):
     return float(np.min(times))  # best batch: robust to other processes on the machine
 
 
+def _time_cold(fn, reps=40):
+    """Best time of calls made after a 2 ms pause: OpenMP workers have gone to
+    sleep, as between loss calls in a training loop with other work in between."""
+    fn()
+    times = []
+    for _ in range(reps):
+        time.sleep(0.002)
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return float(np.min(times))
+
+
 def main(threads=None):
     k = _backend.kernels
     if k is None:
@@ -42,7 +57,8 @@ def main(threads=None):
     nt = threads or max(2, fastloss.get_num_threads())
     rng = np.random.default_rng(0)
     print(f"threads {nt}; current ELEMENTWISE_PAR_MIN = {k.ELEMENTWISE_PAR_MIN}")
-    print(f"{'loss':<12}{'n':>9}{'serial us':>11}{f'{nt} thr us':>11}{'speed-up':>10}")
+    print(f"{'loss':<12}{'n':>9}{'serial us':>11}{f'{nt} thr us':>11}{'speed-up':>10}"
+          f"{'serial cold':>13}{f'{nt} thr cold':>13}{'speed-up':>10}")
     for name in ("mse", "binary_cross_entropy_with_logits"):
         kind = k.ELEMENTWISE_KINDS[name]
         for n in SIZES:
@@ -55,8 +71,10 @@ def main(threads=None):
                                              1.0, 0.0, 1.0 / n, threads, 0)
 
             ts, tp = _time(run(1)), _time(run(nt))
+            cs, cp = _time_cold(run(1)), _time_cold(run(nt))
             label = "mse" if name == "mse" else "bce_logits"
-            print(f"{label:<12}{n:>9}{ts * 1e6:>11.1f}{tp * 1e6:>11.1f}{ts / tp:>10.2f}")
+            print(f"{label:<12}{n:>9}{ts * 1e6:>11.1f}{tp * 1e6:>11.1f}{ts / tp:>10.2f}"
+                  f"{cs * 1e6:>13.1f}{cp * 1e6:>13.1f}{cs / cp:>10.2f}")
 
 
 if __name__ == "__main__":

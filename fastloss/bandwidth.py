@@ -21,37 +21,29 @@ from __future__ import annotations
 
 import time
 
+import numba  # a dependency; fastloss imports this module only when it is used
 import numpy as np
 
 from . import _threads
 
 __all__ = ["measure_bandwidth"]
 
-_kernels = None
+@numba.njit(parallel=True, cache=True)
+def _fill(a, value):
+    for i in numba.prange(a.shape[0]):
+        a[i] = value + i * 1e-9
 
 
-def _compile():
-    global _kernels
-    if _kernels is None:
-        import numba
+@numba.njit(parallel=True, cache=True)
+def _triad(a, b, c, s):
+    for i in numba.prange(a.shape[0]):
+        a[i] = b[i] + s * c[i]
 
-        @numba.njit(parallel=True, cache=False)
-        def fill(a, value):
-            for i in numba.prange(a.shape[0]):
-                a[i] = value + i * 1e-9
 
-        @numba.njit(parallel=True, cache=False)
-        def triad(a, b, c, s):
-            for i in numba.prange(a.shape[0]):
-                a[i] = b[i] + s * c[i]
-
-        @numba.njit(parallel=True, cache=False)
-        def update(x, y, s):
-            for i in numba.prange(x.shape[0]):
-                x[i] += s * y[i]
-
-        _kernels = (fill, triad, update)
-    return _kernels
+@numba.njit(parallel=True, cache=True)
+def _update(x, y, s):
+    for i in numba.prange(x.shape[0]):
+        x[i] += s * y[i]
 
 
 def measure_bandwidth(n: int = 16_000_000, repeats: int = 7) -> dict:
@@ -67,7 +59,7 @@ def measure_bandwidth(n: int = 16_000_000, repeats: int = 7) -> dict:
     repeats = int(repeats)
     if n < 1 or repeats < 1:
         raise ValueError("n and repeats must be >= 1")
-    fill, triad, update = _compile()
+    fill, triad, update = _fill, _triad, _update
     threads = _threads.numba_threads()
     a, b, c = (np.empty(n) for _ in range(3))
     for arr, value in ((a, 0.0), (b, 1.0), (c, 2.0)):  # parallel first touch
