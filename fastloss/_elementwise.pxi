@@ -285,3 +285,33 @@ def elementwise(int kind, const floating[::1] pred, const floating[::1] target,
             total += partial[blk]
     free(partial)
     return total
+
+
+# --- value checks the Python layer runs before a loss (one pass, no temporaries) ---
+
+def label_set(const floating[::1] t):
+    """0 if every t is -1 or +1, 1 if every t is 0 or 1, -1 otherwise (hinge targets)."""
+    cdef Py_ssize_t n = t.shape[0], i, j = 0, m
+    cdef Py_ssize_t not_pm = 0, not_zo = 0
+    cdef floating v
+    with nogil:
+        while j < n and not (not_pm and not_zo):  # blocks, stop early once both fail
+            m = n - j if n - j < EW_BLOCK else EW_BLOCK
+            for i in range(j, j + m):
+                v = t[i]
+                not_pm += (v != 1) & (v != -1)
+                not_zo += (v != 1) & (v != 0)
+            j += m
+    return 0 if not_pm == 0 else (1 if not_zo == 0 else -1)
+
+
+def count_outside_unit(const floating[::1] p):
+    """How many p are < 0 or > 1 (NaN is not counted: it propagates instead)."""
+    cdef Py_ssize_t n = p.shape[0], i
+    cdef Py_ssize_t bad = 0
+    cdef floating v
+    with nogil:
+        for i in range(n):
+            v = p[i]
+            bad += (v < 0) | (v > 1)
+    return bad

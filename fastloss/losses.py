@@ -196,7 +196,10 @@ def log_cosh(pred, target, *, reduction="mean", sample_weight=None, return_grad=
 
 
 def _check_probabilities(p, t):
-    if np.any((p < 0) | (p > 1)):
+    k = _backend.kernels
+    bad = (k.count_outside_unit(p.reshape(-1)) if k is not None
+           else np.count_nonzero((p < 0) | (p > 1)))
+    if bad:
         raise ValueError("input must hold probabilities in [0, 1] (use "
                          "binary_cross_entropy_with_logits for logits)")
 
@@ -260,9 +263,14 @@ def binary_cross_entropy_with_logits(input, target, *, pos_weight=None, reductio
 
 def _hinge_targets(p, t):
     """Kernel option 1.0 when targets are in {0, 1}, 0.0 for {-1, +1}; else an error."""
-    if np.all((t == 1) | (t == -1)):
+    k = _backend.kernels
+    if k is not None:
+        kind = k.label_set(t.reshape(-1))
+    else:
+        kind = 0 if np.all((t == 1) | (t == -1)) else (1 if np.all((t == 0) | (t == 1)) else -1)
+    if kind == 0:
         return 0.0, {"zero_one": False}
-    if np.all((t == 0) | (t == 1)):
+    if kind == 1:
         return 1.0, {"zero_one": True}
     raise ValueError("target for hinge losses must hold only -1 and +1 (or only 0 and 1)")
 

@@ -155,3 +155,16 @@ def test_hinge_targets_outside_the_set(fn, backend):
             fn(np.zeros(3), np.array(bad), backend=backend, return_grad=True, out=out)
         assert not out.any()
     fn(np.zeros(3), np.array([1, 0, 1]), backend=backend)  # {0, 1} integers are fine
+
+
+def test_value_checks_without_the_extension(monkeypatch):
+    """The label/probability checks have a NumPy path for builds without the extension."""
+    from fastloss import _backend
+
+    monkeypatch.setattr(_backend, "kernels", None)
+    with pytest.raises(ValueError, match="target"):
+        fastloss.hinge(np.zeros(3), np.array([1.0, 0.5, -1.0]))
+    with pytest.raises(ValueError, match="input"):
+        fastloss.binary_cross_entropy(np.array([0.5, 1.5]), np.array([1.0, 0.0]))
+    assert fastloss.hinge(np.zeros(3), np.array([1.0, 0.0, 1.0])) == 1.0
+    assert np.isnan(fastloss.binary_cross_entropy(np.array([np.nan, 0.5]), np.ones(2)))
