@@ -168,6 +168,17 @@ def test_one_dimensional_and_list_input(name, opts, rng):
         assert got == fn(p, t, backend=backend, **call)
 
 
+@pytest.mark.parametrize("name,opts", DEFAULT_CASES)
+def test_zero_dimensional_input(name, opts, rng):
+    """0-d pred/target (as PyTorch allows): 0-d loss for 'none' and a 0-d gradient."""
+    fn = LOSSES[name][0]
+    p, t, _ = _make(name, opts, (1,), np.float32, rng)
+    for backend in BACKENDS:
+        l, g = fn(p[0], t[0], reduction="none", return_grad=True, backend=backend)
+        l1, g1 = fn(p, t, reduction="none", return_grad=True, backend=backend)
+        assert l.shape == () and g.shape == () and l == l1[0] and g == g1[0]
+
+
 def test_sse_default_is_sum_and_half(rng):
     p, t = rng.normal(size=10), rng.normal(size=10)
     assert np.isclose(fastloss.sse(p, t), 0.5 * np.sum((p - t) ** 2))
