@@ -41,6 +41,17 @@ ELEMENTWISE_KINDS = {
 # Constants are cast to `floating` so float32 kernels never promote to double.
 # Selects are written so that a NaN input falls through to a NaN result.
 
+from libc.math cimport fabsf
+
+
+cdef inline floating _fabs(floating x) noexcept nogil:
+    """|x| in x's own type (libc fabs is double: it would promote float kernels)."""
+    if floating is float:
+        return fabsf(x)
+    else:
+        return fabs(x)
+
+
 cdef inline floating _sgn(floating d) noexcept nogil:
     """sign(d) with sign(0) = 0 and sign(NaN) = NaN."""
     return <floating>1 if d > 0 else (<floating>-1 if d < 0 else d * <floating>0)
@@ -64,13 +75,13 @@ cdef inline floating _mae(floating p, floating t, floating a, floating b, floati
     # l = |p - t| ; g = sign(p - t)
     cdef floating d = p - t
     g[0] = _sgn(d)
-    return fabs(d)
+    return _fabs(d)
 
 
 cdef inline floating _huber(floating p, floating t, floating delta, floating b, floating* g) noexcept nogil:
     # l = 0.5 d^2 if |d| <= delta else delta (|d| - delta/2)
     cdef floating d = p - t
-    cdef floating ad = fabs(d)
+    cdef floating ad = _fabs(d)
     cdef bint quad = ad <= delta
     g[0] = d if quad else delta * _sgn(d)
     return <floating>0.5 * d * d if quad else delta * (ad - <floating>0.5 * delta)
@@ -79,7 +90,7 @@ cdef inline floating _huber(floating p, floating t, floating delta, floating b, 
 cdef inline floating _smooth_l1(floating p, floating t, floating beta, floating b, floating* g) noexcept nogil:
     # l = 0.5 d^2 / beta if |d| < beta else |d| - beta/2   (beta > 0)
     cdef floating d = p - t
-    cdef floating ad = fabs(d)
+    cdef floating ad = _fabs(d)
     cdef bint quad = ad < beta
     g[0] = d / beta if quad else _sgn(d)
     return <floating>0.5 * d * d / beta if quad else ad - <floating>0.5 * beta
@@ -97,7 +108,7 @@ cdef inline floating _log_cosh(floating p, floating t, floating a, floating b, f
     # g = tanh d; with m = expm1(|d|): sinh|d| = m (m + 2) / (2 (m + 1)),
     # tanh|d| = m (m + 2) / (m (m + 2) + 2). No cancellation for small d.
     cdef floating d = p - t
-    cdef floating ad = fabs(d)
+    cdef floating ad = _fabs(d)
     cdef bint small = ad < 20
     cdef floating m = vexpm1(ad if small else <floating>0)
     cdef floating mm = m * (m + <floating>2)
@@ -122,7 +133,7 @@ cdef inline floating _bce_logits(floating x, floating t, floating pw, floating b
     # (both terms >= 0 for t in [0, 1]: no cancellation, unlike the
     # (1 - t) x + c (log1p(e) + max(-x, 0)) form)
     # g = sigmoid(x) c - pw t
-    cdef floating e = vexp(-fabs(x))
+    cdef floating e = vexp(-_fabs(x))
     cdef floating r = <floating>1 / (<floating>1 + e)
     cdef floating sig = r if x >= 0 else e * r
     cdef floating pt = pw * t
