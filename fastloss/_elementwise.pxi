@@ -9,9 +9,17 @@
 # kept in double and the block sums are added in order afterwards, so the
 # result does not depend on the thread count at all.
 
+# Below these many elements a call runs on one thread. Measured with
+# bench/par_threshold.py (2 cores, float32, loss + grad, best of batches; see
+# its docstring): for mse 2 threads break even at 16K-32K elements when called
+# back to back and pay (1.7x) from 128K when the OpenMP workers were asleep, as
+# in a training loop; bce-with-logits (vectorised exp/log1p) pays from 8K
+# either way. Losses with exp/log (log_cosh, bce, bce-with-logits) cost several
+# times more per element, hence the lower threshold.
 cdef enum:
     EW_BLOCK = 2048
-    EW_PAR_MIN = 65536      # below this many elements run serially
+    EW_PAR_MIN = 65536          # cheap losses: mse, sse, mae, huber, smooth_l1, quantile, hinges
+    EW_PAR_MIN_TRANSC = 8192    # log_cosh, binary_cross_entropy(_with_logits)
 
 cdef enum:
     K_MSE = 0
@@ -27,6 +35,7 @@ cdef enum:
     K_SQUARED_HINGE = 10
 
 ELEMENTWISE_PAR_MIN = EW_PAR_MIN
+ELEMENTWISE_PAR_MIN_TRANSCENDENTAL = EW_PAR_MIN_TRANSC
 
 ELEMENTWISE_KINDS = {
     "mse": K_MSE, "sse": K_SSE, "mae": K_MAE, "huber": K_HUBER,
@@ -246,14 +255,16 @@ def elementwise(int kind, const floating[::1] pred, const floating[::1] target,
                 const floating[::1] aux, const floating[::1] weight,
                 const floating[::1] grad_output, floating[::1] grad,
                 floating[::1] loss_out, double a, double b, double gscale, int num_threads,
-                Py_ssize_t par_min=EW_PAR_MIN):
+                Py_ssize_t par_min=-1):
     """Fused element-wise loss and gradient over flat, validated arrays.
 
     Returns the sum of the (weighted) losses in double, or 0.0 when the
     per-element losses were written to ``loss_out``. Optional arrays may be
     None: ``aux`` (per-element parameter, e.g. pos_weight), ``weight``,
     ``grad_output``, ``grad`` (skip the gradient), ``loss_out``. Inputs with
-    fewer than ``par_min`` elements run on one thread (see ELEMENTWISE_PAR_MIN).
+    fewer than ``par_min`` elements run on one thread; the default (-1) is
+    ELEMENTWISE_PAR_MIN, or ELEMENTWISE_PAR_MIN_TRANSCENDENTAL for the losses
+    with exp/log.
     """
     cdef Py_ssize_t n = pred.shape[0]
     if n == 0:
@@ -270,6 +281,9 @@ def elementwise(int kind, const floating[::1] pred, const floating[::1] target,
     cdef double* partial = <double*>malloc(nblocks * sizeof(double))
     cdef Py_ssize_t blk, off, m
     cdef double total = 0.0
+    if par_min < 0:
+        par_min = (EW_PAR_MIN_TRANSC if kind == K_LOG_COSH or kind == K_BCE or kind == K_BCE_LOGITS
+                   else EW_PAR_MIN)
     cdef int nt = num_threads if n >= par_min else 1
     if partial == NULL:
         raise MemoryError()
