@@ -18,6 +18,7 @@
 # times more per element, hence the lower threshold.
 cdef enum:
     EW_BLOCK = 2048
+    EW_ACC = 16                 # double accumulators per block sum (a power of 2)
     EW_PAR_MIN = 65536          # cheap losses: mse, sse, mae, huber, smooth_l1, quantile, hinges
     EW_PAR_MIN_TRANSC = 8192    # log_cosh, binary_cross_entropy(_with_logits)
 
@@ -178,7 +179,8 @@ cdef double _ew_block(int kind, const floating* p, const floating* t, const floa
     cdef floating lb[EW_BLOCK]
     cdef floating gb[EW_BLOCK]
     cdef Py_ssize_t i
-    cdef double s0 = 0, s1 = 0, s2 = 0, s3 = 0
+    cdef double acc[EW_ACC]
+    cdef int j, k
 
     if kind == K_MSE:
         for i in range(n):
@@ -233,18 +235,24 @@ cdef double _ew_block(int kind, const floating* p, const floating* t, const floa
         for i in range(n):
             lout[i] = lb[i]
         return 0.0
-    # four independent double accumulators, fixed order: deterministic
+    # EW_ACC independent double accumulators (several SIMD registers, so the
+    # adds are not one latency-bound chain), fixed order: deterministic
+    for j in range(EW_ACC):
+        acc[j] = 0
     i = 0
-    while i + 4 <= n:
-        s0 += lb[i]
-        s1 += lb[i + 1]
-        s2 += lb[i + 2]
-        s3 += lb[i + 3]
-        i += 4
+    while i + EW_ACC <= n:
+        for j in range(EW_ACC):
+            acc[j] += lb[i + j]
+        i += EW_ACC
     while i < n:
-        s0 += lb[i]
+        acc[0] += lb[i]
         i += 1
-    return (s0 + s1) + (s2 + s3)
+    j = EW_ACC
+    while j > 1:  # pairwise fold, fixed order
+        j //= 2
+        for k in range(j):
+            acc[k] += acc[k + j]
+    return acc[0]
 
 
 cdef inline const floating* _ptr_or_null(const floating[::1] a) noexcept:
