@@ -14,6 +14,14 @@ does. ``sample_weight`` (same shape as ``pred``, or ``(N,)`` for a 2-D
 element count (PyTorch's ``weight=``, Keras' ``sample_weight``).
 ``out`` receives the gradient; ``grad_output`` is the upstream gradient: an
 array of ``pred``'s shape for ``'none'``, a scalar otherwise.
+
+Inputs of any memory layout and byte order are accepted (copied to C order
+when needed); targets, weights and ``grad_output`` are cast to ``pred``'s
+dtype. Weights are not range-checked (negative weights are allowed, NaN
+propagates). NaN/Inf in any input propagate to the loss and gradient; empty
+input gives what PyTorch gives ('mean' -> nan, 'sum' -> 0, 'none' -> empty).
+The work is cut into fixed blocks whose double-precision sums are added in a
+fixed order, so results are bitwise identical for any thread count.
 """
 from __future__ import annotations
 
@@ -211,7 +219,9 @@ def binary_cross_entropy(input, target, *, eps=1e-7, reduction="mean", sample_we
 
     PyTorch ``binary_cross_entropy`` (its ``weight=`` is ``sample_weight``);
     Keras ``BinaryCrossentropy`` (``epsilon``). Clipping as the seeds do keeps
-    the loss finite; the gradient is taken at the clipped value.
+    the loss finite; the gradient is taken at the clipped value. ``eps`` must be
+    in (0, 0.5) and large enough that 1 - eps < 1 in the input's dtype (float32:
+    eps >= 6e-8). ``input`` outside [0, 1] is an error; NaN propagates.
     """
     eps = v.real_scalar(eps, "eps", low=0.0, high=0.5, low_open=True, high_open=True)
 
