@@ -12,7 +12,8 @@ d(reduced loss)/d(pred); ``'mean'`` divides by the element count as PyTorch
 does. ``sample_weight`` (same shape as ``pred``, or ``(N,)`` for a 2-D
 ``pred``) multiplies each element's loss; ``'mean'`` still divides by the
 element count (PyTorch's ``weight=``, Keras' ``sample_weight``).
-``out`` receives the gradient; ``grad_output`` is the upstream gradient: an
+``out`` receives the gradient (it may be ``pred`` itself, for an in-place
+gradient, but may not partly overlap an input); ``grad_output`` is the upstream gradient: an
 array of ``pred``'s shape for ``'none'``, a scalar otherwise.
 
 Inputs of any memory layout and byte order are accepted (copied to C order
@@ -62,6 +63,15 @@ def _grad_output(go, red, dtype, shape):
     return v.float_like(go, "grad_output", dtype, shape), 1.0
 
 
+def _check_overlap(out, **arrays):
+    """``out`` may be one of the inputs exactly (each block is read before it is
+    written), but must not partly overlap one: that would be a race."""
+    for name, a in arrays.items():
+        if a is not None and np.may_share_memory(out, a) and not (
+                a.ctypes.data == out.ctypes.data and a.strides == out.strides):
+            raise ValueError(f"out overlaps {name} without being the same array")
+
+
 def _elementwise(name, pred, target, *, reduction, sample_weight, return_grad, out,
                  grad_output, backend, pred_name="pred", a=0.0, aux=None, check=None,
                  ref_opts=None):
@@ -76,6 +86,7 @@ def _elementwise(name, pred, target, *, reduction, sample_weight, return_grad, o
         if not return_grad:
             raise ValueError("out= receives the gradient: pass return_grad=True")
         v.out_array(out, "out", shape, dtype)
+        _check_overlap(out, pred=pred, target=target, sample_weight=weight, grad_output=go)
     if check is not None:  # value checks that need the validated arrays
         a, ref_opts = check(pred, target)
     n = pred.size

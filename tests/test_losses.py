@@ -493,6 +493,25 @@ def test_out_is_filled_and_returned(name, opts, reduction, rng):
         np.testing.assert_array_equal(l, l2)
 
 
+@pytest.mark.parametrize("name,opts", DEFAULT_CASES)
+def test_out_may_be_the_prediction_itself(name, opts, rng):
+    """In-place gradient (out=pred) is allowed and correct; partial overlap is refused."""
+    fn = LOSSES[name][0]
+    p, t, call = _make(name, opts, (70_000,), np.float32, rng)  # several blocks, parallel
+    for backend in BACKENDS:
+        expect_l, expect_g = fn(p, t, return_grad=True, backend=backend)
+        buf = p.copy()
+        l, g = fn(buf, t, return_grad=True, out=buf, backend=backend)
+        assert g is buf and l == expect_l
+        np.testing.assert_array_equal(buf, expect_g)
+        big = np.concatenate([p, p[:1]])
+        with pytest.raises(ValueError, match="out overlaps pred"):
+            fn(big[:-1], t, return_grad=True, out=big[1:], backend=backend)
+        tt = t.copy()
+        with pytest.raises(ValueError, match="out overlaps target"):
+            fn(p[1:], tt[:-1], return_grad=True, out=tt[1:], backend=backend)
+
+
 # --- threads: bitwise identical for any thread count, and run to run -------------
 
 @needs_native
