@@ -130,7 +130,9 @@ def mse(pred, target, *, reduction="mean", sample_weight=None, return_grad=False
         grad_output=None, backend=None):
     """Mean squared error: l = (pred - target)^2; dl/dpred = 2 (pred - target).
 
-    PyTorch ``mse_loss``; Keras ``MeanSquaredError``.
+    PyTorch ``mse_loss``; Keras ``MeanSquaredError``. With ``sample_weight``,
+    'mean' divides by the element count (Keras; PyTorch's BCE and huber); PyTorch's
+    ``mse_loss(weight=)`` divides by sum(weight) instead.
     """
     return _elementwise("mse", pred, target, reduction=reduction, sample_weight=sample_weight,
                         return_grad=return_grad, out=out, grad_output=grad_output, backend=backend)
@@ -150,7 +152,9 @@ def mae(pred, target, *, reduction="mean", sample_weight=None, return_grad=False
         grad_output=None, backend=None):
     """Mean absolute error (L1): l = |pred - target|; dl/dpred = sign(pred - target), 0 at 0.
 
-    PyTorch ``l1_loss``; Keras ``MeanAbsoluteError``.
+    PyTorch ``l1_loss``; Keras ``MeanAbsoluteError``. With ``sample_weight``,
+    'mean' divides by the element count; PyTorch's ``l1_loss(weight=)`` divides by
+    sum(weight).
     """
     return _elementwise("mae", pred, target, reduction=reduction, sample_weight=sample_weight,
                         return_grad=return_grad, out=out, grad_output=grad_output, backend=backend)

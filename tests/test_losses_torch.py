@@ -19,13 +19,15 @@ def _regression(rng, shape, kink):
     return t + mag * rng.choice([-1.0, 1.0], shape), t
 
 
-# (ours, torch, options, data, torch accepts weight=)
+# (ours, torch, options, data, torch's weight=: False = none, True = 'mean' divides by
+# the element count as fastloss does, "sum_w" = 'mean' divides by sum(weight) instead;
+# PyTorch 2.13 does that for mse_loss and l1_loss only)
 CASES = {
-    "mse": (fastloss.mse, F.mse_loss, {}, lambda r, s: _regression(r, s, 0.0), False),
-    "l1": (fastloss.mae, F.l1_loss, {}, lambda r, s: _regression(r, s, 0.0), False),
-    "huber": (fastloss.huber, F.huber_loss, {}, lambda r, s: _regression(r, s, 1.0), False),
+    "mse": (fastloss.mse, F.mse_loss, {}, lambda r, s: _regression(r, s, 0.0), "sum_w"),
+    "l1": (fastloss.mae, F.l1_loss, {}, lambda r, s: _regression(r, s, 0.0), "sum_w"),
+    "huber": (fastloss.huber, F.huber_loss, {}, lambda r, s: _regression(r, s, 1.0), True),
     "huber-delta=0.3": (fastloss.huber, F.huber_loss, {"delta": 0.3},
-                        lambda r, s: _regression(r, s, 0.3), False),
+                        lambda r, s: _regression(r, s, 0.3), True),
     "smooth_l1": (fastloss.smooth_l1, F.smooth_l1_loss, {},
                   lambda r, s: _regression(r, s, 1.0), False),
     "smooth_l1-beta=0.5": (fastloss.smooth_l1, F.smooth_l1_loss, {"beta": 0.5},
@@ -63,7 +65,7 @@ def _torch_kwargs(opts, dtype):
 @pytest.mark.parametrize("case,weight", [(c, w) for c in CASES for w in ("none", "full", "row")
                                          if w == "none" or CASES[c][4]])
 def test_matches_torch(case, dtype, reduction, weight, rng):
-    ours, theirs, opts, data, _ = CASES[case]
+    ours, theirs, opts, data, has_weight = CASES[case]
     shape = (29, 6)
     p, t = (a.astype(dtype) for a in data(rng, shape))
     opts = dict(opts)
@@ -75,11 +77,16 @@ def test_matches_torch(case, dtype, reduction, weight, rng):
 
     tp = torch.tensor(p, requires_grad=True)
     tkw = _torch_kwargs(opts, dtype)
+    norm = 1.0
     if w is not None:
-        tkw["weight"] = torch.tensor(w if w.shape == shape else w[:, None])
+        tw = np.broadcast_to(w if w.shape == shape else w[:, None], shape).copy()
+        tkw["weight"] = torch.tensor(tw)
+        if reduction == "mean" and has_weight == "sum_w":
+            norm = tw.sum(dtype=np.float64) / tw.size
     tl = theirs(tp, torch.tensor(t), reduction=reduction, **tkw)
     tl.backward(torch.as_tensor(go))
-    expected_loss, expected_grad = tl.detach().numpy(), tp.grad.numpy()
+    expected_loss = tl.detach().numpy() * norm
+    expected_grad = tp.grad.numpy() * norm
 
     rtol = 2e-5 if dtype == np.float32 else 1e-10
     for backend in BACKENDS:
