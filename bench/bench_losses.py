@@ -173,7 +173,7 @@ def main(sizes=("10M",)):
 
     bw = measure_bandwidth()
     print(f"threads {fastloss.get_num_threads()}; streaming triad {bw['triad']:.1f} GB/s "
-          f"(update {bw['update']:.1f}); bytes/element 12 (read pred + target, write grad)")
+          f"(in place {bw['inplace']:.1f}); bytes/element 12 (read pred + target, write grad)")
     print(f"{'group':<26}{'impl':<14}{'median ms':>10}{'GB/s':>8}{'% bw':>7}"
           f"{'x numpy':>9}{'x torch':>9}")
     for loss, size in CASES:

@@ -5,13 +5,13 @@ using fastloss's thread count:
 
 * ``triad``:  ``a[i] = b[i] + s * c[i]`` -- read 2 arrays, write 1 (like a loss
   that reads pred and target and writes grad).
-* ``update``: ``x[i] += s * y[i]`` -- read 2, write 1 in place (like an
+* ``inplace``: ``x[i] += s * y[i]`` -- read 2, write 1 in place (like an
   optimizer step on a parameter).
 
 Bytes counted per element: 3 x 8 = 24 for both (the STREAM convention). The
 write-allocate read that a plain store to ``a`` costs in the triad is *not*
 counted, so the triad figure is the useful bandwidth an application sees for
-that access pattern; with it the bus moves 32 bytes per element. The update
+that access pattern; with it the bus moves 32 bytes per element. The in-place update
 reads ``x`` anyway, so it has no write-allocate. Each figure is the best of
 ``repeats`` runs, as STREAM reports.
 
@@ -50,9 +50,9 @@ def measure_bandwidth(n: int = 16_000_000, repeats: int = 7) -> dict:
     """Measure streaming bandwidth with the current fastloss thread count.
 
     ``n`` float64 elements per array (3 arrays; the default, 384 MB in all, is
-    far beyond any cache). Returns a dict: ``triad`` and ``update`` in GB/s
+    far beyond any cache). Returns a dict: ``triad`` and ``inplace`` in GB/s
     (10^9 bytes/s, 24 bytes counted per element, best of ``repeats``),
-    their medians (``triad_median``, ``update_median``), ``n``, ``threads``
+    their medians (``triad_median``, ``inplace_median``), ``n``, ``threads``
     and ``bytes_per_element``.
     """
     n = int(n)
@@ -78,8 +78,8 @@ def measure_bandwidth(n: int = 16_000_000, repeats: int = 7) -> dict:
         return float(gbs.max()), float(np.median(gbs))
 
     tri, tri_med = best_and_median(triad, a, b, c, s)
-    upd, upd_med = best_and_median(update, a, c, s)
-    return {"triad": tri, "update": upd, "triad_median": tri_med, "update_median": upd_med,
+    inp, inp_med = best_and_median(update, a, c, s)
+    return {"triad": tri, "inplace": inp, "triad_median": tri_med, "inplace_median": inp_med,
             "n": n, "threads": threads, "bytes_per_element": 24}
 
 
@@ -88,7 +88,7 @@ def main():  # pragma: no cover - a measurement, not a test
     print(f"streaming bandwidth, {r['threads']} thread(s), {r['n']:,} float64 x 3 arrays, "
           f"24 bytes/element counted (no write-allocate):")
     print(f"  triad  a = b + s c : {r['triad']:.1f} GB/s (median {r['triad_median']:.1f})")
-    print(f"  update x += s y    : {r['update']:.1f} GB/s (median {r['update_median']:.1f})")
+    print(f"  inplace x += s y   : {r['inplace']:.1f} GB/s (median {r['inplace_median']:.1f})")
 
 
 if __name__ == "__main__":  # pragma: no cover

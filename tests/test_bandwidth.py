@@ -9,7 +9,7 @@ def test_measure_bandwidth_small():
     with fastloss.num_threads(1):
         r = measure_bandwidth(n=200_000, repeats=2)
     assert r["threads"] == 1 and r["n"] == 200_000 and r["bytes_per_element"] == 24
-    for key in ("triad", "update", "triad_median", "update_median"):
+    for key in ("triad", "inplace", "triad_median", "inplace_median"):
         assert 0 < r[key] < 1e4
     assert r["triad"] >= r["triad_median"]
 
