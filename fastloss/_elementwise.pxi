@@ -127,11 +127,12 @@ cdef inline floating _log_cosh(floating p, floating t, floating a, floating b, f
     return <floating>0.5 * vlog1p(s * s) if small else ad - <floating>0.69314718055994530942
 
 
-cdef inline floating _bce(floating p, floating t, floating eps, floating b, floating* g) noexcept nogil:
-    # pc = clip(p, eps, 1 - eps) ; l = -(t log pc + (1 - t) log(1 - pc))
+cdef inline floating _bce(floating p, floating t, floating lo, floating hi, floating* g) noexcept nogil:
+    # pc = clip(p, lo, hi) ; l = -(t log pc + (1 - t) log(1 - pc))
     # g = (pc - t) / (pc (1 - pc))   (evaluated at the clipped value)
-    cdef floating hi = <floating>1 - eps
-    cdef floating pc = eps if p < eps else (hi if p > hi else p)
+    # lo = eps, hi = 1 - eps, both as represented in the dtype (the caller
+    # keeps 0 < lo and hi < 1 so both logs stay finite)
+    cdef floating pc = lo if p < lo else (hi if p > hi else p)
     cdef floating qc = <floating>1 - pc
     g[0] = (pc - t) / (pc * qc)
     return -(t * vlog(pc) + (<floating>1 - t) * vlog(qc))

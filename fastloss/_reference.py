@@ -63,8 +63,19 @@ def log_cosh(p, t, **_):
     return np.where(small, 0.5 * np.log1p(s * s), ad - LOG2), np.tanh(d)
 
 
+def clip_bounds(eps, dtype):
+    """[eps, 1 - eps] as represented in ``dtype``, kept strictly inside (0, 1):
+    with float32 and eps < 6e-8, 1 - eps would round to 1 and log(1 - p) to -inf."""
+    dtype = np.dtype(dtype)
+    one, zero = dtype.type(1), dtype.type(0)
+    lo = max(dtype.type(eps), np.finfo(dtype).smallest_normal)
+    hi = min(one - dtype.type(eps), np.nextafter(one, zero))
+    return lo, hi
+
+
 def binary_cross_entropy(p, t, *, eps, **_):
-    pc = np.clip(p, eps, 1 - eps)
+    lo, hi = clip_bounds(eps, p.dtype)
+    pc = np.clip(p, lo, hi)
     loss = -(t * np.log(pc) + (1 - t) * np.log(1 - pc))
     grad = (pc - t) / (pc * (1 - pc))
     return loss, grad

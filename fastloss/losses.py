@@ -87,8 +87,11 @@ def _elementwise(name, pred, target, *, reduction, sample_weight, return_grad, o
             raise ValueError("out= receives the gradient: pass return_grad=True")
         v.out_array(out, "out", shape, dtype)
         _check_overlap(out, pred=pred, target=target, sample_weight=weight, grad_output=go)
+    b = 0.0
     if check is not None:  # value checks that need the validated arrays
         a, ref_opts = check(pred, target)
+        if isinstance(a, tuple):
+            a, b = a
     n = pred.size
     gscale = go_scale / n if (red == "mean" and n) else go_scale
     grad = (out if out is not None else np.empty(shape, dtype)) if return_grad else None
@@ -98,7 +101,7 @@ def _elementwise(name, pred, target, *, reduction, sample_weight, return_grad, o
         flat = (lambda x: None if x is None else x.reshape(-1))
         total = _backend.kernels.elementwise(
             _backend.kernels.ELEMENTWISE_KINDS[name], flat(pred), flat(target), flat(aux),
-            flat(weight), flat(go), flat(grad), flat(lout), float(a), 0.0, float(gscale),
+            flat(weight), flat(go), flat(grad), flat(lout), float(a), float(b), float(gscale),
             _threads.get_num_threads(),
         )
     else:
@@ -235,19 +238,16 @@ def binary_cross_entropy(input, target, *, eps=1e-7, reduction="mean", sample_we
     PyTorch ``binary_cross_entropy`` (its ``weight=`` is ``sample_weight``);
     Keras ``BinaryCrossentropy`` (``epsilon``). Clipping as the seeds do keeps
     the loss finite; the gradient is taken at the clipped value. ``eps`` must be
-    in (0, 0.5) and large enough that 1 - eps < 1 in the input's dtype (float32:
-    eps >= 6e-8). ``input`` outside [0, 1] is an error; NaN propagates.
+    in (0, 0.5); the bounds are taken in the input's dtype and kept strictly
+    inside (0, 1) (float32: 1 - eps is at most 1 - 6e-8 however small eps is).
+    ``input`` outside [0, 1] is an error; NaN propagates.
     """
     eps = v.real_scalar(eps, "eps", low=0.0, high=0.5, low_open=True, high_open=True)
 
     def check(p, t):
-        # eps must survive in p's dtype: 1 - eps < 1, else log(1 - p) = -inf at p = 1
-        one = p.dtype.type(1)
-        if not one - p.dtype.type(eps) < one:
-            raise ValueError(f"eps={eps} is too small for {p.dtype}: 1 - eps rounds to 1 "
-                             f"(use eps >= {float(np.finfo(p.dtype).epsneg)})")
         _check_probabilities(p, t)
-        return eps, {"eps": eps}
+        lo, hi = _reference.clip_bounds(eps, p.dtype)
+        return (float(lo), float(hi)), {"eps": eps}
 
     return _elementwise("binary_cross_entropy", input, target, reduction=reduction,
                         sample_weight=sample_weight, return_grad=return_grad, out=out,

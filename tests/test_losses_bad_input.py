@@ -130,11 +130,17 @@ def test_pos_weight_shape(backend):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_bce_eps_too_small_for_float32(backend):
-    p = P.astype(np.float32)
-    with pytest.raises(ValueError, match="eps"):
-        fastloss.binary_cross_entropy(p, T.astype(np.float32), eps=1e-9, backend=backend)
-    assert np.isfinite(fastloss.binary_cross_entropy(P, T, eps=1e-9, backend=backend))
+def test_bce_tiny_eps_stays_finite(backend):
+    """eps below float32's resolution near 1: the upper bound is the largest float32
+    below 1, so p = 1 and p = 0 still give finite losses and gradients."""
+    for dtype in (np.float32, np.float64):
+        p = np.array([0.0, 1.0, 0.0, 1.0], dtype)
+        t = np.array([0.0, 1.0, 1.0, 0.0], dtype)
+        for eps in (1e-12, 1e-30):
+            l, g = fastloss.binary_cross_entropy(p, t, eps=eps, reduction="none",
+                                                 return_grad=True, backend=backend)
+            assert np.all(np.isfinite(l)) and np.all(np.isfinite(g)), (dtype, eps)
+            assert l[0] < 1e-6 and l[1] < 1e-6 and l[2] > 10 and l[3] > 10
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
