@@ -337,9 +337,17 @@ def test_hypothesis_native_matches_numpy(data):
         call["q"] = data.draw(st.floats(0.01, 0.99))
     elif name == "binary_cross_entropy_with_logits" and data.draw(st.booleans()):
         call["pos_weight"] = data.draw(st.floats(0, 5))
+    r = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    kw = {}
+    if data.draw(st.booleans()):  # sample weights: full shape or one per row
+        wshape = shape[:1] if (len(shape) == 2 and data.draw(st.booleans())) else shape
+        kw["sample_weight"] = r.uniform(0, 3, wshape).astype(dtype)
+    if data.draw(st.booleans()):
+        kw["grad_output"] = (r.uniform(-2, 2, shape).astype(dtype) if reduction == "none"
+                             else data.draw(st.floats(-5, 5)))
     fn = LOSSES[name][0]
-    ln, gn = fn(p, t, reduction=reduction, return_grad=True, backend="native", **call)
-    lr, gr = fn(p, t, reduction=reduction, return_grad=True, backend="numpy", **call)
+    ln, gn = fn(p, t, reduction=reduction, return_grad=True, backend="native", **call, **kw)
+    lr, gr = fn(p, t, reduction=reduction, return_grad=True, backend="numpy", **call, **kw)
     rtol = 1e-5 if dtype == np.float32 else 1e-12
     _close(gn, gr, dtype, rtol)
     _close(ln, lr, dtype, rtol)
