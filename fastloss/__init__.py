@@ -5,6 +5,21 @@ optimizer updates as Numba kernels; NumPy is the reference and the fallback.
 """
 from ._backend import FastlossWarning, get_backend, native_available, set_backend
 from ._threads import get_num_threads, num_threads, set_num_threads
+from .loss_objects import (
+    BCELoss,
+    BCEWithLogitsLoss,
+    ElementwiseLoss,
+    HingeLoss,
+    HuberLoss,
+    L1Loss,
+    LogCoshLoss,
+    MAELoss,
+    MSELoss,
+    QuantileLoss,
+    SmoothL1Loss,
+    SquaredHingeLoss,
+    SSELoss,
+)
 from .losses import (
     binary_cross_entropy,
     binary_cross_entropy_with_logits,
@@ -27,4 +42,7 @@ __all__ = [
     "get_num_threads", "set_num_threads", "num_threads",
     "mse", "sse", "mae", "l1", "huber", "smooth_l1", "quantile", "log_cosh",
     "binary_cross_entropy", "binary_cross_entropy_with_logits", "hinge", "squared_hinge",
+    "ElementwiseLoss", "MSELoss", "SSELoss", "L1Loss", "MAELoss", "HuberLoss", "SmoothL1Loss",
+    "QuantileLoss", "LogCoshLoss", "BCELoss", "BCEWithLogitsLoss", "HingeLoss",
+    "SquaredHingeLoss",
 ]

@@ -9,9 +9,18 @@
 # kept in double and the block sums are added in order afterwards, so the
 # result does not depend on the thread count at all.
 
+# Below these many elements a call runs on one thread. Measured with
+# bench/par_threshold.py (2 cores, float32, loss + grad, best of batches; see
+# its docstring): for mse 2 threads break even at 16K-32K elements when called
+# back to back and pay (1.7x) from 128K when the OpenMP workers were asleep, as
+# in a training loop; bce-with-logits (vectorised exp/log1p) pays from 8K
+# either way. Losses with exp/log (log_cosh, bce, bce-with-logits) cost several
+# times more per element, hence the lower threshold.
 cdef enum:
     EW_BLOCK = 2048
-    EW_PAR_MIN = 65536      # below this many elements run serially
+    EW_ACC = 16                 # double accumulators per block sum (a power of 2)
+    EW_PAR_MIN = 65536          # cheap losses: mse, sse, mae, huber, smooth_l1, quantile, hinges
+    EW_PAR_MIN_TRANSC = 8192    # log_cosh, binary_cross_entropy(_with_logits)
 
 cdef enum:
     K_MSE = 0
@@ -26,6 +35,9 @@ cdef enum:
     K_HINGE = 9
     K_SQUARED_HINGE = 10
 
+ELEMENTWISE_PAR_MIN = EW_PAR_MIN
+ELEMENTWISE_PAR_MIN_TRANSCENDENTAL = EW_PAR_MIN_TRANSC
+
 ELEMENTWISE_KINDS = {
     "mse": K_MSE, "sse": K_SSE, "mae": K_MAE, "huber": K_HUBER,
     "smooth_l1": K_SMOOTH_L1, "quantile": K_QUANTILE, "log_cosh": K_LOG_COSH,
@@ -38,6 +50,17 @@ ELEMENTWISE_KINDS = {
 # --- per-element formulas: return l, store dl/dp in g[0] -------------------
 # Constants are cast to `floating` so float32 kernels never promote to double.
 # Selects are written so that a NaN input falls through to a NaN result.
+
+from libc.math cimport fabsf
+
+
+cdef inline floating _fabs(floating x) noexcept nogil:
+    """|x| in x's own type (libc fabs is double: it would promote float kernels)."""
+    if floating is float:
+        return fabsf(x)
+    else:
+        return fabs(x)
+
 
 cdef inline floating _sgn(floating d) noexcept nogil:
     """sign(d) with sign(0) = 0 and sign(NaN) = NaN."""
@@ -62,13 +85,13 @@ cdef inline floating _mae(floating p, floating t, floating a, floating b, floati
     # l = |p - t| ; g = sign(p - t)
     cdef floating d = p - t
     g[0] = _sgn(d)
-    return fabs(d)
+    return _fabs(d)
 
 
 cdef inline floating _huber(floating p, floating t, floating delta, floating b, floating* g) noexcept nogil:
     # l = 0.5 d^2 if |d| <= delta else delta (|d| - delta/2)
     cdef floating d = p - t
-    cdef floating ad = fabs(d)
+    cdef floating ad = _fabs(d)
     cdef bint quad = ad <= delta
     g[0] = d if quad else delta * _sgn(d)
     return <floating>0.5 * d * d if quad else delta * (ad - <floating>0.5 * delta)
@@ -77,7 +100,7 @@ cdef inline floating _huber(floating p, floating t, floating delta, floating b, 
 cdef inline floating _smooth_l1(floating p, floating t, floating beta, floating b, floating* g) noexcept nogil:
     # l = 0.5 d^2 / beta if |d| < beta else |d| - beta/2   (beta > 0)
     cdef floating d = p - t
-    cdef floating ad = fabs(d)
+    cdef floating ad = _fabs(d)
     cdef bint quad = ad < beta
     g[0] = d / beta if quad else _sgn(d)
     return <floating>0.5 * d * d / beta if quad else ad - <floating>0.5 * beta
@@ -95,7 +118,7 @@ cdef inline floating _log_cosh(floating p, floating t, floating a, floating b, f
     # g = tanh d; with m = expm1(|d|): sinh|d| = m (m + 2) / (2 (m + 1)),
     # tanh|d| = m (m + 2) / (m (m + 2) + 2). No cancellation for small d.
     cdef floating d = p - t
-    cdef floating ad = fabs(d)
+    cdef floating ad = _fabs(d)
     cdef bint small = ad < 20
     cdef floating m = vexpm1(ad if small else <floating>0)
     cdef floating mm = m * (m + <floating>2)
@@ -104,26 +127,31 @@ cdef inline floating _log_cosh(floating p, floating t, floating a, floating b, f
     return <floating>0.5 * vlog1p(s * s) if small else ad - <floating>0.69314718055994530942
 
 
-cdef inline floating _bce(floating p, floating t, floating eps, floating b, floating* g) noexcept nogil:
-    # pc = clip(p, eps, 1 - eps) ; l = -(t log pc + (1 - t) log(1 - pc))
+cdef inline floating _bce(floating p, floating t, floating lo, floating hi, floating* g) noexcept nogil:
+    # pc = clip(p, lo, hi) ; l = -(t log pc + (1 - t) log(1 - pc))
     # g = (pc - t) / (pc (1 - pc))   (evaluated at the clipped value)
-    cdef floating hi = <floating>1 - eps
-    cdef floating pc = eps if p < eps else (hi if p > hi else p)
+    # lo = eps, hi = 1 - eps, both as represented in the dtype (the caller
+    # keeps 0 < lo and hi < 1 so both logs stay finite)
+    cdef floating pc = lo if p < lo else (hi if p > hi else p)
     cdef floating qc = <floating>1 - pc
     g[0] = (pc - t) / (pc * qc)
     return -(t * vlog(pc) + (<floating>1 - t) * vlog(qc))
 
 
 cdef inline floating _bce_logits(floating x, floating t, floating pw, floating b, floating* g) noexcept nogil:
-    # l = (1 - t) x + (1 + (pw - 1) t) (log1p(exp(-|x|)) + max(-x, 0))
-    # g = sigmoid(x) (1 - t + pw t) - pw t
-    cdef floating e = vexp(-fabs(x))
+    # l = -(pw t log sigmoid(x) + (1 - t) log(1 - sigmoid(x)))
+    #   = c log1p(exp(-|x|)) + ((1 - t) x if x >= 0 else -pw t x),  c = 1 - t + pw t
+    # (both terms >= 0 for t in [0, 1]: no cancellation, unlike the
+    # (1 - t) x + c (log1p(e) + max(-x, 0)) form)
+    # g = sigmoid(x) c - pw t
+    cdef floating e = vexp(-_fabs(x))
     cdef floating r = <floating>1 / (<floating>1 + e)
     cdef floating sig = r if x >= 0 else e * r
-    cdef floating mx = -x if x < 0 else <floating>0
     cdef floating pt = pw * t
-    g[0] = sig * (<floating>1 - t + pt) - pt
-    return (<floating>1 - t) * x + (<floating>1 + pt - t) * (vlog1p(e) + mx)
+    cdef floating c = <floating>1 - t + pt
+    cdef floating lin = (<floating>1 - t) * x if x >= 0 else -pt * x
+    g[0] = sig * c - pt
+    return c * vlog1p(e) + lin
 
 
 cdef inline floating _hinge(floating p, floating t, floating zero_one, floating b, floating* g) noexcept nogil:
@@ -152,7 +180,8 @@ cdef double _ew_block(int kind, const floating* p, const floating* t, const floa
     cdef floating lb[EW_BLOCK]
     cdef floating gb[EW_BLOCK]
     cdef Py_ssize_t i
-    cdef double s0 = 0, s1 = 0, s2 = 0, s3 = 0
+    cdef double acc[EW_ACC]
+    cdef int j, k
 
     if kind == K_MSE:
         for i in range(n):
@@ -207,33 +236,44 @@ cdef double _ew_block(int kind, const floating* p, const floating* t, const floa
         for i in range(n):
             lout[i] = lb[i]
         return 0.0
-    # four independent double accumulators, fixed order: deterministic
+    # EW_ACC independent double accumulators (several SIMD registers, so the
+    # adds are not one latency-bound chain), fixed order: deterministic
+    for j in range(EW_ACC):
+        acc[j] = 0
     i = 0
-    while i + 4 <= n:
-        s0 += lb[i]
-        s1 += lb[i + 1]
-        s2 += lb[i + 2]
-        s3 += lb[i + 3]
-        i += 4
+    while i + EW_ACC <= n:
+        for j in range(EW_ACC):
+            acc[j] += lb[i + j]
+        i += EW_ACC
     while i < n:
-        s0 += lb[i]
+        acc[0] += lb[i]
         i += 1
-    return (s0 + s1) + (s2 + s3)
+    j = EW_ACC
+    while j > 1:  # pairwise fold, fixed order
+        j //= 2
+        for k in range(j):
+            acc[k] += acc[k + j]
+    return acc[0]
 
 
-cdef inline const floating* _ptr_or_null(floating[::1] a) noexcept:
+cdef inline const floating* _ptr_or_null(const floating[::1] a) noexcept:
     return NULL if a is None else &a[0]
 
 
-def elementwise(int kind, floating[::1] pred, floating[::1] target, floating[::1] aux,
-                floating[::1] weight, floating[::1] grad_output, floating[::1] grad,
-                floating[::1] loss_out, double a, double b, double gscale, int num_threads):
+def elementwise(int kind, const floating[::1] pred, const floating[::1] target,
+                const floating[::1] aux, const floating[::1] weight,
+                const floating[::1] grad_output, floating[::1] grad,
+                floating[::1] loss_out, double a, double b, double gscale, int num_threads,
+                Py_ssize_t par_min=-1):
     """Fused element-wise loss and gradient over flat, validated arrays.
 
     Returns the sum of the (weighted) losses in double, or 0.0 when the
     per-element losses were written to ``loss_out``. Optional arrays may be
     None: ``aux`` (per-element parameter, e.g. pos_weight), ``weight``,
-    ``grad_output``, ``grad`` (skip the gradient), ``loss_out``.
+    ``grad_output``, ``grad`` (skip the gradient), ``loss_out``. Inputs with
+    fewer than ``par_min`` elements run on one thread; the default (-1) is
+    ELEMENTWISE_PAR_MIN, or ELEMENTWISE_PAR_MIN_TRANSCENDENTAL for the losses
+    with exp/log.
     """
     cdef Py_ssize_t n = pred.shape[0]
     if n == 0:
@@ -250,7 +290,10 @@ def elementwise(int kind, floating[::1] pred, floating[::1] target, floating[::1
     cdef double* partial = <double*>malloc(nblocks * sizeof(double))
     cdef Py_ssize_t blk, off, m
     cdef double total = 0.0
-    cdef int nt = num_threads if n >= EW_PAR_MIN else 1
+    if par_min < 0:
+        par_min = (EW_PAR_MIN_TRANSC if kind == K_LOG_COSH or kind == K_BCE or kind == K_BCE_LOGITS
+                   else EW_PAR_MIN)
+    cdef int nt = num_threads if n >= par_min else 1
     if partial == NULL:
         raise MemoryError()
     with nogil:
@@ -276,3 +319,33 @@ def elementwise(int kind, floating[::1] pred, floating[::1] target, floating[::1
             total += partial[blk]
     free(partial)
     return total
+
+
+# --- value checks the Python layer runs before a loss (one pass, no temporaries) ---
+
+def label_set(const floating[::1] t):
+    """0 if every t is -1 or +1, 1 if every t is 0 or 1, -1 otherwise (hinge targets)."""
+    cdef Py_ssize_t n = t.shape[0], i, j = 0, m
+    cdef Py_ssize_t not_pm = 0, not_zo = 0
+    cdef floating v
+    with nogil:
+        while j < n and not (not_pm and not_zo):  # blocks, stop early once both fail
+            m = n - j if n - j < EW_BLOCK else EW_BLOCK
+            for i in range(j, j + m):
+                v = t[i]
+                not_pm += (v != 1) & (v != -1)
+                not_zo += (v != 1) & (v != 0)
+            j += m
+    return 0 if not_pm == 0 else (1 if not_zo == 0 else -1)
+
+
+def count_outside_unit(const floating[::1] p):
+    """How many p are < 0 or > 1 (NaN is not counted: it propagates instead)."""
+    cdef Py_ssize_t n = p.shape[0], i
+    cdef Py_ssize_t bad = 0
+    cdef floating v
+    with nogil:
+        for i in range(n):
+            v = p[i]
+            bad += (v < 0) | (v > 1)
+    return bad

@@ -49,7 +49,8 @@ def quantile(p, t, *, q, **_):
     r = t - p
     loss = np.where(r >= 0, q * r, (q - 1) * r)
     loss = np.where(np.isnan(r), r, loss)
-    grad = np.where(r > 0, -q, np.where(r < 0, 1 - q, 0 * r)).astype(p.dtype, copy=False)
+    grad = np.where(r > 0, -q, np.where(r < 0, 1 - q, np.where(np.isnan(r), r, 0)))
+    grad = grad.astype(p.dtype, copy=False)
     return loss, grad
 
 
@@ -62,8 +63,19 @@ def log_cosh(p, t, **_):
     return np.where(small, 0.5 * np.log1p(s * s), ad - LOG2), np.tanh(d)
 
 
+def clip_bounds(eps, dtype):
+    """[eps, 1 - eps] as represented in ``dtype``, kept strictly inside (0, 1):
+    with float32 and eps < 6e-8, 1 - eps would round to 1 and log(1 - p) to -inf."""
+    dtype = np.dtype(dtype)
+    one, zero = dtype.type(1), dtype.type(0)
+    lo = max(dtype.type(eps), np.finfo(dtype).smallest_normal)
+    hi = min(one - dtype.type(eps), np.nextafter(one, zero))
+    return lo, hi
+
+
 def binary_cross_entropy(p, t, *, eps, **_):
-    pc = np.clip(p, eps, 1 - eps)
+    lo, hi = clip_bounds(eps, p.dtype)
+    pc = np.clip(p, lo, hi)
     loss = -(t * np.log(pc) + (1 - t) * np.log(1 - pc))
     grad = (pc - t) / (pc * (1 - pc))
     return loss, grad
@@ -73,8 +85,10 @@ def binary_cross_entropy_with_logits(x, t, *, pos_weight=1.0, **_):
     e = np.exp(-np.abs(x))
     sig = np.where(x >= 0, 1 / (1 + e), e / (1 + e))
     pt = pos_weight * t
-    loss = (1 - t) * x + (1 + pt - t) * (np.log1p(e) + np.maximum(-x, 0))
-    grad = sig * (1 - t + pt) - pt
+    c = 1 - t + pt
+    # c log1p(e) + linear part: both >= 0 for t in [0, 1], no cancellation
+    loss = c * np.log1p(e) + np.where(x >= 0, (1 - t) * x, -pt * x)
+    grad = sig * c - pt
     return loss.astype(x.dtype, copy=False), grad.astype(x.dtype, copy=False)
 
 

@@ -35,7 +35,8 @@ def native_order(a: np.ndarray) -> np.ndarray:
     """A C-contiguous array in native byte order (copies only when needed)."""
     if not a.dtype.isnative:
         a = a.astype(a.dtype.newbyteorder("="))
-    return np.ascontiguousarray(a)
+    # (np.ascontiguousarray would turn a 0-d array into shape (1,))
+    return a if a.flags.c_contiguous else np.ascontiguousarray(a)
 
 
 def float_input(x, name: str) -> np.ndarray:

@@ -12,8 +12,17 @@ d(reduced loss)/d(pred); ``'mean'`` divides by the element count as PyTorch
 does. ``sample_weight`` (same shape as ``pred``, or ``(N,)`` for a 2-D
 ``pred``) multiplies each element's loss; ``'mean'`` still divides by the
 element count (PyTorch's ``weight=``, Keras' ``sample_weight``).
-``out`` receives the gradient; ``grad_output`` is the upstream gradient: an
+``out`` receives the gradient (it may be ``pred`` itself, for an in-place
+gradient, but may not partly overlap an input); ``grad_output`` is the upstream gradient: an
 array of ``pred``'s shape for ``'none'``, a scalar otherwise.
+
+Inputs of any memory layout and byte order are accepted (copied to C order
+when needed); targets, weights and ``grad_output`` are cast to ``pred``'s
+dtype. Weights are not range-checked (negative weights are allowed, NaN
+propagates). NaN/Inf in any input propagate to the loss and gradient; empty
+input gives what PyTorch gives ('mean' -> nan, 'sum' -> 0, 'none' -> empty).
+The work is cut into fixed blocks whose double-precision sums are added in a
+fixed order, so results are bitwise identical for any thread count.
 """
 from __future__ import annotations
 
@@ -47,10 +56,20 @@ def _grad_output(go, red, dtype, shape):
     if go is None:
         return None, 1.0
     if np.ndim(go) == 0:
-        return None, v.real_scalar(go, "grad_output", finite=False)
+        # a scalar upstream gradient; NaN/Inf propagate like any other input
+        return None, float(v.float_like(go, "grad_output", np.dtype(np.float64)).reshape(-1)[0])
     if red != "none":
         raise ValueError(f"grad_output must be a scalar for reduction={red!r}")
     return v.float_like(go, "grad_output", dtype, shape), 1.0
+
+
+def _check_overlap(out, **arrays):
+    """``out`` may be one of the inputs exactly (each block is read before it is
+    written), but must not partly overlap one: that would be a race."""
+    for name, a in arrays.items():
+        if a is not None and np.may_share_memory(out, a) and not (
+                a.ctypes.data == out.ctypes.data and a.strides == out.strides):
+            raise ValueError(f"out overlaps {name} without being the same array")
 
 
 def _elementwise(name, pred, target, *, reduction, sample_weight, return_grad, out,
@@ -67,8 +86,12 @@ def _elementwise(name, pred, target, *, reduction, sample_weight, return_grad, o
         if not return_grad:
             raise ValueError("out= receives the gradient: pass return_grad=True")
         v.out_array(out, "out", shape, dtype)
+        _check_overlap(out, pred=pred, target=target, sample_weight=weight, grad_output=go)
+    b = 0.0
     if check is not None:  # value checks that need the validated arrays
         a, ref_opts = check(pred, target)
+        if isinstance(a, tuple):
+            a, b = a
     n = pred.size
     gscale = go_scale / n if (red == "mean" and n) else go_scale
     grad = (out if out is not None else np.empty(shape, dtype)) if return_grad else None
@@ -78,7 +101,7 @@ def _elementwise(name, pred, target, *, reduction, sample_weight, return_grad, o
         flat = (lambda x: None if x is None else x.reshape(-1))
         total = _backend.kernels.elementwise(
             _backend.kernels.ELEMENTWISE_KINDS[name], flat(pred), flat(target), flat(aux),
-            flat(weight), flat(go), flat(grad), flat(lout), float(a), 0.0, float(gscale),
+            flat(weight), flat(go), flat(grad), flat(lout), float(a), float(b), float(gscale),
             _threads.get_num_threads(),
         )
     else:
@@ -110,7 +133,9 @@ def mse(pred, target, *, reduction="mean", sample_weight=None, return_grad=False
         grad_output=None, backend=None):
     """Mean squared error: l = (pred - target)^2; dl/dpred = 2 (pred - target).
 
-    PyTorch ``mse_loss``; Keras ``MeanSquaredError``.
+    PyTorch ``mse_loss``; Keras ``MeanSquaredError``. With ``sample_weight``,
+    'mean' divides by the element count (Keras; PyTorch's BCE and huber); PyTorch's
+    ``mse_loss(weight=)`` divides by sum(weight) instead.
     """
     return _elementwise("mse", pred, target, reduction=reduction, sample_weight=sample_weight,
                         return_grad=return_grad, out=out, grad_output=grad_output, backend=backend)
@@ -130,7 +155,9 @@ def mae(pred, target, *, reduction="mean", sample_weight=None, return_grad=False
         grad_output=None, backend=None):
     """Mean absolute error (L1): l = |pred - target|; dl/dpred = sign(pred - target), 0 at 0.
 
-    PyTorch ``l1_loss``; Keras ``MeanAbsoluteError``.
+    PyTorch ``l1_loss``; Keras ``MeanAbsoluteError``. With ``sample_weight``,
+    'mean' divides by the element count; PyTorch's ``l1_loss(weight=)`` divides by
+    sum(weight).
     """
     return _elementwise("mae", pred, target, reduction=reduction, sample_weight=sample_weight,
                         return_grad=return_grad, out=out, grad_output=grad_output, backend=backend)
@@ -195,7 +222,10 @@ def log_cosh(pred, target, *, reduction="mean", sample_weight=None, return_grad=
 
 
 def _check_probabilities(p, t):
-    if np.any((p < 0) | (p > 1)):
+    k = _backend.kernels
+    bad = (k.count_outside_unit(p.reshape(-1)) if k is not None
+           else np.count_nonzero((p < 0) | (p > 1)))
+    if bad:
         raise ValueError("input must hold probabilities in [0, 1] (use "
                          "binary_cross_entropy_with_logits for logits)")
 
@@ -207,13 +237,17 @@ def binary_cross_entropy(input, target, *, eps=1e-7, reduction="mean", sample_we
 
     PyTorch ``binary_cross_entropy`` (its ``weight=`` is ``sample_weight``);
     Keras ``BinaryCrossentropy`` (``epsilon``). Clipping as the seeds do keeps
-    the loss finite; the gradient is taken at the clipped value.
+    the loss finite; the gradient is taken at the clipped value. ``eps`` must be
+    in (0, 0.5); the bounds are taken in the input's dtype and kept strictly
+    inside (0, 1) (float32: 1 - eps is at most 1 - 6e-8 however small eps is).
+    ``input`` outside [0, 1] is an error; NaN propagates.
     """
-    eps = v.real_scalar(eps, "eps", low=0.0, high=0.5, high_open=True)
+    eps = v.real_scalar(eps, "eps", low=0.0, high=0.5, low_open=True, high_open=True)
 
     def check(p, t):
         _check_probabilities(p, t)
-        return eps, {"eps": eps}
+        lo, hi = _reference.clip_bounds(eps, p.dtype)
+        return (float(lo), float(hi)), {"eps": eps}
 
     return _elementwise("binary_cross_entropy", input, target, reduction=reduction,
                         sample_weight=sample_weight, return_grad=return_grad, out=out,
@@ -225,8 +259,9 @@ def binary_cross_entropy_with_logits(input, target, *, pos_weight=None, reductio
                                      sample_weight=None, return_grad=False, out=None,
                                      grad_output=None, backend=None):
     """Binary cross-entropy on logits x, stable for any x:
-    l = (1 - t) x + (1 + (pw - 1) t) (log1p(exp(-|x|)) + max(-x, 0));
-    dl/dx = sigmoid(x) (1 - t + pw t) - pw t.
+    l = -(pw t log sigmoid(x) + (1 - t) log(1 - sigmoid(x)))
+      = c log1p(exp(-|x|)) + ((1 - t) x if x >= 0 else -pw t x),  c = 1 - t + pw t;
+    dl/dx = c sigmoid(x) - pw t.
 
     PyTorch ``binary_cross_entropy_with_logits`` (``pos_weight`` broadcasts
     along the last axis); Keras ``BinaryCrossentropy(from_logits=True)``.
@@ -253,9 +288,14 @@ def binary_cross_entropy_with_logits(input, target, *, pos_weight=None, reductio
 
 def _hinge_targets(p, t):
     """Kernel option 1.0 when targets are in {0, 1}, 0.0 for {-1, +1}; else an error."""
-    if np.all((t == 1) | (t == -1)):
+    k = _backend.kernels
+    if k is not None:
+        kind = k.label_set(t.reshape(-1))
+    else:
+        kind = 0 if np.all((t == 1) | (t == -1)) else (1 if np.all((t == 0) | (t == 1)) else -1)
+    if kind == 0:
         return 0.0, {"zero_one": False}
-    if np.all((t == 0) | (t == 1)):
+    if kind == 1:
         return 1.0, {"zero_one": True}
     raise ValueError("target for hinge losses must hold only -1 and +1 (or only 0 and 1)")
 

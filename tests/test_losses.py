@@ -1,0 +1,559 @@
+"""Element-wise losses: every backend against the NumPy reference formulas,
+gradients by central finite differences, random shapes (hypothesis), NaN/Inf,
+empty input, memory layouts, ``out=``, thread-count independence and float32
+sum accuracy.
+
+float32 results are compared with a float64 evaluation of the reference on
+the same (float32-rounded) inputs, with float32 tolerances.
+"""
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import fastloss
+from fastloss import _reference
+
+BACKENDS = ["numpy"] + (["native"] if fastloss.native_available() else [])
+needs_native = pytest.mark.skipif(not fastloss.native_available(), reason="no native extension")
+DTYPES = [np.float32, np.float64]
+REDUCTIONS = ["mean", "sum", "none"]
+
+
+# --- data: kinks kept away so finite differences and branches are clean -------
+
+def _away(rng, shape, kinks, gap=0.05, lo=0.05, hi=3.0):
+    """Signed values with |x| in [lo, hi] and at least ``gap`` from every kink."""
+    mag = rng.uniform(lo, hi, shape)
+    for k in kinks:
+        near = np.abs(mag - k) < gap
+        mag[near] = k + 2 * gap
+    return mag * rng.choice([-1.0, 1.0], shape)
+
+
+def _regression(kink_key=None, default=1.0):
+    def make(rng, shape, opts):
+        kinks = [0.0] + ([opts.get(kink_key, default)] if kink_key else [])
+        t = rng.normal(size=shape)
+        return t + _away(rng, shape, kinks), t
+    return make
+
+
+def _bce_data(rng, shape, opts):
+    return rng.uniform(0.05, 0.95, shape), rng.uniform(0, 1, shape)
+
+
+def _logits_data(rng, shape, opts):
+    return rng.normal(scale=4.0, size=shape), rng.uniform(0, 1, shape)
+
+
+def _hinge_data(rng, shape, opts):
+    y = rng.choice([-1.0, 1.0], shape)
+    p = y * (1 - _away(rng, shape, [0.0], lo=0.1, hi=2.0))  # margin 1 - y p never near 0
+    return p, ((y + 1) / 2 if opts.get("_zero_one") else y)
+
+
+# name -> (function, option sets, data maker). Keys starting with "_" are test-only.
+LOSSES = {
+    "mse": (fastloss.mse, [{}], _regression()),
+    "sse": (fastloss.sse, [{}], _regression()),
+    "mae": (fastloss.mae, [{}], _regression()),
+    "huber": (fastloss.huber, [{}, {"delta": 0.5}, {"delta": 2.0}], _regression("delta")),
+    "smooth_l1": (fastloss.smooth_l1, [{}, {"beta": 0.5}, {"beta": 0.0}], _regression("beta")),
+    "quantile": (fastloss.quantile, [{}, {"q": 0.1}, {"q": 0.9}], _regression()),
+    "log_cosh": (fastloss.log_cosh, [{}], _regression()),
+    "binary_cross_entropy": (fastloss.binary_cross_entropy, [{}, {"eps": 1e-3}], _bce_data),
+    "binary_cross_entropy_with_logits": (
+        fastloss.binary_cross_entropy_with_logits,
+        [{}, {"pos_weight": 2.5}, {"pos_weight": "array"}], _logits_data),
+    "hinge": (fastloss.hinge, [{}, {"_zero_one": True}], _hinge_data),
+    "squared_hinge": (fastloss.squared_hinge, [{}, {"_zero_one": True}], _hinge_data),
+}
+CASES = [pytest.param(name, opts, id="-".join([name] + [f"{k}={v}" for k, v in opts.items()]))
+         for name, (_, options, _) in LOSSES.items() for opts in options]
+DEFAULT_CASES = [pytest.param(name, {}, id=name) for name in LOSSES]
+
+
+def _make(name, opts, shape, dtype, rng):
+    """(pred, target, call options) in ``dtype``."""
+    fn, _, data = LOSSES[name]
+    p, t = data(rng, shape, opts)
+    call = {k: v for k, v in opts.items() if not k.startswith("_")}
+    if call.get("pos_weight") == "array":
+        call["pos_weight"] = rng.uniform(0.5, 3.0, shape[-1]).astype(dtype)
+    return p.astype(dtype), t.astype(dtype), call
+
+
+def _reference_eval(name, call, p, t):
+    """Per-element (l, g) from _reference, in float64."""
+    p = p.astype(np.float64)
+    t = t.astype(np.float64)
+    r = {}
+    if name == "smooth_l1" and call.get("beta", 1.0) == 0.0:
+        name = "mae"
+    elif name in ("huber", "smooth_l1", "quantile", "binary_cross_entropy"):
+        key, default = {"huber": ("delta", 1.0), "smooth_l1": ("beta", 1.0),
+                        "quantile": ("q", 0.5), "binary_cross_entropy": ("eps", 1e-7)}[name]
+        r[key] = float(call.get(key, default))
+    elif name == "binary_cross_entropy_with_logits":
+        pw = call.get("pos_weight", 1.0)
+        r["pos_weight"] = np.broadcast_to(np.asarray(pw, np.float64), p.shape)
+    elif name in ("hinge", "squared_hinge"):
+        r["zero_one"] = not np.any(t == -1)
+    return getattr(_reference, name)(p, t, **r)
+
+
+def _expected(name, call, p, t, reduction, w=None, go=None):
+    """Reduced loss and gradient in float64, written out independently of losses.py."""
+    l, g = _reference_eval(name, call, p, t)
+    if w is not None:
+        w = np.asarray(w, np.float64)
+        w = w[:, None] if w.shape != p.shape else w
+        l, g = l * w, g * w
+    if reduction == "none":
+        return l, (g if go is None else g * go)
+    scale = 1.0 if go is None else float(go)
+    if reduction == "sum":
+        return l.sum(), g * scale
+    return l.sum() / l.size, g * scale / l.size
+
+
+def _close(actual, expected, dtype, rtol=None):
+    """Element-wise match with tolerances for ``dtype``; atol scales with the data."""
+    rtol = rtol or (2e-5 if dtype == np.float32 else 1e-10)
+    expected = np.asarray(expected, np.float64)
+    finite = expected[np.isfinite(expected)]
+    scale = np.max(np.abs(finite)) if finite.size else 1.0
+    np.testing.assert_allclose(np.asarray(actual, np.float64), expected, rtol=rtol,
+                               atol=rtol * max(scale, 1e-30), equal_nan=True)
+
+
+# --- against the reference: loss x option x dtype x reduction x weight x grad_output
+
+@pytest.mark.parametrize("shape,weight", [((64,), "none"), ((64,), "full"), ((37, 5), "none"),
+                                          ((37, 5), "full"), ((37, 5), "row")],
+                         ids=["1d", "1d-w", "2d", "2d-w", "2d-roww"])
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("name,opts", CASES)
+def test_against_reference(name, opts, dtype, reduction, weight, shape, rng):
+    fn = LOSSES[name][0]
+    p, t, call = _make(name, opts, shape, dtype, rng)
+    w = {"none": None, "full": rng.uniform(0, 2, shape),
+         "row": rng.uniform(0, 2, shape[:1])}[weight]
+    w = None if w is None else w.astype(dtype)
+    for go in (None, rng.uniform(-2, 2, shape).astype(dtype) if reduction == "none" else 0.7):
+        el, eg = _expected(name, call, p, t, reduction, w, go)
+        for backend in BACKENDS:
+            loss, grad = fn(p, t, reduction=reduction, sample_weight=w, return_grad=True,
+                            grad_output=go, backend=backend, **call)
+            assert grad.dtype == dtype and grad.shape == shape
+            assert loss.dtype == dtype
+            assert np.shape(loss) == (shape if reduction == "none" else ())
+            _close(loss, el, dtype)
+            _close(grad, eg, dtype)
+            # return_grad=False gives the same loss
+            loss2 = fn(p, t, reduction=reduction, sample_weight=w, backend=backend, **call)
+            np.testing.assert_array_equal(loss2, loss)
+
+
+@pytest.mark.parametrize("name,opts", CASES)
+def test_one_dimensional_and_list_input(name, opts, rng):
+    """Python lists are accepted (float64, like np.asarray)."""
+    fn = LOSSES[name][0]
+    p, t, call = _make(name, opts, (9,), np.float64, rng)
+    call = {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in call.items()}
+    for backend in BACKENDS:
+        got = fn(p.tolist(), t.tolist(), backend=backend, **call)
+        assert got == fn(p, t, backend=backend, **call)
+
+
+@pytest.mark.parametrize("name,opts", DEFAULT_CASES)
+def test_zero_dimensional_input(name, opts, rng):
+    """0-d pred/target (as PyTorch allows): 0-d loss for 'none' and a 0-d gradient."""
+    fn = LOSSES[name][0]
+    p, t, _ = _make(name, opts, (1,), np.float32, rng)
+    for backend in BACKENDS:
+        l, g = fn(p[0], t[0], reduction="none", return_grad=True, backend=backend)
+        l1, g1 = fn(p, t, reduction="none", return_grad=True, backend=backend)
+        assert l.shape == () and g.shape == () and l == l1[0] and g == g1[0]
+
+
+def test_sse_default_is_sum_and_half(rng):
+    p, t = rng.normal(size=10), rng.normal(size=10)
+    assert np.isclose(fastloss.sse(p, t), 0.5 * np.sum((p - t) ** 2))
+    assert np.isclose(fastloss.mse(p, t), np.mean((p - t) ** 2))
+
+
+def test_l1_is_mae():
+    assert fastloss.l1 is fastloss.mae
+
+
+def test_smooth_l1_is_scaled_huber(rng):
+    p, t = rng.normal(size=50), rng.normal(size=50)
+    for beta in (0.3, 1.0, 2.0):
+        a, ga = fastloss.smooth_l1(p, t, beta=beta, return_grad=True)
+        b, gb = fastloss.huber(p, t, delta=beta, return_grad=True)
+        assert np.isclose(a, b / beta)
+        np.testing.assert_allclose(ga, gb / beta)
+
+
+def test_hinge_zero_one_targets_match_signed(rng):
+    p = rng.normal(size=(20, 3))
+    y = rng.choice([-1.0, 1.0], (20, 3))
+    for fn in (fastloss.hinge, fastloss.squared_hinge):
+        for backend in BACKENDS:
+            a = fn(p, y, reduction="none", backend=backend)
+            b = fn(p, (y + 1) / 2, reduction="none", backend=backend)
+            np.testing.assert_array_equal(a, b)
+
+
+def test_bce_clips_as_documented():
+    """Probabilities 0 and 1 are clipped to [eps, 1 - eps]: finite loss and gradient."""
+    p = np.array([0.0, 1.0, 0.0, 1.0])
+    t = np.array([0.0, 1.0, 1.0, 0.0])
+    for backend in BACKENDS:
+        l, g = fastloss.binary_cross_entropy(p, t, reduction="none", return_grad=True,
+                                             backend=backend)
+        assert np.all(np.isfinite(l)) and np.all(np.isfinite(g))
+        np.testing.assert_allclose(l, [-np.log1p(-1e-7)] * 2 + [-np.log(1e-7)] * 2, rtol=1e-6)
+
+
+def test_bce_logits_extreme_logits_are_stable():
+    x = np.array([-1e4, -50.0, 50.0, 1e4], np.float32)
+    for t in (0.0, 1.0, 0.3):
+        tt = np.full(4, t, np.float32)
+        for backend in BACKENDS:
+            l, g = fastloss.binary_cross_entropy_with_logits(x, tt, reduction="none",
+                                                             return_grad=True, backend=backend)
+            assert np.all(np.isfinite(l)) and np.all(np.isfinite(g))
+            assert np.all(l >= 0)
+            np.testing.assert_allclose(g, [-t, -t, 1 - t, 1 - t], atol=1e-6)
+    # confident correct predictions keep full relative accuracy in float32
+    x = np.array([-12.0, 12.0], np.float32)
+    t = np.array([0.0, 1.0], np.float32)
+    for backend in BACKENDS:
+        l = fastloss.binary_cross_entropy_with_logits(x, t, reduction="none", backend=backend)
+        np.testing.assert_allclose(l, np.log1p(np.exp(-12.0)), rtol=1e-6)
+
+
+def test_log_cosh_large_and_small_differences():
+    d = np.array([1e-8, 1e-3, 19.9, 20.0, 30.0, 1e30])
+    for backend in BACKENDS:
+        l, g = fastloss.log_cosh(d, np.zeros_like(d), reduction="none", return_grad=True,
+                                 backend=backend)
+        series = d * d / 2 - d**4 / 12 + d**6 / 45  # log cosh d near 0
+        ref = np.where(d < 1e-2, series, np.logaddexp(d, -d) - np.log(2))
+        np.testing.assert_allclose(l, ref, rtol=1e-12)
+        np.testing.assert_allclose(g, np.tanh(d), rtol=1e-12)
+
+
+# --- gradients by central finite differences (float64) ----------------------
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("name,opts", CASES)
+def test_gradient_finite_differences(name, opts, reduction, rng):
+    fn = LOSSES[name][0]
+    shape = (3, 4)
+    p, t, call = _make(name, opts, shape, np.float64, rng)
+    w = rng.uniform(0.5, 2, shape[:1])
+    go = rng.uniform(-2, 2, shape) if reduction == "none" else 0.7
+    h = 1e-6
+
+    for backend in BACKENDS:
+        def scalar(x):
+            l = fn(x, t, reduction=reduction, sample_weight=w, backend=backend, **call)
+            return float(np.sum(l * go))
+
+        _, grad = fn(p, t, reduction=reduction, sample_weight=w, grad_output=go,
+                     return_grad=True, backend=backend, **call)
+        num = np.empty(shape)
+        for k in np.ndindex(shape):
+            xp, xm = p.copy(), p.copy()
+            xp[k] += h
+            xm[k] -= h
+            num[k] = (scalar(xp) - scalar(xm)) / (2 * h)
+        np.testing.assert_allclose(grad, num, rtol=1e-6, atol=1e-8, err_msg=backend)
+
+
+# --- hypothesis: random shapes and values, native against the NumPy backend --
+
+def _hyp_arrays(draw, name, shape, dtype):
+    n = int(np.prod(shape))
+    width = 32 if dtype == np.float32 else 64
+    if name == "binary_cross_entropy":
+        pe = st.floats(0, 1, width=width)
+        te = st.floats(0, 1, width=width)
+    elif name == "binary_cross_entropy_with_logits":
+        pe = st.floats(-200, 200, width=width)
+        te = st.floats(0, 1, width=width)
+    elif name in ("hinge", "squared_hinge"):
+        pe = st.floats(-1e3, 1e3, width=width)
+        te = st.sampled_from(draw(st.sampled_from([(-1.0, 1.0), (0.0, 1.0)])))
+    else:
+        pe = st.floats(-1e4, 1e4, width=width)
+        te = st.floats(-1e4, 1e4, width=width)
+    small = n <= 64
+    if small:
+        p = np.array(draw(st.lists(pe, min_size=n, max_size=n)), dtype).reshape(shape)
+        t = np.array(draw(st.lists(te, min_size=n, max_size=n)), dtype).reshape(shape)
+    else:  # large: hypothesis picks the seed, numpy fills the values
+        r = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+        scale = draw(st.sampled_from([1e-3, 1.0, 50.0]))
+        if name == "binary_cross_entropy":
+            p = r.uniform(0, 1, shape)
+        else:
+            p = r.normal(scale=scale, size=shape)
+        if name in ("hinge", "squared_hinge"):
+            t = r.choice([-1.0, 1.0], shape)
+        elif name.startswith("binary"):
+            t = r.uniform(0, 1, shape)
+        else:
+            t = r.normal(scale=scale, size=shape)
+        p, t = p.astype(dtype), t.astype(dtype)
+    return p, t
+
+
+@needs_native
+@settings(max_examples=60, deadline=None)
+@given(data=st.data())
+def test_hypothesis_native_matches_numpy(data):
+    name = data.draw(st.sampled_from(sorted(LOSSES)))
+    dtype = data.draw(st.sampled_from(DTYPES))
+    shape = data.draw(st.one_of(
+        st.tuples(st.integers(0, 64)),
+        st.tuples(st.integers(0, 8), st.integers(1, 8)),
+        st.tuples(st.integers(64, 12000)),           # crosses 2048-element blocks
+        st.tuples(st.integers(1, 500), st.integers(2, 30)),
+    ))
+    reduction = data.draw(st.sampled_from(REDUCTIONS))
+    p, t = _hyp_arrays(data.draw, name, shape, dtype)
+    call = {}
+    if name == "huber":
+        call["delta"] = data.draw(st.floats(0.01, 10))
+    elif name == "smooth_l1":
+        call["beta"] = data.draw(st.sampled_from([0.0, 0.1, 1.0, 3.0]))
+    elif name == "quantile":
+        call["q"] = data.draw(st.floats(0.01, 0.99))
+    elif name == "binary_cross_entropy_with_logits" and data.draw(st.booleans()):
+        call["pos_weight"] = data.draw(st.floats(0, 5))
+    r = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    kw = {}
+    if data.draw(st.booleans()):  # sample weights: full shape or one per row
+        wshape = shape[:1] if (len(shape) == 2 and data.draw(st.booleans())) else shape
+        kw["sample_weight"] = r.uniform(0, 3, wshape).astype(dtype)
+    if data.draw(st.booleans()):
+        kw["grad_output"] = (r.uniform(-2, 2, shape).astype(dtype) if reduction == "none"
+                             else data.draw(st.floats(-5, 5)))
+    fn = LOSSES[name][0]
+    ln, gn = fn(p, t, reduction=reduction, return_grad=True, backend="native", **call, **kw)
+    lr, gr = fn(p, t, reduction=reduction, return_grad=True, backend="numpy", **call, **kw)
+    rtol = 1e-5 if dtype == np.float32 else 1e-12
+    _close(gn, gr, dtype, rtol)
+    _close(ln, lr, dtype, rtol)
+    assert np.shape(ln) == np.shape(lr) and gn.shape == p.shape
+
+
+# --- NaN / Inf propagation -------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("name,opts", CASES)
+def test_nan_propagates(name, opts, dtype, rng):
+    fn = LOSSES[name][0]
+    p, t, call = _make(name, opts, (6, 4), dtype, rng)
+    p[2, 1] = np.nan
+    if name not in ("hinge", "squared_hinge"):  # hinge targets must be labels
+        t[4, 3] = np.nan
+    for backend in BACKENDS:
+        l, g = fn(p, t, reduction="none", return_grad=True, backend=backend, **call)
+        nan = np.isnan(p) | np.isnan(t)
+        assert np.all(np.isnan(l[nan])) and np.all(np.isnan(g[nan])), backend
+        assert np.all(np.isfinite(l[~nan])) and np.all(np.isfinite(g[~nan])), backend
+        for red in ("mean", "sum"):
+            l, g = fn(p, t, reduction=red, return_grad=True, backend=backend, **call)
+            assert np.isnan(l) and np.all(np.isnan(g[nan])) and np.all(np.isfinite(g[~nan]))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("name,opts", [c for c in CASES if c.values[0] != "binary_cross_entropy"])
+def test_inf_propagates(name, opts, dtype, rng):
+    """+-Inf predictions: native equals the reference (Inf where the loss is
+    infinite; NaN where the formula meets 0 * Inf, as in PyTorch)."""
+    fn = LOSSES[name][0]
+    p, t, call = _make(name, opts, (6, 4), dtype, rng)
+    p[1, 1], p[3, 2] = np.inf, -np.inf
+    el, eg = _expected(name, call, p, t, "none")
+    for backend in BACKENDS:
+        l, g = fn(p, t, reduction="none", return_grad=True, backend=backend, **call)
+        _close(l, el, dtype)
+        _close(g, eg, dtype)
+        if name not in ("binary_cross_entropy_with_logits", "hinge", "squared_hinge"):
+            assert np.isinf(l[1, 1]) and np.isinf(l[3, 2])  # regression losses grow without bound
+            assert np.isinf(fn(p, t, backend=backend, **call))
+
+
+def test_nan_grad_output_propagates(rng):
+    p, t = rng.normal(size=8), rng.normal(size=8)
+    for backend in BACKENDS:
+        _, g = fastloss.mse(p, t, return_grad=True, grad_output=np.nan, backend=backend)
+        assert np.all(np.isnan(g))
+        go = np.ones(8)
+        go[3] = np.inf
+        _, g = fastloss.mse(p, t, reduction="none", return_grad=True, grad_output=go,
+                            backend=backend)
+        assert np.isinf(g[3]) and np.all(np.isfinite(np.delete(g, 3)))
+
+
+def test_bce_inf_probability_is_rejected():
+    with pytest.raises(ValueError, match="input"):
+        fastloss.binary_cross_entropy(np.array([np.inf, 0.5]), np.array([1.0, 0.0]))
+
+
+# --- empty input: what PyTorch gives ------------------------------------------------
+
+@pytest.mark.parametrize("shape", [(0,), (0, 3)])
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("name,opts", CASES)
+def test_empty_input(name, opts, dtype, shape):
+    fn = LOSSES[name][0]
+    p = np.empty(shape, dtype)
+    call = {k: v for k, v in opts.items() if not k.startswith("_")}
+    if call.get("pos_weight") == "array":
+        call["pos_weight"] = np.ones(shape[-1] or 1, dtype)[: shape[-1]] if len(shape) == 2 \
+            else 2.0
+    for backend in BACKENDS:
+        for go in (None, 2.0):
+            l, g = fn(p, p, reduction="mean", return_grad=True, grad_output=go,
+                      backend=backend, **call)
+            assert np.isnan(l) and l.dtype == dtype and g.shape == shape and g.dtype == dtype
+        l, g = fn(p, p, reduction="sum", return_grad=True, backend=backend, **call)
+        assert l == 0 and l.dtype == dtype and g.shape == shape
+        l, g = fn(p, p, reduction="none", return_grad=True, backend=backend, **call)
+        assert l.shape == shape and l.dtype == dtype and g.shape == shape
+
+
+# --- layouts: non-contiguous, sliced, Fortran, big-endian -------------------
+
+def _layouts(a):
+    """Views/copies of the 2-D array ``a`` holding the same values, in other layouts."""
+    wide = np.zeros((a.shape[0], 2 * a.shape[1] + 1), a.dtype)
+    wide[:, 1::2] = a
+    rows = np.zeros((2 * a.shape[0], a.shape[1]), a.dtype)
+    rows[::2] = a
+    return {
+        "fortran": np.asfortranarray(a),
+        "strided": wide[:, 1::2],
+        "row-sliced": rows[::2],
+        "transposed": np.ascontiguousarray(a.T).T,
+        "big-endian": a.astype(a.dtype.newbyteorder(">")),
+        "readonly": np.frombuffer(a.tobytes(), a.dtype).reshape(a.shape),
+    }
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("name,opts", CASES)
+def test_layouts_give_the_same_answer(name, opts, dtype, rng):
+    fn = LOSSES[name][0]
+    p, t, call = _make(name, opts, (23, 7), dtype, rng)
+    w = rng.uniform(0, 2, p.shape).astype(dtype)
+    go = rng.uniform(-1, 1, p.shape).astype(dtype)
+    for backend in BACKENDS:
+        base = fn(p, t, reduction="none", sample_weight=w, grad_output=go, return_grad=True,
+                  backend=backend, **call)
+        base_mean = fn(p, t, sample_weight=w, return_grad=True, backend=backend, **call)
+        lp, lt, lw, lg = (_layouts(a) for a in (p, t, w, go))
+        for kind in lp:
+            assert not lp[kind].flags.c_contiguous or kind == "big-endian" or kind == "readonly"
+            got = fn(lp[kind], lt[kind], reduction="none", sample_weight=lw[kind],
+                     grad_output=lg[kind], return_grad=True, backend=backend, **call)
+            np.testing.assert_array_equal(got[0], base[0], err_msg=f"{backend} {kind}")
+            np.testing.assert_array_equal(got[1], base[1], err_msg=f"{backend} {kind}")
+            assert got[1].flags.c_contiguous and got[1].dtype.isnative
+            got = fn(lp[kind], t, sample_weight=w, return_grad=True, backend=backend, **call)
+            assert got[0] == base_mean[0]
+            np.testing.assert_array_equal(got[1], base_mean[1])
+
+
+def test_inputs_are_not_modified(rng):
+    p, t = rng.normal(size=(50, 3)), rng.normal(size=(50, 3))
+    w = rng.uniform(size=50)
+    pc, tc, wc = p.copy(), t.copy(), w.copy()
+    for backend in BACKENDS:
+        fastloss.huber(p, t, sample_weight=w, return_grad=True, backend=backend)
+    np.testing.assert_array_equal(p, pc)
+    np.testing.assert_array_equal(t, tc)
+    np.testing.assert_array_equal(w, wc)
+
+
+# --- out= --------------------------------------------------------------------
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("name,opts", DEFAULT_CASES)
+def test_out_is_filled_and_returned(name, opts, reduction, rng):
+    fn = LOSSES[name][0]
+    p, t, call = _make(name, opts, (11, 3), np.float32, rng)
+    for backend in BACKENDS:
+        out = np.full(p.shape, np.nan, np.float32)
+        l, g = fn(p, t, reduction=reduction, return_grad=True, out=out, backend=backend)
+        assert g is out
+        l2, g2 = fn(p, t, reduction=reduction, return_grad=True, backend=backend)
+        np.testing.assert_array_equal(out, g2)
+        np.testing.assert_array_equal(l, l2)
+
+
+@pytest.mark.parametrize("name,opts", DEFAULT_CASES)
+def test_out_may_be_the_prediction_itself(name, opts, rng):
+    """In-place gradient (out=pred) is allowed and correct; partial overlap is refused."""
+    fn = LOSSES[name][0]
+    p, t, call = _make(name, opts, (70_000,), np.float32, rng)  # several blocks, parallel
+    for backend in BACKENDS:
+        expect_l, expect_g = fn(p, t, return_grad=True, backend=backend)
+        buf = p.copy()
+        l, g = fn(buf, t, return_grad=True, out=buf, backend=backend)
+        assert g is buf and l == expect_l
+        np.testing.assert_array_equal(buf, expect_g)
+        big = np.concatenate([p, p[:1]])
+        with pytest.raises(ValueError, match="out overlaps pred"):
+            fn(big[:-1], t, return_grad=True, out=big[1:], backend=backend)
+        tt = t.copy()
+        with pytest.raises(ValueError, match="out overlaps target"):
+            fn(p[1:], tt[:-1], return_grad=True, out=tt[1:], backend=backend)
+
+
+# --- threads: bitwise identical for any thread count, and run to run -------------
+
+@needs_native
+@pytest.mark.parametrize("name,opts", DEFAULT_CASES)
+def test_thread_count_independent(name, opts):
+    rng = np.random.default_rng(7)
+    p, t, call = _make(name, opts, (150_000, 2), np.float32, rng)
+    w = rng.uniform(size=150_000).astype(np.float32)
+    fn = LOSSES[name][0]
+    results = []
+    for nt in (1, 2, 2, 3):
+        with fastloss.num_threads(nt):
+            results.append(fn(p, t, sample_weight=w, return_grad=True, backend="native"))
+    for loss, grad in results[1:]:
+        assert loss == results[0][0]  # bitwise
+        np.testing.assert_array_equal(grad, results[0][1])
+
+
+# --- float32 sums stay accurate -------------------------------------------------
+
+@needs_native
+@pytest.mark.parametrize("name", ["mse", "huber", "binary_cross_entropy_with_logits"])
+def test_float32_sum_accuracy(name):
+    """float32 'mean' within 1e-6 relative of float64 on 2M elements (10M in bench/)."""
+    rng = np.random.default_rng(3)
+    n = 2_000_000
+    fn = LOSSES[name][0]
+    if name == "binary_cross_entropy_with_logits":
+        p = rng.normal(scale=3, size=n).astype(np.float32)
+        t = (rng.uniform(size=n) < 0.5).astype(np.float32)
+    else:
+        p = rng.normal(size=n).astype(np.float32)
+        t = rng.normal(size=n).astype(np.float32)
+    exact = fn(p.astype(np.float64), t.astype(np.float64), backend="native")
+    got = fn(p, t, backend="native")
+    assert got.dtype == np.float32
+    assert abs(float(got) - exact) <= 1e-6 * abs(exact)
