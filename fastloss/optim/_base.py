@@ -162,7 +162,7 @@ class Optimizer:
     def _check_param(p, name):
         if not isinstance(p, np.ndarray):
             raise TypeError(f"{name} must be a numpy.ndarray, got {type(p).__name__}")
-        if p.dtype not in _validate.FLOAT_DTYPES:
+        if p.dtype.newbyteorder("=") not in _validate.FLOAT_DTYPES:
             raise TypeError(f"{name} must be float32 or float64, got dtype {p.dtype}")
         if not p.dtype.isnative:
             raise ValueError(f"{name} must be in native byte order")
@@ -255,7 +255,8 @@ class Optimizer:
                 if native:
                     K.pick(name, p.size)(*args)
                 else:
-                    getattr(K, name)(*args)
+                    with np.errstate(all="ignore"):  # NaN/Inf propagate silently, as native
+                        getattr(K, name)(*args)
         return True
 
     def zero_state(self) -> None:
