@@ -46,17 +46,25 @@ def _run(name, kw, dtype, backend, sizes=((6, 5), (11,)), steps=12):
     return params, opt
 
 
-@pytest.fixture(params=["serial", "parallel"])
-def threshold(request, monkeypatch):
-    """Run the native kernels serial (small arrays) or force the parallel twin."""
-    if request.param == "parallel":
-        monkeypatch.setattr(K, "PARALLEL_THRESHOLD", 0)
-    return request.param
+# the parallel twins are checked on one case per optimizer (compile time counts)
+PARALLEL_CASES = [(n, kw) for n, kw in OPTIONS if len(kw) > 2 or n in ("Lion", "Adamax")]
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
 @pytest.mark.parametrize("name,kw", OPTIONS, ids=IDS)
-def test_native_equals_numpy_bitwise(name, kw, dtype, threshold):
+def test_native_equals_numpy_bitwise(name, kw, dtype):
+    _check_native_equals_numpy(name, kw, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("name,kw", PARALLEL_CASES,
+                         ids=[f"{n}-{'-'.join(k)}" for n, k in PARALLEL_CASES])
+def test_parallel_native_equals_numpy_bitwise(name, kw, dtype, monkeypatch):
+    monkeypatch.setattr(K, "PARALLEL_THRESHOLD", 0)
+    _check_native_equals_numpy(name, kw, dtype)
+
+
+def _check_native_equals_numpy(name, kw, dtype):
     pn, on = _run(name, kw, dtype, "native")
     pr, orf = _run(name, kw, dtype, "numpy")
     assert on.backend == "native" and orf.backend == "numpy"
@@ -423,25 +431,29 @@ def test_arena_step_equals_per_tensor(name, kw):
 # ---------------------------------------------------------------------------
 # kernels stay in float32
 
-def test_float32_kernels_have_no_double_arithmetic():
+def test_float32_kernels_have_no_double_arithmetic_and_vectorise():
     numba = pytest.importorskip("numba")
     f32 = np.float32
     a = np.zeros(4, f32)
     w = f32(0.1)
-    args = {
-        "sgd": (a, a, a, w, w, w, w, w, True, True, False, True),
-        "adagrad": (a, a, a, w, w, w, w, True),
-        "rmsprop": (a, a, a, a, a, w, w, w, True, w, w, w, w, True, True, True, False),
-        "adam": (a, a, a, a, a, w, w, w, True, w, w, w, w, w, w, w, True, True),
-        "adamax": (a, a, a, a, w, w, w, True, w, w, w, w, True),
-        "nadam": (a, a, a, a, w, w, w, w, True, w, w, w, w, w, w, w, True),
-        "lion": (a, a, a, w, w, w, True, w, w, True, w, w),
-        "scale": (a, w),
+    cases = {  # name: (flags, args)
+        "sgd": ((True, True, False, True), (a, a, a, w, w, w, w, w)),
+        "adagrad": ((True,), (a, a, a, w, w, w, w)),
+        "rmsprop": ((True, True, True, True, False), (a, a, a, a, a, w, w, w, w, w, w, w)),
+        "adam": ((True, True, True), (a, a, a, a, a, w, w, w, w, w, w, w, w, w, w)),
+        "adamax": ((True, True), (a, a, a, a, w, w, w, w, w, w, w)),
+        "nadam": ((True, True), (a, a, a, a, w, w, w, w, w, w, w, w, w, w, w)),
+        "lion": ((True, False), (a, a, a, w, w, w, w, w, w, w)),
+        "scale": ((), (a, w)),
     }
     pat = re.compile(r"(fadd|fsub|fmul|fdiv|fcmp \w+|fpext|sitofp|uitofp|call)[^\n]*double")
-    for name, ar in args.items():
-        f = numba.njit(getattr(K, name))  # fresh compile (cached code cannot be inspected)
+    for name, (flags, ar) in cases.items():
+        # fresh compile without the cache (cached code cannot be inspected)
+        f = numba.njit(error_model="numpy")(K.FACTORIES[name](*flags))
         f(*ar)
-        ir = f.inspect_llvm(f.signatures[0])
+        sig = f.signatures[0]
+        ir = f.inspect_llvm(sig)
         bad = [ln for ln in ir.splitlines() if pat.search(ln) and "PyFloat" not in ln]
         assert not bad, (name, bad[:3])
+        if name in ("adam", "rmsprop", "sgd"):
+            assert "<8 x float>" in ir or "<4 x float>" in ir, f"{name} did not vectorise"

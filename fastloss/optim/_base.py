@@ -183,7 +183,9 @@ class Optimizer:
         return {}
 
     def _kernel_args(self, p, g, st, group, gscale, dt):
-        """Advance ``st`` scalars (step counts) and return ``(kernel name, args)``.
+        """Advance ``st`` scalars (step counts); return ``(kernel name, flags, args)``:
+        the native kernel is ``kernel(name, flags)(*args)``, the NumPy one
+        ``name(*args, *flags)``.
 
         ``p`` has its own shape (state buffers are allocated like it), ``g`` is flat;
         the kernel gets flat views of ``p`` and of the buffers."""
@@ -251,12 +253,12 @@ class Optimizer:
             for i, p in zip(group["_index"], group["params"]):
                 dt = p.dtype.type
                 st = self.state[i]
-                name, args = self._kernel_args(p, flat[i], st, group, dt(gs), dt)
+                name, flags, args = self._kernel_args(p, flat[i], st, group, dt(gs), dt)
                 if native:
-                    K.pick(name, p.size)(*args)
+                    K.kernel(name, flags, p.size)(*args)
                 else:
                     with np.errstate(all="ignore"):  # NaN/Inf propagate silently, as native
-                        getattr(K, name)(*args)
+                        getattr(K, name)(*args, *flags)
         return True
 
     def zero_state(self) -> None:
@@ -344,7 +346,7 @@ def _sumsq(g, native):
     if n == 0:
         return 0.0
     parts = np.empty((n + K.CHUNK - 1) // K.CHUNK, np.float64)
-    K.pick("sumsq_chunks", n)(g, parts)
+    K.kernel("sumsq_chunks", (), n)(g, parts)
     s = 0.0
     for x in parts.tolist():  # ordered combination
         s += x
@@ -365,7 +367,7 @@ def _any_nonfinite(flat, native) -> bool:
         if n == 0:
             continue
         out = np.empty((n + K.CHUNK - 1) // K.CHUNK, np.int8)
-        K.pick("nonfinite_chunks", n)(g, out)
+        K.kernel("nonfinite_chunks", (), n)(g, out)
         if out.any():
             return True
     return False

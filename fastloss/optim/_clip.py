@@ -46,7 +46,7 @@ def clip_grad_norm(grads, max_norm, *, error_if_nonfinite=False, backend=None) -
     if native:
         from . import _kernels_numba as K
         for g in flat:
-            K.pick("scale", g.shape[0])(g, g.dtype.type(coef))
+            K.kernel("scale", (), g.shape[0])(g, g.dtype.type(coef))
     else:
         for g in flat:
             g *= g.dtype.type(coef)

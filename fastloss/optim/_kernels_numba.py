@@ -7,9 +7,13 @@ and the bodies hold no Python float literals, so a float32 kernel computes in
 float32 end to end (checked by the tests: native == NumPy reference bit for
 bit). No fastmath: NaN and Inf propagate as in IEEE arithmetic.
 
-Each kernel exists twice: ``parallel`` (``prange`` over elements, Numba's
-thread pool) and ``serial`` (same source, compiled without ``parallel``, for
-small arrays where a thread-pool launch costs more than the work).
+Each kernel is a factory of its option flags (``adam(w_small, wd_on,
+amsgrad)`` returns the loop): the flags are closure constants, so each
+compiled variant has a branch-free loop body that LLVM vectorises (runtime
+flags in the loop kept Adam scalar). ``kernel(name, flags, n)`` compiles a
+variant on first use, ``parallel`` (``prange``, Numba's thread pool) for
+``n >= PARALLEL_THRESHOLD`` else a ``serial`` twin (same source compiled
+without ``parallel``: a thread-pool launch costs more than small work).
 
 Shared pieces of the element update:
 
@@ -29,7 +33,7 @@ import types
 import numba
 from numba import prange
 
-__all__ = ["KERNELS", "pick"]
+__all__ = ["kernel", "FACTORIES", "PARALLEL_THRESHOLD"]
 
 _OPTS = dict(cache=True, nogil=True, error_model="numpy", boundscheck=False)
 
@@ -46,162 +50,179 @@ def _lerp(a, b, w, omw, w_small):
     return b - (b - a) * omw
 
 
-def sgd(p, g, buf, lr, momentum, omdamp, wd, gscale, wd_on, use_momentum, first, nesterov):
-    """d = g*gscale (+ wd p); buf = d on the first step else momentum buf + (1-dampening) d;
-    d = d + momentum buf (nesterov) or buf; p -= lr d."""
-    for i in prange(p.shape[0]):
-        pi = p[i]
-        d = g[i] * gscale
-        if wd_on:
-            d = d + wd * pi
-        if use_momentum:
-            if first:
-                b = d
-            else:
-                b = buf[i] * momentum + omdamp * d
-            buf[i] = b
-            if nesterov:
-                d = d + momentum * b
-            else:
-                d = b
-        p[i] = pi - lr * d
+def sgd(wd_on, use_momentum, first, nesterov):
+    def sgd(p, g, buf, lr, momentum, omdamp, wd, gscale):
+        """d = g*gscale (+ wd p); buf = d on the first step else momentum buf + (1-dampening) d;
+        d = d + momentum buf (nesterov) or buf; p -= lr d."""
+        for i in prange(p.shape[0]):
+            pi = p[i]
+            d = g[i] * gscale
+            if wd_on:
+                d = d + wd * pi
+            if use_momentum:
+                if first:
+                    b = d
+                else:
+                    b = buf[i] * momentum + omdamp * d
+                buf[i] = b
+                if nesterov:
+                    d = d + momentum * b
+                else:
+                    d = b
+            p[i] = pi - lr * d
+    return sgd
 
 
-def adagrad(p, g, acc, clr, wd, eps, gscale, wd_on):
-    """d = g*gscale (+ wd p); acc += d^2; p -= clr d / (sqrt(acc) + eps)."""
-    for i in prange(p.shape[0]):
-        pi = p[i]
-        d = g[i] * gscale
-        if wd_on:
-            d = d + wd * pi
-        a = acc[i] + d * d
-        acc[i] = a
-        p[i] = pi - clr * (d / (math.sqrt(a) + eps))
+def adagrad(wd_on):
+    def adagrad(p, g, acc, clr, wd, eps, gscale):
+        """d = g*gscale (+ wd p); acc += d^2; p -= clr d / (sqrt(acc) + eps)."""
+        for i in prange(p.shape[0]):
+            pi = p[i]
+            d = g[i] * gscale
+            if wd_on:
+                d = d + wd * pi
+            a = acc[i] + d * d
+            acc[i] = a
+            p[i] = pi - clr * (d / (math.sqrt(a) + eps))
+    return adagrad
 
 
-def rmsprop(p, g, sq, gavg, buf, lr, alpha, omalpha, w_small, eps, wd, momentum, gscale,
-            wd_on, centered, use_momentum, keras):
-    """d = g*gscale (+ wd p); sq = alpha sq + (1-alpha) d^2;
-    centered: gavg = lerp(gavg, d, 1-alpha), var = sq - gavg^2, else var = sq;
-    den = sqrt(var) + eps (torch) or sqrt(var + eps) (keras);
-    momentum: buf = momentum buf + d/den, p -= lr buf (keras: buf = momentum buf + lr d/den, p -= buf);
-    else p -= lr d/den."""
-    for i in prange(p.shape[0]):
-        pi = p[i]
-        d = g[i] * gscale
-        if wd_on:
-            d = d + wd * pi
-        s = sq[i] * alpha + omalpha * (d * d)
-        sq[i] = s
-        if centered:
-            ga = _lerp(gavg[i], d, omalpha, alpha, w_small)
-            gavg[i] = ga
-            s = s - ga * ga
-        if keras:
-            den = math.sqrt(s + eps)
-        else:
-            den = math.sqrt(s) + eps
-        if use_momentum:
+def rmsprop(w_small, wd_on, centered, use_momentum, keras):
+    def rmsprop(p, g, sq, gavg, buf, lr, alpha, omalpha, eps, wd, momentum, gscale):
+        """d = g*gscale (+ wd p); sq = alpha sq + (1-alpha) d^2;
+        centered: gavg = lerp(gavg, d, 1-alpha), var = sq - gavg^2, else var = sq;
+        den = sqrt(var) + eps (torch) or sqrt(var + eps) (keras);
+        momentum: buf = momentum buf + d/den, p -= lr buf
+        (keras: buf = momentum buf + lr d/den, p -= buf); else p -= lr d/den."""
+        for i in prange(p.shape[0]):
+            pi = p[i]
+            d = g[i] * gscale
+            if wd_on:
+                d = d + wd * pi
+            s = sq[i] * alpha + omalpha * (d * d)
+            sq[i] = s
+            if centered:
+                ga = _lerp(gavg[i], d, omalpha, alpha, w_small)
+                gavg[i] = ga
+                s = s - ga * ga
             if keras:
-                b = buf[i] * momentum + lr * (d / den)
-                buf[i] = b
-                p[i] = pi - b
+                den = math.sqrt(s + eps)
             else:
-                b = buf[i] * momentum + d / den
-                buf[i] = b
-                p[i] = pi - lr * b
-        else:
-            p[i] = pi - lr * (d / den)
+                den = math.sqrt(s) + eps
+            if use_momentum:
+                if keras:
+                    b = buf[i] * momentum + lr * (d / den)
+                    buf[i] = b
+                    p[i] = pi - b
+                else:
+                    b = buf[i] * momentum + d / den
+                    buf[i] = b
+                    p[i] = pi - lr * b
+            else:
+                p[i] = pi - lr * (d / den)
+    return rmsprop
 
 
-def adam(p, g, m, v, vmax, step_size, w1, omw1, w_small, beta2, ombeta2, bc2_sqrt, eps, wd,
-         decay_mul, gscale, wd_on, amsgrad):
-    """d = g*gscale (+ wd p, coupled); p *= decay_mul (decoupled: 1 - lr wd);
-    m = lerp(m, d, 1-b1); v = b2 v + (1-b2) d^2; amsgrad: vmax = max(vmax, v), v -> vmax;
-    p -= step_size m / (sqrt(v)/bc2_sqrt + eps)."""
-    for i in prange(p.shape[0]):
-        pi = p[i]
-        d = g[i] * gscale
-        if wd_on:
-            d = d + wd * pi
-        pi = pi * decay_mul
-        mi = _lerp(m[i], d, w1, omw1, w_small)
-        vi = v[i] * beta2 + ombeta2 * (d * d)
-        m[i] = mi
-        v[i] = vi
-        if amsgrad:
-            mx = vmax[i]
-            if vi > mx or vi != vi:  # NaN-propagating max, like torch.maximum
-                mx = vi
-            vmax[i] = mx
-            vi = mx
-        p[i] = pi - step_size * (mi / (math.sqrt(vi) / bc2_sqrt + eps))
+def adam(w_small, wd_on, amsgrad):
+    def adam(p, g, m, v, vmax, step_size, w1, omw1, beta2, ombeta2, bc2_sqrt, eps, wd,
+             decay_mul, gscale):
+        """d = g*gscale (+ wd p, coupled); p *= decay_mul (decoupled: 1 - lr wd);
+        m = lerp(m, d, 1-b1); v = b2 v + (1-b2) d^2; amsgrad: vmax = max(vmax, v), v -> vmax;
+        p -= step_size m / (sqrt(v)/bc2_sqrt + eps)."""
+        for i in prange(p.shape[0]):
+            pi = p[i]
+            d = g[i] * gscale
+            if wd_on:
+                d = d + wd * pi
+            pi = pi * decay_mul
+            mi = _lerp(m[i], d, w1, omw1, w_small)
+            vi = v[i] * beta2 + ombeta2 * (d * d)
+            m[i] = mi
+            v[i] = vi
+            if amsgrad:
+                mx = vmax[i]
+                if vi > mx or vi != vi:  # NaN-propagating max, like torch.maximum
+                    mx = vi
+                vmax[i] = mx
+                vi = mx
+            p[i] = pi - step_size * (mi / (math.sqrt(vi) / bc2_sqrt + eps))
+    return adam
 
 
-def adamax(p, g, m, u, clr, w1, omw1, w_small, beta2, eps, wd, gscale, wd_on):
-    """d = g*gscale (+ wd p); m = lerp(m, d, 1-b1); u = max(b2 u, |d| + eps); p -= clr m/u."""
-    for i in prange(p.shape[0]):
-        pi = p[i]
-        d = g[i] * gscale
-        if wd_on:
-            d = d + wd * pi
-        mi = _lerp(m[i], d, w1, omw1, w_small)
-        m[i] = mi
-        a = u[i] * beta2
-        b = abs(d) + eps
-        if b > a or b != b:
-            a = b
-        u[i] = a
-        p[i] = pi - clr * (mi / a)
+def adamax(w_small, wd_on):
+    def adamax(p, g, m, u, clr, w1, omw1, beta2, eps, wd, gscale):
+        """d = g*gscale (+ wd p); m = lerp(m, d, 1-b1); u = max(b2 u, |d| + eps);
+        p -= clr m/u."""
+        for i in prange(p.shape[0]):
+            pi = p[i]
+            d = g[i] * gscale
+            if wd_on:
+                d = d + wd * pi
+            mi = _lerp(m[i], d, w1, omw1, w_small)
+            m[i] = mi
+            a = u[i] * beta2
+            b = abs(d) + eps
+            if b > a or b != b:
+                a = b
+            u[i] = a
+            p[i] = pi - clr * (mi / a)
+    return adamax
 
 
-def nadam(p, g, m, v, c_grad, c_avg, w1, omw1, w_small, beta2, ombeta2, bc2, eps, wd, decay_mul,
-          gscale, wd_on):
-    """d = g*gscale (+ wd p); p *= decay_mul; m = lerp(m, d, 1-b1); v = b2 v + (1-b2) d^2;
-    den = sqrt(v / bc2) + eps; p -= c_grad d/den + c_avg m/den (two steps, as torch)."""
-    for i in prange(p.shape[0]):
-        pi = p[i]
-        d = g[i] * gscale
-        if wd_on:
-            d = d + wd * pi
-        pi = pi * decay_mul
-        mi = _lerp(m[i], d, w1, omw1, w_small)
-        vi = v[i] * beta2 + ombeta2 * (d * d)
-        m[i] = mi
-        v[i] = vi
-        den = math.sqrt(vi / bc2) + eps
-        pi = pi - c_grad * (d / den)
-        p[i] = pi - c_avg * (mi / den)
+def nadam(w_small, wd_on):
+    def nadam(p, g, m, v, c_grad, c_avg, w1, omw1, beta2, ombeta2, bc2, eps, wd, decay_mul,
+              gscale):
+        """d = g*gscale (+ wd p); p *= decay_mul; m = lerp(m, d, 1-b1); v = b2 v + (1-b2) d^2;
+        den = sqrt(v / bc2) + eps; p -= c_grad d/den; p -= c_avg m/den (as torch)."""
+        for i in prange(p.shape[0]):
+            pi = p[i]
+            d = g[i] * gscale
+            if wd_on:
+                d = d + wd * pi
+            pi = pi * decay_mul
+            mi = _lerp(m[i], d, w1, omw1, w_small)
+            vi = v[i] * beta2 + ombeta2 * (d * d)
+            m[i] = mi
+            v[i] = vi
+            den = math.sqrt(vi / bc2) + eps
+            pi = pi - c_grad * (d / den)
+            p[i] = pi - c_avg * (mi / den)
+    return nadam
 
 
-def lion(p, g, m, lr, w1, omw1, w1_small, w2, omw2, w2_small, decay_mul, gscale):
-    """d = g*gscale; c = lerp(m, d, 1-b1); p = p*(1 - lr wd) - lr sign(c); m = lerp(m, d, 1-b2)."""
-    for i in prange(p.shape[0]):
-        d = g[i] * gscale
-        mi = m[i]
-        c = _lerp(mi, d, w1, omw1, w1_small)
-        if c > 0:
-            s = lr
-        elif c < 0:
-            s = -lr
-        elif c == 0:
-            s = lr - lr  # zero of the param dtype
-        else:
-            s = c  # NaN
-        p[i] = p[i] * decay_mul - s
-        m[i] = _lerp(mi, d, w2, omw2, w2_small)
+def lion(w1_small, w2_small):
+    def lion(p, g, m, lr, w1, omw1, w2, omw2, decay_mul, gscale):
+        """d = g*gscale; c = lerp(m, d, 1-b1); p = p*(1 - lr wd) - lr sign(c);
+        m = lerp(m, d, 1-b2)."""
+        for i in prange(p.shape[0]):
+            d = g[i] * gscale
+            mi = m[i]
+            c = _lerp(mi, d, w1, omw1, w1_small)
+            if c > 0:
+                s = lr
+            elif c < 0:
+                s = -lr
+            elif c == 0:
+                s = lr - lr  # zero of the param dtype
+            else:
+                s = c  # NaN
+            p[i] = p[i] * decay_mul - s
+            m[i] = _lerp(mi, d, w2, omw2, w2_small)
+    return lion
 
 
-def scale(g, c):
-    """g *= c (gradient clipping)."""
-    for i in prange(g.shape[0]):
-        g[i] = g[i] * c
+def scale():
+    def scale(g, c):
+        """g *= c (gradient clipping)."""
+        for i in prange(g.shape[0]):
+            g[i] = g[i] * c
+    return scale
 
 
 CHUNK = 4096  # fixed reduction chunk: results independent of the thread count
 
 
-def sumsq_chunks(g, out):
+def _sumsq_chunks(g, out):
     """out[k] = sum of g[i]^2 (in float64) over chunk k of CHUNK elements, in index order."""
     n = g.shape[0]
     nchunks = (n + CHUNK - 1) // CHUNK
@@ -215,7 +236,7 @@ def sumsq_chunks(g, out):
         out[k] = s
 
 
-def nonfinite_chunks(g, out):
+def _nonfinite_chunks(g, out):
     """out[k] = 1 if chunk k of g holds a NaN or Inf, else 0."""
     n = g.shape[0]
     nchunks = (n + CHUNK - 1) // CHUNK
@@ -228,23 +249,39 @@ def nonfinite_chunks(g, out):
         out[k] = 0 if z == z else 1
 
 
-def _twin(fn):
-    """Compile ``fn`` twice: parallel and serial (a copy with its own name so the
-    two never share an on-disk cache entry)."""
-    par = numba.njit(parallel=True, **_OPTS)(fn)
+def sumsq_chunks():
+    return _sumsq_chunks
+
+
+def nonfinite_chunks():
+    return _nonfinite_chunks
+
+
+FACTORIES = {f.__name__: f for f in (sgd, adagrad, rmsprop, adam, adamax, nadam, lion, scale,
+                                      sumsq_chunks, nonfinite_chunks)}
+_compiled: dict = {}
+
+
+def _jit(fn, parallel):
+    """Compile ``fn``; the serial twin is a copy with its own qualified name so the two
+    never share an on-disk cache entry (Numba's cache key ignores ``parallel``; it does
+    include the closure's flag values, so each flag combination has its own entry)."""
+    if parallel:
+        return numba.njit(parallel=True, **_OPTS)(fn)
     clone = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__ + "_serial",
                                fn.__defaults__, fn.__closure__)
     clone.__qualname__ = fn.__qualname__ + "_serial"
     clone.__doc__ = fn.__doc__
-    ser = numba.njit(**_OPTS)(clone)
-    return par, ser
+    return numba.njit(**_OPTS)(clone)
 
 
-KERNELS = {f.__name__: _twin(f) for f in (sgd, adagrad, rmsprop, adam, adamax, nadam, lion,
-                                          scale, sumsq_chunks, nonfinite_chunks)}
-
-
-def pick(name: str, n: int):
-    """The parallel kernel for ``n`` >= PARALLEL_THRESHOLD elements, else the serial twin."""
-    par, ser = KERNELS[name]
-    return par if n >= PARALLEL_THRESHOLD else ser
+def kernel(name: str, flags: tuple, n: int):
+    """The compiled kernel ``name`` specialised for ``flags`` (compile-time constants, so
+    the loop body has no branches and vectorises), parallel for ``n`` >=
+    PARALLEL_THRESHOLD elements, else the serial twin."""
+    parallel = n >= PARALLEL_THRESHOLD
+    key = (name, flags, parallel)
+    k = _compiled.get(key)
+    if k is None:
+        k = _compiled[key] = _jit(FACTORIES[name](*flags), parallel)
+    return k

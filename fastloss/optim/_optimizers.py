@@ -66,8 +66,9 @@ class SGD(Optimizer):
             buf = st["momentum_buffer"] = np.empty_like(p)
         buf = buf.reshape(-1) if use_m else self._dummy(dt)
         wd = group["weight_decay"]
-        return "sgd", (p.reshape(-1), g, buf, dt(group["lr"]), dt(mom), dt(1 - group["dampening"]), dt(wd),
-                       gscale, wd != 0, use_m, first, bool(group["nesterov"]))
+        return "sgd", (wd != 0, use_m, first, bool(group["nesterov"])), (
+            p.reshape(-1), g, buf, dt(group["lr"]), dt(mom), dt(1 - group["dampening"]), dt(wd),
+            gscale)
 
 
 class Adagrad(Optimizer):
@@ -98,8 +99,8 @@ class Adagrad(Optimizer):
         st["step"] += 1
         clr = group["lr"] / (1 + (st["step"] - 1) * group["lr_decay"])
         wd = group["weight_decay"]
-        return "adagrad", (p.reshape(-1), g, st["sum"].reshape(-1), dt(clr), dt(wd), dt(group["eps"]),
-                           gscale, wd != 0)
+        return "adagrad", (wd != 0,), (p.reshape(-1), g, st["sum"].reshape(-1), dt(clr), dt(wd),
+                                       dt(group["eps"]), gscale)
 
 
 class RMSprop(Optimizer):
@@ -146,9 +147,10 @@ class RMSprop(Optimizer):
         gavg = st["grad_avg"].reshape(-1) if centered else self._dummy(dt)
         w, omw, small = lerp_weights(group["alpha"], dt)  # lerp weight 1 - alpha
         wd = group["weight_decay"]
-        return "rmsprop", (p.reshape(-1), g, st["square_avg"].reshape(-1), gavg, buf, dt(group["lr"]),
-                           omw, w, small, dt(group["eps"]), dt(wd), dt(group["momentum"]),
-                           gscale, wd != 0, centered, use_m, group["epsilon_mode"] == "keras")
+        flags = (small, wd != 0, centered, use_m, group["epsilon_mode"] == "keras")
+        return "rmsprop", flags, (p.reshape(-1), g, st["square_avg"].reshape(-1), gavg, buf,
+                                  dt(group["lr"]), omw, w, dt(group["eps"]), dt(wd),
+                                  dt(group["momentum"]), gscale)
 
 
 class Adam(Optimizer):
@@ -208,9 +210,10 @@ class Adam(Optimizer):
         coupled = wd != 0 and not self._decoupled
         decay_mul = 1 - lr * wd if (wd != 0 and self._decoupled) else 1.0
         w, omw, small = lerp_weights(b1, dt)
-        return "adam", (p.reshape(-1), g, st["exp_avg"].reshape(-1), st["exp_avg_sq"].reshape(-1), vmax,
-                        dt(step_size), w, omw, small, dt(b2), dt(1 - b2), dt(bc2_sqrt),
-                        dt(group["eps"]), dt(wd), dt(decay_mul), gscale, coupled, ams)
+        return "adam", (small, coupled, ams), (
+            p.reshape(-1), g, st["exp_avg"].reshape(-1), st["exp_avg_sq"].reshape(-1), vmax,
+            dt(step_size), w, omw, dt(b2), dt(1 - b2), dt(bc2_sqrt), dt(group["eps"]), dt(wd),
+            dt(decay_mul), gscale)
 
 
 class AdamW(Adam):
@@ -253,8 +256,9 @@ class Adamax(Optimizer):
         clr = group["lr"] / (1 - b1 ** t)
         w, omw, small = lerp_weights(b1, dt)
         wd = group["weight_decay"]
-        return "adamax", (p.reshape(-1), g, st["exp_avg"].reshape(-1), st["exp_inf"].reshape(-1), dt(clr),
-                          w, omw, small, dt(b2), dt(group["eps"]), dt(wd), gscale, wd != 0)
+        return "adamax", (small, wd != 0), (
+            p.reshape(-1), g, st["exp_avg"].reshape(-1), st["exp_inf"].reshape(-1), dt(clr), w,
+            omw, dt(b2), dt(group["eps"]), dt(wd), gscale)
 
 
 class NAdam(Optimizer):
@@ -299,10 +303,10 @@ class NAdam(Optimizer):
         dec = bool(group["decoupled_weight_decay"])
         decay_mul = 1 - lr * wd if (wd != 0 and dec) else 1.0
         w, omw, small = lerp_weights(b1, dt)
-        return "nadam", (p.reshape(-1), g, st["exp_avg"].reshape(-1), st["exp_avg_sq"].reshape(-1),
-                         dt(c_grad), dt(c_avg), w, omw, small, dt(b2), dt(1 - b2),
-                         dt(1 - b2 ** t), dt(group["eps"]), dt(wd), dt(decay_mul), gscale,
-                         wd != 0 and not dec)
+        return "nadam", (small, wd != 0 and not dec), (
+            p.reshape(-1), g, st["exp_avg"].reshape(-1), st["exp_avg_sq"].reshape(-1),
+            dt(c_grad), dt(c_avg), w, omw, dt(b2), dt(1 - b2), dt(1 - b2 ** t), dt(group["eps"]),
+            dt(wd), dt(decay_mul), gscale)
 
 
 class Lion(Optimizer):
@@ -336,5 +340,5 @@ class Lion(Optimizer):
         b1, b2 = group["betas"]
         w1, omw1, s1 = lerp_weights(b1, dt)
         w2, omw2, s2 = lerp_weights(b2, dt)
-        return "lion", (p.reshape(-1), g, st["exp_avg"].reshape(-1), dt(lr), w1, omw1, s1, w2, omw2, s2,
-                        dt(1 - lr * wd), gscale)
+        return "lion", (s1, s2), (p.reshape(-1), g, st["exp_avg"].reshape(-1), dt(lr), w1, omw1,
+                                  w2, omw2, dt(1 - lr * wd), gscale)

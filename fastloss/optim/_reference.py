@@ -1,7 +1,8 @@
 """NumPy backend: the optimizer updates in plain NumPy.
 
-Same signatures as the Numba kernels in ``_kernels_numba`` (flat 1-D arrays,
-updated in place; scalars already in the param dtype), same order of
+Same arguments as the Numba kernels in ``_kernels_numba`` (flat 1-D arrays,
+updated in place; scalars already in the param dtype), followed by the option
+flags that the kernels take as compile-time constants; same order of
 floating-point operations, so the two backends agree bit for bit. These are
 the readable versions of the formulas (g = gradient, p = parameter):
 
@@ -43,8 +44,8 @@ def adagrad(p, g, acc, clr, wd, eps, gscale, wd_on):
     p -= clr * (d / (np.sqrt(acc) + eps))
 
 
-def rmsprop(p, g, sq, gavg, buf, lr, alpha, omalpha, w_small, eps, wd, momentum, gscale,
-            wd_on, centered, use_momentum, keras):
+def rmsprop(p, g, sq, gavg, buf, lr, alpha, omalpha, eps, wd, momentum, gscale,
+            w_small, wd_on, centered, use_momentum, keras):
     d = _grad(p, g, wd, gscale, wd_on)
     sq[...] = sq * alpha + omalpha * (d * d)
     var = sq
@@ -63,8 +64,8 @@ def rmsprop(p, g, sq, gavg, buf, lr, alpha, omalpha, w_small, eps, wd, momentum,
         p -= lr * (d / den)
 
 
-def adam(p, g, m, v, vmax, step_size, w1, omw1, w_small, beta2, ombeta2, bc2_sqrt, eps, wd,
-         decay_mul, gscale, wd_on, amsgrad):
+def adam(p, g, m, v, vmax, step_size, w1, omw1, beta2, ombeta2, bc2_sqrt, eps, wd,
+         decay_mul, gscale, w_small, wd_on, amsgrad):
     d = _grad(p, g, wd, gscale, wd_on)
     p *= decay_mul
     m[...] = _lerp(m, d, w1, omw1, w_small)
@@ -75,15 +76,15 @@ def adam(p, g, m, v, vmax, step_size, w1, omw1, w_small, beta2, ombeta2, bc2_sqr
     p -= step_size * (m / (np.sqrt(v) / bc2_sqrt + eps))
 
 
-def adamax(p, g, m, u, clr, w1, omw1, w_small, beta2, eps, wd, gscale, wd_on):
+def adamax(p, g, m, u, clr, w1, omw1, beta2, eps, wd, gscale, w_small, wd_on):
     d = _grad(p, g, wd, gscale, wd_on)
     m[...] = _lerp(m, d, w1, omw1, w_small)
     np.maximum(u * beta2, np.abs(d) + eps, out=u)
     p -= clr * (m / u)
 
 
-def nadam(p, g, m, v, c_grad, c_avg, w1, omw1, w_small, beta2, ombeta2, bc2, eps, wd, decay_mul,
-          gscale, wd_on):
+def nadam(p, g, m, v, c_grad, c_avg, w1, omw1, beta2, ombeta2, bc2, eps, wd, decay_mul,
+          gscale, w_small, wd_on):
     d = _grad(p, g, wd, gscale, wd_on)
     p *= decay_mul
     m[...] = _lerp(m, d, w1, omw1, w_small)
@@ -93,7 +94,7 @@ def nadam(p, g, m, v, c_grad, c_avg, w1, omw1, w_small, beta2, ombeta2, bc2, eps
     p -= c_avg * (m / den)
 
 
-def lion(p, g, m, lr, w1, omw1, w1_small, w2, omw2, w2_small, decay_mul, gscale):
+def lion(p, g, m, lr, w1, omw1, w2, omw2, decay_mul, gscale, w1_small, w2_small):
     d = g * gscale
     c = _lerp(m, d, w1, omw1, w1_small)
     p *= decay_mul
