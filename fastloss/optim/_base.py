@@ -2,7 +2,7 @@
 
 A concrete optimizer only says what PyTorch's does: its defaults, how to
 check a group's hyper-parameters, which state buffers a parameter gets, and
-which kernel to call with which scalars (``_kernel_args``). Everything else
+which kernel to call with which scalars (``_scalars``, ``_arrays``). Everything else
 lives here, once:
 
 * ``step(grads)`` validates *everything* (grads' count, shapes and dtypes;
@@ -182,13 +182,21 @@ class Optimizer:
     def _new_state(self, p, group) -> dict:
         return {}
 
-    def _kernel_args(self, p, g, st, group, gscale, dt):
-        """Advance ``st`` scalars (step counts); return ``(kernel name, flags, args)``:
-        the native kernel is ``kernel(name, flags)(*args)``, the NumPy one
-        ``name(*args, *flags)``.
+    def _advance(self, st, group):
+        """Advance the per-param step count; return the key the per-step scalars
+        depend on (the step; SGD: whether this is the first momentum step)."""
+        t = st["step"] = st["step"] + 1
+        return t
 
-        ``p`` has its own shape (state buffers are allocated like it), ``g`` is flat;
-        the kernel gets flat views of ``p`` and of the buffers."""
+    def _scalars(self, group, key, dt, gscale):
+        """``(kernel name, flags, scalars)`` for the step ``key``: scalars computed in
+        float64 and cast to ``dt``; flags are compile-time constants of the kernel.
+        Computed once per group, step and dtype, not per parameter."""
+        raise NotImplementedError
+
+    def _arrays(self, p, g, st, flags):
+        """The kernel's array arguments: flat views of param, grad and state buffers
+        (allocating buffers an option needs on first use)."""
         raise NotImplementedError
 
     def _dummy(self, dt):
@@ -207,17 +215,20 @@ class Optimizer:
             raise ValueError(f"got {len(grads)} grads for {len(self._params)} parameters")
         flat = []
         for i, (p, g) in enumerate(zip(self._params, grads)):
-            if not isinstance(g, np.ndarray):
+            if type(g) is not np.ndarray and not isinstance(g, np.ndarray):
                 raise TypeError(f"grads[{i}] must be a numpy.ndarray, got {type(g).__name__}")
-            if g.dtype.newbyteorder("=") != p.dtype:
-                raise TypeError(f"grads[{i}] has dtype {g.dtype}, its parameter has {p.dtype}")
+            if g.dtype != p.dtype:
+                if g.dtype.newbyteorder("=") != p.dtype:
+                    raise TypeError(f"grads[{i}] has dtype {g.dtype}, its parameter has {p.dtype}")
+                g = g.astype(p.dtype)  # non-native byte order: a native copy
             if g.shape != p.shape:
                 raise ValueError(f"grads[{i}] has shape {g.shape}, its parameter has {p.shape}")
-            if not p.flags.writeable or not p.flags.c_contiguous:
+            pf = p.flags
+            if not pf.writeable or not pf.c_contiguous:
                 raise ValueError(f"params[{i}] became read-only or non-contiguous")
             if np.may_share_memory(g, p):
                 raise ValueError(f"grads[{i}] shares memory with its parameter")
-            flat.append(_validate.native_order(g).reshape(-1))
+            flat.append(g.reshape(-1) if g.flags.c_contiguous else np.ravel(g))
         return flat
 
     def step(self, grads) -> bool:
@@ -250,15 +261,20 @@ class Optimizer:
 
         for group in self.param_groups:
             gs = -gscale if group.get("maximize", False) else gscale
+            memo = {}
             for i, p in zip(group["_index"], group["params"]):
-                dt = p.dtype.type
                 st = self.state[i]
-                name, flags, args = self._kernel_args(p, flat[i], st, group, dt(gs), dt)
+                key = (self._advance(st, group), p.dtype)
+                sc = memo.get(key)
+                if sc is None:
+                    sc = memo[key] = self._scalars(group, key[0], p.dtype.type, gs)
+                name, flags, scalars = sc
+                arrays = self._arrays(p, flat[i], st, flags)
                 if native:
-                    K.kernel(name, flags, p.size)(*args)
+                    K.kernel(name, flags, p.size)(*arrays, *scalars)
                 else:
                     with np.errstate(all="ignore"):  # NaN/Inf propagate silently, as native
-                        getattr(K, name)(*args, *flags)
+                        getattr(K, name)(*arrays, *scalars, *flags)
         return True
 
     def zero_state(self) -> None:

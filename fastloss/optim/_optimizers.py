@@ -57,18 +57,21 @@ class SGD(Optimizer):
     def _new_state(self, p, group):
         return {"momentum_buffer": None}
 
-    def _kernel_args(self, p, g, st, group, gscale, dt):
-        mom = group["momentum"]
-        use_m = mom != 0
-        buf = st.get("momentum_buffer")
-        first = use_m and buf is None
-        if first:
-            buf = st["momentum_buffer"] = np.empty_like(p)
-        buf = buf.reshape(-1) if use_m else self._dummy(dt)
-        wd = group["weight_decay"]
-        return "sgd", (wd != 0, use_m, first, bool(group["nesterov"])), (
-            p.reshape(-1), g, buf, dt(group["lr"]), dt(mom), dt(1 - group["dampening"]), dt(wd),
-            gscale)
+    def _advance(self, st, group):
+        return group["momentum"] != 0 and st["momentum_buffer"] is None  # first momentum step
+
+    def _scalars(self, group, first, dt, gscale):
+        mom, wd = group["momentum"], group["weight_decay"]
+        flags = (wd != 0, mom != 0, first, bool(group["nesterov"]))
+        return "sgd", flags, (dt(group["lr"]), dt(mom), dt(1 - group["dampening"]), dt(wd),
+                              dt(gscale))
+
+    def _arrays(self, p, g, st, flags):
+        if not flags[1]:
+            return p.reshape(-1), g, self._dummy(p.dtype)
+        if flags[2]:
+            st["momentum_buffer"] = np.empty_like(p)
+        return p.reshape(-1), g, st["momentum_buffer"].reshape(-1)
 
 
 class Adagrad(Optimizer):
@@ -95,12 +98,13 @@ class Adagrad(Optimizer):
     def _new_state(self, p, group):
         return {"step": 0, "sum": np.full_like(p, group["initial_accumulator_value"])}
 
-    def _kernel_args(self, p, g, st, group, gscale, dt):
-        st["step"] += 1
-        clr = group["lr"] / (1 + (st["step"] - 1) * group["lr_decay"])
+    def _scalars(self, group, t, dt, gscale):
+        clr = group["lr"] / (1 + (t - 1) * group["lr_decay"])
         wd = group["weight_decay"]
-        return "adagrad", (wd != 0,), (p.reshape(-1), g, st["sum"].reshape(-1), dt(clr), dt(wd),
-                                       dt(group["eps"]), gscale)
+        return "adagrad", (wd != 0,), (dt(clr), dt(wd), dt(group["eps"]), dt(gscale))
+
+    def _arrays(self, p, g, st, flags):
+        return p.reshape(-1), g, st["sum"].reshape(-1)
 
 
 class RMSprop(Optimizer):
@@ -135,22 +139,24 @@ class RMSprop(Optimizer):
     def _new_state(self, p, group):
         return {"step": 0, "square_avg": np.zeros_like(p)}
 
-    def _kernel_args(self, p, g, st, group, gscale, dt):
-        st["step"] += 1
-        use_m = group["momentum"] > 0
-        centered = bool(group["centered"])
+    def _scalars(self, group, t, dt, gscale):
+        w, omw, small = lerp_weights(group["alpha"], dt)  # lerp weight 1 - alpha
+        wd = group["weight_decay"]
+        flags = (small, wd != 0, bool(group["centered"]), group["momentum"] > 0,
+                 group["epsilon_mode"] == "keras")
+        return "rmsprop", flags, (dt(group["lr"]), omw, w, dt(group["eps"]), dt(wd),
+                                  dt(group["momentum"]), dt(gscale))
+
+    def _arrays(self, p, g, st, flags):
+        centered, use_m = flags[2], flags[3]
         if use_m and "momentum_buffer" not in st:
             st["momentum_buffer"] = np.zeros_like(p)
         if centered and "grad_avg" not in st:
             st["grad_avg"] = np.zeros_like(p)
-        buf = st["momentum_buffer"].reshape(-1) if use_m else self._dummy(dt)
-        gavg = st["grad_avg"].reshape(-1) if centered else self._dummy(dt)
-        w, omw, small = lerp_weights(group["alpha"], dt)  # lerp weight 1 - alpha
-        wd = group["weight_decay"]
-        flags = (small, wd != 0, centered, use_m, group["epsilon_mode"] == "keras")
-        return "rmsprop", flags, (p.reshape(-1), g, st["square_avg"].reshape(-1), gavg, buf,
-                                  dt(group["lr"]), omw, w, dt(group["eps"]), dt(wd),
-                                  dt(group["momentum"]), gscale)
+        d = self._dummy(p.dtype)
+        return (p.reshape(-1), g, st["square_avg"].reshape(-1),
+                st["grad_avg"].reshape(-1) if centered else d,
+                st["momentum_buffer"].reshape(-1) if use_m else d)
 
 
 class Adam(Optimizer):
@@ -192,9 +198,8 @@ class Adam(Optimizer):
             st["max_exp_avg_sq"] = np.zeros_like(p)
         return st
 
-    def _kernel_args(self, p, g, st, group, gscale, dt):
-        t = st["step"] = st["step"] + 1
-        lr = group["lr"]
+    def _scalars(self, group, t, dt, gscale):
+        lr, wd = group["lr"], group["weight_decay"]
         b1, b2 = group["betas"]
         bc1 = 1 - b1 ** t
         bc2_sqrt = math.sqrt(1 - b2 ** t)
@@ -202,18 +207,21 @@ class Adam(Optimizer):
             step_size, bc2_sqrt = lr * bc2_sqrt / bc1, 1.0
         else:
             step_size = lr / bc1
-        ams = bool(group["amsgrad"])
-        if ams and "max_exp_avg_sq" not in st:
-            st["max_exp_avg_sq"] = np.zeros_like(p)
-        vmax = st["max_exp_avg_sq"].reshape(-1) if ams else self._dummy(dt)
-        wd = group["weight_decay"]
         coupled = wd != 0 and not self._decoupled
         decay_mul = 1 - lr * wd if (wd != 0 and self._decoupled) else 1.0
         w, omw, small = lerp_weights(b1, dt)
-        return "adam", (small, coupled, ams), (
-            p.reshape(-1), g, st["exp_avg"].reshape(-1), st["exp_avg_sq"].reshape(-1), vmax,
-            dt(step_size), w, omw, dt(b2), dt(1 - b2), dt(bc2_sqrt), dt(group["eps"]), dt(wd),
-            dt(decay_mul), gscale)
+        flags = (small, coupled, bool(group["amsgrad"]))
+        return "adam", flags, (dt(step_size), w, omw, dt(b2), dt(1 - b2), dt(bc2_sqrt),
+                               dt(group["eps"]), dt(wd), dt(decay_mul), dt(gscale))
+
+    def _arrays(self, p, g, st, flags):
+        if flags[2]:
+            if "max_exp_avg_sq" not in st:
+                st["max_exp_avg_sq"] = np.zeros_like(p)
+            vmax = st["max_exp_avg_sq"].reshape(-1)
+        else:
+            vmax = self._dummy(p.dtype)
+        return p.reshape(-1), g, st["exp_avg"].reshape(-1), st["exp_avg_sq"].reshape(-1), vmax
 
 
 class AdamW(Adam):
@@ -250,15 +258,16 @@ class Adamax(Optimizer):
     def _new_state(self, p, group):
         return {"step": 0, "exp_avg": np.zeros_like(p), "exp_inf": np.zeros_like(p)}
 
-    def _kernel_args(self, p, g, st, group, gscale, dt):
-        t = st["step"] = st["step"] + 1
+    def _scalars(self, group, t, dt, gscale):
         b1, b2 = group["betas"]
         clr = group["lr"] / (1 - b1 ** t)
         w, omw, small = lerp_weights(b1, dt)
         wd = group["weight_decay"]
-        return "adamax", (small, wd != 0), (
-            p.reshape(-1), g, st["exp_avg"].reshape(-1), st["exp_inf"].reshape(-1), dt(clr), w,
-            omw, dt(b2), dt(group["eps"]), dt(wd), gscale)
+        return "adamax", (small, wd != 0), (dt(clr), w, omw, dt(b2), dt(group["eps"]), dt(wd),
+                                            dt(gscale))
+
+    def _arrays(self, p, g, st, flags):
+        return p.reshape(-1), g, st["exp_avg"].reshape(-1), st["exp_inf"].reshape(-1)
 
 
 class NAdam(Optimizer):
@@ -290,13 +299,18 @@ class NAdam(Optimizer):
         return {"step": 0, "mu_product": 1.0, "exp_avg": np.zeros_like(p),
                 "exp_avg_sq": np.zeros_like(p)}
 
-    def _kernel_args(self, p, g, st, group, gscale, dt):
+    def _advance(self, st, group):
         t = st["step"] = st["step"] + 1
+        mu = group["betas"][0] * (1.0 - 0.5 * 0.96 ** (t * group["momentum_decay"]))
+        st["mu_product"] = prod = st["mu_product"] * mu
+        return t, prod
+
+    def _scalars(self, group, key, dt, gscale):
+        t, prod = key
         lr, psi = group["lr"], group["momentum_decay"]
         b1, b2 = group["betas"]
         mu = b1 * (1.0 - 0.5 * 0.96 ** (t * psi))
         mu_next = b1 * (1.0 - 0.5 * 0.96 ** ((t + 1) * psi))
-        st["mu_product"] = prod = st["mu_product"] * mu
         c_grad = lr * (1.0 - mu) / (1.0 - prod)
         c_avg = lr * mu_next / (1.0 - prod * mu_next)
         wd = group["weight_decay"]
@@ -304,9 +318,11 @@ class NAdam(Optimizer):
         decay_mul = 1 - lr * wd if (wd != 0 and dec) else 1.0
         w, omw, small = lerp_weights(b1, dt)
         return "nadam", (small, wd != 0 and not dec), (
-            p.reshape(-1), g, st["exp_avg"].reshape(-1), st["exp_avg_sq"].reshape(-1),
             dt(c_grad), dt(c_avg), w, omw, dt(b2), dt(1 - b2), dt(1 - b2 ** t), dt(group["eps"]),
-            dt(wd), dt(decay_mul), gscale)
+            dt(wd), dt(decay_mul), dt(gscale))
+
+    def _arrays(self, p, g, st, flags):
+        return p.reshape(-1), g, st["exp_avg"].reshape(-1), st["exp_avg_sq"].reshape(-1)
 
 
 class Lion(Optimizer):
@@ -334,11 +350,12 @@ class Lion(Optimizer):
     def _new_state(self, p, group):
         return {"step": 0, "exp_avg": np.zeros_like(p)}
 
-    def _kernel_args(self, p, g, st, group, gscale, dt):
-        st["step"] += 1
+    def _scalars(self, group, t, dt, gscale):
         lr, wd = group["lr"], group["weight_decay"]
         b1, b2 = group["betas"]
         w1, omw1, s1 = lerp_weights(b1, dt)
         w2, omw2, s2 = lerp_weights(b2, dt)
-        return "lion", (s1, s2), (p.reshape(-1), g, st["exp_avg"].reshape(-1), dt(lr), w1, omw1,
-                                  w2, omw2, dt(1 - lr * wd), gscale)
+        return "lion", (s1, s2), (dt(lr), w1, omw1, w2, omw2, dt(1 - lr * wd), dt(gscale))
+
+    def _arrays(self, p, g, st, flags):
+        return p.reshape(-1), g, st["exp_avg"].reshape(-1)
