@@ -457,3 +457,26 @@ def test_float32_kernels_have_no_double_arithmetic_and_vectorise():
         assert not bad, (name, bad[:3])
         if name in ("adam", "rmsprop", "sgd"):
             assert "<8 x float>" in ir or "<4 x float>" in ir, f"{name} did not vectorise"
+
+
+def test_no_writable_cache_falls_back_with_warning(monkeypatch):
+    """Numba raises at decoration when no cache location is writable: we compile
+    in memory instead and warn once."""
+    numba = pytest.importorskip("numba")
+    real = numba.njit
+    calls = []
+
+    def fake_njit(**opts):
+        calls.append(opts.get("cache"))
+        if opts.get("cache"):
+            raise RuntimeError("cannot cache function 'x': no locator available for file 'y'")
+        return real(**opts)
+
+    monkeypatch.setattr(K, "_numba_njit", fake_njit)
+    monkeypatch.setattr(K, "_no_cache_warned", False)
+    with pytest.warns(fastloss.FastlossWarning, match="NUMBA_CACHE_DIR"):
+        f = K._njit(K.FACTORIES["scale"]())
+    a = np.ones(3)
+    f(a, 2.0)
+    np.testing.assert_array_equal(a, 2.0)
+    assert calls == [True, False]

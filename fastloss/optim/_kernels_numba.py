@@ -263,17 +263,42 @@ FACTORIES = {f.__name__: f for f in (sgd, adagrad, rmsprop, adam, adamax, nadam,
 _compiled: dict = {}
 
 
+_no_cache_warned = False
+_numba_njit = numba.njit  # (patched in a test)
+
+
+def _njit(fn, **opts):
+    """``numba.njit(cache=True)``, or without the disk cache (and one warning) when Numba
+    finds no writable cache location (read-only install, no writable ``~/.cache`` and no
+    ``NUMBA_CACHE_DIR``): Numba raises at decoration time in that case."""
+    global _no_cache_warned
+    try:
+        return _numba_njit(**_OPTS, **opts)(fn)
+    except RuntimeError as exc:
+        if "no locator available" not in str(exc):
+            raise
+        if not _no_cache_warned:
+            _no_cache_warned = True
+            import warnings
+
+            from .._backend import FastlossWarning
+            warnings.warn("fastloss.optim: no writable Numba cache directory; kernels are "
+                          "compiled in memory in every process. Set NUMBA_CACHE_DIR to a "
+                          "writable directory to cache them.", FastlossWarning, stacklevel=4)
+        return _numba_njit(**dict(_OPTS, cache=False), **opts)(fn)
+
+
 def _jit(fn, parallel):
     """Compile ``fn``; the serial twin is a copy with its own qualified name so the two
     never share an on-disk cache entry (Numba's cache key ignores ``parallel``; it does
     include the closure's flag values, so each flag combination has its own entry)."""
     if parallel:
-        return numba.njit(parallel=True, **_OPTS)(fn)
+        return _njit(fn, parallel=True)
     clone = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__ + "_serial",
                                fn.__defaults__, fn.__closure__)
     clone.__qualname__ = fn.__qualname__ + "_serial"
     clone.__doc__ = fn.__doc__
-    return numba.njit(**_OPTS)(clone)
+    return _njit(clone)
 
 
 def kernel(name: str, flags: tuple, n: int):
