@@ -480,3 +480,14 @@ def test_no_writable_cache_falls_back_with_warning(monkeypatch):
     f(a, 2.0)
     np.testing.assert_array_equal(a, 2.0)
     assert calls == [True, False]
+
+
+def test_betas_list_mutated_in_place_is_revalidated():
+    p = np.ones(3)
+    opt = fo.Adam([{"params": [p], "betas": [0.9, 0.999]}])
+    opt.step([np.ones(3)])
+    opt.param_groups[0]["betas"][0] = 1.5
+    before = p.copy()
+    with pytest.raises(ValueError, match="betas"):
+        opt.step([np.ones(3)])
+    np.testing.assert_array_equal(p, before)

@@ -43,9 +43,20 @@ def numba_available() -> bool:
     return _numba_ok
 
 
+_K = None
+
+
 def _kernels():
-    from . import _kernels_numba
-    return _kernels_numba
+    global _K
+    if _K is None:
+        from . import _kernels_numba
+        _K = _kernels_numba
+    return _K
+
+
+def _frozen(v):
+    """A snapshot of an option value for change detection (lists copied as tuples)."""
+    return tuple(v) if isinstance(v, list) else v
 
 
 # ---------------------------------------------------------------------------
@@ -238,15 +249,22 @@ class Optimizer:
         """
         flat = self._check_grads(grads)
         for group in self.param_groups:
-            self._check_group(group)
+            # re-validate a group only when one of its options changed since last time
+            sig = tuple(_frozen(group.get(k)) for k in self._defaults)
+            if sig != group.get("_checked"):
+                self._check_group(group)
+                group["_checked"] = sig
         native = self.backend == "native"
+        threads_set = False
         if native:
             K = _kernels()
-            _threads.numba_threads()
         else:
             from . import _reference as K
 
         gscale = 1.0
+        if native and (self.max_grad_norm is not None or self.skip_nonfinite):
+            _threads.numba_threads()
+            threads_set = True
         if self.max_grad_norm is not None:
             norm = _global_norm(flat, native)
             self.last_grad_norm = norm
@@ -271,7 +289,11 @@ class Optimizer:
                 name, flags, scalars = sc
                 arrays = self._arrays(p, flat[i], st, flags)
                 if native:
-                    K.kernel(name, flags, p.size)(*arrays, *scalars)
+                    n = p.size
+                    if n >= K.PARALLEL_THRESHOLD and not threads_set:
+                        _threads.numba_threads()  # per calling thread; only for parallel kernels
+                        threads_set = True
+                    K.kernel(name, flags, n)(*arrays, *scalars)
                 else:
                     with np.errstate(all="ignore"):  # NaN/Inf propagate silently, as native
                         getattr(K, name)(*arrays, *scalars, *flags)
@@ -291,7 +313,8 @@ class Optimizer:
         """
         groups = []
         for g in self.param_groups:
-            d = {k: copy.deepcopy(v) for k, v in g.items() if k not in ("params", "_index")}
+            d = {k: copy.deepcopy(v) for k, v in g.items()
+                 if k not in ("params", "_index", "_checked")}
             d["params"] = list(g["_index"])
             groups.append(d)
         state = {i: {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in st.items()}
@@ -310,7 +333,8 @@ class Optimizer:
             if len(saved["params"]) != len(cur["params"]):
                 raise ValueError(f"param group {k} has {len(saved['params'])} params in the "
                                  f"state_dict, {len(cur['params'])} in the optimizer")
-            g = {key: copy.deepcopy(v) for key, v in saved.items() if key != "params"}
+            g = {key: copy.deepcopy(v) for key, v in saved.items()
+                 if key not in ("params", "_checked")}
             g["params"], g["_index"] = cur["params"], cur["_index"]
             self._check_group(g)
             new_groups.append((g, dict(zip(saved["params"], cur["_index"]))))
@@ -345,7 +369,8 @@ class Optimizer:
     def __repr__(self):
         lines = [f"{type(self).__name__} (backend={self.backend!r})"]
         for k, g in enumerate(self.param_groups):
-            opts = ", ".join(f"{key}={v!r}" for key, v in g.items() if key not in ("params", "_index"))
+            opts = ", ".join(f"{key}={v!r}" for key, v in g.items()
+                             if key not in ("params", "_index", "_checked"))
             lines.append(f"  group {k}: {len(g['params'])} params; {opts}")
         return "\n".join(lines)
 
