@@ -440,7 +440,7 @@ def test_float32_kernels_have_no_double_arithmetic_and_vectorise():
         "sgd": ((True, True, False, True), (a, a, a, w, w, w, w, w)),
         "adagrad": ((True,), (a, a, a, w, w, w, w)),
         "rmsprop": ((True, True, True, True, False), (a, a, a, a, a, w, w, w, w, w, w, w)),
-        "adam": ((True, True, True), (a, a, a, a, a, w, w, w, w, w, w, w, w, w, w)),
+        "adam": ((True, True, True), (a, a, a, a, a, w, w, w, w, w, w, w, w, w)),
         "adamax": ((True, True), (a, a, a, a, w, w, w, w, w, w, w)),
         "nadam": ((True, True), (a, a, a, a, w, w, w, w, w, w, w, w, w, w, w)),
         "lion": ((True, False), (a, a, a, w, w, w, w, w, w, w)),

@@ -125,11 +125,11 @@ def rmsprop(w_small, wd_on, centered, use_momentum, keras):
 
 
 def adam(w_small, wd_on, amsgrad):
-    def adam(p, g, m, v, vmax, step_size, w1, omw1, beta2, ombeta2, bc2_sqrt, eps, wd,
-             decay_mul, gscale):
+    def adam(p, g, m, v, vmax, step_size, w1, omw1, beta2, ombeta2, eps_t, wd, decay_mul,
+             gscale):
         """d = g*gscale (+ wd p, coupled); p *= decay_mul (decoupled: 1 - lr wd);
         m = lerp(m, d, 1-b1); v = b2 v + (1-b2) d^2; amsgrad: vmax = max(vmax, v), v -> vmax;
-        p -= step_size m / (sqrt(v)/bc2_sqrt + eps)."""
+        p -= step_size m / (sqrt(v) + eps_t)  (one sqrt, one division per element)."""
         for i in prange(p.shape[0]):
             pi = p[i]
             d = g[i] * gscale
@@ -146,7 +146,7 @@ def adam(w_small, wd_on, amsgrad):
                     mx = vi
                 vmax[i] = mx
                 vi = mx
-            p[i] = pi - step_size * (mi / (math.sqrt(vi) / bc2_sqrt + eps))
+            p[i] = pi - step_size * (mi / (math.sqrt(vi) + eps_t))
     return adam
 
 

@@ -164,7 +164,9 @@ class Adam(Optimizer):
 
     ``m = lerp(m, d, 1 - b1); v = b2 v + (1 - b2) d^2``; AMSGrad: ``vmax = max(vmax, v)``
     and ``vmax`` replaces ``v`` below (PyTorch's ``max_exp_avg_sq``);
-    ``p -= lr/(1 - b1^t) * m / (sqrt(v)/sqrt(1 - b2^t) + eps)``.
+    ``p -= lr/(1 - b1^t) * m / (sqrt(v)/sqrt(1 - b2^t) + eps)``, evaluated as
+    ``lr sqrt(1-b2^t)/(1-b1^t) * m / (sqrt(v) + eps sqrt(1-b2^t))`` (equal up to rounding;
+    one division per element fewer: the single-thread kernel is partly compute-bound).
 
     ``epsilon_mode='keras'`` reproduces Keras (standalone Keras 2, tf.keras and Keras 3
     all use this "epsilon hat" form): ``lr_t = lr sqrt(1 - b2^t)/(1 - b1^t)``,
@@ -203,16 +205,17 @@ class Adam(Optimizer):
         b1, b2 = group["betas"]
         bc1 = 1 - b1 ** t
         bc2_sqrt = math.sqrt(1 - b2 ** t)
-        if group["epsilon_mode"] == "keras":
-            step_size, bc2_sqrt = lr * bc2_sqrt / bc1, 1.0
-        else:
-            step_size = lr / bc1
+        # torch: p -= lr/bc1 * m / (sqrt(v)/bc2_sqrt + eps), evaluated (multiplying through
+        # by bc2_sqrt) as p -= lr bc2_sqrt/bc1 * m / (sqrt(v) + eps bc2_sqrt): equal up to
+        # rounding, one division per element fewer. Keras adds eps to sqrt(v) itself.
+        step_size = lr * bc2_sqrt / bc1
+        eps_t = group["eps"] if group["epsilon_mode"] == "keras" else group["eps"] * bc2_sqrt
         coupled = wd != 0 and not self._decoupled
         decay_mul = 1 - lr * wd if (wd != 0 and self._decoupled) else 1.0
         w, omw, small = lerp_weights(b1, dt)
         flags = (small, coupled, bool(group["amsgrad"]))
-        return "adam", flags, (dt(step_size), w, omw, dt(b2), dt(1 - b2), dt(bc2_sqrt),
-                               dt(group["eps"]), dt(wd), dt(decay_mul), dt(gscale))
+        return "adam", flags, (dt(step_size), w, omw, dt(b2), dt(1 - b2), dt(eps_t), dt(wd),
+                               dt(decay_mul), dt(gscale))
 
     def _arrays(self, p, g, st, flags):
         if flags[2]:

@@ -11,7 +11,9 @@ the readable versions of the formulas (g = gradient, p = parameter):
 * AdaGrad: G += g^2; p -= lr g / (sqrt(G) + eps)
 * RMSProp: E = alpha E + (1 - alpha) g^2; p -= lr g / (sqrt(E) + eps)
 * Adam: m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g^2;
-  p -= lr/(1 - b1^t) m / (sqrt(v)/sqrt(1 - b2^t) + eps)
+  p -= lr/(1 - b1^t) m / (sqrt(v)/sqrt(1 - b2^t) + eps), evaluated as
+  p -= lr sqrt(1 - b2^t)/(1 - b1^t) m / (sqrt(v) + eps sqrt(1 - b2^t))
+  (the same number up to rounding, one division fewer per element)
 """
 from __future__ import annotations
 
@@ -64,8 +66,8 @@ def rmsprop(p, g, sq, gavg, buf, lr, alpha, omalpha, eps, wd, momentum, gscale,
         p -= lr * (d / den)
 
 
-def adam(p, g, m, v, vmax, step_size, w1, omw1, beta2, ombeta2, bc2_sqrt, eps, wd,
-         decay_mul, gscale, w_small, wd_on, amsgrad):
+def adam(p, g, m, v, vmax, step_size, w1, omw1, beta2, ombeta2, eps_t, wd, decay_mul, gscale,
+         w_small, wd_on, amsgrad):
     d = _grad(p, g, wd, gscale, wd_on)
     p *= decay_mul
     m[...] = _lerp(m, d, w1, omw1, w_small)
@@ -73,7 +75,7 @@ def adam(p, g, m, v, vmax, step_size, w1, omw1, beta2, ombeta2, bc2_sqrt, eps, w
     if amsgrad:
         np.maximum(vmax, v, out=vmax)  # propagates NaN, like torch.maximum
         v = vmax
-    p -= step_size * (m / (np.sqrt(v) / bc2_sqrt + eps))
+    p -= step_size * (m / (np.sqrt(v) + eps_t))
 
 
 def adamax(p, g, m, u, clr, w1, omw1, beta2, eps, wd, gscale, w_small, wd_on):
