@@ -491,3 +491,13 @@ def test_betas_list_mutated_in_place_is_revalidated():
     with pytest.raises(ValueError, match="betas"):
         opt.step([np.ones(3)])
     np.testing.assert_array_equal(p, before)
+
+
+@pytest.mark.parametrize("backend", ["native", "numpy"])
+def test_empty_and_scalar_params(backend):
+    ps = [np.zeros(0, np.float32), np.array(2.0, np.float32), np.ones((0, 3), np.float32)]
+    opt = fo.Adam(ps, lr=0.1, backend=backend, max_grad_norm=1.0)
+    assert opt.step([np.zeros(0, np.float32), np.array(1.0, np.float32),
+                     np.ones((0, 3), np.float32)])
+    assert ps[1].shape == () and ps[1] == pytest.approx(1.9)
+    assert fo.clip_grad_norm([np.zeros(0)], 1.0) == 0.0
