@@ -318,7 +318,8 @@ class ReduceLROnPlateau:
             raise ValueError(f"threshold_mode must be 'rel' or 'abs', got {threshold_mode!r}")
         self.optimizer = optimizer
         self.factor, self.patience, self.threshold = factor, patience, threshold
-        self.mode, self.threshold_mode, self.cooldown, self.eps = mode, threshold_mode, cooldown, eps
+        self.mode, self.threshold_mode = mode, threshold_mode
+        self.cooldown, self.eps = cooldown, eps
         n = len(optimizer.param_groups)
         self.min_lrs = list(min_lr) if isinstance(min_lr, (list, tuple)) else [min_lr] * n
         self.best = math.inf if mode == "min" else -math.inf
@@ -329,10 +330,10 @@ class ReduceLROnPlateau:
 
     def _better(self, a, best):
         if self.mode == "min":
-            ref = best * (1 - self.threshold) if self.threshold_mode == "rel" else best - self.threshold
-            return a < ref
-        ref = best * (1 + self.threshold) if self.threshold_mode == "rel" else best + self.threshold
-        return a > ref
+            rel = self.threshold_mode == "rel"
+            return a < (best * (1 - self.threshold) if rel else best - self.threshold)
+        rel = self.threshold_mode == "rel"
+        return a > (best * (1 + self.threshold) if rel else best + self.threshold)
 
     def step(self, metric):
         current = float(metric)

@@ -37,7 +37,8 @@ class Arena:
         dtypes = {p.dtype.newbyteorder("=") for p in params}
         if dtype is None:
             if len(dtypes) != 1:
-                raise TypeError(f"Arena arrays must share one dtype, got {sorted(map(str, dtypes))}")
+                raise TypeError("Arena arrays must share one dtype, got "
+                                f"{sorted(map(str, dtypes))}")
             dtype = dtypes.pop()
         dtype = np.dtype(dtype)
         if dtype not in _validate.FLOAT_DTYPES:
