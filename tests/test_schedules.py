@@ -80,12 +80,17 @@ def test_one_cycle_matches_torch(kw, opt_name):
     _compare(ours, theirs, o, t, n=N, keys=("lr", key))
 
 
-def test_reduce_on_plateau_matches_torch():
+@pytest.mark.parametrize("mode,threshold_mode", [("min", "rel"), ("max", "abs")])
+def test_reduce_on_plateau_matches_torch(mode, threshold_mode):
     o, t = _pair()
-    ours = S.ReduceLROnPlateau(o, factor=0.5, patience=2, cooldown=1, min_lr=0.004)
-    theirs = L.ReduceLROnPlateau(t, factor=0.5, patience=2, cooldown=1, min_lr=0.004)
+    kw = dict(mode=mode, threshold_mode=threshold_mode, factor=0.5, patience=2, cooldown=1,
+              min_lr=0.004, threshold=1e-3)
+    ours = S.ReduceLROnPlateau(o, **kw)
+    theirs = L.ReduceLROnPlateau(t, **kw)
     rng = np.random.default_rng(0)
     metrics = np.concatenate([np.linspace(1, 0.5, 10), 0.5 + rng.random(40) * 0.1])
+    if mode == "max":
+        metrics = -metrics
     for m in metrics:
         ours.step(m)
         theirs.step(m)
