@@ -143,3 +143,53 @@ def test_fused_clipping_matches_torch_clip_then_step():
         topt.step()
     for p, tp in zip(params, tparams):
         assert_close(p, tp.detach().numpy(), dtype)
+
+
+hypothesis = pytest.importorskip("hypothesis")
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+_unit = st.floats(0.0, 0.999)
+
+
+@settings(max_examples=25, deadline=None)
+@given(lr=st.floats(1e-4, 0.5), betas=st.tuples(_unit, _unit), eps=st.floats(1e-10, 1e-2),
+       wd=st.sampled_from([0.0, 1e-3, 0.5]), amsgrad=st.booleans(), maximize=st.booleans(),
+       decoupled=st.booleans(), seed=st.integers(0, 2**16))
+def test_adam_random_hyperparameters_match_torch(lr, betas, eps, wd, amsgrad, maximize,
+                                                decoupled, seed):
+    params, grads = _problem(np.float64, seed=seed, steps=10)
+    tparams = [torch.tensor(p.copy()) for p in params]
+    name = "AdamW" if decoupled else "Adam"
+    kw = dict(lr=lr, betas=betas, eps=eps, weight_decay=wd, amsgrad=amsgrad, maximize=maximize)
+    opt = getattr(fo, name)(params, **kw)
+    topt = getattr(torch.optim, name)(tparams, **kw, foreach=False)
+    for gs in grads:
+        opt.step(gs)
+        for tp, g in zip(tparams, gs):
+            tp.grad = torch.from_numpy(g.copy())
+        topt.step()
+    for p, tp in zip(params, tparams):
+        assert_close(p, tp.numpy(), np.float64)
+
+
+@settings(max_examples=25, deadline=None)
+@given(lr=st.floats(1e-4, 0.5), momentum=st.sampled_from([0.0, 0.3, 0.9]),
+       dampening=st.sampled_from([0.0, 0.5]), nesterov=st.booleans(),
+       wd=st.sampled_from([0.0, 1e-2]), maximize=st.booleans(), seed=st.integers(0, 2**16))
+def test_sgd_random_hyperparameters_match_torch(lr, momentum, dampening, nesterov, wd,
+                                               maximize, seed):
+    if nesterov and (momentum == 0 or dampening != 0):
+        nesterov = False
+    params, grads = _problem(np.float64, seed=seed, steps=10)
+    tparams = [torch.tensor(p.copy()) for p in params]
+    kw = dict(lr=lr, momentum=momentum, dampening=dampening, nesterov=nesterov,
+              weight_decay=wd, maximize=maximize)
+    opt = fo.SGD(params, **kw)
+    topt = torch.optim.SGD(tparams, **kw, foreach=False)
+    for gs in grads:
+        opt.step(gs)
+        for tp, g in zip(tparams, gs):
+            tp.grad = torch.from_numpy(g.copy())
+        topt.step()
+    for p, tp in zip(params, tparams):
+        assert_close(p, tp.numpy(), np.float64)
