@@ -193,3 +193,32 @@ def test_sgd_random_hyperparameters_match_torch(lr, momentum, dampening, nestero
         topt.step()
     for p, tp in zip(params, tparams):
         assert_close(p, tp.numpy(), np.float64)
+
+
+@settings(max_examples=25, deadline=None)
+@given(lr=st.floats(1e-4, 0.1), alpha=_unit, eps=st.floats(1e-10, 1e-2),
+       momentum=st.sampled_from([0.0, 0.5]), centered=st.booleans(),
+       wd=st.sampled_from([0.0, 1e-2]), lr_decay=st.sampled_from([0.0, 0.1]),
+       seed=st.integers(0, 2**16))
+def test_rmsprop_adagrad_random_hyperparameters_match_torch(lr, alpha, eps, momentum, centered,
+                                                            wd, lr_decay, seed):
+    if centered:
+        # centered with alpha near 0 computes var = g^2 - g^2: pure rounding noise (PyTorch
+        # fuses it with an FMA, we do not), ill-conditioned for any implementation
+        alpha = max(alpha, 0.5)
+    params, grads = _problem(np.float64, seed=seed, steps=10)
+    cases = [("RMSprop", dict(lr=lr, alpha=alpha, eps=eps, momentum=momentum,
+                              centered=centered, weight_decay=wd)),
+             ("Adagrad", dict(lr=lr, lr_decay=lr_decay, eps=eps, weight_decay=wd))]
+    for name, kw in cases:
+        ps = [p.copy() for p in params]
+        tparams = [torch.tensor(p.copy()) for p in params]
+        opt = getattr(fo, name)(ps, **kw)
+        topt = getattr(torch.optim, name)(tparams, **kw, foreach=False)
+        for gs in grads:
+            opt.step(gs)
+            for tp, g in zip(tparams, gs):
+                tp.grad = torch.from_numpy(g.copy())
+            topt.step()
+        for p, tp in zip(ps, tparams):
+            assert_close(p, tp.numpy(), np.float64)
