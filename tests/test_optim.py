@@ -501,3 +501,13 @@ def test_empty_and_scalar_params(backend):
                      np.ones((0, 3), np.float32)])
     assert ps[1].shape == () and ps[1] == pytest.approx(1.9)
     assert fo.clip_grad_norm([np.zeros(0)], 1.0) == 0.0
+
+
+def test_numpy_scalar_hyperparameters():
+    """np.float32 / np.float64 option values behave like Python floats."""
+    a, b = np.ones(5, np.float32), np.ones(5, np.float32)
+    g = np.linspace(-1, 1, 5).astype(np.float32)
+    fo.RMSprop([a], lr=np.float32(0.01), momentum=np.float64(0.9),
+               weight_decay=np.float32(0.1)).step([g])
+    fo.RMSprop([b], lr=0.01, momentum=0.9, weight_decay=float(np.float32(0.1))).step([g])
+    np.testing.assert_array_equal(a, b)

@@ -285,7 +285,9 @@ class Optimizer:
                 key = (self._advance(st, group), p.dtype)
                 sc = memo.get(key)
                 if sc is None:
-                    sc = memo[key] = self._scalars(group, key[0], p.dtype.type, gs)
+                    name, flags, scalars = self._scalars(group, key[0], p.dtype.type, gs)
+                    # plain bools: the flags key the compiled variants (and Numba's cache)
+                    sc = memo[key] = (name, tuple(bool(f) for f in flags), scalars)
                 name, flags, scalars = sc
                 arrays = self._arrays(p, flat[i], st, flags)
                 if native:
