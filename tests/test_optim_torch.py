@@ -222,3 +222,31 @@ def test_rmsprop_adagrad_random_hyperparameters_match_torch(lr, alpha, eps, mome
             topt.step()
         for p, tp in zip(ps, tparams):
             assert_close(p, tp.numpy(), np.float64)
+
+
+@pytest.mark.parametrize("name,kw", [
+    ("Adam", dict(lr=0.01, amsgrad=True)), ("AdamW", dict(lr=0.01)),
+    ("SGD", dict(lr=0.05, momentum=0.9, nesterov=True)),
+    ("RMSprop", dict(lr=0.01, centered=True, momentum=0.5)), ("Adagrad", dict(lr=0.1)),
+    ("NAdam", dict(lr=0.01)), ("Adamax", dict(lr=0.01)),
+])
+def test_load_torch_state_dict_and_continue(name, kw):
+    """Train 5 steps in torch, hand the state to fastloss, continue both."""
+    params, grads = _problem(np.float64, seed=7, steps=10)
+    tparams = [torch.tensor(p.copy()) for p in params]
+    topt = getattr(torch.optim, name)(tparams, **kw, foreach=False)
+    for gs in grads[:5]:
+        for tp, g in zip(tparams, gs):
+            tp.grad = torch.from_numpy(g.copy())
+        topt.step()
+    ours = [tp.numpy().copy() for tp in tparams]
+    opt = getattr(fo, name)(ours, **kw)
+    opt.load_state_dict(topt.state_dict())
+    for gs in grads[5:]:
+        opt.step(gs)
+        for tp, g in zip(tparams, gs):
+            tp.grad = torch.from_numpy(g.copy())
+        topt.step()
+    for p, tp in zip(ours, tparams):
+        assert_close(p, tp.numpy(), np.float64)
+    assert "foreach" not in opt.state_dict()["param_groups"][0]

@@ -88,6 +88,11 @@ def lerp_weights(beta, dt):
 
 # ---------------------------------------------------------------------------
 
+# group keys of a torch.optim state_dict that mean nothing here (dropped on load)
+_TORCH_ONLY = frozenset({"foreach", "fused", "capturable", "differentiable",
+                         "decoupled_weight_decay"})
+
+
 class Optimizer:
     """Base class: ``Name(params, lr=..., **options)``; ``opt.step(grads)``.
 
@@ -325,7 +330,10 @@ class Optimizer:
 
     def load_state_dict(self, state_dict: Mapping) -> None:
         """Restore a ``state_dict()``: same groups and sizes; buffers are copied and cast
-        to their parameter's dtype. Everything is checked before anything changes."""
+        to their parameter's dtype. Everything is checked before anything changes.
+
+        A ``torch.optim`` state_dict of the same optimizer loads too (tensors are
+        converted; PyTorch-only group keys such as ``foreach`` are dropped)."""
         groups = state_dict["param_groups"]
         if len(groups) != len(self.param_groups):
             raise ValueError(f"state_dict has {len(groups)} param groups, "
@@ -336,7 +344,12 @@ class Optimizer:
                 raise ValueError(f"param group {k} has {len(saved['params'])} params in the "
                                  f"state_dict, {len(cur['params'])} in the optimizer")
             g = {key: copy.deepcopy(v) for key, v in saved.items()
-                 if key not in ("params", "_checked")}
+                 if key not in ("params", "_checked")
+                 and (key in self._defaults or key not in _TORCH_ONLY)}
+            if isinstance(g.get("betas"), list):
+                g["betas"] = tuple(g["betas"])
+            for key in self._defaults:  # options this state_dict does not know (torch's)
+                g.setdefault(key, cur[key])
             g["params"], g["_index"] = cur["params"], cur["_index"]
             self._check_group(g)
             new_groups.append((g, dict(zip(saved["params"], cur["_index"]))))
