@@ -12,7 +12,7 @@ Values agree with ``torch.optim.lr_scheduler`` (tested value by value):
 ==========================  ===================================  =========================
 fastloss                    schedule                             PyTorch / Keras
 ==========================  ===================================  =========================
-``ConstantLR``              lr                                   (no scheduler)
+``ConstantLR``              lr * factor for t < total_iters      ``ConstantLR``
 ``StepLR``                  lr gamma^floor(t/step_size)          ``StepLR``
 ``MultiStepLR``             lr gamma^(#milestones <= t)          ``MultiStepLR``
 ``ExponentialLR``           lr gamma^t                           ``ExponentialLR``
@@ -41,7 +41,7 @@ import math
 from . import _validate
 
 __all__ = [
-    "constant", "step_decay", "multi_step", "exponential", "inverse_time", "linear",
+    "constant", "constant_factor", "step_decay", "multi_step", "exponential", "inverse_time", "linear",
     "cosine_warmup", "one_cycle",
     "LRScheduler", "ConstantLR", "StepLR", "MultiStepLR", "ExponentialLR", "InverseTimeLR",
     "LinearLR", "CosineAnnealingLR", "OneCycleLR", "ReduceLROnPlateau",
@@ -206,12 +206,20 @@ class LRScheduler:
         self._apply()
 
 
-class ConstantLR(LRScheduler):
-    """lr unchanged (for symmetry; PyTorch's ConstantLR multiplies by a factor: use
-    ``MultiStepLR`` or ``LinearLR`` for that)."""
+def constant_factor(lr, factor=1.0 / 3, total_iters=5):
+    """``lr * factor`` for ``t < total_iters``, then ``lr`` (PyTorch's ConstantLR)."""
+    lr = _lr(lr)
+    factor = _validate.real_scalar(factor, "factor", low=0.0, high=1.0)
+    total_iters = _pos_int(total_iters, "total_iters", 0)
+    return lambda t: lr * factor if t < total_iters else lr
 
-    def __init__(self, optimizer):
-        super().__init__(optimizer, constant)
+
+class ConstantLR(LRScheduler):
+    """PyTorch's ConstantLR: ``lr * factor`` for the first ``total_iters`` steps, then
+    ``lr``. ``ConstantLR(opt, factor=1.0)`` keeps the lr constant."""
+
+    def __init__(self, optimizer, factor=1.0 / 3, total_iters=5):
+        super().__init__(optimizer, lambda b: constant_factor(b, factor, total_iters))
 
 
 class StepLR(LRScheduler):

@@ -48,8 +48,11 @@ L = torch.optim.lr_scheduler
     (lambda o: S.LinearLR(o, 1.0, 0.2, 25), lambda o: L.LinearLR(o, 1.0, 0.2, 25)),
     (lambda o: S.CosineAnnealingLR(o, N, eta_min=1e-3),
      lambda o: L.CosineAnnealingLR(o, N, eta_min=1e-3)),
-    (lambda o: S.ConstantLR(o), lambda o: L.ConstantLR(o, factor=1.0)),
-], ids=["step", "multistep", "exponential", "linear-warmup", "linear-decay", "cosine", "const"])
+    (lambda o: S.ConstantLR(o, factor=1.0), lambda o: L.ConstantLR(o, factor=1.0)),
+    (lambda o: S.ConstantLR(o, 0.5, 7), lambda o: L.ConstantLR(o, 0.5, 7)),
+    (lambda o: S.ConstantLR(o), lambda o: L.ConstantLR(o)),
+], ids=["step", "multistep", "exponential", "linear-warmup", "linear-decay", "cosine", "const",
+        "const-factor", "const-default"])
 def test_schedulers_match_torch(ours, theirs):
     o, t = _pair()
     _compare(ours(o), theirs(t), o, t)
