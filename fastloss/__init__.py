@@ -37,9 +37,20 @@ from .losses import (
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name):
+    # fastloss.optim / fastloss.schedules load on first use: `import fastloss` stays
+    # cheap (Numba itself is imported only when a native optimizer is first built).
+    if name in ("optim", "schedules"):
+        import importlib
+
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'fastloss' has no attribute {name!r}")
+
+
 __all__ = [
     "__version__", "FastlossWarning", "get_backend", "set_backend", "native_available",
-    "get_num_threads", "set_num_threads", "num_threads",
+    "get_num_threads", "set_num_threads", "num_threads", "optim", "schedules",
     "mse", "sse", "mae", "l1", "huber", "smooth_l1", "quantile", "log_cosh",
     "binary_cross_entropy", "binary_cross_entropy_with_logits", "hinge", "squared_hinge",
     "ElementwiseLoss", "MSELoss", "SSELoss", "L1Loss", "MAELoss", "HuberLoss", "SmoothL1Loss",

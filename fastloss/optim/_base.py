@@ -1,0 +1,429 @@
+"""Optimizer base: param groups, validation, state_dict, step dispatch.
+
+A concrete optimizer only says what PyTorch's does: its defaults, how to
+check a group's hyper-parameters, which state buffers a parameter gets, and
+which kernel to call with which scalars (``_scalars``, ``_arrays``). Everything else
+lives here, once:
+
+* ``step(grads)`` validates *everything* (grads' count, shapes and dtypes;
+  params still writable; every group's hyper-parameters, which may have been
+  changed since the last step) before any array is touched, so a step that
+  raises leaves params and state exactly as they were;
+* optional fused global-norm clipping (``max_grad_norm``) and
+  ``skip_nonfinite`` (a step whose grads hold NaN/Inf changes nothing and
+  returns False);
+* the backend: ``'native'`` (Numba kernels, ``_kernels_numba``) or
+  ``'numpy'`` (``_reference``), same signatures, same results bit for bit.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import numbers
+from collections.abc import Iterable, Mapping
+
+import numpy as np
+
+from .. import _backend, _threads, _validate
+
+__all__ = ["Optimizer", "numba_available"]
+
+_numba_ok = None
+
+
+def numba_available() -> bool:
+    """True when Numba imports (checked once, lazily: importing it costs ~0.4 s)."""
+    global _numba_ok
+    if _numba_ok is None:
+        try:
+            import numba  # noqa: F401
+            _numba_ok = True
+        except Exception:  # pragma: no cover - numba is a hard dependency
+            _numba_ok = False
+    return _numba_ok
+
+
+_K = None
+
+
+def _kernels():
+    global _K
+    if _K is None:
+        from . import _kernels_numba
+        _K = _kernels_numba
+    return _K
+
+
+def _frozen(v):
+    """A snapshot of an option value for change detection (lists copied as tuples)."""
+    return tuple(v) if isinstance(v, list) else v
+
+
+# ---------------------------------------------------------------------------
+# hyper-parameter checks shared by the optimizers (PyTorch's ranges)
+
+def check_nonneg(group, *names):
+    for name in names:
+        _validate.real_scalar(group[name], name, low=0.0)
+
+
+def check_betas(group, n=2):
+    betas = group["betas"]
+    if not isinstance(betas, (tuple, list)) or len(betas) != n:
+        raise ValueError(f"betas must be a tuple of {n} numbers, got {betas!r}")
+    for k, b in enumerate(betas):
+        _validate.real_scalar(b, f"betas[{k}]", low=0.0, high=1.0, high_open=True)
+
+
+def check_flags(group, *names):
+    for name in names:
+        _validate.boolean(group[name], name)
+
+
+def lerp_weights(beta, dt):
+    """``(w, 1 - w, |w| < 0.5)`` for ``lerp_(x, w = 1 - beta)`` in dtype ``dt``."""
+    w = dt(1.0 - beta)
+    return w, dt(1) - w, bool(abs(w) < 0.5)
+
+
+# ---------------------------------------------------------------------------
+
+# group keys of a torch.optim state_dict that mean nothing here (dropped on load)
+_TORCH_ONLY = frozenset({"foreach", "fused", "capturable", "differentiable",
+                         "decoupled_weight_decay"})
+
+
+class Optimizer:
+    """Base class: ``Name(params, lr=..., **options)``; ``opt.step(grads)``.
+
+    ``params``: a list of float32/float64 C-contiguous writable NumPy arrays
+    (updated in place) or a list of dicts ``{'params': [...], **options}``
+    (param groups, as in PyTorch). Keyword-only extras, common to all:
+
+    * ``backend``: ``'native'`` (Numba) or ``'numpy'``; default: the global
+      setting (``fastloss.set_backend``), native when Numba imports.
+    * ``max_grad_norm``: clip the global gradient norm to this value inside
+      the step (``clip_grad_norm`` semantics, fused: grads are not modified).
+    * ``skip_nonfinite``: if any grad holds NaN/Inf, change nothing, count
+      it in ``skipped_steps`` and return False from ``step``. Without it,
+      NaN/Inf in grads propagate into params and state, as in PyTorch.
+    """
+
+    _defaults: dict = {}
+    _keras_modes = ("torch",)
+
+    def __init__(self, params, defaults: dict, *, backend=None, max_grad_norm=None,
+                 skip_nonfinite=False):
+        self.backend = _backend.resolve(backend, native_ok=numba_available()
+                                        if backend != "numpy" else None)
+        if max_grad_norm is not None:
+            max_grad_norm = _validate.real_scalar(max_grad_norm, "max_grad_norm", low=0.0,
+                                                  low_open=True)
+        self.max_grad_norm = max_grad_norm
+        self.skip_nonfinite = _validate.boolean(skip_nonfinite, "skip_nonfinite")
+        self.defaults = dict(defaults)
+        self.param_groups: list[dict] = []
+        self.state: dict[int, dict] = {}
+        self._params: list[np.ndarray] = []
+        self.skipped_steps = 0
+        self.last_grad_norm = None
+        self._dummies: dict = {}
+
+        if isinstance(params, np.ndarray) or not isinstance(params, Iterable):
+            raise TypeError("params must be a list of arrays or a list of param-group dicts, "
+                            f"got {type(params).__name__}")
+        params = list(params)
+        if not params:
+            raise ValueError("optimizer got an empty parameter list")
+        if not isinstance(params[0], Mapping):
+            params = [{"params": params}]
+        for group in params:
+            self.add_param_group(group)
+
+    # -- groups --------------------------------------------------------------
+    def add_param_group(self, group: Mapping) -> None:
+        """Add a group ``{'params': [...], **options}``; missing options take the defaults."""
+        if not isinstance(group, Mapping):
+            raise TypeError(f"a param group must be a dict, got {type(group).__name__}")
+        group = dict(group)
+        ps = group.get("params")
+        if isinstance(ps, np.ndarray):
+            ps = [ps]
+        if ps is None or not isinstance(ps, Iterable):
+            raise TypeError("a param group needs 'params': a list of arrays")
+        ps = list(ps)
+        if not ps:
+            raise ValueError("a param group has an empty 'params' list")
+        seen = {id(p) for p in self._params}
+        for k, p in enumerate(ps):
+            self._check_param(p, f"params[{len(self._params) + k}]")
+            if id(p) in seen:
+                raise ValueError("a parameter appears more than once in the param groups")
+            seen.add(id(p))
+        unknown = set(group) - set(self._defaults) - {"params"}
+        if unknown:
+            raise TypeError(f"{type(self).__name__} got unknown options {sorted(unknown)}")
+        for key, value in self.defaults.items():
+            group.setdefault(key, value)
+        self._check_group(group)
+        first = len(self._params)
+        group["params"] = ps
+        group["_index"] = list(range(first, first + len(ps)))
+        self._params.extend(ps)
+        self.param_groups.append(group)
+        for i, p in zip(group["_index"], ps):
+            self.state[i] = self._new_state(p, group)
+
+    @staticmethod
+    def _check_param(p, name):
+        if not isinstance(p, np.ndarray):
+            raise TypeError(f"{name} must be a numpy.ndarray, got {type(p).__name__}")
+        if p.dtype.newbyteorder("=") not in _validate.FLOAT_DTYPES:
+            raise TypeError(f"{name} must be float32 or float64, got dtype {p.dtype}")
+        if not p.dtype.isnative:
+            raise ValueError(f"{name} must be in native byte order")
+        if not p.flags.c_contiguous:
+            raise ValueError(f"{name} must be C-contiguous (it is updated in place)")
+        if not p.flags.writeable:
+            raise ValueError(f"{name} is read-only (it is updated in place)")
+
+    # -- hooks for subclasses ------------------------------------------------
+    def _check_group(self, group) -> None:
+        """Raise ValueError/TypeError for a bad hyper-parameter."""
+        _validate.real_scalar(group["lr"], "lr", low=0.0)
+        mode = group.get("epsilon_mode", "torch")
+        if mode not in self._keras_modes:
+            raise ValueError(f"epsilon_mode must be one of {self._keras_modes}, got {mode!r}")
+
+    def _new_state(self, p, group) -> dict:
+        return {}
+
+    def _advance(self, st, group):
+        """Advance the per-param step count; return the key the per-step scalars
+        depend on (the step; SGD: whether this is the first momentum step)."""
+        t = st["step"] = st["step"] + 1
+        return t
+
+    def _scalars(self, group, key, dt, gscale):
+        """``(kernel name, flags, scalars)`` for the step ``key``: scalars computed in
+        float64 and cast to ``dt``; flags are compile-time constants of the kernel.
+        Computed once per group, step and dtype, not per parameter."""
+        raise NotImplementedError
+
+    def _arrays(self, p, g, st, flags):
+        """The kernel's array arguments: flat views of param, grad and state buffers
+        (allocating buffers an option needs on first use)."""
+        raise NotImplementedError
+
+    def _dummy(self, dt):
+        """A 1-element buffer standing in for state an option turns off."""
+        d = self._dummies.get(dt)
+        if d is None:
+            d = self._dummies[dt] = np.zeros(1, dt)
+        return d
+
+    # -- the step --------------------------------------------------------------
+    def _check_grads(self, grads):
+        if isinstance(grads, np.ndarray) or not isinstance(grads, Iterable):
+            raise TypeError("grads must be a list of arrays, one per parameter")
+        grads = list(grads)
+        if len(grads) != len(self._params):
+            raise ValueError(f"got {len(grads)} grads for {len(self._params)} parameters")
+        flat = []
+        for i, (p, g) in enumerate(zip(self._params, grads)):
+            if type(g) is not np.ndarray and not isinstance(g, np.ndarray):
+                raise TypeError(f"grads[{i}] must be a numpy.ndarray, got {type(g).__name__}")
+            if g.dtype != p.dtype:
+                if g.dtype.newbyteorder("=") != p.dtype:
+                    raise TypeError(f"grads[{i}] has dtype {g.dtype}, its parameter has {p.dtype}")
+                g = g.astype(p.dtype)  # non-native byte order: a native copy
+            if g.shape != p.shape:
+                raise ValueError(f"grads[{i}] has shape {g.shape}, its parameter has {p.shape}")
+            pf = p.flags
+            if not pf.writeable or not pf.c_contiguous:
+                raise ValueError(f"params[{i}] became read-only or non-contiguous")
+            if np.may_share_memory(g, p):
+                raise ValueError(f"grads[{i}] shares memory with its parameter")
+            flat.append(g.reshape(-1) if g.flags.c_contiguous else np.ravel(g))
+        return flat
+
+    def step(self, grads) -> bool:
+        """One update of every parameter with ``grads`` (same order as the params).
+
+        Returns True, or False when ``skip_nonfinite`` skipped the step.
+        """
+        flat = self._check_grads(grads)
+        for group in self.param_groups:
+            # re-validate a group only when one of its options changed since last time
+            sig = tuple(_frozen(group.get(k)) for k in self._defaults)
+            if sig != group.get("_checked"):
+                self._check_group(group)
+                group["_checked"] = sig
+        native = self.backend == "native"
+        threads_set = False
+        if native:
+            K = _kernels()
+        else:
+            from . import _reference as K
+
+        gscale = 1.0
+        if native and (self.max_grad_norm is not None or self.skip_nonfinite):
+            _threads.numba_threads()
+            threads_set = True
+        if self.max_grad_norm is not None:
+            norm = _global_norm(flat, native)
+            self.last_grad_norm = norm
+            if self.skip_nonfinite and not math.isfinite(norm):
+                self.skipped_steps += 1
+                return False
+            gscale = min(1.0, self.max_grad_norm / (norm + 1e-6)) if math.isfinite(norm) \
+                else float("nan")
+        elif self.skip_nonfinite and _any_nonfinite(flat, native):
+            self.skipped_steps += 1
+            return False
+
+        for group in self.param_groups:
+            gs = -gscale if group.get("maximize", False) else gscale
+            memo = {}
+            for i, p in zip(group["_index"], group["params"]):
+                st = self.state[i]
+                key = (self._advance(st, group), p.dtype)
+                sc = memo.get(key)
+                if sc is None:
+                    name, flags, scalars = self._scalars(group, key[0], p.dtype.type, gs)
+                    # plain bools: the flags key the compiled variants (and Numba's cache)
+                    sc = memo[key] = (name, tuple(bool(f) for f in flags), scalars)
+                name, flags, scalars = sc
+                arrays = self._arrays(p, flat[i], st, flags)
+                if native:
+                    n = p.size
+                    if n >= K.PARALLEL_THRESHOLD and not threads_set:
+                        _threads.numba_threads()  # per calling thread; only for parallel kernels
+                        threads_set = True
+                    K.kernel(name, flags, n)(*arrays, *scalars)
+                else:
+                    with np.errstate(all="ignore"):  # NaN/Inf propagate silently, as native
+                        getattr(K, name)(*arrays, *scalars, *flags)
+        return True
+
+    def zero_state(self) -> None:
+        """Forget all state (step counts and buffers), as a fresh optimizer."""
+        for group in self.param_groups:
+            for i, p in zip(group["_index"], group["params"]):
+                self.state[i] = self._new_state(p, group)
+
+    # -- state_dict ------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """``{'state': {index: {name: value}}, 'param_groups': [...]}`` as in PyTorch.
+
+        Buffers are copies (the dict can be pickled or kept while training goes on).
+        """
+        groups = []
+        for g in self.param_groups:
+            d = {k: copy.deepcopy(v) for k, v in g.items()
+                 if k not in ("params", "_index", "_checked")}
+            d["params"] = list(g["_index"])
+            groups.append(d)
+        state = {i: {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in st.items()}
+                 for i, st in self.state.items()}
+        return {"state": state, "param_groups": groups}
+
+    def load_state_dict(self, state_dict: Mapping) -> None:
+        """Restore a ``state_dict()``: same groups and sizes; buffers are copied and cast
+        to their parameter's dtype. Everything is checked before anything changes.
+
+        A ``torch.optim`` state_dict of the same optimizer loads too (tensors are
+        converted; PyTorch-only group keys such as ``foreach`` are dropped)."""
+        groups = state_dict["param_groups"]
+        if len(groups) != len(self.param_groups):
+            raise ValueError(f"state_dict has {len(groups)} param groups, "
+                             f"the optimizer has {len(self.param_groups)}")
+        new_groups = []
+        for k, (saved, cur) in enumerate(zip(groups, self.param_groups)):
+            if len(saved["params"]) != len(cur["params"]):
+                raise ValueError(f"param group {k} has {len(saved['params'])} params in the "
+                                 f"state_dict, {len(cur['params'])} in the optimizer")
+            g = {key: copy.deepcopy(v) for key, v in saved.items()
+                 if key not in ("params", "_checked")
+                 and (key in self._defaults or key not in _TORCH_ONLY)}
+            if isinstance(g.get("betas"), list):
+                g["betas"] = tuple(g["betas"])
+            for key in self._defaults:  # options this state_dict does not know (torch's)
+                g.setdefault(key, cur[key])
+            g["params"], g["_index"] = cur["params"], cur["_index"]
+            self._check_group(g)
+            new_groups.append((g, dict(zip(saved["params"], cur["_index"]))))
+        saved_state = state_dict["state"]
+        new_state = {}
+        for g, mapping in new_groups:
+            for old, i in mapping.items():
+                p = self._params[i]
+                st = saved_state.get(old, saved_state.get(str(old)))
+                if st is None:
+                    new_state[i] = self._new_state(p, g)
+                    continue
+                restored = {}
+                for key, v in st.items():
+                    if v is None or isinstance(v, (bool, numbers.Number)):
+                        restored[key] = v
+                    else:
+                        a = np.asarray(v)
+                        if a.ndim == 0:
+                            restored[key] = a.item()
+                            continue
+                        if a.shape != p.shape:
+                            raise ValueError(f"state {key!r} of param {i} has shape {a.shape}, "
+                                             f"the param has {p.shape}")
+                        restored[key] = np.array(a, dtype=p.dtype, order="C", copy=True)
+                if "step" in restored:
+                    restored["step"] = int(restored["step"])
+                new_state[i] = restored
+        self.param_groups = [g for g, _ in new_groups]
+        self.state = new_state
+
+    def __repr__(self):
+        lines = [f"{type(self).__name__} (backend={self.backend!r})"]
+        for k, g in enumerate(self.param_groups):
+            opts = ", ".join(f"{key}={v!r}" for key, v in g.items()
+                             if key not in ("params", "_index", "_checked"))
+            lines.append(f"  group {k}: {len(g['params'])} params; {opts}")
+        return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------
+# global norm and non-finite check (deterministic: fixed chunks, ordered sums)
+
+def _sumsq(g, native):
+    if not native:
+        from . import _reference
+        return _reference.sumsq(g)
+    K = _kernels()
+    n = g.shape[0]
+    if n == 0:
+        return 0.0
+    parts = np.empty((n + K.CHUNK - 1) // K.CHUNK, np.float64)
+    K.kernel("sumsq_chunks", (), n)(g, parts)
+    s = 0.0
+    for x in parts.tolist():  # ordered combination
+        s += x
+    return s
+
+
+def _global_norm(flat, native) -> float:
+    return math.sqrt(sum(_sumsq(g, native) for g in flat))
+
+
+def _any_nonfinite(flat, native) -> bool:
+    if not native:
+        from . import _reference
+        return any(_reference.nonfinite(g) for g in flat)
+    K = _kernels()
+    for g in flat:
+        n = g.shape[0]
+        if n == 0:
+            continue
+        out = np.empty((n + K.CHUNK - 1) // K.CHUNK, np.int8)
+        K.kernel("nonfinite_chunks", (), n)(g, out)
+        if out.any():
+            return True
+    return False
