@@ -5,6 +5,16 @@ optimizer updates as Numba kernels; NumPy is the reference and the fallback.
 """
 from ._backend import FastlossWarning, get_backend, native_available, set_backend
 from ._threads import get_num_threads, num_threads, set_num_threads
+from .classification import (
+    categorical_cross_entropy,
+    cross_entropy,
+    log_softmax,
+    log_softmax_backward,
+    multi_margin,
+    nll_loss,
+    softmax,
+    softmax_backward,
+)
 from .losses import (
     binary_cross_entropy,
     binary_cross_entropy_with_logits,
@@ -27,4 +37,6 @@ __all__ = [
     "get_num_threads", "set_num_threads", "num_threads",
     "mse", "sse", "mae", "l1", "huber", "smooth_l1", "quantile", "log_cosh",
     "binary_cross_entropy", "binary_cross_entropy_with_logits", "hinge", "squared_hinge",
+    "softmax", "log_softmax", "softmax_backward", "log_softmax_backward", "cross_entropy",
+    "nll_loss", "categorical_cross_entropy", "multi_margin",
 ]

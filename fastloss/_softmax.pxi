@@ -1,0 +1,624 @@
+# Softmax, log-softmax and the cross-entropy family (included by _kernels.pyx).
+#
+# Rows of C classes are cut into fixed chunks of SM_CHUNK classes. Every
+# kernel works in the same three steps, whatever the thread count:
+#
+#   A. per (row, chunk): chunk max m_k, s_k = sum exp(z - m_k) (stored as
+#      e = exp(z - m_k) in the output row when a gradient is wanted), plus the
+#      sums the loss needs (sum z, sum w z, sum of target weights...);
+#   C. per row: m = max_k m_k, s = sum_k s_k exp(m_k - m), lse = m + log s,
+#      the row loss and the gradient coefficients (all in double);
+#   B. per (row, chunk): the gradient  g = e * K exp(m_k - m) - a_c.
+#
+# Rows are spread over threads (static schedule); when there are few rows and
+# many chunks the (row, chunk) items of A and B are spread instead (two
+# parallel phases). The chunking depends only on C, and every sum runs in a
+# fixed order over SM_LANES independent partial accumulators, so results are
+# bitwise identical for any thread count and either schedule.
+#
+# Sums over a row accumulate in double (float32 inputs too): the float32 loss
+# stays within 1e-6 relative of a float64 reference.
+
+from libc.math cimport log as _c_log, exp as _c_exp, tanh as _c_tanh, tanhf as _c_tanhf
+
+ctypedef fused label_t:
+    cnp.int32_t
+    cnp.int64_t
+
+cdef enum:
+    SM_CHUNK = 8192         # classes per chunk (fixed: results never depend on threads)
+    SM_PAR_MIN = 32768      # below this many logits run serially
+    SM_SPLIT_ROWS = 4       # split rows into chunks across threads when N < this x threads
+    SM_ST = 4               # doubles of statistics per (row, chunk)
+    SM_CF = 6               # doubles of coefficients per row
+
+
+# --- row primitives: simple counted loops, SM_LANES=16 partial accumulators --
+
+cdef inline floating _sm_tanh(floating x) noexcept nogil:
+    # libm for now; switch to the vectorised vtanh of _vmath.h when it lands
+    if floating is float:
+        return _c_tanhf(x)
+    else:
+        return _c_tanh(x)
+
+
+cdef inline floating _sm_max(const floating* z, Py_ssize_t n) noexcept nogil:
+    """max over z (NaN is skipped here; the exp sum carries it)."""
+    cdef floating acc[16]
+    cdef floating x
+    cdef Py_ssize_t i = 0, l
+    for l in range(16):
+        acc[l] = -INFINITY
+    while i + 16 <= n:
+        for l in range(16):
+            x = z[i + l]
+            acc[l] = x if x > acc[l] else acc[l]
+        i += 16
+    l = 0
+    while i < n:
+        x = z[i]
+        acc[l] = x if x > acc[l] else acc[l]
+        i += 1
+        l += 1
+    for l in range(8):
+        acc[l] = acc[l + 8] if acc[l + 8] > acc[l] else acc[l]
+    for l in range(4):
+        acc[l] = acc[l + 4] if acc[l + 4] > acc[l] else acc[l]
+    for l in range(2):
+        acc[l] = acc[l + 2] if acc[l + 2] > acc[l] else acc[l]
+    return acc[1] if acc[1] > acc[0] else acc[0]
+
+
+cdef inline double _sm_fold(double* acc) noexcept nogil:
+    """Fixed-order pairwise combination of 16 partial sums."""
+    cdef Py_ssize_t l
+    for l in range(8):
+        acc[l] = acc[l] + acc[l + 8]
+    for l in range(4):
+        acc[l] = acc[l] + acc[l + 4]
+    return (acc[0] + acc[2]) + (acc[1] + acc[3])
+
+
+cdef inline double _sm_sumexp(const floating* z, floating* store, Py_ssize_t n,
+                              floating m) noexcept nogil:
+    """sum exp(z - m) in double; stores e = exp(z - m) when store != NULL
+    (store may alias z)."""
+    cdef double acc[16]
+    cdef floating e
+    cdef Py_ssize_t i = 0, l
+    for l in range(16):
+        acc[l] = 0.0
+    if store != NULL:
+        while i + 16 <= n:
+            for l in range(16):
+                e = vexp(z[i + l] - m)
+                store[i + l] = e
+                acc[l] += e
+            i += 16
+        l = 0
+        while i < n:
+            e = vexp(z[i] - m)
+            store[i] = e
+            acc[l] += e
+            i += 1
+            l += 1
+    else:
+        while i + 16 <= n:
+            for l in range(16):
+                acc[l] += vexp(z[i + l] - m)
+            i += 16
+        l = 0
+        while i < n:
+            acc[l] += vexp(z[i] - m)
+            i += 1
+            l += 1
+    return _sm_fold(acc)
+
+
+cdef inline double _sm_masked(const floating* z, floating* store, Py_ssize_t n) noexcept nogil:
+    """A chunk whose max is -inf holds only -inf and NaN: e = 0 or NaN."""
+    cdef double s = 0.0
+    cdef floating e
+    cdef Py_ssize_t i
+    for i in range(n):
+        e = <floating>0 if z[i] == -INFINITY else z[i]
+        if store != NULL:
+            store[i] = e
+        s += e
+    return s
+
+
+cdef inline double _sm_sum(const floating* z, const floating* w, Py_ssize_t n) noexcept nogil:
+    """sum z (w == NULL) or sum w z, in double."""
+    cdef double acc[16]
+    cdef Py_ssize_t i = 0, l
+    for l in range(16):
+        acc[l] = 0.0
+    if w == NULL:
+        while i + 16 <= n:
+            for l in range(16):
+                acc[l] += z[i + l]
+            i += 16
+        l = 0
+        while i < n:
+            acc[l] += z[i]
+            i += 1
+            l += 1
+    else:
+        while i + 16 <= n:
+            for l in range(16):
+                acc[l] += <double>w[i + l] * <double>z[i + l]
+            i += 16
+        l = 0
+        while i < n:
+            acc[l] += <double>w[i] * <double>z[i]
+            i += 1
+            l += 1
+    return _sm_fold(acc)
+
+
+cdef inline void _sm_soft_sums(const floating* z, const floating* t, const floating* w,
+                               Py_ssize_t n, double keep, double spread,
+                               double* a_sum, double* az_sum) noexcept nogil:
+    """a_c = w_c (t_c keep + spread): a_sum += sum a, az_sum += sum a z (double)."""
+    cdef double acc[16]
+    cdef double acz[16]
+    cdef double a
+    cdef Py_ssize_t i, l
+    for l in range(16):
+        acc[l] = 0.0
+        acz[l] = 0.0
+    for i in range(n):
+        l = i & 15
+        a = <double>t[i] * keep + spread
+        if w != NULL:
+            a = a * <double>w[i]
+        acc[l] += a
+        acz[l] += a * <double>z[i]
+    a_sum[0] = _sm_fold(acc)
+    az_sum[0] = _sm_fold(acz)
+
+
+cdef inline void _sm_cap(const floating* z, floating* out, Py_ssize_t n, floating cap) noexcept nogil:
+    """Soft-capping: out = cap tanh(z / cap)."""
+    cdef Py_ssize_t i
+    for i in range(n):
+        out[i] = cap * _sm_tanh(z[i] / cap)
+
+
+# --- cross-entropy: the three steps ------------------------------------------
+
+cdef struct SmConf:
+    Py_ssize_t N
+    Py_ssize_t C
+    Py_ssize_t nchunks
+    long long ignore
+    double eps          # label smoothing
+    double zl           # z-loss coefficient
+    double cap          # soft-cap (0: none)
+    double sce          # gradient scale of the cross-entropy part
+    double sz           # gradient scale of the z-loss part
+    double W            # sum of class weights (C without weights)
+    bint soft           # class-probability targets
+    bint want_grad
+
+
+cdef inline bint _ce_ignored(const SmConf* cf, const label_t* lab, Py_ssize_t i) noexcept nogil:
+    return (not cf.soft) and lab[i] == cf.ignore
+
+
+cdef void _ce_A(const SmConf* cf, Py_ssize_t i, Py_ssize_t k, const floating* z,
+                const label_t* lab, const floating* t, const floating* w, floating* g,
+                floating* scratch, double* st, double* zy) noexcept nogil:
+    """Step A for (row i, chunk k): statistics, and e (or capped logits) into g."""
+    cdef Py_ssize_t C = cf.C
+    cdef Py_ssize_t off = k * SM_CHUNK
+    cdef Py_ssize_t n = C - off if C - off < SM_CHUNK else SM_CHUNK
+    cdef const floating* src = z + i * C + off
+    cdef floating* work = NULL
+    cdef double* s4 = st + (i * cf.nchunks + k) * SM_ST
+    cdef floating mk
+    cdef double sk, az = 0.0, asum = 0.0
+    cdef Py_ssize_t y
+    cdef bint store_e
+    if _ce_ignored(cf, lab, i):
+        return
+    if g != NULL:
+        work = g + i * C + off
+    elif cf.cap > 0:
+        work = scratch
+    if cf.cap > 0:
+        _sm_cap(src, work, n, <floating>cf.cap)
+        src = work
+    store_e = g != NULL and not (cf.cap > 0)
+    mk = _sm_max(src, n)
+    if cf.soft:
+        _sm_soft_sums(src, t + i * C + off, NULL if w == NULL else w + off, n,
+                      1.0 - cf.eps, cf.eps / C, &asum, &az)
+    else:
+        y = <Py_ssize_t>lab[i]
+        if off <= y < off + n:
+            zy[i] = src[y - off]
+        if cf.eps > 0:
+            az = _sm_sum(src, NULL if w == NULL else w + off, n)
+    if mk == -INFINITY:
+        sk = _sm_masked(src, work if store_e else NULL, n)
+    else:
+        sk = _sm_sumexp(src, work if store_e else NULL, n, mk)
+    s4[0] = mk
+    s4[1] = sk
+    s4[2] = az
+    s4[3] = asum
+
+
+cdef void _ce_C(const SmConf* cf, Py_ssize_t i, const label_t* lab, const floating* w,
+                const floating* go, const double* st, const double* zy, double* cfs,
+                double* rl) noexcept nogil:
+    """Step C for row i: combine the chunks, row loss, gradient coefficients."""
+    cdef const double* s4 = st + i * cf.nchunks * SM_ST
+    cdef double* cr = cfs + i * SM_CF
+    cdef double m = -INFINITY, s = 0.0, az = 0.0, A = 0.0, ls, lse, loss, wy = 1.0, r, sce
+    cdef Py_ssize_t k
+    cdef double C = <double>cf.C
+    if _ce_ignored(cf, lab, i):
+        rl[i] = 0.0
+        return
+    for k in range(cf.nchunks):
+        m = s4[k * SM_ST] if s4[k * SM_ST] > m else m
+    for k in range(cf.nchunks):
+        s = s + s4[k * SM_ST + 1] * _c_exp(s4[k * SM_ST] - m)
+        az = az + s4[k * SM_ST + 2]
+        A = A + s4[k * SM_ST + 3]
+    ls = _c_log(s)
+    lse = m + ls
+    if cf.soft:
+        loss = A * lse - az
+    else:
+        if w != NULL:
+            wy = <double>w[<Py_ssize_t>lab[i]]
+        loss = (1.0 - cf.eps) * wy * ((m - zy[i]) + ls)
+        if cf.eps > 0:
+            loss = loss + cf.eps / C * (cf.W * lse - az)
+        A = (1.0 - cf.eps) * wy + cf.eps / C * cf.W
+    if cf.zl != 0:
+        loss = loss + cf.zl * lse * lse
+    rl[i] = loss
+    if cf.want_grad:
+        r = 1.0 if go == NULL else <double>go[i]
+        sce = r * cf.sce
+        cr[0] = m
+        cr[1] = (sce * A + r * cf.sz * 2.0 * cf.zl * lse) / s    # K: multiplies exp(z - m)
+        cr[2] = sce * cf.eps / C                                # B0: spread part of a_c / w_c
+        cr[3] = sce * (1.0 - cf.eps)                            # B1: soft targets, x t_c w_c
+        cr[4] = sce * (1.0 - cf.eps) * wy                       # target correction (index)
+
+
+cdef void _ce_B(const SmConf* cf, Py_ssize_t i, Py_ssize_t k, const label_t* lab,
+                const floating* t, const floating* w, floating* g, const double* st,
+                const double* cfs) noexcept nogil:
+    """Step B for (row i, chunk k): g = e K exp(m_k - m) - w_c (t_c B1 + B0)."""
+    cdef Py_ssize_t C = cf.C
+    cdef Py_ssize_t off = k * SM_CHUNK
+    cdef Py_ssize_t n = C - off if C - off < SM_CHUNK else SM_CHUNK
+    cdef floating* gr = g + i * C + off
+    cdef const double* cr = cfs + i * SM_CF
+    cdef double mk = st[(i * cf.nchunks + k) * SM_ST]
+    cdef floating Kk, B0, B1, cap, e, zc, d, mkf
+    cdef const floating* tr
+    cdef const floating* wr
+    cdef Py_ssize_t c
+    if _ce_ignored(cf, lab, i):
+        for c in range(n):
+            gr[c] = 0
+        return
+    Kk = <floating>(cr[1] * _c_exp(mk - cr[0]))
+    B0 = <floating>cr[2]
+    B1 = <floating>cr[3]
+    wr = NULL if w == NULL else w + off
+    tr = NULL if t == NULL else t + i * C + off
+    if cf.cap > 0:
+        # gr holds the capped logits; d(cap tanh(z/cap))/dz = 1 - (zc/cap)^2
+        cap = <floating>cf.cap
+        mkf = <floating>mk
+        for c in range(n):
+            zc = gr[c]
+            e = vexp(zc - mkf) * Kk
+            if tr != NULL:
+                e = e - (tr[c] * B1 + B0) * (<floating>1 if wr == NULL else wr[c])
+            elif wr != NULL:
+                e = e - wr[c] * B0
+            else:
+                e = e - B0
+            d = zc / cap
+            gr[c] = e * (<floating>1 - d * d)
+        return
+    if tr != NULL:
+        if wr == NULL:
+            for c in range(n):
+                gr[c] = gr[c] * Kk - (tr[c] * B1 + B0)
+        else:
+            for c in range(n):
+                gr[c] = gr[c] * Kk - wr[c] * (tr[c] * B1 + B0)
+    elif cf.eps == 0:
+        for c in range(n):
+            gr[c] = gr[c] * Kk
+    elif wr == NULL:
+        for c in range(n):
+            gr[c] = gr[c] * Kk - B0
+    else:
+        for c in range(n):
+            gr[c] = gr[c] * Kk - wr[c] * B0
+
+
+cdef inline void _ce_target(const SmConf* cf, Py_ssize_t i, const label_t* lab, floating* g,
+                            const double* zy, const double* cfs) noexcept nogil:
+    """Index targets: subtract the target class's coefficient from its gradient."""
+    cdef Py_ssize_t y
+    cdef double f = 1.0, d
+    if cf.soft or _ce_ignored(cf, lab, i):
+        return
+    y = <Py_ssize_t>lab[i]
+    if cf.cap > 0:
+        d = zy[i] / cf.cap
+        f = 1.0 - d * d
+    g[i * cf.C + y] = g[i * cf.C + y] - <floating>(cfs[i * SM_CF + 4] * f)
+
+
+def ce_check_labels(const label_t[::1] labels, Py_ssize_t C, long long ignore_index,
+                    const double[::1] weight):
+    """Scan class-index targets before any logit is read.
+
+    Returns (position of the first label outside [0, C) that is not
+    ignore_index or -1, number of non-ignored labels, sum of weight[label]
+    over them in double, or the count without weight).
+    """
+    cdef Py_ssize_t n = labels.shape[0], i, bad = -1, count = 0
+    cdef long long y
+    cdef double wsum = 0.0
+    cdef bint has_w = weight is not None
+    with nogil:
+        for i in range(n):
+            y = labels[i]
+            if y == ignore_index:
+                continue
+            if y < 0 or y >= C:
+                bad = i
+                break
+            count += 1
+            if has_w:
+                wsum += weight[y]
+    if not has_w:
+        wsum = <double>count
+    return bad, count, wsum
+
+
+def cross_entropy(const floating[:, ::1] logits, const label_t[::1] labels,
+                  const floating[:, ::1] target_prob, const floating[::1] weight,
+                  const floating[::1] grad_output, floating[:, ::1] grad, double[::1] row_loss,
+                  long long ignore_index, double label_smoothing, double z_loss, double softcap,
+                  double grad_scale, double z_grad_scale, double weight_sum, int num_threads):
+    """Fused cross-entropy over validated rows; returns sum(row_loss) in double.
+
+    logits (N, C); labels (N,) class indices (index mode) or target_prob
+    (N, C) class probabilities (soft mode: labels is then an empty array);
+    weight (C,) or None; grad_output (N,) per-row upstream gradient or None;
+    grad (N, C) output or None (loss only) -- it may be ``logits`` itself.
+    Row loss (index mode, a_c = (1 - eps) w_y [c = y] + eps/C w_c; soft mode,
+    a_c = w_c ((1 - eps) t_c + eps/C)):
+        l = sum_c a_c (lse - z_c) + z_loss lse^2,    lse = logsumexp(z)
+    gradient (per row, r = grad_output):
+        g_c = r (grad_scale (A p_c - a_c) + z_grad_scale 2 z_loss lse p_c),  A = sum_c a_c
+    With softcap > 0, z is first replaced by softcap tanh(z / softcap) and
+    g is multiplied by its derivative.
+    """
+    cdef SmConf cf
+    cdef Py_ssize_t N = logits.shape[0], C = logits.shape[1]
+    cdef Py_ssize_t nch, items, it, i, k
+    cdef double* st
+    cdef double* cfs
+    cdef double* zy
+    cdef floating* scratch
+    cdef double total = 0.0
+    cdef int nt
+    cdef bint split
+    cdef const floating* zp
+    cdef const label_t* lp = NULL
+    cdef const floating* tp = NULL
+    cdef const floating* wp = NULL
+    cdef const floating* gop = NULL
+    cdef floating* gp = NULL
+    cdef double* rl = &row_loss[0] if N > 0 else NULL
+    if N == 0 or C == 0:
+        return 0.0
+    zp = &logits[0, 0]
+    nch = (C + SM_CHUNK - 1) // SM_CHUNK
+    cf.N = N
+    cf.C = C
+    cf.nchunks = nch
+    cf.ignore = ignore_index
+    cf.eps = label_smoothing
+    cf.zl = z_loss
+    cf.cap = softcap
+    cf.sce = grad_scale
+    cf.sz = z_grad_scale
+    cf.W = weight_sum
+    cf.soft = target_prob is not None
+    cf.want_grad = grad is not None
+    if cf.soft:
+        tp = &target_prob[0, 0]
+    else:
+        lp = &labels[0]
+    if weight is not None:
+        wp = &weight[0]
+    if grad_output is not None:
+        gop = &grad_output[0]
+    if grad is not None:
+        gp = &grad[0, 0]
+    items = N * nch
+    st = <double*>malloc(items * SM_ST * sizeof(double))
+    cfs = <double*>malloc(N * SM_CF * sizeof(double))
+    zy = <double*>malloc(N * sizeof(double))
+    if st == NULL or cfs == NULL or zy == NULL:
+        free(st)
+        free(cfs)
+        free(zy)
+        raise MemoryError()
+    nt = num_threads if N * C >= SM_PAR_MIN else 1
+    split = nt > 1 and nch > 1 and N < SM_SPLIT_ROWS * nt
+    with nogil:
+        if split:
+            # few long rows: (row, chunk) items across threads, in two phases
+            with parallel(num_threads=nt):
+                scratch = <floating*>malloc(SM_CHUNK * sizeof(floating)) if cf.cap > 0 else NULL
+                for it in prange(items, schedule="static"):
+                    _ce_A(&cf, it // nch, it % nch, zp, lp, tp, wp, gp, scratch, st, zy)
+                free(scratch)
+            for i in range(N):
+                _ce_C(&cf, i, lp, wp, gop, st, zy, cfs, rl)
+            if gp != NULL:
+                for it in prange(items, schedule="static", num_threads=nt):
+                    _ce_B(&cf, it // nch, it % nch, lp, tp, wp, gp, st, cfs)
+                for i in range(N):
+                    _ce_target(&cf, i, lp, gp, zy, cfs)
+        elif nt > 1:
+            with parallel(num_threads=nt):
+                scratch = <floating*>malloc(SM_CHUNK * sizeof(floating)) if cf.cap > 0 else NULL
+                for i in prange(N, schedule="static"):
+                    for k in range(nch):
+                        _ce_A(&cf, i, k, zp, lp, tp, wp, gp, scratch, st, zy)
+                    _ce_C(&cf, i, lp, wp, gop, st, zy, cfs, rl)
+                    if gp != NULL:
+                        for k in range(nch):
+                            _ce_B(&cf, i, k, lp, tp, wp, gp, st, cfs)
+                        _ce_target(&cf, i, lp, gp, zy, cfs)
+                free(scratch)
+        else:
+            scratch = <floating*>malloc(SM_CHUNK * sizeof(floating)) if cf.cap > 0 else NULL
+            for i in range(N):
+                for k in range(nch):
+                    _ce_A(&cf, i, k, zp, lp, tp, wp, gp, scratch, st, zy)
+                _ce_C(&cf, i, lp, wp, gop, st, zy, cfs, rl)
+                if gp != NULL:
+                    for k in range(nch):
+                        _ce_B(&cf, i, k, lp, tp, wp, gp, st, cfs)
+                    _ce_target(&cf, i, lp, gp, zy, cfs)
+            free(scratch)
+        for i in range(N):
+            total += rl[i]
+    free(st)
+    free(cfs)
+    free(zy)
+    return total
+
+
+# --- softmax / log-softmax and their backward ---------------------------------
+
+cdef void _sm_row(const floating* x, floating* out, Py_ssize_t C, bint log_out) noexcept nogil:
+    """One row: out = softmax(x) or log_softmax(x), chunked exactly like the CE."""
+    cdef Py_ssize_t nch = (C + SM_CHUNK - 1) // SM_CHUNK, k, off, n, c
+    cdef floating mk
+    cdef double m = -INFINITY, s = 0.0, sk, ls
+    cdef floating f, mf, lsf
+    # pass 1: per-chunk max and sum of exp (kept in out for softmax)
+    for k in range(nch):
+        off = k * SM_CHUNK
+        n = C - off if C - off < SM_CHUNK else SM_CHUNK
+        mk = _sm_max(x + off, n)
+        m = mk if mk > m else m
+    # all chunk maxima are below m: a second, stable pass over the row
+    mf = <floating>m
+    for k in range(nch):
+        off = k * SM_CHUNK
+        n = C - off if C - off < SM_CHUNK else SM_CHUNK
+        if mf == -INFINITY:
+            sk = _sm_masked(x + off, NULL if log_out else out + off, n)
+            sk = sk * _c_exp(m - m)     # NaN: a row of -inf has no softmax
+        else:
+            sk = _sm_sumexp(x + off, NULL if log_out else out + off, n, mf)
+        s = s + sk
+    if log_out:
+        ls = _c_log(s)
+        lsf = <floating>ls
+        for c in range(C):
+            out[c] = (x[c] - mf) - lsf
+    else:
+        f = <floating>(1.0 / s)
+        for c in range(C):
+            out[c] = out[c] * f
+
+
+def softmax_rows(const floating[:, ::1] x, floating[:, ::1] out, bint log_out, int num_threads):
+    """out[i] = softmax(x[i]) (or log_softmax) for every row, max-shifted:
+    softmax_c = exp(x_c - m) / sum exp(x - m); log_softmax_c = (x_c - m) - log sum exp(x - m).
+    """
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], i
+    cdef int nt = num_threads if N * C >= SM_PAR_MIN else 1
+    if N == 0 or C == 0:
+        return
+    cdef const floating* xp = &x[0, 0]
+    cdef floating* op = &out[0, 0]
+    with nogil:
+        if nt > 1:
+            for i in prange(N, schedule="static", num_threads=nt):
+                _sm_row(xp + i * C, op + i * C, C, log_out)
+        else:
+            for i in range(N):
+                _sm_row(xp + i * C, op + i * C, C, log_out)
+
+
+cdef void _sm_back_row(const floating* y, const floating* gy, floating* gx, Py_ssize_t C,
+                       bint log_in) noexcept nogil:
+    cdef double acc[16]
+    cdef Py_ssize_t i = 0, l
+    cdef floating d
+    for l in range(16):
+        acc[l] = 0.0
+    if log_in:
+        # y = log_softmax: gx = gy - exp(y) sum(gy)
+        while i + 16 <= C:
+            for l in range(16):
+                acc[l] += gy[i + l]
+            i += 16
+        l = 0
+        while i < C:
+            acc[l] += gy[i]
+            i += 1
+            l += 1
+        d = <floating>_sm_fold(acc)
+        for i in range(C):
+            gx[i] = gy[i] - vexp(y[i]) * d
+    else:
+        # y = softmax: gx = y (gy - sum(gy y))
+        while i + 16 <= C:
+            for l in range(16):
+                acc[l] += <double>gy[i + l] * <double>y[i + l]
+            i += 16
+        l = 0
+        while i < C:
+            acc[l] += <double>gy[i] * <double>y[i]
+            i += 1
+            l += 1
+        d = <floating>_sm_fold(acc)
+        for i in range(C):
+            gx[i] = y[i] * (gy[i] - d)
+
+
+def softmax_backward_rows(const floating[:, ::1] y, const floating[:, ::1] gy,
+                          floating[:, ::1] gx, bint log_in, int num_threads):
+    """Row-wise vector-Jacobian product of softmax (log_in=False, y = softmax)
+    or log_softmax (log_in=True, y = log_softmax); gx may alias gy."""
+    cdef Py_ssize_t N = y.shape[0], C = y.shape[1], i
+    cdef int nt = num_threads if N * C >= SM_PAR_MIN else 1
+    if N == 0 or C == 0:
+        return
+    cdef const floating* yp = &y[0, 0]
+    cdef const floating* gp = &gy[0, 0]
+    cdef floating* op = &gx[0, 0]
+    with nogil:
+        if nt > 1:
+            for i in prange(N, schedule="static", num_threads=nt):
+                _sm_back_row(yp + i * C, gp + i * C, op + i * C, C, log_in)
+        else:
+            for i in range(N):
+                _sm_back_row(yp + i * C, gp + i * C, op + i * C, C, log_in)
