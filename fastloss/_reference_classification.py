@@ -46,7 +46,7 @@ def cross_entropy(z, labels=None, probs=None, *, weight=None, ignore_index=-100,
     plus z_loss lse_i^2 (lse = logsumexp of the row); z is first replaced by
     softcap tanh(z / softcap) when softcap is set. The gradient is
         r_i (grad_scale dl_ce/dz + z_grad_scale dl_z/dz)   (r = grad_output, per row)
-    Returns (row losses (M,), gradient (M, C) or None).
+    Returns (row losses (M,), gradient (M, C) or None, z-loss part of the row losses).
     """
     dt = z.dtype
     M, C = z.shape
@@ -83,10 +83,10 @@ def cross_entropy(z, labels=None, probs=None, *, weight=None, ignore_index=-100,
             a += dt.type(eps / C) * wv
         row = np.where(valid, row, 0)
         a[~valid] = 0
-    if z_loss:
-        row = row + np.where(valid, dt.type(z_loss) * lse * lse, 0)
+    zrow = np.where(valid, dt.type(z_loss) * lse * lse, 0) if z_loss else np.zeros(M, dt)
+    row = row + zrow
     if not want_grad:
-        return row.astype(dt, copy=False), None
+        return row.astype(dt, copy=False), None, zrow
     r = np.ones(M, dt) if grad_output is None else grad_output.reshape(M)
     A = np.sum(a, axis=1, keepdims=True)
     g = (A * p - a) * dt.type(grad_scale)
@@ -96,7 +96,7 @@ def cross_entropy(z, labels=None, probs=None, *, weight=None, ignore_index=-100,
     if softcap is not None:
         g = g * (1 - th * th)
     g[~valid] = 0
-    return row.astype(dt, copy=False), g.astype(dt, copy=False)
+    return row.astype(dt, copy=False), g.astype(dt, copy=False), zrow
 
 
 def nll_rows(lp, labels, *, weight=None, ignore_index=-100):

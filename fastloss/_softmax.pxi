@@ -55,12 +55,10 @@ cdef inline floating _sm_max(const floating* z, Py_ssize_t n) noexcept nogil:
             x = z[i + l]
             acc[l] = x if x > acc[l] else acc[l]
         i += 16
-    l = 0
-    while i < n:
-        x = z[i]
-        acc[l] = x if x > acc[l] else acc[l]
-        i += 1
-        l += 1
+    if i < n:   # the tail as one padded block
+        for l in range(16):
+            x = z[i + l] if i + l < n else <floating>-INFINITY
+            acc[l] = x if x > acc[l] else acc[l]
     for l in range(8):
         acc[l] = acc[l + 8] if acc[l + 8] > acc[l] else acc[l]
     for l in range(4):
@@ -85,6 +83,7 @@ cdef inline double _sm_sumexp(const floating* z, floating* store, Py_ssize_t n,
     """sum exp(z - m) in double; stores e = exp(z - m) when store != NULL
     (store may alias z)."""
     cdef double acc[16]
+    cdef floating buf[16]
     cdef floating e
     cdef Py_ssize_t i = 0, l
     for l in range(16):
@@ -96,24 +95,25 @@ cdef inline double _sm_sumexp(const floating* z, floating* store, Py_ssize_t n,
                 store[i + l] = e
                 acc[l] += e
             i += 16
-        l = 0
-        while i < n:
-            e = vexp(z[i] - m)
-            store[i] = e
-            acc[l] += e
-            i += 1
-            l += 1
     else:
         while i + 16 <= n:
             for l in range(16):
                 acc[l] += vexp(z[i + l] - m)
             i += 16
-        l = 0
-        while i < n:
-            acc[l] += vexp(z[i] - m)
-            i += 1
-            l += 1
-    return _sm_fold(acc)
+    if i < n:   # the tail as one padded block: exp(-inf) = 0
+        for l in range(16):
+            buf[l] = z[i + l] if i + l < n else <floating>-INFINITY
+        for l in range(16):
+            buf[l] = vexp(buf[l] - m)
+            acc[l] += buf[l]
+        if store != NULL:
+            for l in range(n - i):
+                store[i + l] = buf[l]
+    for l in range(8):
+        acc[l] = acc[l] + acc[l + 8]
+    for l in range(4):
+        acc[l] = acc[l] + acc[l + 4]
+    return (acc[0] + acc[2]) + (acc[1] + acc[3])
 
 
 cdef inline double _sm_masked(const floating* z, floating* store, Py_ssize_t n) noexcept nogil:
@@ -140,22 +140,22 @@ cdef inline double _sm_sum(const floating* z, const floating* w, Py_ssize_t n) n
             for l in range(16):
                 acc[l] += z[i + l]
             i += 16
-        l = 0
-        while i < n:
-            acc[l] += z[i]
-            i += 1
-            l += 1
+        if i < n:
+            for l in range(16):
+                acc[l] += z[i + l] if i + l < n else <floating>0
     else:
         while i + 16 <= n:
             for l in range(16):
                 acc[l] += <double>w[i + l] * <double>z[i + l]
             i += 16
-        l = 0
-        while i < n:
-            acc[l] += <double>w[i] * <double>z[i]
-            i += 1
-            l += 1
-    return _sm_fold(acc)
+        if i < n:
+            for l in range(16):
+                acc[l] += <double>w[i + l] * <double>z[i + l] if i + l < n else 0.0
+    for l in range(8):
+        acc[l] = acc[l] + acc[l + 8]
+    for l in range(4):
+        acc[l] = acc[l] + acc[l + 4]
+    return (acc[0] + acc[2]) + (acc[1] + acc[3])
 
 
 cdef inline void _sm_soft_sums(const floating* z, const floating* t, const floating* w,
@@ -263,14 +263,15 @@ cdef void _ce_C(const SmConf* cf, Py_ssize_t i, const label_t* lab, const floati
     cdef double C = <double>cf.C
     if _ce_ignored(cf, lab, i):
         rl[i] = 0.0
+        cr[5] = 0.0
         return
     for k in range(cf.nchunks):
         m = s4[k * SM_ST] if s4[k * SM_ST] > m else m
     for k in range(cf.nchunks):
-        s = s + s4[k * SM_ST + 1] * _c_exp(s4[k * SM_ST] - m)
+        s = s + s4[k * SM_ST + 1] * vexp(s4[k * SM_ST] - m)
         az = az + s4[k * SM_ST + 2]
         A = A + s4[k * SM_ST + 3]
-    ls = _c_log(s)
+    ls = vlog(s)
     lse = m + ls
     if cf.soft:
         loss = A * lse - az
@@ -281,8 +282,10 @@ cdef void _ce_C(const SmConf* cf, Py_ssize_t i, const label_t* lab, const floati
         if cf.eps > 0:
             loss = loss + cf.eps / C * (cf.W * lse - az)
         A = (1.0 - cf.eps) * wy + cf.eps / C * cf.W
+    cr[5] = 0.0
     if cf.zl != 0:
-        loss = loss + cf.zl * lse * lse
+        cr[5] = cf.zl * lse * lse
+        loss = loss + cr[5]
     rl[i] = loss
     if cf.want_grad:
         r = 1.0 if go == NULL else <double>go[i]
@@ -312,7 +315,7 @@ cdef void _ce_B(const SmConf* cf, Py_ssize_t i, Py_ssize_t k, const label_t* lab
         for c in range(n):
             gr[c] = 0
         return
-    Kk = <floating>(cr[1] * _c_exp(mk - cr[0]))
+    Kk = <floating>(cr[1] if cf.nchunks == 1 else cr[1] * vexp(mk - cr[0]))
     B0 = <floating>cr[2]
     B1 = <floating>cr[3]
     wr = NULL if w == NULL else w + off
@@ -398,7 +401,8 @@ def cross_entropy(const floating[:, ::1] logits, const label_t[::1] labels,
                   const floating[::1] grad_output, floating[:, ::1] grad, double[::1] row_loss,
                   long long ignore_index, double label_smoothing, double z_loss, double softcap,
                   double grad_scale, double z_grad_scale, double weight_sum, int num_threads):
-    """Fused cross-entropy over validated rows; returns sum(row_loss) in double.
+    """Fused cross-entropy over validated rows; returns (sum of row losses, sum of
+    their z-loss parts), in double, summed in row order.
 
     logits (N, C); labels (N,) class indices (index mode) or target_prob
     (N, C) class probabilities (soft mode: labels is then an empty array);
@@ -419,7 +423,7 @@ def cross_entropy(const floating[:, ::1] logits, const label_t[::1] labels,
     cdef double* cfs
     cdef double* zy
     cdef floating* scratch
-    cdef double total = 0.0
+    cdef double total = 0.0, ztotal = 0.0
     cdef int nt
     cdef bint split
     cdef const floating* zp
@@ -430,7 +434,7 @@ def cross_entropy(const floating[:, ::1] logits, const label_t[::1] labels,
     cdef floating* gp = NULL
     cdef double* rl = &row_loss[0] if N > 0 else NULL
     if N == 0 or C == 0:
-        return 0.0
+        return 0.0, 0.0
     zp = &logits[0, 0]
     nch = (C + SM_CHUNK - 1) // SM_CHUNK
     cf.N = N
@@ -506,10 +510,11 @@ def cross_entropy(const floating[:, ::1] logits, const label_t[::1] labels,
             free(scratch)
         for i in range(N):
             total += rl[i]
+            ztotal += cfs[i * SM_CF + 5]
     free(st)
     free(cfs)
     free(zy)
-    return total
+    return total, ztotal
 
 
 # --- softmax / log-softmax and their backward ---------------------------------
@@ -580,11 +585,9 @@ cdef void _sm_back_row(const floating* y, const floating* gy, floating* gx, Py_s
             for l in range(16):
                 acc[l] += gy[i + l]
             i += 16
-        l = 0
-        while i < C:
-            acc[l] += gy[i]
-            i += 1
-            l += 1
+        if i < C:
+            for l in range(16):
+                acc[l] += gy[i + l] if i + l < C else <floating>0
         d = <floating>_sm_fold(acc)
         for i in range(C):
             gx[i] = gy[i] - vexp(y[i]) * d
@@ -594,11 +597,9 @@ cdef void _sm_back_row(const floating* y, const floating* gy, floating* gx, Py_s
             for l in range(16):
                 acc[l] += <double>gy[i + l] * <double>y[i + l]
             i += 16
-        l = 0
-        while i < C:
-            acc[l] += <double>gy[i] * <double>y[i]
-            i += 1
-            l += 1
+        if i < C:
+            for l in range(16):
+                acc[l] += <double>gy[i + l] * <double>y[i + l] if i + l < C else 0.0
         d = <floating>_sm_fold(acc)
         for i in range(C):
             gx[i] = y[i] * (gy[i] - d)

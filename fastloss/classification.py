@@ -74,7 +74,7 @@ def _labels(target, name="target"):
     if t.dtype.kind in "iu":
         if t.dtype not in (np.dtype(np.int32), np.dtype(np.int64)):
             t = t.astype(np.int64)
-        return v.native_order(t)
+        return v.native_order(t).reshape(t.shape)
     if t.dtype.kind == "f":
         raise TypeError(f"{name} holds floats ({t.dtype}) where class indices are expected: "
                         "pass int32/int64 class indices, or class probabilities with the "
@@ -137,6 +137,8 @@ class _Problem:
 
 def _classification_input(logits, target, name="input", allow_probs=True):
     """Validate logits/targets of any torch layout; returns a _Problem."""
+    if np.ndim(logits) == 0:
+        raise ValueError(f"{name} must have at least one dimension (classes), got a scalar")
     x = v.float_input(logits, name)
     P = _Problem()
     P.x, P.dtype, P.shape = x, x.dtype, x.shape
@@ -151,9 +153,13 @@ def _classification_input(logits, target, name="input", allow_probs=True):
     P.loss_shape = loss_shape
     t = target if isinstance(target, np.ndarray) else np.asarray(target)
     if t.dtype.kind == "f" and allow_probs:
+        if t.shape == loss_shape:
+            raise TypeError(f"target holds floats ({t.dtype}) of shape {t.shape} where class "
+                            "indices are expected: pass int32/int64 class indices, or class "
+                            f"probabilities of the {name}' shape {x.shape}")
         if t.shape != x.shape:
             raise ValueError(f"class-probability target has shape {t.shape}, expected the "
-                             f"{name}'s shape {x.shape} (or pass int class indices of shape "
+                             f"{name}' shape {x.shape} (or pass int class indices of shape "
                              f"{loss_shape})")
         P.probs = _rows(v.float_like(t, "target", x.dtype), P.axis)
         P.labels = None
@@ -329,20 +335,27 @@ def cross_entropy(logits, target, *, weight=None, ignore_index=-100, label_smoot
     if _backend.resolve(backend) == "native":
         row_loss = np.empty(M, np.float64)
         labels = P.labels if P.labels is not None else np.empty(0, np.int64)
-        total = _backend.kernels.cross_entropy(
+        total, ztotal = _backend.kernels.cross_entropy(
             P.rows, labels, P.probs, w, go, grad_rows, row_loss, ignore_index, eps, zl,
             0.0 if cap is None else cap, float(sce), float(sz), W, _threads.get_num_threads())
     else:
         with np.errstate(all="ignore"):
-            row_loss, g = _ref.cross_entropy(
+            row_loss, g, zrow = _ref.cross_entropy(
                 P.rows, P.labels, P.probs, weight=w, ignore_index=ignore_index,
                 label_smoothing=eps, z_loss=zl, softcap=cap, grad_scale=sce, z_grad_scale=sz,
                 grad_output=go, want_grad=return_grad)
         if return_grad:
             np.copyto(grad_rows, g)
         total = float(np.sum(row_loss, dtype=np.float64))
+        ztotal = float(np.sum(zrow, dtype=np.float64))
 
-    loss = _finish(red, row_loss, P.loss_shape, dtype, total, wsum)
+    if red == "mean" and zl:
+        # the cross-entropy part is averaged over sum(w_y), the z-loss over the samples
+        with np.errstate(divide="ignore", invalid="ignore"):
+            loss = dtype.type((np.float64(total) - ztotal) / np.float64(wsum)
+                              + np.float64(ztotal) / np.float64(count))
+    else:
+        loss = _finish(red, row_loss, P.loss_shape, dtype, total, wsum)
     if not return_grad:
         return loss
     if P.x.ndim <= 2:
