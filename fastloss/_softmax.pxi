@@ -31,6 +31,8 @@ cdef enum:
     SM_SPLIT_ROWS = 4       # split rows into chunks across threads when N < this x threads
     SM_ST = 4               # doubles of statistics per (row, chunk)
     SM_CF = 6               # doubles of coefficients per row
+    SM_SMALL_C = 32         # below this many classes, step A works on blocks of rows
+    SM_ROWBLOCK = 64        # rows per block in that case
 
 
 # --- row primitives: simple counted loops, SM_LANES=16 partial accumulators --
@@ -252,6 +254,65 @@ cdef void _ce_A(const SmConf* cf, Py_ssize_t i, Py_ssize_t k, const floating* z,
     s4[3] = asum
 
 
+cdef void _ce_A_block(const SmConf* cf, Py_ssize_t i0, Py_ssize_t i1, const floating* z,
+                      const label_t* lab, const floating* t, const floating* w, floating* g,
+                      double* st, double* zy) noexcept nogil:
+    """Step A for rows [i0, i1) of few classes (C < SM_SMALL_C, no soft-cap, at most
+    SM_ROWBLOCK rows): per-row max and sums, then ONE flat exp loop over the block's
+    C (i1 - i0) contiguous values (vectorised across rows), then per-row sums.
+    Ignored rows are computed too and zeroed by step B."""
+    cdef Py_ssize_t C = cf.C, i, c, j
+    cdef const floating* zr
+    cdef floating* gr
+    cdef floating mk, x
+    cdef double* s4
+    cdef double az, asum, s0, s1
+    cdef floating buf[SM_ROWBLOCK * SM_SMALL_C]
+    cdef floating* wk = &buf[0]      # row i at wk + (i - i0) C
+    if g != NULL:
+        wk = g + i0 * C
+    for i in range(i0, i1):
+        zr = z + i * C
+        gr = wk + (i - i0) * C
+        s4 = st + i * SM_ST
+        mk = -INFINITY
+        for c in range(C):
+            x = zr[c]
+            mk = x if x > mk else mk      # NaN is skipped; the exp sum carries it
+        az = 0.0
+        asum = 0.0
+        if cf.soft:
+            _sm_soft_sums(zr, t + i * C, w, C, 1.0 - cf.eps, cf.eps / C, &asum, &az)
+        elif not _ce_ignored(cf, lab, i):
+            zy[i] = zr[<Py_ssize_t>lab[i]]
+            if cf.eps > 0:
+                az = _sm_sum(zr, w, C)
+        s4[0] = mk
+        s4[2] = az
+        s4[3] = asum
+        for c in range(C):
+            gr[c] = zr[c] - mk
+    for j in range((i1 - i0) * C):
+        wk[j] = vexp(wk[j])
+    for i in range(i0, i1):
+        gr = wk + (i - i0) * C
+        s4 = st + i * SM_ST
+        if s4[0] == -INFINITY:
+            # only -inf and NaN: e = 0 or NaN (the shifted values are NaN here)
+            for c in range(C):
+                gr[c] = <floating>0 if z[i * C + c] == -INFINITY else z[i * C + c]
+        s0 = 0.0
+        s1 = 0.0
+        c = 0
+        while c + 2 <= C:
+            s0 += gr[c]
+            s1 += gr[c + 1]
+            c += 2
+        if c < C:
+            s0 += gr[c]
+        s4[1] = s0 + s1
+
+
 cdef void _ce_C(const SmConf* cf, Py_ssize_t i, const label_t* lab, const floating* w,
                 const floating* go, const double* st, const double* zy, double* cfs,
                 double* rl) noexcept nogil:
@@ -267,10 +328,13 @@ cdef void _ce_C(const SmConf* cf, Py_ssize_t i, const label_t* lab, const floati
         return
     for k in range(cf.nchunks):
         m = s4[k * SM_ST] if s4[k * SM_ST] > m else m
-    for k in range(cf.nchunks):
-        s = s + s4[k * SM_ST + 1] * vexp(s4[k * SM_ST] - m)
-        az = az + s4[k * SM_ST + 2]
-        A = A + s4[k * SM_ST + 3]
+    if cf.nchunks == 1:
+        s, az, A = s4[1], s4[2], s4[3]
+    else:
+        for k in range(cf.nchunks):
+            s = s + s4[k * SM_ST + 1] * vexp(s4[k * SM_ST] - m)
+            az = az + s4[k * SM_ST + 2]
+            A = A + s4[k * SM_ST + 3]
     ls = vlog(s)
     lse = m + ls
     if cf.soft:
@@ -418,7 +482,7 @@ def cross_entropy(const floating[:, ::1] logits, const label_t[::1] labels,
     """
     cdef SmConf cf
     cdef Py_ssize_t N = logits.shape[0], C = logits.shape[1]
-    cdef Py_ssize_t nch, items, it, i, k
+    cdef Py_ssize_t nch, items, it, i, k, nblk, i0, i1
     cdef double* st
     cdef double* cfs
     cdef double* zy
@@ -471,7 +535,30 @@ def cross_entropy(const floating[:, ::1] logits, const label_t[::1] labels,
     nt = num_threads if N * C >= SM_PAR_MIN else 1
     split = nt > 1 and nch > 1 and N < SM_SPLIT_ROWS * nt
     with nogil:
-        if split:
+        if C < SM_SMALL_C and not (cf.cap > 0):
+            # few classes: blocks of rows, the exp vectorised across rows
+            nblk = (N + SM_ROWBLOCK - 1) // SM_ROWBLOCK
+            if nt > 1:
+                for it in prange(nblk, schedule="static", num_threads=nt):
+                    i0 = it * SM_ROWBLOCK
+                    i1 = N if N - i0 < SM_ROWBLOCK else i0 + SM_ROWBLOCK
+                    _ce_A_block(&cf, i0, i1, zp, lp, tp, wp, gp, st, zy)
+                    for i in range(i0, i1):
+                        _ce_C(&cf, i, lp, wp, gop, st, zy, cfs, rl)
+                        if gp != NULL:
+                            _ce_B(&cf, i, 0, lp, tp, wp, gp, st, cfs)
+                            _ce_target(&cf, i, lp, gp, zy, cfs)
+            else:
+                for it in range(nblk):
+                    i0 = it * SM_ROWBLOCK
+                    i1 = N if N - i0 < SM_ROWBLOCK else i0 + SM_ROWBLOCK
+                    _ce_A_block(&cf, i0, i1, zp, lp, tp, wp, gp, st, zy)
+                    for i in range(i0, i1):
+                        _ce_C(&cf, i, lp, wp, gop, st, zy, cfs, rl)
+                        if gp != NULL:
+                            _ce_B(&cf, i, 0, lp, tp, wp, gp, st, cfs)
+                            _ce_target(&cf, i, lp, gp, zy, cfs)
+        elif split:
             # few long rows: (row, chunk) items across threads, in two phases
             with parallel(num_threads=nt):
                 scratch = <floating*>malloc(SM_CHUNK * sizeof(floating)) if cf.cap > 0 else NULL
