@@ -80,42 +80,39 @@ cdef inline double _sm_fold(double* acc) noexcept nogil:
     return (acc[0] + acc[2]) + (acc[1] + acc[3])
 
 
-cdef inline double _sm_sumexp(const floating* z, floating* store, Py_ssize_t n,
-                              floating m) noexcept nogil:
-    """sum exp(z - m) in double; stores e = exp(z - m) when store != NULL
-    (store may alias z)."""
+cdef inline double _sm_lanesum(const floating* e, Py_ssize_t n) noexcept nogil:
+    """sum e in double over 16 lanes (element i in lane i % 16), folded in a fixed order."""
     cdef double acc[16]
-    cdef floating buf[16]
-    cdef floating e
     cdef Py_ssize_t i = 0, l
     for l in range(16):
         acc[l] = 0.0
-    if store != NULL:
-        while i + 16 <= n:
-            for l in range(16):
-                e = vexp(z[i + l] - m)
-                store[i + l] = e
-                acc[l] += e
-            i += 16
-    else:
-        while i + 16 <= n:
-            for l in range(16):
-                acc[l] += vexp(z[i + l] - m)
-            i += 16
-    if i < n:   # the tail as one padded block: exp(-inf) = 0
+    while i + 16 <= n:
         for l in range(16):
-            buf[l] = z[i + l] if i + l < n else <floating>-INFINITY
+            acc[l] += e[i + l]
+        i += 16
+    if i < n:
         for l in range(16):
-            buf[l] = vexp(buf[l] - m)
-            acc[l] += buf[l]
-        if store != NULL:
-            for l in range(n - i):
-                store[i + l] = buf[l]
+            acc[l] += e[i + l] if i + l < n else <floating>0
     for l in range(8):
         acc[l] = acc[l] + acc[l + 8]
     for l in range(4):
         acc[l] = acc[l] + acc[l + 4]
     return (acc[0] + acc[2]) + (acc[1] + acc[3])
+
+
+cdef inline double _sm_sumexp(const floating* z, floating* store, Py_ssize_t n,
+                              floating m) noexcept nogil:
+    """sum exp(z - m) in double; e = exp(z - m) goes to store when store != NULL
+    (store may alias z), else to a scratch chunk (n <= SM_CHUNK). One flat exp
+    loop (vectorised once vexp is), then the 16-lane sum."""
+    cdef floating buf[SM_CHUNK]
+    cdef floating* e = &buf[0]
+    cdef Py_ssize_t i
+    if store != NULL:
+        e = store
+    for i in range(n):
+        e[i] = vexp(z[i] - m)
+    return _sm_lanesum(e, n)
 
 
 cdef inline double _sm_masked(const floating* z, floating* store, Py_ssize_t n) noexcept nogil:
