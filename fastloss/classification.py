@@ -15,6 +15,7 @@ logits' shape and a float dtype.
 """
 from __future__ import annotations
 
+import math
 import numbers
 
 import numpy as np
@@ -63,17 +64,24 @@ def _put(result, out, name="out"):
 
 
 def _int_scalar(value, name):
+    if type(value) is int:
+        return value
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an integer, got {value!r}")
     return int(value)
+
+
+_INDEX_DTYPES = (np.dtype(np.int32), np.dtype(np.int64))
 
 
 def _labels(target, name="target"):
     """Class indices: int32/int64 kept, other integer dtypes cast to int64."""
     t = target if isinstance(target, np.ndarray) else np.asarray(target)
     if t.dtype.kind in "iu":
-        if t.dtype not in (np.dtype(np.int32), np.dtype(np.int64)):
+        if t.dtype not in _INDEX_DTYPES:
             t = t.astype(np.int64)
+        if t.flags.c_contiguous and t.dtype.isnative:
+            return t
         return v.native_order(t).reshape(t.shape)
     if t.dtype.kind == "f":
         raise TypeError(f"{name} holds floats ({t.dtype}) where class indices are expected: "
@@ -119,13 +127,30 @@ def _scalar_go(grad_output):
     return v.real_scalar(grad_output, "grad_output", finite=False)
 
 
+def _div(a, b):
+    """a / b with IEEE results for b == 0 (inf or nan), without numpy's errstate cost."""
+    a, b = float(a), float(b)
+    if b != 0.0:
+        return a / b
+    if a == 0.0 or math.isnan(a):
+        return math.nan
+    return math.copysign(math.inf, a) * math.copysign(1.0, b)
+
+
+def _scalar(value, name, low, high=None, low_open=False):
+    """Fast path for plain in-range Python floats/ints; real_scalar otherwise."""
+    if type(value) in (float, int) and value >= low and (high is None or value <= high) \
+            and not (low_open and value == low) and math.isfinite(value):
+        return float(value)
+    return v.real_scalar(value, name, low=low, high=high, low_open=low_open)
+
+
 def _finish(red, rows_loss, loss_shape, dtype, total, denom):
     if red == "none":
         return rows_loss.astype(dtype, copy=False).reshape(loss_shape)
     if red == "sum":
         return dtype.type(total)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return dtype.type(np.float64(total) / np.float64(denom))
+    return dtype.type(_div(total, denom))
 
 
 class _Problem:
@@ -278,9 +303,9 @@ def cross_entropy(logits, target, *, weight=None, ignore_index=-100, label_smoot
     return_grad = v.boolean(return_grad, "return_grad")
     inplace = v.boolean(inplace, "inplace")
     ignore_index = _int_scalar(ignore_index, "ignore_index")
-    eps = v.real_scalar(label_smoothing, "label_smoothing", low=0.0, high=1.0)
-    zl = v.real_scalar(z_loss, "z_loss", low=0.0)
-    cap = None if softcap is None else v.real_scalar(softcap, "softcap", low=0.0, low_open=True)
+    eps = _scalar(label_smoothing, "label_smoothing", 0.0, 1.0)
+    zl = _scalar(z_loss, "z_loss", 0.0)
+    cap = None if softcap is None else _scalar(softcap, "softcap", 0.0, low_open=True)
     if inplace:
         if not return_grad:
             raise ValueError("inplace=True writes the gradient over logits: pass return_grad=True")
@@ -314,12 +339,10 @@ def cross_entropy(logits, target, *, weight=None, ignore_index=-100, label_smoot
             raise ValueError(f"grad_output must be a scalar for reduction={red!r}")
         else:
             go = v.float_like(grad_output, "grad_output", dtype, P.loss_shape).reshape(M)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        if red == "mean":
-            sce = np.float64(go_scale) / np.float64(wsum)
-            sz = np.float64(go_scale) / np.float64(count)
-        else:
-            sce = sz = np.float64(go_scale)
+    if red == "mean":
+        sce, sz = _div(go_scale, wsum), _div(go_scale, count)
+    else:
+        sce = sz = float(go_scale)
     W = float(C) if w is None else float(np.sum(w, dtype=np.float64))
 
     # gradient buffer, as rows
@@ -351,9 +374,7 @@ def cross_entropy(logits, target, *, weight=None, ignore_index=-100, label_smoot
 
     if red == "mean" and zl:
         # the cross-entropy part is averaged over sum(w_y), the z-loss over the samples
-        with np.errstate(divide="ignore", invalid="ignore"):
-            loss = dtype.type((np.float64(total) - ztotal) / np.float64(wsum)
-                              + np.float64(ztotal) / np.float64(count))
+        loss = dtype.type(_div(total - ztotal, wsum) + _div(ztotal, count))
     else:
         loss = _finish(red, row_loss, P.loss_shape, dtype, total, wsum)
     if not return_grad:
@@ -417,8 +438,7 @@ def _row_scale(red, grad_output, P, denom):
             return v.float_like(grad_output, "grad_output", dtype, P.loss_shape).reshape(M)
         raise ValueError(f"grad_output must be a scalar for reduction={red!r}")
     go = _scalar_go(grad_output)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return dtype.type(np.float64(go) / np.float64(denom) if red == "mean" else go)
+    return dtype.type(_div(go, denom) if red == "mean" else go)
 
 
 def categorical_cross_entropy(probs, target, *, eps=1e-7, reduction="mean", return_grad=False,
