@@ -438,3 +438,22 @@ def test_reference_matches_seeds_style_formula(rng):
     row, _, _ = ref.cross_entropy(x, y)
     p = np.exp(x) / np.exp(x).sum(1, keepdims=True)
     np.testing.assert_allclose(row, -np.log(p[np.arange(5), y]), rtol=1e-13)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_kdim_none_with_grad_output_and_out(rng, backend):
+    torch = pytest.importorskip("torch")
+    x = rng.normal(size=(2, 4, 3, 5))
+    y = rng.integers(0, 4, (2, 3, 5))
+    y[1, 2, 3] = -100
+    go = rng.normal(size=(2, 3, 5))
+    out = np.empty_like(x)
+    l, g = cross_entropy(x, y, reduction="none", grad_output=go, return_grad=True, out=out,
+                         backend=backend, label_smoothing=0.05)
+    assert g is out and l.shape == (2, 3, 5)
+    xt = torch.tensor(x, requires_grad=True)
+    lt = torch.nn.functional.cross_entropy(xt, torch.tensor(y), reduction="none",
+                                           label_smoothing=0.05)
+    lt.backward(torch.tensor(go))
+    np.testing.assert_allclose(l, lt.detach().numpy(), rtol=1e-12)
+    np.testing.assert_allclose(g, xt.grad.numpy(), rtol=1e-10, atol=1e-14)
