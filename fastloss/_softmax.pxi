@@ -29,7 +29,7 @@ cdef enum:
     SM_CHUNK = 8192         # classes per chunk (fixed: results never depend on threads)
     SM_PAR_MIN = 32768      # below this many logits run serially
     SM_SPLIT_ROWS = 4       # split rows into chunks across threads when N < this x threads
-    SM_ST = 4               # doubles of statistics per (row, chunk)
+    SM_ST = 5               # doubles of statistics per (row, chunk)
     SM_CF = 6               # doubles of coefficients per row
     SM_SMALL_C = 32         # below this many classes, step A works on blocks of rows
     SM_ROWBLOCK = 64        # rows per block in that case
@@ -201,6 +201,7 @@ cdef struct SmConf:
     double W            # sum of class weights (C without weights)
     bint soft           # class-probability targets
     bint want_grad
+    bint prelog         # step A stored log(s) in slot 4 (few-class path)
 
 
 cdef inline bint _ce_ignored(const SmConf* cf, const label_t* lab, Py_ssize_t i) noexcept nogil:
@@ -308,6 +309,9 @@ cdef void _ce_A_block(const SmConf* cf, Py_ssize_t i0, Py_ssize_t i1, const floa
         if c < C:
             s0 += gr[c]
         s4[1] = s0 + s1
+    # log of the row sums, vectorised across the block's rows
+    for i in range(i0, i1):
+        st[i * SM_ST + 4] = vlog(st[i * SM_ST + 1])
 
 
 cdef void _ce_C(const SmConf* cf, Py_ssize_t i, const label_t* lab, const floating* w,
@@ -332,7 +336,7 @@ cdef void _ce_C(const SmConf* cf, Py_ssize_t i, const label_t* lab, const floati
             s = s + s4[k * SM_ST + 1] * vexp(s4[k * SM_ST] - m)
             az = az + s4[k * SM_ST + 2]
             A = A + s4[k * SM_ST + 3]
-    ls = vlog(s)
+    ls = s4[4] if cf.prelog else vlog(s)
     lse = m + ls
     if cf.soft:
         loss = A * lse - az
@@ -510,6 +514,7 @@ def cross_entropy(const floating[:, ::1] logits, const label_t[::1] labels,
     cf.W = weight_sum
     cf.soft = target_prob is not None
     cf.want_grad = grad is not None
+    cf.prelog = False
     if cf.soft:
         tp = &target_prob[0, 0]
     else:
@@ -534,6 +539,7 @@ def cross_entropy(const floating[:, ::1] logits, const label_t[::1] labels,
     with nogil:
         if C < SM_SMALL_C and not (cf.cap > 0):
             # few classes: blocks of rows, the exp vectorised across rows
+            cf.prelog = True
             nblk = (N + SM_ROWBLOCK - 1) // SM_ROWBLOCK
             if nt > 1:
                 for it in prange(nblk, schedule="static", num_threads=nt):
