@@ -45,29 +45,68 @@ cdef inline floating _sm_tanh(floating x) noexcept nogil:
         return _c_tanh(x)
 
 
+cdef extern from *:
+    """
+    /* Row maximum with 16 running maxima held in two GCC vector registers:
+     * a compare-and-select that compiles to vmaxps/blend (GCC's SLP does not
+     * pack scalar float max chains). NaN is skipped (x > a is false); the
+     * exp sum carries it. Max does not depend on the order, so the result is
+     * the same for any split of the row. Plain C fallback without GCC vectors. */
+    #include <string.h>
+    #include <math.h>
+    #if defined(__GNUC__)
+    typedef float fl_sm_v8f __attribute__((vector_size(32)));
+    typedef int fl_sm_v8i __attribute__((vector_size(32)));
+    typedef double fl_sm_v4d __attribute__((vector_size(32)));
+    typedef long long fl_sm_v4l __attribute__((vector_size(32)));
+    #define FL_SM_SEL(T, I, x, a) ({ I m_ = (x) > (a); (T)(((I)(x) & m_) | ((I)(a) & ~m_)); })
+    static inline float fl_sm_maxf(const float *z, Py_ssize_t n) {
+        fl_sm_v8f a0, a1, x0, x1; Py_ssize_t i = 0; int l; float r = -INFINITY;
+        for (l = 0; l < 8; l++) { a0[l] = -INFINITY; a1[l] = -INFINITY; }
+        for (; i + 16 <= n; i += 16) {
+            memcpy(&x0, z + i, 32); memcpy(&x1, z + i + 8, 32);
+            a0 = FL_SM_SEL(fl_sm_v8f, fl_sm_v8i, x0, a0);
+            a1 = FL_SM_SEL(fl_sm_v8f, fl_sm_v8i, x1, a1);
+        }
+        for (l = 0; l < 8; l++) { r = a0[l] > r ? a0[l] : r; r = a1[l] > r ? a1[l] : r; }
+        for (; i < n; i++) r = z[i] > r ? z[i] : r;
+        return r;
+    }
+    static inline double fl_sm_max(const double *z, Py_ssize_t n) {
+        fl_sm_v4d a0, a1, x0, x1; Py_ssize_t i = 0; int l; double r = -INFINITY;
+        for (l = 0; l < 4; l++) { a0[l] = -INFINITY; a1[l] = -INFINITY; }
+        for (; i + 8 <= n; i += 8) {
+            memcpy(&x0, z + i, 32); memcpy(&x1, z + i + 4, 32);
+            a0 = FL_SM_SEL(fl_sm_v4d, fl_sm_v4l, x0, a0);
+            a1 = FL_SM_SEL(fl_sm_v4d, fl_sm_v4l, x1, a1);
+        }
+        for (l = 0; l < 4; l++) { r = a0[l] > r ? a0[l] : r; r = a1[l] > r ? a1[l] : r; }
+        for (; i < n; i++) r = z[i] > r ? z[i] : r;
+        return r;
+    }
+    #else
+    static inline float fl_sm_maxf(const float *z, Py_ssize_t n) {
+        float r = -INFINITY; Py_ssize_t i;
+        for (i = 0; i < n; i++) r = z[i] > r ? z[i] : r;
+        return r;
+    }
+    static inline double fl_sm_max(const double *z, Py_ssize_t n) {
+        double r = -INFINITY; Py_ssize_t i;
+        for (i = 0; i < n; i++) r = z[i] > r ? z[i] : r;
+        return r;
+    }
+    #endif
+    """
+    float fl_sm_maxf(const float* z, Py_ssize_t n) nogil
+    double fl_sm_max(const double* z, Py_ssize_t n) nogil
+
+
 cdef inline floating _sm_max(const floating* z, Py_ssize_t n) noexcept nogil:
-    """max over z (NaN is skipped here; the exp sum carries it)."""
-    cdef floating acc[16]
-    cdef floating x
-    cdef Py_ssize_t i = 0, l
-    for l in range(16):
-        acc[l] = -INFINITY
-    while i + 16 <= n:
-        for l in range(16):
-            x = z[i + l]
-            acc[l] = x if x > acc[l] else acc[l]
-        i += 16
-    if i < n:   # the tail as one padded block
-        for l in range(16):
-            x = z[i + l] if i + l < n else <floating>-INFINITY
-            acc[l] = x if x > acc[l] else acc[l]
-    for l in range(8):
-        acc[l] = acc[l + 8] if acc[l + 8] > acc[l] else acc[l]
-    for l in range(4):
-        acc[l] = acc[l + 4] if acc[l + 4] > acc[l] else acc[l]
-    for l in range(2):
-        acc[l] = acc[l + 2] if acc[l + 2] > acc[l] else acc[l]
-    return acc[1] if acc[1] > acc[0] else acc[0]
+    """max over z (NaN skipped; the exp sum carries it)."""
+    if floating is float:
+        return fl_sm_maxf(z, n)
+    else:
+        return fl_sm_max(z, n)
 
 
 cdef inline double _sm_fold(double* acc) noexcept nogil:
@@ -81,23 +120,75 @@ cdef inline double _sm_fold(double* acc) noexcept nogil:
 
 
 cdef inline double _sm_lanesum(const floating* e, Py_ssize_t n) noexcept nogil:
-    """sum e in double over 16 lanes (element i in lane i % 16), folded in a fixed order."""
-    cdef double acc[16]
-    cdef Py_ssize_t i = 0, l
-    for l in range(16):
-        acc[l] = 0.0
+    """sum e in double over 16 lanes (element i in lane i % 16), folded in a
+    fixed order: deterministic, and SLP-vectorised (no -ffast-math needed)."""
+    cdef double d0, d1, d2, d3, d4, d5, d6, d7, d8, d9, d10, d11, d12, d13, d14, d15
+    cdef Py_ssize_t i = 0
+    d0, d1, d2, d3, d4, d5, d6, d7, d8, d9, d10, d11, d12, d13, d14, d15 = 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0
     while i + 16 <= n:
-        for l in range(16):
-            acc[l] += e[i + l]
+        d0 += e[i + 0]
+        d1 += e[i + 1]
+        d2 += e[i + 2]
+        d3 += e[i + 3]
+        d4 += e[i + 4]
+        d5 += e[i + 5]
+        d6 += e[i + 6]
+        d7 += e[i + 7]
+        d8 += e[i + 8]
+        d9 += e[i + 9]
+        d10 += e[i + 10]
+        d11 += e[i + 11]
+        d12 += e[i + 12]
+        d13 += e[i + 13]
+        d14 += e[i + 14]
+        d15 += e[i + 15]
         i += 16
     if i < n:
-        for l in range(16):
-            acc[l] += e[i + l] if i + l < n else <floating>0
-    for l in range(8):
-        acc[l] = acc[l] + acc[l + 8]
-    for l in range(4):
-        acc[l] = acc[l] + acc[l + 4]
-    return (acc[0] + acc[2]) + (acc[1] + acc[3])
+        if i + 0 < n:
+            d0 += e[i + 0]
+        if i + 1 < n:
+            d1 += e[i + 1]
+        if i + 2 < n:
+            d2 += e[i + 2]
+        if i + 3 < n:
+            d3 += e[i + 3]
+        if i + 4 < n:
+            d4 += e[i + 4]
+        if i + 5 < n:
+            d5 += e[i + 5]
+        if i + 6 < n:
+            d6 += e[i + 6]
+        if i + 7 < n:
+            d7 += e[i + 7]
+        if i + 8 < n:
+            d8 += e[i + 8]
+        if i + 9 < n:
+            d9 += e[i + 9]
+        if i + 10 < n:
+            d10 += e[i + 10]
+        if i + 11 < n:
+            d11 += e[i + 11]
+        if i + 12 < n:
+            d12 += e[i + 12]
+        if i + 13 < n:
+            d13 += e[i + 13]
+        if i + 14 < n:
+            d14 += e[i + 14]
+        if i + 15 < n:
+            d15 += e[i + 15]
+    d0 = d0 + d8
+    d1 = d1 + d9
+    d2 = d2 + d10
+    d3 = d3 + d11
+    d4 = d4 + d12
+    d5 = d5 + d13
+    d6 = d6 + d14
+    d7 = d7 + d15
+    d0 = d0 + d4
+    d1 = d1 + d5
+    d2 = d2 + d6
+    d3 = d3 + d7
+    return (d0 + d2) + (d1 + d3)
 
 
 cdef inline double _sm_sumexp(const floating* z, floating* store, Py_ssize_t n,
