@@ -457,3 +457,18 @@ def test_kdim_none_with_grad_output_and_out(rng, backend):
     lt.backward(torch.tensor(go))
     np.testing.assert_allclose(l, lt.detach().numpy(), rtol=1e-12)
     np.testing.assert_allclose(g, xt.grad.numpy(), rtol=1e-10, atol=1e-14)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("C", [10, 20000])
+def test_inplace_soft_targets_and_options(rng, backend, C):
+    x = rng.normal(size=(4, C)).astype(np.float32)
+    t = rng.dirichlet(np.ones(C), 4).astype(np.float32)
+    w = rng.uniform(0.5, 2, C).astype(np.float32)
+    for target in (t, rng.integers(0, C, 4)):
+        kw = dict(weight=w, label_smoothing=0.1, z_loss=1e-3, softcap=8.0, backend=backend)
+        l, g = cross_entropy(x, target, return_grad=True, **kw)
+        xi = x.copy()
+        li, gi = cross_entropy(xi, target, return_grad=True, inplace=True, **kw)
+        assert gi is xi and li == l
+        np.testing.assert_array_equal(xi, g)
