@@ -7,7 +7,7 @@ preallocated ``out=`` buffer (the training-loop usage). Results are checked
 against the float64 NumPy reference before anything is timed.
 
     flock /tmp/fastloss-bench.lock python -m pytest bench/bench_cross_entropy.py --benchmark-enable
-    flock /tmp/fastloss-bench.lock python bench/bench_cross_entropy.py      # table with ratios, GB/s
+    PYTHONPATH=. flock /tmp/fastloss-bench.lock python bench/bench_cross_entropy.py   # table, GB/s
 
 GB/s counts the logits read once plus the gradient written once (8 bytes per
 float32 logit); the machine's streaming bandwidth is a triad measured with
