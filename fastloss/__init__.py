@@ -5,6 +5,16 @@ optimizer updates as Numba kernels; NumPy is the reference and the fallback.
 """
 from ._backend import FastlossWarning, get_backend, native_available, set_backend
 from ._threads import get_num_threads, num_threads, set_num_threads
+from .classification import (
+    categorical_cross_entropy,
+    cross_entropy,
+    log_softmax,
+    log_softmax_backward,
+    multi_margin,
+    nll_loss,
+    softmax,
+    softmax_backward,
+)
 from .loss_objects import (
     BCELoss,
     BCEWithLogitsLoss,
@@ -56,4 +66,6 @@ __all__ = [
     "ElementwiseLoss", "MSELoss", "SSELoss", "L1Loss", "MAELoss", "HuberLoss", "SmoothL1Loss",
     "QuantileLoss", "LogCoshLoss", "BCELoss", "BCEWithLogitsLoss", "HingeLoss",
     "SquaredHingeLoss",
+    "softmax", "log_softmax", "softmax_backward", "log_softmax_backward", "cross_entropy",
+    "nll_loss", "categorical_cross_entropy", "multi_margin",
 ]

@@ -66,3 +66,4 @@ def build_info():
 
 include "_vmath.pxi"
 include "_elementwise.pxi"
+include "_softmax.pxi"

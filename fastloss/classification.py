@@ -1,0 +1,521 @@
+"""Softmax, log-softmax and the cross-entropy family.
+
+Conventions (as the element-wise losses, see ``fastloss.losses``):
+``reduction`` is ``'mean'`` | ``'sum'`` | ``'none'``; ``return_grad=True``
+returns ``(loss, grad)`` from one fused pass, ``grad`` being d(reduced
+loss)/d(input) in the input's shape and dtype; ``out=`` receives the
+gradient; ``grad_output=`` is the upstream gradient (a scalar, or an array
+of the loss's shape for ``'none'``); ``backend`` is ``'native'`` or
+``'numpy'``.
+
+Shapes follow PyTorch: logits (N, C), or (N, C, d1, ..., dk) with classes on
+axis 1, or a single unbatched sample (C,). Class-index targets are (N,) /
+(N, d1, ..., dk) / () of int32 or int64; class-probability targets have the
+logits' shape and a float dtype.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+
+import numpy as np
+
+from . import _backend, _threads
+from . import _reference_classification as _ref
+from . import _validate as v
+
+__all__ = [
+    "softmax", "log_softmax", "softmax_backward", "log_softmax_backward",
+    "cross_entropy", "nll_loss", "categorical_cross_entropy", "multi_margin",
+]
+
+
+# --- helpers -------------------------------------------------------------------
+
+def _axis(axis, ndim, name="axis"):
+    if isinstance(axis, (bool, np.bool_)) or not isinstance(axis, (numbers.Integral,)):
+        raise TypeError(f"{name} must be an integer, got {axis!r}")
+    a = int(axis)
+    if not -ndim <= a < ndim:
+        raise ValueError(f"{name}={a} is out of range for an array of {ndim} dimensions")
+    return a % ndim
+
+
+def _rows(x, axis):
+    """(M, C) C-contiguous rows with the class axis last (a view when axis is last)."""
+    if axis == x.ndim - 1:
+        return x.reshape(-1, x.shape[-1]) if x.ndim != 2 else x
+    return np.ascontiguousarray(np.moveaxis(x, axis, -1)).reshape(-1, x.shape[axis])
+
+
+def _unrows(r, shape, axis):
+    """Inverse of _rows: (M, C) back to ``shape`` with the class axis at ``axis``."""
+    moved = shape[:axis] + shape[axis + 1:] + (shape[axis],)
+    return np.moveaxis(r.reshape(moved), -1, axis)
+
+
+def _put(result, out, name="out"):
+    """Copy ``result`` into ``out`` (when given) and return the array to hand back."""
+    if out is None:
+        return np.ascontiguousarray(result)
+    if result is not out:
+        np.copyto(out, result)
+    return out
+
+
+def _int_scalar(value, name):
+    if type(value) is int:
+        return value
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {value!r}")
+    return int(value)
+
+
+_INDEX_DTYPES = (np.dtype(np.int32), np.dtype(np.int64))
+
+
+def _labels(target, name="target"):
+    """Class indices: int32/int64 kept, other integer dtypes cast to int64."""
+    t = target if isinstance(target, np.ndarray) else np.asarray(target)
+    if t.dtype.kind in "iu":
+        if t.dtype not in _INDEX_DTYPES:
+            t = t.astype(np.int64)
+        if t.flags.c_contiguous and t.dtype.isnative:
+            return t
+        return v.native_order(t).reshape(t.shape)
+    if t.dtype.kind == "f":
+        raise TypeError(f"{name} holds floats ({t.dtype}) where class indices are expected: "
+                        "pass int32/int64 class indices, or class probabilities with the "
+                        "logits' shape")
+    raise TypeError(f"{name} must hold int32/int64 class indices, got dtype {t.dtype}")
+
+
+def _check_label_range(labels, C, ignore_index, weight64=None, name="target"):
+    """First bad label raises; returns (count of non-ignored, sum of their weights)."""
+    flat = labels.reshape(-1)
+    if _backend.kernels is not None:
+        bad, count, wsum = _backend.kernels.ce_check_labels(flat, C, ignore_index, weight64)
+    else:
+        valid = flat != ignore_index
+        badmask = valid & ((flat < 0) | (flat >= C))
+        bad = int(np.argmax(badmask)) if badmask.any() else -1
+        count = int(np.count_nonzero(valid))
+        wsum = float(np.sum(weight64[flat[valid]])) if weight64 is not None else float(count)
+    if bad >= 0:
+        pos = np.unravel_index(bad, labels.shape) if labels.ndim > 1 else (bad,)
+        pos = tuple(int(p) for p in pos)
+        raise ValueError(f"{name} holds class index {int(flat[bad])} at position "
+                         f"{pos if len(pos) > 1 else (pos[0] if pos else ())}, outside [0, {C}) "
+                         f"(ignore_index={ignore_index})")
+    return count, wsum
+
+
+def _weight(weight, C, dtype):
+    if weight is None:
+        return None
+    w = weight if isinstance(weight, np.ndarray) else np.asarray(weight)
+    if w.dtype.kind not in "fiu":
+        raise TypeError(f"weight must be a real float or integer array, got dtype {w.dtype}")
+    if w.ndim != 1 or w.shape[0] != C:
+        raise ValueError(f"weight has shape {w.shape}, expected ({C},): one weight per class")
+    return v.native_order(w.astype(dtype, copy=False))
+
+
+def _scalar_go(grad_output):
+    if grad_output is None:
+        return 1.0
+    return v.real_scalar(grad_output, "grad_output", finite=False)
+
+
+def _div(a, b):
+    """a / b with IEEE results for b == 0 (inf or nan), without numpy's errstate cost."""
+    a, b = float(a), float(b)
+    if b != 0.0:
+        return a / b
+    if a == 0.0 or math.isnan(a):
+        return math.nan
+    return math.copysign(math.inf, a) * math.copysign(1.0, b)
+
+
+def _scalar(value, name, low, high=None, low_open=False):
+    """Fast path for plain in-range Python floats/ints; real_scalar otherwise."""
+    if type(value) in (float, int) and value >= low and (high is None or value <= high) \
+            and not (low_open and value == low) and math.isfinite(value):
+        return float(value)
+    return v.real_scalar(value, name, low=low, high=high, low_open=low_open)
+
+
+def _finish(red, rows_loss, loss_shape, dtype, total, denom):
+    if red == "none":
+        return rows_loss.astype(dtype, copy=False).reshape(loss_shape)
+    if red == "sum":
+        return dtype.type(total)
+    return dtype.type(_div(total, denom))
+
+
+class _Problem:
+    """Logits and targets validated and laid out as rows (M, C)."""
+
+    __slots__ = ("x", "rows", "C", "axis", "shape", "loss_shape", "labels", "probs",
+                 "unbatched", "dtype")
+
+
+def _classification_input(logits, target, name="input", allow_probs=True):
+    """Validate logits/targets of any torch layout; returns a _Problem."""
+    if np.ndim(logits) == 0:
+        raise ValueError(f"{name} must have at least one dimension (classes), got a scalar")
+    x = v.float_input(logits, name)
+    P = _Problem()
+    P.x, P.dtype, P.shape = x, x.dtype, x.shape
+    if x.ndim == 0:
+        raise ValueError(f"{name} must have at least one dimension (classes), got a scalar")
+    P.unbatched = x.ndim == 1
+    P.axis = 0 if x.ndim == 1 else 1
+    P.C = x.shape[P.axis]
+    if P.C == 0:
+        raise ValueError(f"{name} has no classes (size 0 on the class axis)")
+    loss_shape = x.shape[:P.axis] + x.shape[P.axis + 1:]
+    P.loss_shape = loss_shape
+    t = target if isinstance(target, np.ndarray) else np.asarray(target)
+    if t.dtype.kind == "f" and allow_probs:
+        if t.shape == loss_shape:
+            raise TypeError(f"target holds floats ({t.dtype}) of shape {t.shape} where class "
+                            "indices are expected: pass int32/int64 class indices, or class "
+                            f"probabilities of the {name}' shape {x.shape}")
+        if t.shape != x.shape:
+            raise ValueError(f"class-probability target has shape {t.shape}, expected the "
+                             f"{name}' shape {x.shape} (or pass int class indices of shape "
+                             f"{loss_shape})")
+        P.probs = _rows(v.float_like(t, "target", x.dtype), P.axis)
+        P.labels = None
+    else:
+        lab = _labels(t)
+        if lab.shape != loss_shape:
+            raise ValueError(f"target has shape {lab.shape}, expected {loss_shape} class "
+                             f"indices for {name} of shape {x.shape}")
+        P.labels = lab.reshape(-1)
+        P.probs = None
+    P.rows = _rows(x, P.axis)
+    return P
+
+
+# --- softmax / log_softmax -------------------------------------------------------
+
+def _softmax_impl(x, axis, out, backend, log_out, name):
+    x = v.float_input(x, name)
+    if x.ndim == 0:
+        raise ValueError(f"{name} must have at least one dimension")
+    ax = _axis(axis, x.ndim)
+    if out is not None:
+        v.out_array(out, "out", x.shape, x.dtype)
+    if x.size == 0:
+        return _put(np.empty(x.shape, x.dtype), out)
+    rows = _rows(x, ax)
+    if _backend.resolve(backend) == "native":
+        direct = out is not None and ax == x.ndim - 1
+        r = out.reshape(rows.shape) if direct else np.empty(rows.shape, x.dtype)
+        _backend.kernels.softmax_rows(rows, r, log_out, _threads.get_num_threads())
+    else:
+        with np.errstate(all="ignore"):
+            r = (_ref.log_softmax if log_out else _ref.softmax)(rows)
+    return _put(_unrows(r, x.shape, ax), out)
+
+
+def softmax(x, axis=-1, *, out=None, backend=None):
+    """softmax(x)_c = exp(x_c - m) / sum_k exp(x_k - m) along ``axis`` (m = max).
+
+    Stable for any finite x; masked entries (-inf) get probability 0; a NaN,
+    a +inf, or a row of only -inf gives NaN for that row (as PyTorch).
+    """
+    return _softmax_impl(x, axis, out, backend, False, "x")
+
+
+def log_softmax(x, axis=-1, *, out=None, backend=None):
+    """log_softmax(x)_c = (x_c - m) - log sum_k exp(x_k - m) along ``axis``."""
+    return _softmax_impl(x, axis, out, backend, True, "x")
+
+
+def _softmax_backward_impl(y, grad_output, axis, out, backend, log_in, name):
+    y = v.float_input(y, name)
+    if y.ndim == 0:
+        raise ValueError(f"{name} must have at least one dimension")
+    g = v.float_like(grad_output, "grad_output", y.dtype, y.shape)
+    ax = _axis(axis, y.ndim)
+    if out is not None:
+        v.out_array(out, "out", y.shape, y.dtype)
+    if y.size == 0:
+        return _put(np.empty(y.shape, y.dtype), out)
+    yr, gr = _rows(y, ax), _rows(g, ax)
+    if _backend.resolve(backend) == "native":
+        direct = out is not None and ax == y.ndim - 1
+        r = out.reshape(yr.shape) if direct else np.empty(yr.shape, y.dtype)
+        _backend.kernels.softmax_backward_rows(yr, gr, r, log_in, _threads.get_num_threads())
+    else:
+        with np.errstate(all="ignore"):
+            r = (_ref.log_softmax_backward if log_in else _ref.softmax_backward)(yr, gr)
+    return _put(_unrows(r, y.shape, ax), out)
+
+
+def softmax_backward(y, grad_output, axis=-1, *, out=None, backend=None):
+    """Backward of softmax given its output y = softmax(x) and the upstream
+    gradient: dx = y (grad_output - sum(grad_output y)) along ``axis``."""
+    return _softmax_backward_impl(y, grad_output, axis, out, backend, False, "y")
+
+
+def log_softmax_backward(log_probs, grad_output, axis=-1, *, out=None, backend=None):
+    """Backward of log_softmax given its output and the upstream gradient:
+    dx = grad_output - exp(log_probs) sum(grad_output) along ``axis``."""
+    return _softmax_backward_impl(log_probs, grad_output, axis, out, backend, True, "log_probs")
+
+
+# --- cross-entropy -----------------------------------------------------------------
+
+def cross_entropy(logits, target, *, weight=None, ignore_index=-100, label_smoothing=0.0,
+                  reduction="mean", return_grad=False, out=None, grad_output=None,
+                  inplace=False, z_loss=0.0, softcap=None, backend=None):
+    """Softmax cross-entropy on logits, PyTorch's ``F.cross_entropy`` semantics.
+
+    With p = softmax(z) over the class axis, lse = logsumexp(z), eps =
+    ``label_smoothing`` and w = ``weight`` (ones by default):
+
+    * class-index target y: l = (1 - eps) w_y (lse - z_y) + eps/C sum_c w_c (lse - z_c),
+      0 where y == ``ignore_index``; ``'mean'`` divides the sum by sum of w_y over
+      the non-ignored targets (NaN when there are none, as PyTorch);
+    * class-probability target t (float, logits' shape):
+      l = sum_c w_c ((1 - eps) t_c + eps/C) (lse - z_c); ``'mean'`` divides by
+      the number of samples; ``ignore_index`` does not apply.
+
+    Gradient: dl/dz_c = A p_c - a_c with a_c the coefficient of (lse - z_c) and
+    A = sum_c a_c. Opt-in extras for large vocabularies:
+
+    * ``z_loss`` = zeta adds zeta lse^2 per (non-ignored) sample, averaged over
+      the non-ignored samples for ``'mean'`` (PaLM's z-loss; not class-weighted);
+    * ``softcap`` = s replaces z by s tanh(z / s) first (Gemma-style soft-capping);
+      the gradient includes its derivative 1 - tanh^2(z / s).
+
+    ``inplace=True`` (needs ``return_grad=True``) writes the gradient over
+    ``logits`` (a C-contiguous, writable float array) and returns it: no
+    logits-sized array is allocated for 2-D and unbatched inputs (K-dim inputs
+    use a transposed copy). Keras: ``SparseCategoricalCrossentropy(from_logits=True)``
+    / ``CategoricalCrossentropy(from_logits=True)``.
+    """
+    red = v.reduction(reduction)
+    return_grad = v.boolean(return_grad, "return_grad")
+    inplace = v.boolean(inplace, "inplace")
+    ignore_index = _int_scalar(ignore_index, "ignore_index")
+    eps = _scalar(label_smoothing, "label_smoothing", 0.0, 1.0)
+    zl = _scalar(z_loss, "z_loss", 0.0)
+    cap = None if softcap is None else _scalar(softcap, "softcap", 0.0, low_open=True)
+    if inplace:
+        if not return_grad:
+            raise ValueError("inplace=True writes the gradient over logits: pass return_grad=True")
+        if out is not None:
+            raise ValueError("pass either out= or inplace=True, not both")
+        if not isinstance(logits, np.ndarray) or logits.dtype.kind != "f":
+            raise TypeError("inplace=True needs logits as a float32/float64 numpy array")
+        if not (logits.flags.c_contiguous and logits.flags.writeable and logits.dtype.isnative):
+            raise ValueError("inplace=True needs C-contiguous, writable, native-byte-order logits")
+    if out is not None and not return_grad:
+        raise ValueError("out= receives the gradient: pass return_grad=True")
+
+    P = _classification_input(logits, target, "logits")
+    dtype, C, M = P.dtype, P.C, P.rows.shape[0]
+    w = _weight(weight, C, dtype)
+    if out is not None:
+        v.out_array(out, "out", P.shape, dtype)
+
+    # denominators ('mean') and label validation -- before any logit is read
+    if P.labels is not None:
+        count, wsum = _check_label_range(P.labels.reshape(P.loss_shape), C, ignore_index,
+                                         None if w is None else w.astype(np.float64))
+    else:
+        count = M
+        wsum = float(M)
+    go_scale, go = 1.0, None
+    if grad_output is not None:
+        if np.ndim(grad_output) == 0:
+            go_scale = _scalar_go(grad_output)
+        elif red != "none":
+            raise ValueError(f"grad_output must be a scalar for reduction={red!r}")
+        else:
+            go = v.float_like(grad_output, "grad_output", dtype, P.loss_shape).reshape(M)
+    if red == "mean":
+        sce, sz = _div(go_scale, wsum), _div(go_scale, count)
+    else:
+        sce = sz = float(go_scale)
+    W = float(C) if w is None else float(np.sum(w, dtype=np.float64))
+
+    # gradient buffer, as rows
+    grad_rows = None
+    if return_grad:
+        if inplace and (P.x.ndim <= 2):
+            grad_rows = P.rows
+        elif out is not None and P.x.ndim <= 2:
+            grad_rows = out.reshape(P.rows.shape)
+        else:
+            grad_rows = np.empty(P.rows.shape, dtype)
+
+    if _backend.resolve(backend) == "native":
+        row_loss = np.empty(M, np.float64)
+        labels = P.labels if P.labels is not None else np.empty(0, np.int64)
+        total, ztotal = _backend.kernels.cross_entropy(
+            P.rows, labels, P.probs, w, go, grad_rows, row_loss, ignore_index, eps, zl,
+            0.0 if cap is None else cap, float(sce), float(sz), W, _threads.get_num_threads())
+    else:
+        with np.errstate(all="ignore"):
+            row_loss, g, zrow = _ref.cross_entropy(
+                P.rows, P.labels, P.probs, weight=w, ignore_index=ignore_index,
+                label_smoothing=eps, z_loss=zl, softcap=cap, grad_scale=sce, z_grad_scale=sz,
+                grad_output=go, want_grad=return_grad)
+        if return_grad:
+            np.copyto(grad_rows, g)
+        total = float(np.sum(row_loss, dtype=np.float64))
+        ztotal = float(np.sum(zrow, dtype=np.float64))
+
+    if red == "mean" and zl:
+        # the cross-entropy part is averaged over sum(w_y), the z-loss over the samples
+        loss = dtype.type(_div(total - ztotal, wsum) + _div(ztotal, count))
+    else:
+        loss = _finish(red, row_loss, P.loss_shape, dtype, total, wsum)
+    if not return_grad:
+        return loss
+    if P.x.ndim <= 2:
+        if inplace:
+            return loss, logits
+        return loss, (out if out is not None else grad_rows.reshape(P.shape))
+    g = _unrows(grad_rows, P.shape, P.axis)
+    if inplace:
+        np.copyto(logits, g)
+        return loss, logits
+    return loss, _put(g, out)
+
+
+# --- nll / categorical / multi-margin (NumPy: O(N) work plus a zero fill) -------------
+
+def nll_loss(log_probs, target, *, weight=None, ignore_index=-100, reduction="mean",
+             return_grad=False, out=None, grad_output=None, backend=None):
+    """Negative log-likelihood on log-probabilities, PyTorch's ``F.nll_loss``:
+    l = -w_y log_probs[y] (0 where y == ignore_index); ``'mean'`` divides by the sum
+    of w_y over non-ignored targets. Gradient: -w_y (times the reduction scale) at
+    the target class, 0 elsewhere. Shapes as :func:`cross_entropy` (index targets).
+
+    Both backends run the same NumPy code: the work is O(N) gathers plus the
+    zero fill of the gradient, which NumPy already does at memory speed.
+    """
+    red = v.reduction(reduction)
+    return_grad = v.boolean(return_grad, "return_grad")
+    ignore_index = _int_scalar(ignore_index, "ignore_index")
+    if out is not None and not return_grad:
+        raise ValueError("out= receives the gradient: pass return_grad=True")
+    _backend.resolve(backend)
+    P = _classification_input(log_probs, target, "log_probs", allow_probs=False)
+    dtype, C, M = P.dtype, P.C, P.rows.shape[0]
+    w = _weight(weight, C, dtype)
+    if out is not None:
+        v.out_array(out, "out", P.shape, dtype)
+    count, wsum = _check_label_range(P.labels.reshape(P.loss_shape), C, ignore_index,
+                                     None if w is None else w.astype(np.float64))
+    row, wy = _ref.nll_rows(P.rows, P.labels, weight=w, ignore_index=ignore_index)
+    total = float(np.sum(row, dtype=np.float64))
+    loss = _finish(red, row, P.loss_shape, dtype, total, wsum)
+    if not return_grad:
+        return loss
+    scale = _row_scale(red, grad_output, P, wsum)
+    g = np.zeros(P.rows.shape, dtype)
+    valid = P.labels != ignore_index
+    idx = np.nonzero(valid)[0]
+    with np.errstate(all="ignore"):
+        g[idx, P.labels[idx]] = (-wy[idx] * scale[idx] if np.ndim(scale) else -wy[idx] * scale)
+    return loss, _put(_unrows(g, P.shape, P.axis), out)
+
+
+def _row_scale(red, grad_output, P, denom):
+    """Per-row (array) or common (scalar) gradient factor of the reduced loss."""
+    dtype = P.dtype
+    M = P.rows.shape[0]
+    if grad_output is not None and np.ndim(grad_output) != 0:
+        if red == "none":
+            return v.float_like(grad_output, "grad_output", dtype, P.loss_shape).reshape(M)
+        raise ValueError(f"grad_output must be a scalar for reduction={red!r}")
+    go = _scalar_go(grad_output)
+    return dtype.type(_div(go, denom) if red == "mean" else go)
+
+
+def categorical_cross_entropy(probs, target, *, eps=1e-7, reduction="mean", return_grad=False,
+                              out=None, grad_output=None, backend=None):
+    """Cross-entropy on probabilities (the seeds' ``cross_entropy_error``):
+    l_i = -sum_c t_c log(clip(p_c, eps, 1)), batch mean for ``'mean'``.
+
+    ``probs`` is (N, C) or one sample (C,); ``target`` is one-hot / class
+    probabilities of the same shape, or int class indices (N,) / (). The
+    gradient is -t / clip(p, eps, 1), taken at the clipped value (as
+    ``binary_cross_entropy``). The seeds add ``delta`` (log(p + 1e-7)) instead
+    of clipping; the two agree to within eps / p. Keras:
+    ``CategoricalCrossentropy`` / ``SparseCategoricalCrossentropy``.
+    """
+    red = v.reduction(reduction)
+    return_grad = v.boolean(return_grad, "return_grad")
+    e = v.real_scalar(eps, "eps", low=0.0, high=1.0, low_open=True, high_open=True)
+    if out is not None and not return_grad:
+        raise ValueError("out= receives the gradient: pass return_grad=True")
+    _backend.resolve(backend)
+    p = v.float_input(probs, "probs")
+    if p.ndim not in (1, 2):
+        raise ValueError(f"probs must be (N, C) or (C,), got shape {p.shape}")
+    if np.any((p < 0) | (p > 1)):
+        raise ValueError("probs must hold probabilities in [0, 1] (use cross_entropy for logits)")
+    P = _classification_input(p, target, "probs")
+    dtype, C, M = P.dtype, P.C, P.rows.shape[0]
+    if out is not None:
+        v.out_array(out, "out", P.shape, dtype)
+    if P.probs is not None:
+        t = P.probs
+    else:
+        _check_label_range(P.labels.reshape(P.loss_shape), C, -(2 ** 63))
+        t = np.zeros(P.rows.shape, dtype)
+        t[np.arange(M), P.labels] = 1
+    with np.errstate(all="ignore"):
+        row, g = _ref.categorical_cross_entropy(P.rows, t, e)
+    total = float(np.sum(row, dtype=np.float64))
+    loss = _finish(red, row, P.loss_shape, dtype, total, M)
+    if not return_grad:
+        return loss
+    scale = _row_scale(red, grad_output, P, M)
+    with np.errstate(all="ignore"):
+        g = g * (scale[:, None] if np.ndim(scale) else scale)
+    return loss, _put(g.astype(dtype, copy=False).reshape(P.shape), out)
+
+
+def multi_margin(input, target, *, p=1, margin=1.0, weight=None, reduction="mean",
+                 return_grad=False, out=None, grad_output=None, backend=None):
+    """Multi-class hinge, PyTorch's ``F.multi_margin_loss``:
+    l_i = sum_{j != y} w_y max(0, margin - x_y + x_j)^p / C, p in {1, 2};
+    ``'mean'`` divides by N (not by the weights). ``input`` is (N, C) or (C,).
+    """
+    red = v.reduction(reduction)
+    return_grad = v.boolean(return_grad, "return_grad")
+    if p not in (1, 2) or isinstance(p, bool):
+        raise ValueError(f"p must be 1 or 2, got {p!r}")
+    margin = v.real_scalar(margin, "margin")
+    if out is not None and not return_grad:
+        raise ValueError("out= receives the gradient: pass return_grad=True")
+    _backend.resolve(backend)
+    x = v.float_input(input, "input")
+    if x.ndim not in (1, 2):
+        raise ValueError(f"input must be (N, C) or (C,), got shape {x.shape}")
+    P = _classification_input(x, target, "input", allow_probs=False)
+    dtype, C, M = P.dtype, P.C, P.rows.shape[0]
+    w = _weight(weight, C, dtype)
+    if out is not None:
+        v.out_array(out, "out", P.shape, dtype)
+    _check_label_range(P.labels.reshape(P.loss_shape), C, -(2 ** 63))
+    with np.errstate(all="ignore"):
+        row, g = _ref.multi_margin(P.rows, P.labels, p=p, margin=margin, weight=w)
+    total = float(np.sum(row, dtype=np.float64))
+    loss = _finish(red, row, P.loss_shape, dtype, total, M)
+    if not return_grad:
+        return loss
+    scale = _row_scale(red, grad_output, P, M)
+    with np.errstate(all="ignore"):
+        g = g * (scale[:, None] if np.ndim(scale) else scale)
+    return loss, _put(g.astype(dtype, copy=False).reshape(P.shape), out)
