@@ -79,7 +79,9 @@ def resolve(backend: str | None, native_ok: bool | None = None) -> str:
     """
     ok = kernels is not None if native_ok is None else native_ok
     if backend is None:
-        name = get_backend()
+        # the automatic choice is per piece: e.g. Numba optimizers stay native on a
+        # build whose Cython extension is missing
+        name = _global or _env or "native"
         return name if (name == "numpy" or ok) else "numpy"
     name = _check_name(backend, "backend")
     if name == "native" and not ok:
