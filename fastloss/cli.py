@@ -70,10 +70,10 @@ def cmd_demo(args) -> int:
 
     missing = demo.missing_extras()
     if missing:
-        print(f"fastloss demo needs {', '.join(missing)}. Install them with:\n  "
-              f"{demo.INSTALL_HINT}", file=sys.stderr)
+        print(f"fastloss demo needs {', '.join(missing)}, not installed. Install with:\n"
+              f"{demo.install_hint(missing)}", file=sys.stderr)
         return 2
-    result = demo.run(quick=args.quick, out_dir=args.out_dir)
+    result = demo.run(quick=args.quick, out_dir=args.out_dir, threads=args.threads)
     return 0 if result["agree"] else 1
 
 
@@ -143,6 +143,8 @@ def main(argv=None) -> int:
     p = sub.add_parser("demo", help="train small models on scikit-learn's data sets")
     p.add_argument("--quick", action="store_true", help="a few seconds (what CI runs)")
     p.add_argument("--out-dir", default=".", help="where the PNG goes (default: .)")
+    p.add_argument("--threads", type=_positive_int, default=1,
+                   help="threads for fastloss and BLAS (default 1: the models are small)")
     p = sub.add_parser("bench", help="sweep kernels x sizes x dtypes x backends")
     p.add_argument("--quick", action="store_true", help="small sizes, few rounds (CI)")
     p.add_argument("--dtypes", default="float32", help="comma-separated, float32 and/or float64 (default float32)")
