@@ -132,10 +132,12 @@ def _fastloss_runner(fn, x, target, backend):
     return lambda: fn(x, target, return_grad=True, out=buf, backend=backend)
 
 
-def elementwise_cases(sizes, dtypes, torch=None):
+def elementwise_cases(sizes, dtypes, torch=None, names=None):
     import fastloss
 
     for name, (fn_name, torch_name, kind) in ELEMENTWISE.items():
+        if names and name not in names:
+            continue
         fn = getattr(fastloss, fn_name)
         for n in sizes:
             for dt in dtypes:
@@ -243,8 +245,10 @@ def _optim_check(peers, p0, grads, dtype):
     return check
 
 
-def optim_cases(sizes, dtypes, torch=None):
+def optim_cases(sizes, dtypes, torch=None, names=None):
     for name, (ours, theirs, kw, nstate) in OPTIMIZERS.items():
+        if names and name not in names:
+            continue
         peers = _optim_peers(ours, theirs, kw, torch)
         for n in sizes:
             for dt in dtypes:
@@ -266,10 +270,8 @@ def optim_cases(sizes, dtypes, torch=None):
 KERNELS = (*ELEMENTWISE, "cross_entropy", *OPTIMIZERS)
 
 
-def all_cases(preset, dtypes, with_torch=True, kernels=None):
-    """Every case of a size preset (a dict of ``SIZES``), optionally only the named kernels.
-
-    With torch, torch's thread count is set to fastloss's."""
+def _selection(kernels, dtypes):
+    """Validate the kernel and dtype names (ValueError naming the bad ones)."""
     if kernels:
         unknown = sorted(set(kernels) - set(KERNELS))
         if unknown:
@@ -278,6 +280,30 @@ def all_cases(preset, dtypes, with_torch=True, kernels=None):
     bad = sorted(set(dtypes) - set(DTYPES))
     if bad or not dtypes:
         raise ValueError(f"dtypes must be among {', '.join(DTYPES)}, got {', '.join(dtypes)}")
+
+
+def count_cases(preset, dtypes, kernels=None):
+    """How many cases :func:`all_cases` will yield (without building any)."""
+    _selection(kernels, dtypes)
+
+    def n(names):
+        return sum(1 for k in names if not kernels or k in kernels)
+
+    return len(dtypes) * (n(ELEMENTWISE) * len(preset["elementwise"]) +
+                          n(["cross_entropy"]) * len(preset["ce"]) +
+                          n(OPTIMIZERS) * len(preset["optim"]))
+
+
+def all_cases(preset, dtypes, with_torch=True, kernels=None):
+    """Every case of a size preset (a dict of ``SIZES``), optionally only the named kernels.
+
+    Lazily: a case's arrays are built when it is reached, so the full preset never holds
+    more than one case in memory. With torch, torch's thread count is set to fastloss's."""
+    _selection(kernels, dtypes)
+    return _all_cases(preset, dtypes, with_torch, kernels)
+
+
+def _all_cases(preset, dtypes, with_torch, kernels):
     torch = _torch() if with_torch else None
     if torch is not None:
         from . import _threads
@@ -289,15 +315,13 @@ def all_cases(preset, dtypes, with_torch=True, kernels=None):
 
     groups = []
     if wanted(*ELEMENTWISE):
-        groups.append(elementwise_cases(preset["elementwise"], dtypes, torch))
+        groups.append(elementwise_cases(preset["elementwise"], dtypes, torch, kernels))
     if wanted("cross_entropy"):
         groups.append(ce_cases(preset["ce"], dtypes, torch))
     if wanted(*OPTIMIZERS):
-        groups.append(optim_cases(preset["optim"], dtypes, torch))
+        groups.append(optim_cases(preset["optim"], dtypes, torch, kernels))
     for group in groups:
-        for case in group:
-            if not kernels or case.kernel in kernels:
-                yield case
+        yield from group
 
 
 def time_callable(fn, min_rounds=5, max_time=1.0, max_rounds=200):

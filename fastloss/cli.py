@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import platform
 import sys
 
@@ -83,15 +84,20 @@ def cmd_bench(args) -> int:
 
     from . import _threads, benchmark
 
+    if args.plot and importlib.util.find_spec("matplotlib") is None:
+        print("fastloss bench --plot needs matplotlib, not installed. Install with:\n"
+              "  pip install matplotlib", file=sys.stderr)
+        return 2
     if args.threads:
         _threads.set_num_threads(args.threads)
     name = "tiny" if args.tiny else "quick" if args.quick else "full"
     preset = benchmark.SIZES[name]
     dtypes = [d.strip() for d in args.dtypes.split(",") if d.strip()]
     kernels = [k.strip() for k in args.kernels.split(",") if k.strip()] or None
-    try:
-        cases = list(benchmark.all_cases(preset, dtypes, with_torch=not args.no_torch,
-                                         kernels=kernels))
+    try:  # cases are built one at a time as the sweep reaches them
+        total = benchmark.count_cases(preset, dtypes, kernels)
+        cases = benchmark.all_cases(preset, dtypes, with_torch=not args.no_torch,
+                                    kernels=kernels)
     except ValueError as exc:
         print(f"fastloss bench: {exc}", file=sys.stderr)
         return 2
@@ -99,7 +105,7 @@ def cmd_bench(args) -> int:
     threads = _threads.get_num_threads()
     print(f"streaming bandwidth ({bandwidth['threads']} threads, best of the repeats): "
           f"triad {bandwidth['triad']:.1f} GB/s, in-place update {bandwidth['inplace']:.1f} GB/s")
-    bar = _Progress(len(cases), f"bench ({name}, {threads} threads)")
+    bar = _Progress(total, f"bench ({name}, {threads} threads)")
     try:
         rows = benchmark.run_cases(cases, bandwidth, min_rounds=preset["rounds"],
                                    max_time=preset["max_time"], progress=bar)

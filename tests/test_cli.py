@@ -50,6 +50,12 @@ def test_bench_rejects_unknown_names(argv, message, capsys):
     assert message in capsys.readouterr().err
 
 
+def test_bench_plot_without_matplotlib(monkeypatch, tmp_path, capsys):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    assert cli.main(["bench", "--tiny", "--plot", str(tmp_path / "x.png")]) == 2
+    assert "pip install matplotlib" in capsys.readouterr().err
+
+
 # --- demo without its extras --------------------------------------------------------
 
 def test_demo_without_extras_says_what_to_install(monkeypatch, capsys):
@@ -105,6 +111,7 @@ def test_bench_json_shape(tmp_path, capsys):
     rows = data["results"]
     assert {r["kernel"] for r in rows} == set(benchmark.KERNELS)
     assert len(rows) == 2 * len(benchmark.KERNELS)  # one size each in 'tiny', two dtypes
+    assert benchmark.count_cases(benchmark.SIZES["tiny"], ["float32", "float64"]) == len(rows)
     peers = {"numpy", "native"} if fastloss.native_available() else {"numpy"}
     for r in rows:
         assert set(r) == _ROW_KEYS
