@@ -92,8 +92,10 @@ CURVE_RTOL = 1e-3
 class Run:
     """One training run: the loss per epoch, the test score, and where the time went.
 
-    Times are totals over all steps, in seconds; :func:`warm_up` first, so that they
-    do not include Numba compiling its kernels (or loading them from its cache)."""
+    ``t_layers``, ``t_loss``, ``t_opt``: totals over all steps, in seconds;
+    ``step_times``: per step (layers, loss, optimizer), for medians that one stalled
+    step on a busy machine cannot move. Run :func:`warm_up` first, so that they do not
+    include Numba compiling its kernels (or loading them from its cache)."""
 
     task: str
     loss: str
@@ -106,6 +108,14 @@ class Run:
     t_loss: float = 0.0
     t_opt: float = 0.0
     steps: int = 0
+    step_times: list = field(default_factory=list)
+
+    def median_us(self, part):
+        """Median microseconds per step of 'layers', 'loss', 'optim' or 'loss+optim'."""
+        t = np.asarray(self.step_times).reshape(-1, 3)
+        col = {"layers": t[:, 0], "loss": t[:, 1], "optim": t[:, 2],
+               "loss+optim": t[:, 1] + t[:, 2]}[part]
+        return 1e6 * float(np.median(col)) if len(col) else float("nan")
 
 
 @dataclass
@@ -195,6 +205,7 @@ def train(task, loss, backend, data, epochs, optimizer, opt_kwargs, *, seed=0, p
             run.t_layers += (t1 - t0) + (t3 - t2)
             run.t_loss += t2 - t1
             run.t_opt += t4 - t3
+            run.step_times.append(((t1 - t0) + (t3 - t2), t2 - t1, t4 - t3))
             run.steps += 1
             total += float(value) * len(idx)
             if progress is not None:
@@ -305,15 +316,15 @@ def _run(quick, out_dir, echo, threads):
                     diff = _rel_diff(r.curve, ref.curve)
                     worst = max(worst, diff)
                     agree &= diff <= CURVE_RTOL
-                    fast = r.t_loss + r.t_opt
-                    speedup = f"{(ref.t_loss + ref.t_opt) / fast:.1f}x" if fast else "-"
-                per = 1e6 / r.steps  # us per step
+                    fast = r.median_us("loss+optim")
+                    speedup = f"{ref.median_us('loss+optim') / fast:.1f}x" if fast else "-"
                 rows.append([task, lab, spec.optimizer, r.steps, be, _fmt_score(r),
-                             f"{r.curve[-1]:.4f}", f"{per * r.t_layers:.0f}",
-                             f"{per * r.t_loss:.0f}", f"{per * r.t_opt:.0f}", speedup])
+                             f"{r.curve[-1]:.4f}", f"{r.median_us('layers'):.0f}",
+                             f"{r.median_us('loss'):.0f}", f"{r.median_us('optim'):.0f}",
+                             speedup])
     echo(_table(["task", "loss", "optimizer", "steps", "backend", "test score", "final loss",
                  "layers us", "loss us", "optim us", "loss+optim speed-up"], rows))
-    echo(f"(times: microseconds per training step, after {startup:.2f} s of warm-up in which "
+    echo(f"(times: median microseconds per training step, after {startup:.2f} s of warm-up in which "
          "Numba compiled its kernels or loaded them from its cache; MAE in the diabetes "
          "target's units)")
     if agree:
@@ -333,9 +344,9 @@ def _run(quick, out_dir, echo, threads):
             curves[f"{label} (lr {kw['lr']:g})"] = r.curve
             rows.append([label, f"{name}({', '.join(f'{k}={v}' for k, v in kw.items())})",
                          f"{r.score:.3f}", f"{r.curve[-1]:.4f}",
-                         f"{1e6 * r.t_opt / r.steps:.0f}"])
+                         f"{r.median_us('optim'):.0f}"])
     echo(_table(["optimizer", "fastloss.optim", "test accuracy", "final loss",
-                 "us per step"], rows))
+                 "optim us per step"], rows))
     os.makedirs(out_dir, exist_ok=True)
     png = os.path.abspath(os.path.join(out_dir, "fastloss_optimizers.png"))
     hidden = "-".join(str(h) for h in spec.hidden)
