@@ -153,7 +153,8 @@ def main(argv=None) -> int:
                    help="threads for fastloss and BLAS (default 1: the models are small)")
     p = sub.add_parser("bench", help="sweep kernels x sizes x dtypes x backends")
     p.add_argument("--quick", action="store_true", help="small sizes, few rounds (CI)")
-    p.add_argument("--dtypes", default="float32", help="comma-separated, float32 and/or float64 (default float32)")
+    p.add_argument("--dtypes", default="float32",
+                   help="comma-separated, float32 and/or float64 (default float32)")
     p.add_argument("--kernels", default="",
                    help=f"comma-separated subset of {','.join(KERNELS)} (default: all)")
     p.add_argument("--threads", type=_positive_int, default=0,

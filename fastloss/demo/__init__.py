@@ -324,9 +324,9 @@ def _run(quick, out_dir, echo, threads):
                              speedup])
     echo(_table(["task", "loss", "optimizer", "steps", "backend", "test score", "final loss",
                  "layers us", "loss us", "optim us", "loss+optim speed-up"], rows))
-    echo(f"(times: median microseconds per training step, after {startup:.2f} s of warm-up in which "
-         "Numba compiled its kernels or loaded them from its cache; MAE in the diabetes "
-         "target's units)")
+    echo(f"(times: median microseconds per training step, after {startup:.2f} s of warm-up in "
+         "which Numba compiled its kernels or loaded them from its cache; MAE in the "
+         "diabetes target's units)")
     if agree:
         echo(f"OK: the native backend's loss curves agree with the NumPy backend's "
              f"(largest relative difference over all epochs {worst:.1e}, tolerance {CURVE_RTOL:g})")
