@@ -78,6 +78,27 @@ def cmd_demo(args) -> int:
     return 0 if result["agree"] else 1
 
 
+def _threads_text(n):
+    return f"{n} thread{'s' if n != 1 else ''}"
+
+
+def _busy_warning(threads):
+    """A warning when other processes already keep the cores busy: a parallel kernel then
+    waits for a core for each of its threads (a scheduler time slice, milliseconds)."""
+    import os
+
+    cores = os.cpu_count() or 1
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):  # not on this platform
+        return ""
+    if threads > 1 and load + threads > cores + 0.5:
+        return (f"warning: load average {load:.1f} on {cores} cores before the benchmark: "
+                f"kernels on {threads} threads will wait for free cores and time badly; "
+                "measure on a quiet machine, or use --threads 1")
+    return ""
+
+
 def cmd_bench(args) -> int:
     import datetime
     import os
@@ -101,11 +122,14 @@ def cmd_bench(args) -> int:
     except ValueError as exc:
         print(f"fastloss bench: {exc}", file=sys.stderr)
         return 2
-    bandwidth = benchmark.measure_bandwidth(preset)
     threads = _threads.get_num_threads()
-    print(f"streaming bandwidth ({bandwidth['threads']} threads, best of the repeats): "
+    busy = _busy_warning(threads)
+    if busy:
+        print(busy, file=sys.stderr)
+    bandwidth = benchmark.measure_bandwidth(preset)
+    print(f"streaming bandwidth ({_threads_text(bandwidth['threads'])}, best of the repeats): "
           f"triad {bandwidth['triad']:.1f} GB/s, in-place update {bandwidth['inplace']:.1f} GB/s")
-    bar = _Progress(total, f"bench ({name}, {threads} threads)")
+    bar = _Progress(total, f"bench ({name}, {_threads_text(threads)})")
     try:
         rows = benchmark.run_cases(cases, bandwidth, min_rounds=preset["rounds"],
                                    max_time=preset["max_time"], progress=bar)
@@ -119,13 +143,14 @@ def cmd_bench(args) -> int:
                 "torch": not args.no_torch and benchmark._torch() is not None,
                 "threads": threads,
                 "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
+                "busy_warning": busy or None,
                 "date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(
                     timespec="seconds")}
         benchmark.to_json(rows, bandwidth, meta, args.json)
         print(f"results: {args.json}")
     if args.plot:
         benchmark.plot_rows(rows, args.plot, title="fastloss native speed-up, peer time / "
-                            f"native time ({name} preset, {threads} threads)")
+                            f"native time ({name} preset, {_threads_text(threads)})")
         print(f"plot: {args.plot}")
     return 0
 

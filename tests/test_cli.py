@@ -199,3 +199,12 @@ def test_demo_training_learns_and_backends_agree():
     assert runs[0].score > 0.9
     np.testing.assert_allclose(runs[1].curve, runs[0].curve, rtol=demo.CURVE_RTOL)
     assert runs[0].curve[-1] < runs[0].curve[0]
+
+
+def test_bench_warns_on_a_busy_machine(monkeypatch):
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(os, "getloadavg", lambda: (1.8, 1.5, 1.0))
+    assert "--threads 1" in cli._busy_warning(2)
+    assert cli._busy_warning(1) == ""  # a serial kernel does not wait for other threads
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.1, 0.1, 0.1))
+    assert cli._busy_warning(2) == ""

@@ -285,8 +285,9 @@ def _run(quick, out_dir, echo, threads):
     backends = ["numpy", "native"]
     native_note = "" if fastloss.native_available() else \
         " (the compiled extension is not built: losses run on NumPy in both)"
-    echo(f"fastloss demo{' --quick' if quick else ''}: {threads} thread(s) for fastloss and "
-         f"BLAS; backends numpy vs native{native_note}")
+    plural = "s" if threads > 1 else ""
+    echo(f"fastloss demo{' --quick' if quick else ''}: {threads} thread{plural} for fastloss "
+         f"and BLAS; backends numpy vs native{native_note}")
     datasets = {task: load(task) for task in TASKS}
     epochs = {t: (s.quick_epochs if quick else s.epochs) for t, s in TASKS.items()}
     plan = [(task, lab, be) for task, spec in TASKS.items()
