@@ -1,10 +1,21 @@
 """``fastloss bench``: time each kernel x size x dtype x backend, without pytest.
 
 Peers: the NumPy backend, the native backend and, when installed, PyTorch at
-the same thread count. Each case checks every peer's result against the
-NumPy reference before it is timed, so a fast wrong kernel cannot win.
-Reported per case: median time, ratio of native to each peer, GB/s and the
-share of the streaming bandwidth measured at start.
+the same thread count (for optimizers: torch's default for-loop step and its
+fused CPU step where one exists). Every case checks each peer's result against
+the NumPy reference before anything is timed, so a fast wrong kernel cannot win:
+
+* losses: loss and gradient, every peer from its own output buffer;
+* optimizers: fresh instances of every peer, from the same parameters and empty
+  state, take three steps with three different gradients and must end with the
+  same parameters (one step of Adam from empty state is ``lr * sign(g)`` whatever
+  the second moment, so a single step would check little). The instances that
+  are then timed are separate ones.
+
+Reported per case: median time per call of each peer, the speed-up of native
+over each peer (peer time / native time), native GB/s (bytes a single pass must
+move / median) and that as a share of the streaming bandwidth measured at start
+(``fastloss.bandwidth``: the triad for losses, the in-place update for optimizers).
 """
 from __future__ import annotations
 
@@ -12,27 +23,36 @@ import importlib.util
 import json
 import time
 from dataclasses import dataclass
+from typing import Callable, Optional
 
 import numpy as np
 
-SIZES = {"quick": {"elementwise": [100_000], "ce": [(256, 10), (512, 1000)],
-                   "optim": [100_000]},
-         "full": {"elementwise": [100_000, 10_000_000],
-                  "ce": [(256, 10), (4096, 1000), (1024, 32000)],
-                  "optim": [100_000, 10_000_000]}}
+# size presets; 'tiny' (hidden --tiny) only exercises the machinery, for tests
+SIZES = {
+    "tiny": {"elementwise": [10_000], "ce": [(64, 10)], "optim": [10_000],
+             "bandwidth_n": 1_000_000, "rounds": 1, "max_time": 0.01},
+    "quick": {"elementwise": [100_000], "ce": [(256, 10), (512, 1000)], "optim": [100_000],
+              "bandwidth_n": 4_000_000, "rounds": 3, "max_time": 0.2},
+    "full": {"elementwise": [100_000, 10_000_000],
+             "ce": [(256, 10), (4096, 1000), (1024, 32000)],
+             "optim": [100_000, 10_000_000],
+             "bandwidth_n": 40_000_000, "rounds": 5, "max_time": 1.0},
+}
+
+DTYPES = ("float32", "float64")
 
 
 @dataclass
 class Case:
-    """One kernel at one size: a zero-argument callable per peer."""
+    """One kernel at one size and dtype: a zero-argument callable per peer."""
 
     kernel: str
     size: str
     dtype: str
-    nbytes: int          # bytes a single-pass kernel must move (for GB/s)
+    nbytes: int          # bytes a single pass must move (for GB/s)
     bandwidth_kind: str  # 'triad' (read 2 write 1) or 'inplace' (update in place)
     runners: dict
-    check: callable = None
+    check: Optional[Callable[[], None]] = None  # raises AssertionError on a wrong peer
 
 
 def _torch():
@@ -50,6 +70,39 @@ def _fmt_size(n):
     return str(n)
 
 
+def _peers_native():
+    from . import _backend
+
+    return ["numpy", "native"] if _backend.native_available() else ["numpy"]
+
+
+def _close(peer, what, got, ref, rtol):
+    """``got`` equals ``ref`` to ``rtol`` relative to the largest |ref| (loss, gradient)."""
+    got, ref = np.asarray(got, np.float64), np.asarray(ref, np.float64)
+    scale = float(np.max(np.abs(ref))) if ref.size else 0.0
+    if got.shape != ref.shape or not np.allclose(got, ref, rtol=rtol, atol=rtol * scale):
+        err = float(np.max(np.abs(got - ref))) if got.shape == ref.shape else float("nan")
+        raise AssertionError(f"{peer}: {what} differs from the NumPy reference "
+                             f"(max abs error {err:.3g}, scale {scale:.3g})")
+
+
+def _loss_check(runners, dtype):
+    """A check that calls every peer once and compares (loss, grad) with NumPy's."""
+    rtol = 2e-4 if dtype == "float32" else 1e-9
+
+    def check():
+        res = {}
+        for peer, fn in runners.items():  # copy: a later call must not change them
+            loss, grad = fn()
+            res[peer] = (np.array(loss, np.float64), np.array(grad, np.float64))
+        ref_loss, ref_grad = res["numpy"]
+        for peer, (loss, grad) in res.items():
+            _close(peer, "loss", loss, ref_loss, rtol)
+            _close(peer, "gradient", grad, ref_grad, rtol)
+
+    return check
+
+
 # --- element-wise losses ---------------------------------------------------------
 
 ELEMENTWISE = {
@@ -61,11 +114,30 @@ ELEMENTWISE = {
 }
 
 
-def elementwise_cases(sizes, dtypes, with_torch=True):
+def _torch_loss_runner(torch, tf, x, target, **kw):
+    xt = torch.from_numpy(x.copy()).requires_grad_()
+    tt = torch.from_numpy(target)
+
+    def step():
+        xt.grad = None
+        loss = tf(xt, tt, **kw)
+        loss.backward()
+        return loss.detach().numpy(), xt.grad.numpy()
+
+    return step
+
+
+def _fastloss_runner(fn, x, target, backend):
+    buf = np.empty_like(x)  # one output buffer per peer, reused across calls
+    return lambda: fn(x, target, return_grad=True, out=buf, backend=backend)
+
+
+def elementwise_cases(sizes, dtypes, torch=None, names=None):
     import fastloss
 
-    torch = _torch() if with_torch else None
     for name, (fn_name, torch_name, kind) in ELEMENTWISE.items():
+        if names and name not in names:
+            continue
         fn = getattr(fastloss, fn_name)
         for n in sizes:
             for dt in dtypes:
@@ -73,48 +145,192 @@ def elementwise_cases(sizes, dtypes, with_torch=True):
                 x = rng.standard_normal(n).astype(dt)
                 t = (rng.random(n) < 0.5).astype(dt) if kind == "binary" else \
                     rng.standard_normal(n).astype(dt)
-                buf = np.empty_like(x)
-                runners = {
-                    "numpy": lambda fn=fn, x=x, t=t, buf=buf:
-                        fn(x, t, return_grad=True, out=buf, backend="numpy"),
-                    "native": lambda fn=fn, x=x, t=t, buf=buf:
-                        fn(x, t, return_grad=True, out=buf, backend="native"),
-                }
+                runners = {be: _fastloss_runner(fn, x, t, be) for be in _peers_native()}
                 if torch is not None:
-                    tf = getattr(torch.nn.functional, torch_name)
-                    xt = torch.from_numpy(x.copy()).requires_grad_()
-                    tt = torch.from_numpy(t)
-
-                    def torch_step(tf=tf, xt=xt, tt=tt):
-                        xt.grad = None
-                        loss = tf(xt, tt)
-                        loss.backward()
-                        return loss.detach().numpy(), xt.grad.numpy()
-
-                    runners["torch"] = torch_step
+                    runners["torch"] = _torch_loss_runner(
+                        torch, getattr(torch.nn.functional, torch_name), x, t)
                 yield Case(name, _fmt_size(n), np.dtype(dt).name, 3 * n * np.dtype(dt).itemsize,
-                           "triad", runners, _check_pair)
+                           "triad", runners, _loss_check(runners, np.dtype(dt).name))
 
 
-def _check_pair(results, dtype):
-    """Every peer's (loss, grad) equals the NumPy reference's."""
-    ref_loss, ref_grad = (np.asarray(r, np.float64) for r in results["numpy"])
-    tol = 1e-4 if dtype == "float32" else 1e-9
-    for peer, (loss, grad) in results.items():
-        if not np.allclose(np.asarray(loss, np.float64), ref_loss, rtol=tol, atol=tol):
-            raise AssertionError(f"{peer}: loss differs from the reference")
-        if not np.allclose(np.asarray(grad, np.float64), ref_grad, rtol=tol, atol=tol * 1e-2):
-            raise AssertionError(f"{peer}: gradient differs from the reference")
+# --- cross-entropy ----------------------------------------------------------------
+
+def ce_cases(shapes, dtypes, torch=None):
+    import fastloss
+
+    for n, c in shapes:
+        for dt in dtypes:
+            rng = np.random.default_rng(0)
+            x = (3 * rng.standard_normal((n, c))).astype(dt)
+            y = rng.integers(0, c, n)  # int64 class indices
+            runners = {be: _fastloss_runner(fastloss.cross_entropy, x, y, be)
+                       for be in _peers_native()}
+            if torch is not None:
+                runners["torch"] = _torch_loss_runner(torch, torch.nn.functional.cross_entropy,
+                                                      x, y)
+            # read the logits, write the gradient (labels: n * 8 bytes, not counted)
+            yield Case("cross_entropy", f"{n}x{c}", np.dtype(dt).name,
+                       2 * n * c * np.dtype(dt).itemsize, "triad", runners,
+                       _loss_check(runners, np.dtype(dt).name))
 
 
-# --- timing -------------------------------------------------------------------
+# --- optimizers ---------------------------------------------------------------------
 
-def time_callable(fn, min_rounds=5, max_time=1.0):
-    """Median wall time of ``fn()`` over at least ``min_rounds`` calls after a warm-up."""
+OPTIMIZERS = {  # name: (fastloss.optim class, torch.optim class, kwargs, state buffers)
+    "adam": ("Adam", "Adam", {"lr": 1e-3}, 2),
+    "sgd_momentum": ("SGD", "SGD", {"lr": 1e-2, "momentum": 0.9}, 1),
+    "rmsprop": ("RMSprop", "RMSprop", {"lr": 1e-3}, 1),
+}
+CHECK_STEPS = 3
+
+
+def _optim_peers(ours, theirs, kw, torch):
+    """{peer: factory(p0) -> (step(g) -> None, params() -> ndarray)}, fresh state each call."""
+    import fastloss.optim as optim
+
+    def fastloss_factory(backend):
+        def make(p0):
+            p = p0.copy()
+            opt = getattr(optim, ours)([p], backend=backend, **kw)
+            return (lambda g: opt.step([g])), (lambda: p)
+        return make
+
+    peers = {be: fastloss_factory(be) for be in ("numpy", "native")}
+    if torch is not None:
+        def torch_factory(extra):
+            def make(p0):
+                pt = torch.nn.Parameter(torch.from_numpy(p0.copy()))
+                opt = getattr(torch.optim, theirs)([pt], **kw, **extra)
+
+                def step(g):
+                    pt.grad = torch.from_numpy(g)
+                    opt.step()
+                return step, (lambda: pt.detach().numpy())
+            return make
+
+        peers["torch"] = torch_factory({})
+        try:  # torch's fused CPU step, where this torch has one for the optimizer
+            getattr(torch.optim, theirs)([torch.nn.Parameter(torch.zeros(1))], **kw, fused=True)
+            peers["torch_fused"] = torch_factory({"fused": True})
+        except (RuntimeError, TypeError, ValueError):
+            pass
+    return peers
+
+
+def _optim_check(peers, p0, grads, dtype):
+    """Fresh instances of every peer take the same steps; their params must agree."""
+    rtol = 1e-4 if dtype == "float32" else 1e-9
+    eps = float(np.finfo(dtype).eps)
+
+    def check():
+        moved = {}
+        for peer, make in peers.items():
+            step, params = make(p0)
+            for g in grads:
+                step(g)
+            moved[peer] = np.asarray(params(), np.float64) - p0.astype(np.float64)
+        ref = moved["numpy"]
+        if not np.any(ref):
+            raise AssertionError("the reference did not move the parameters")
+        # rounding of p itself (a few ulp per step) plus rtol of the largest update
+        atol = 4 * (len(grads) + 1) * eps * float(np.max(np.abs(p0))) + \
+            rtol * float(np.max(np.abs(ref)))
+        for peer, d in moved.items():
+            if not np.allclose(d, ref, rtol=0, atol=atol):
+                raise AssertionError(
+                    f"{peer}: parameters after {len(grads)} steps differ from the NumPy "
+                    f"reference (max error {float(np.max(np.abs(d - ref))):.3g}, "
+                    f"allowed {atol:.3g})")
+
+    return check
+
+
+def optim_cases(sizes, dtypes, torch=None, names=None):
+    for name, (ours, theirs, kw, nstate) in OPTIMIZERS.items():
+        if names and name not in names:
+            continue
+        peers = _optim_peers(ours, theirs, kw, torch)
+        for n in sizes:
+            for dt in dtypes:
+                rng = np.random.default_rng(0)
+                p0 = rng.standard_normal(n).astype(dt)
+                grads = [(0.1 * rng.standard_normal(n)).astype(dt) for _ in range(CHECK_STEPS)]
+                runners = {}
+                for peer, make in peers.items():
+                    step, params = make(p0)
+                    runners[peer] = (lambda step=step, g=grads[0]: step(g))
+                # bytes: read p, g, state; write p, state
+                nbytes = (2 + nstate + 1 + nstate) * n * np.dtype(dt).itemsize
+                yield Case(name, _fmt_size(n), np.dtype(dt).name, nbytes, "inplace", runners,
+                           _optim_check(peers, p0, grads, np.dtype(dt).name))
+
+
+# --- the sweep -------------------------------------------------------------------------
+
+KERNELS = (*ELEMENTWISE, "cross_entropy", *OPTIMIZERS)
+
+
+def _selection(kernels, dtypes):
+    """Validate the kernel and dtype names (ValueError naming the bad ones)."""
+    if kernels:
+        unknown = sorted(set(kernels) - set(KERNELS))
+        if unknown:
+            raise ValueError(f"unknown kernel(s) {', '.join(unknown)}; "
+                             f"choose from {', '.join(KERNELS)}")
+    bad = sorted(set(dtypes) - set(DTYPES))
+    if bad or not dtypes:
+        raise ValueError(f"dtypes must be among {', '.join(DTYPES)}, got {', '.join(dtypes)}")
+
+
+def count_cases(preset, dtypes, kernels=None):
+    """How many cases :func:`all_cases` will yield (without building any)."""
+    _selection(kernels, dtypes)
+
+    def n(names):
+        return sum(1 for k in names if not kernels or k in kernels)
+
+    return len(dtypes) * (n(ELEMENTWISE) * len(preset["elementwise"]) +
+                          n(["cross_entropy"]) * len(preset["ce"]) +
+                          n(OPTIMIZERS) * len(preset["optim"]))
+
+
+def all_cases(preset, dtypes, with_torch=True, kernels=None):
+    """Every case of a size preset (a dict of ``SIZES``), optionally only the named kernels.
+
+    Lazily: a case's arrays are built when it is reached, so the full preset never holds
+    more than one case in memory. With torch, torch's thread count is set to fastloss's."""
+    _selection(kernels, dtypes)
+    return _all_cases(preset, dtypes, with_torch, kernels)
+
+
+def _all_cases(preset, dtypes, with_torch, kernels):
+    torch = _torch() if with_torch else None
+    if torch is not None:
+        from . import _threads
+
+        torch.set_num_threads(_threads.get_num_threads())
+
+    def wanted(*names):
+        return not kernels or any(k in kernels for k in names)
+
+    groups = []
+    if wanted(*ELEMENTWISE):
+        groups.append(elementwise_cases(preset["elementwise"], dtypes, torch, kernels))
+    if wanted("cross_entropy"):
+        groups.append(ce_cases(preset["ce"], dtypes, torch))
+    if wanted(*OPTIMIZERS):
+        groups.append(optim_cases(preset["optim"], dtypes, torch, kernels))
+    for group in groups:
+        yield from group
+
+
+def time_callable(fn, min_rounds=5, max_time=1.0, max_rounds=200):
+    """Median wall time of ``fn()`` over at least ``min_rounds`` calls after a warm-up call,
+    more while the total stays under ``max_time`` seconds (at most ``max_rounds``)."""
     fn()
     times, start = [], time.perf_counter()
     while len(times) < min_rounds or (time.perf_counter() - start < max_time and
-                                      len(times) < 200):
+                                      len(times) < max_rounds):
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
@@ -122,28 +338,38 @@ def time_callable(fn, min_rounds=5, max_time=1.0):
 
 
 def run_cases(cases, bandwidth, min_rounds=5, max_time=1.0, progress=None):
+    """Check, then time, every case; one result dict per case."""
     rows = []
     for case in cases:
         if case.check is not None:
-            case.check({peer: fn() for peer, fn in case.runners.items()}, case.dtype)
+            case.check()
         med = {peer: time_callable(fn, min_rounds, max_time) for peer, fn in case.runners.items()}
-        gbs = case.nbytes / med["native"] / 1e9 if "native" in med else float("nan")
-        bw = bandwidth.get(case.bandwidth_kind) if bandwidth else None
+        base = med.get("native")
+        gbs = case.nbytes / base / 1e9 if base else None
+        bw = (bandwidth or {}).get(case.bandwidth_kind)
         rows.append({
             "kernel": case.kernel, "size": case.size, "dtype": case.dtype,
+            "bytes": case.nbytes, "bandwidth_kind": case.bandwidth_kind,
+            "checked": case.check is not None,
             "median_s": med,
-            "speedup": {peer: med[peer] / med["native"] for peer in med if "native" in med},
+            "speedup": {peer: med[peer] / base for peer in med if peer != "native"}
+            if base else {},
             "native_GBps": gbs,
-            "pct_bandwidth": 100 * gbs / bw if bw else None,
+            "pct_bandwidth": 100 * gbs / bw if (gbs and bw) else None,
         })
         if progress is not None:
             progress.update(1)
     return rows
 
 
+_PEER_ORDER = ["native", "numpy", "torch", "torch_fused"]
+
+
 def format_rows(rows):
-    peers = sorted({p for r in rows for p in r["median_s"]}, key=["native", "numpy",
-                                                                 "torch"].index)
+    """A fixed-width table: times in ms per peer, speed-ups, GB/s, % of bandwidth."""
+    if not rows:
+        return "(no cases)"
+    peers = sorted({p for r in rows for p in r["median_s"]}, key=_PEER_ORDER.index)
     head = ["kernel", "size", "dtype"] + [f"{p} ms" for p in peers] + \
         [f"x vs {p}" for p in peers if p != "native"] + ["GB/s", "% bw"]
     body = []
@@ -152,7 +378,7 @@ def format_rows(rows):
         line += [f"{1e3 * r['median_s'][p]:.3f}" if p in r["median_s"] else "-" for p in peers]
         line += [f"{r['speedup'][p]:.2f}" if p in r["speedup"] else "-"
                  for p in peers if p != "native"]
-        line += [f"{r['native_GBps']:.1f}",
+        line += ["-" if r["native_GBps"] is None else f"{r['native_GBps']:.1f}",
                  "-" if r["pct_bandwidth"] is None else f"{r['pct_bandwidth']:.0f}%"]
         body.append(line)
     widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(head)]
@@ -162,24 +388,28 @@ def format_rows(rows):
     return "\n".join(out)
 
 
-def plot_rows(rows, path):
+def plot_rows(rows, path, title="fastloss native speed-up (peer time / native time)"):
+    """Bars of the native backend's speed-up over each peer, one group per case (log scale)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    labels = [f"{r['kernel']}\n{r['size']} {r['dtype'][5:]}" for r in rows]
-    peers = [p for p in ("numpy", "torch") if any(p in r["speedup"] for r in rows)]
-    fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(rows)), 4.5), dpi=110)
+    labels = [f"{r['kernel']}\n{r['size']} {r['dtype'].replace('float', 'f')}" for r in rows]
+    peers = [p for p in _PEER_ORDER[1:] if any(p in r["speedup"] for r in rows)]
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(rows) + 1.5), 4.5), dpi=110)
     width = 0.8 / max(1, len(peers))
+    x = np.arange(len(rows))
     for k, peer in enumerate(peers):
         vals = [r["speedup"].get(peer, np.nan) for r in rows]
-        ax.bar(np.arange(len(rows)) + k * width, vals, width, label=f"native vs {peer}")
+        bars = ax.bar(x + k * width, vals, width, label=f"vs {peer}")
+        ax.bar_label(bars, fmt="%.2g", fontsize=6, padding=1)
     ax.axhline(1.0, color="k", lw=0.8)
     ax.set_yscale("log")
-    ax.set_xticks(np.arange(len(rows)) + width * (len(peers) - 1) / 2, labels, fontsize=7)
-    ax.set_ylabel("speed-up of fastloss native (x)")
-    ax.legend()
+    ax.set_xticks(x + width * (len(peers) - 1) / 2, labels, fontsize=7)
+    ax.set_ylabel("speed-up of fastloss native (x, log)")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path)
@@ -187,111 +417,14 @@ def plot_rows(rows, path):
 
 
 def to_json(rows, bandwidth, meta, path):
+    """Save ``{'meta', 'bandwidth', 'results'}`` (one dict per case, as :func:`run_cases`)."""
     with open(path, "w") as f:
-        json.dump({"meta": meta, "bandwidth_GBps": bandwidth, "results": rows}, f, indent=2)
+        json.dump({"meta": meta, "bandwidth": bandwidth, "results": rows}, f, indent=2)
 
 
-# --- cross-entropy ----------------------------------------------------------------
-
-def ce_cases(shapes, dtypes, with_torch=True):
-    import fastloss
-
-    torch = _torch() if with_torch else None
-    for n, c in shapes:
-        for dt in dtypes:
-            rng = np.random.default_rng(0)
-            x = (3 * rng.standard_normal((n, c))).astype(dt)
-            y = rng.integers(0, c, n)
-            buf = np.empty_like(x)
-            runners = {
-                be: (lambda be=be: fastloss.cross_entropy(x, y, return_grad=True, out=buf,
-                                                          backend=be))
-                for be in ("numpy", "native")
-            }
-            if torch is not None:
-                xt = torch.from_numpy(x.copy()).requires_grad_()
-                yt = torch.from_numpy(y)
-
-                def torch_step(xt=xt, yt=yt):
-                    xt.grad = None
-                    loss = torch.nn.functional.cross_entropy(xt, yt)
-                    loss.backward()
-                    return loss.detach().numpy(), xt.grad.numpy()
-
-                runners["torch"] = torch_step
-            yield Case("cross_entropy", f"{n}x{c}", np.dtype(dt).name,
-                       2 * n * c * np.dtype(dt).itemsize, "triad", runners, _check_pair)
-
-
-# --- optimizers ---------------------------------------------------------------------
-
-OPTIMIZERS = {  # name: (fastloss.optim class, torch class, kwargs, state buffers)
-    "adam": ("Adam", "Adam", {"lr": 1e-3}, 2),
-    "sgd_momentum": ("SGD", "SGD", {"lr": 1e-2, "momentum": 0.9}, 1),
-    "rmsprop": ("RMSprop", "RMSprop", {"lr": 1e-3}, 1),
-}
-
-
-def optim_cases(sizes, dtypes, with_torch=True):
-    import fastloss.optim as optim
-
-    torch = _torch() if with_torch else None
-    for name, (ours, theirs, kw, nstate) in OPTIMIZERS.items():
-        for n in sizes:
-            for dt in dtypes:
-                rng = np.random.default_rng(0)
-                p0 = rng.standard_normal(n).astype(dt)
-                g = (0.1 * rng.standard_normal(n)).astype(dt)
-                runners, params = {}, {}
-                for be in ("numpy", "native"):
-                    params[be] = p0.copy()
-                    opt = getattr(optim, ours)([params[be]], backend=be, **kw)
-                    runners[be] = (lambda opt=opt, p=params[be]: (opt.step([g]), p)[1])
-                if torch is not None:
-                    pt = torch.nn.Parameter(torch.from_numpy(p0.copy()))
-                    pt.grad = torch.from_numpy(g)
-                    for variant, extra in (("torch", {}), ("torch_fused", {"fused": True})):
-                        try:
-                            topt = getattr(torch.optim, theirs)([pt], **kw, **extra)
-                        except (RuntimeError, TypeError, ValueError):
-                            continue  # this torch has no fused variant for it
-                        runners[variant] = (lambda topt=topt, pt=pt:
-                                            (topt.step(), pt.detach().numpy())[1])
-                # bytes: read p, g, state; write p, state
-                nbytes = (2 + nstate + 1 + nstate) * n * np.dtype(dt).itemsize
-                yield Case(name, _fmt_size(n), np.dtype(dt).name, nbytes, "inplace", runners,
-                           _check_params)
-
-
-def _check_params(results, dtype):
-    """After one step from the same start, every peer's params match NumPy's.
-
-    Peers were stepped once each by the check call, from identical state."""
-    ref = np.asarray(results["numpy"], np.float64)
-    tol = 1e-5 if dtype == "float32" else 1e-12
-    for peer, p in results.items():
-        if not np.allclose(np.asarray(p, np.float64), ref, rtol=tol, atol=tol):
-            raise AssertionError(f"{peer}: parameters differ from the reference after one step")
-
-
-def all_cases(preset, dtypes, with_torch=True, kernels=None):
-    """Every case of a size preset, optionally only the named kernels."""
-    torch = _torch() if with_torch else None
-    if torch is not None:
-        from . import _threads
-
-        torch.set_num_threads(_threads.get_num_threads())
-    groups = [elementwise_cases(preset["elementwise"], dtypes, with_torch),
-              ce_cases(preset["ce"], dtypes, with_torch),
-              optim_cases(preset["optim"], dtypes, with_torch)]
-    for group in groups:
-        for case in group:
-            if kernels is None or case.kernel in kernels:
-                yield case
-
-
-def measure_bandwidth(quick=False):
-    """Streaming bandwidth in GB/s: {'triad': ..., 'inplace': ...}."""
+def measure_bandwidth(preset):
+    """Streaming bandwidth of a preset (``fastloss.bandwidth.measure_bandwidth``'s dict:
+    'triad' and 'inplace' in GB/s, best of the repeats, and their medians)."""
     from .bandwidth import measure_bandwidth as measure
 
-    return measure(n=4_000_000 if quick else 40_000_000)
+    return measure(n=preset["bandwidth_n"], repeats=5 if preset["rounds"] > 1 else 3)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import platform
 import sys
 
@@ -70,56 +71,123 @@ def cmd_demo(args) -> int:
 
     missing = demo.missing_extras()
     if missing:
-        print(f"fastloss demo needs {', '.join(missing)}. Install them with:\n  "
-              f"{demo.INSTALL_HINT}", file=sys.stderr)
+        print(f"fastloss demo needs {', '.join(missing)}, not installed. Install with:\n"
+              f"{demo.install_hint(missing)}", file=sys.stderr)
         return 2
-    result = demo.run(quick=args.quick, out_dir=args.out_dir)
+    result = demo.run(quick=args.quick, out_dir=args.out_dir, threads=args.threads)
     return 0 if result["agree"] else 1
 
 
+def _threads_text(n):
+    return f"{n} thread{'s' if n != 1 else ''}"
+
+
+def _busy_warning(threads):
+    """A warning when other processes already keep the cores busy: a parallel kernel then
+    waits for a core for each of its threads (a scheduler time slice, milliseconds)."""
+    import os
+
+    cores = os.cpu_count() or 1
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):  # not on this platform
+        return ""
+    if threads > 1 and load + threads > cores + 0.5:
+        return (f"warning: load average {load:.1f} on {cores} cores before the benchmark: "
+                f"kernels on {threads} threads will wait for free cores and time badly; "
+                "measure on a quiet machine, or use --threads 1")
+    return ""
+
+
 def cmd_bench(args) -> int:
+    import datetime
+    import os
+
     from . import _threads, benchmark
 
+    if args.plot and importlib.util.find_spec("matplotlib") is None:
+        print("fastloss bench --plot needs matplotlib, not installed. Install with:\n"
+              "  pip install matplotlib", file=sys.stderr)
+        return 2
     if args.threads:
         _threads.set_num_threads(args.threads)
-    preset = benchmark.SIZES["quick" if args.quick else "full"]
-    dtypes = args.dtypes.split(",")
-    bandwidth = benchmark.measure_bandwidth(quick=args.quick)
-    print("streaming bandwidth (GB/s, %d threads): %s" % (
-        _threads.get_num_threads(), ", ".join(f"{k} {v:.1f}" for k, v in bandwidth.items())))
-    cases = list(benchmark.all_cases(preset, dtypes, with_torch=not args.no_torch,
-                                     kernels=args.kernels.split(",") if args.kernels else None))
-    bar = _Progress(len(cases), "bench")
+    name = "tiny" if args.tiny else "quick" if args.quick else "full"
+    preset = benchmark.SIZES[name]
+    dtypes = [d.strip() for d in args.dtypes.split(",") if d.strip()]
+    kernels = [k.strip() for k in args.kernels.split(",") if k.strip()] or None
+    try:  # cases are built one at a time as the sweep reaches them
+        total = benchmark.count_cases(preset, dtypes, kernels)
+        cases = benchmark.all_cases(preset, dtypes, with_torch=not args.no_torch,
+                                    kernels=kernels)
+    except ValueError as exc:
+        print(f"fastloss bench: {exc}", file=sys.stderr)
+        return 2
+    threads = _threads.get_num_threads()
+    busy = _busy_warning(threads)
+    if busy:
+        print(busy, file=sys.stderr)
+    bandwidth = benchmark.measure_bandwidth(preset)
+    print(f"streaming bandwidth ({_threads_text(bandwidth['threads'])}, best of the repeats): "
+          f"triad {bandwidth['triad']:.1f} GB/s, in-place update {bandwidth['inplace']:.1f} GB/s")
+    bar = _Progress(total, f"bench ({name}, {_threads_text(threads)})")
     try:
-        rows = benchmark.run_cases(cases, bandwidth, min_rounds=3 if args.quick else 5,
-                                   max_time=0.2 if args.quick else 1.0, progress=bar)
+        rows = benchmark.run_cases(cases, bandwidth, min_rounds=preset["rounds"],
+                                   max_time=preset["max_time"], progress=bar)
     finally:
         bar.close()
     print(benchmark.format_rows(rows))
+    print("x vs peer = peer time / native time (> 1: native is faster); every peer's result "
+          "was checked against the NumPy reference before timing")
     if args.json:
-        benchmark.to_json(rows, bandwidth, info(), args.json)
-        print(f"saved {args.json}")
+        meta = {**info(), "preset": name, "dtypes": dtypes, "kernels": kernels or "all",
+                "torch": not args.no_torch and benchmark._torch() is not None,
+                "threads": threads,
+                "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
+                "busy_warning": busy or None,
+                "date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(
+                    timespec="seconds")}
+        benchmark.to_json(rows, bandwidth, meta, args.json)
+        print(f"results: {args.json}")
     if args.plot:
-        benchmark.plot_rows(rows, args.plot)
+        benchmark.plot_rows(rows, args.plot, title="fastloss native speed-up, peer time / "
+                            f"native time ({name} preset, {_threads_text(threads)})")
         print(f"plot: {args.plot}")
     return 0
 
 
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
 def main(argv=None) -> int:
+    from .benchmark import KERNELS
+
     parser = argparse.ArgumentParser(prog="fastloss", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("info", help="versions, backends, threads, build flags")
     p = sub.add_parser("demo", help="train small models on scikit-learn's data sets")
     p.add_argument("--quick", action="store_true", help="a few seconds (what CI runs)")
     p.add_argument("--out-dir", default=".", help="where the PNG goes (default: .)")
+    p.add_argument("--threads", type=_positive_int, default=1,
+                   help="threads for fastloss and BLAS (default 1: the models are small)")
     p = sub.add_parser("bench", help="sweep kernels x sizes x dtypes x backends")
     p.add_argument("--quick", action="store_true", help="small sizes, few rounds (CI)")
-    p.add_argument("--dtypes", default="float32", help="comma-separated (default float32)")
-    p.add_argument("--kernels", default="", help="comma-separated subset (default: all)")
-    p.add_argument("--threads", type=int, default=0, help="thread count for every peer")
+    p.add_argument("--dtypes", default="float32",
+                   help="comma-separated, float32 and/or float64 (default float32)")
+    p.add_argument("--kernels", default="",
+                   help=f"comma-separated subset of {','.join(KERNELS)} (default: all)")
+    p.add_argument("--threads", type=_positive_int, default=0,
+                   help="thread count for every peer (default: fastloss's setting)")
     p.add_argument("--no-torch", action="store_true", help="skip PyTorch even if installed")
     p.add_argument("--json", metavar="FILE", help="save the results as JSON")
     p.add_argument("--plot", metavar="FILE", help="draw the speed-ups as a PNG")
+    p.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # tests only
     args = parser.parse_args(argv)
     if args.command == "info":
         for key, value in info().items():
