@@ -14,15 +14,19 @@ from . import functional, nn
 from .functional import (
     binary_cross_entropy,
     binary_cross_entropy_with_logits,
+    cross_entropy,
     huber_loss,
     l1_loss,
     mse_loss,
+    nll_loss,
     smooth_l1_loss,
 )
-from .nn import BCELoss, BCEWithLogitsLoss, HuberLoss, L1Loss, MSELoss, SmoothL1Loss
+from .nn import (BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, HuberLoss, L1Loss, MSELoss,
+                 NLLLoss, SmoothL1Loss)
 
 __all__ = [
     "functional", "nn", "mse_loss", "l1_loss", "huber_loss", "smooth_l1_loss",
-    "binary_cross_entropy", "binary_cross_entropy_with_logits",
+    "binary_cross_entropy", "binary_cross_entropy_with_logits", "cross_entropy", "nll_loss",
     "MSELoss", "L1Loss", "HuberLoss", "SmoothL1Loss", "BCELoss", "BCEWithLogitsLoss",
+    "CrossEntropyLoss", "NLLLoss",
 ]
