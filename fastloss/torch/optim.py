@@ -66,16 +66,93 @@ def _scalar_dtype():
 def _check_param(p, name):
     if not isinstance(p, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(p).__name__}")
-    if p.device.type != "cpu":
+    if not p.is_cpu:
         raise ValueError(f"{name} is on device {p.device}; fastloss.torch.optim updates CPU "
                          f"tensors only (use torch.optim for other devices)")
     if p.dtype not in _FLOAT:
         raise TypeError(f"{name} has dtype {p.dtype}; fastloss.torch.optim supports float32 "
                         f"and float64 parameters (cast the model with .float(), or use "
                         f"torch.optim for float16/bfloat16/complex)")
-    if p.layout != torch.strided:
+    if p.layout is not torch.strided:
         raise ValueError(f"{name} has layout {p.layout}; only dense (strided) parameters are "
                          f"supported")
+
+
+def _check_grad(p, g, name, opt_name):
+    if g.layout is not torch.strided:
+        raise ValueError(f"{name} has a sparse gradient ({g.layout}); {opt_name} needs dense "
+                         f"gradients")
+    if not g.is_cpu:
+        raise ValueError(f"{name}.grad is on device {g.device}, its parameter on {p.device}")
+    if g.dtype is not p.dtype:
+        raise TypeError(f"{name}.grad has dtype {g.dtype}, its parameter {p.dtype}")
+    if g.shape != p.shape:
+        raise ValueError(f"{name}.grad has shape {tuple(g.shape)}, its parameter "
+                         f"{tuple(p.shape)}")
+
+
+class _Views:
+    """NumPy views of one parameter and its torch state, reused while neither changes.
+
+    Valid while ``state`` is the same dict holding the same tensor objects and ``p``
+    still points at the same memory (``p.data = ...`` or ``load_state_dict`` rebuild it).
+    """
+
+    __slots__ = ("state", "n", "ptr", "p_np", "tensors", "arrays", "scalars", "others")
+
+    def valid(self, p, state):
+        if self.state is not state or len(state) != self.n or p.data_ptr() != self.ptr:
+            return False
+        get = state.get
+        for key, t in self.tensors.items():
+            if get(key) is not t:
+                return False
+        return True
+
+    def numpy_state(self):
+        """The state as fastloss.optim holds it: arrays, Python scalars (read each step)."""
+        st = dict(self.arrays)
+        if self.others:
+            st.update(self.others)
+        for key, v in self.scalars.items():
+            st[key] = int(v) if key == "step" else float(v)
+        return st
+
+
+def _build_views(p, state, name, required):
+    """Check a parameter's existing torch state and make its views (state tensors of
+    another dtype or layout are replaced by contiguous copies of the same values)."""
+    for key in required:
+        if key not in state:
+            raise ValueError(f"the state of {name} has no {key!r} (a state_dict of another "
+                             f"optimizer?)")
+    for key, v in state.items():
+        if isinstance(v, torch.Tensor):
+            if not v.is_cpu:
+                raise ValueError(f"state {key!r} of {name} is on device {v.device}")
+            if v.dim() > 0 and v.shape != p.shape:
+                raise ValueError(f"state {key!r} of {name} has shape {tuple(v.shape)}, the "
+                                 f"parameter {tuple(p.shape)}")
+    e = _Views()
+    e.tensors, e.arrays, e.scalars, e.others = {}, {}, {}, {}
+    for key in list(state):
+        v = state[key]
+        if isinstance(v, torch.Tensor):
+            if v.dim() == 0:
+                if v.dtype not in _FLOAT:
+                    v = state[key] = v.to(_scalar_dtype())
+                e.scalars[key] = v.detach().numpy()
+            else:
+                if v.dtype is not p.dtype or not v.is_contiguous():
+                    v = state[key] = v.detach().to(p.dtype).contiguous()
+                e.arrays[key] = v.detach().numpy()
+            e.tensors[key] = v
+        else:
+            e.others[key] = v
+    e.state, e.n, e.ptr = state, len(state), p.data_ptr()
+    pd = p.detach()
+    e.p_np = pd.numpy() if pd.is_contiguous() else None
+    return e
 
 
 class _FastlossStep:
@@ -83,23 +160,23 @@ class _FastlossStep:
 
     _core_cls = None  # the fastloss.optim class with the same math
 
-    def __init__(self, params, *args, **kwargs):
-        super().__init__(params, *args, **kwargs)
-        for k, group in enumerate(self.param_groups):
-            self._check_torch_group(group, k)
-
     def add_param_group(self, param_group):
+        """torch's ``add_param_group``, then fastloss's checks (the group is not added if
+        they fail)."""
         super().add_param_group(param_group)
-        if hasattr(self, "_fl_ready"):  # after __init__: check the new group now
-            try:
-                self._check_torch_group(self.param_groups[-1], len(self.param_groups) - 1)
-            except Exception:
-                self.param_groups.pop()
-                raise
-        # (during __init__ torch adds the groups before defaults are final; checked there)
+        try:
+            self._check_torch_group(self.param_groups[-1], len(self.param_groups) - 1)
+        except Exception:
+            self.param_groups.pop()
+            raise
+
+    def load_state_dict(self, state_dict):
+        """torch's ``load_state_dict`` (tensors cast to each parameter's dtype)."""
+        self.__dict__.pop("_fl_views", None)
+        self.__dict__.pop("_fl_checked", None)
+        super().load_state_dict(state_dict)
 
     def _check_torch_group(self, group, k):
-        self._fl_ready = True
         if group.get("differentiable", False):
             raise ValueError("differentiable=True is not supported by fastloss.torch.optim "
                              "(the update runs outside autograd); use torch.optim")
@@ -122,94 +199,76 @@ class _FastlossStep:
         return core, cg
 
     def _plan(self):
-        """Validate every group and every parameter that will be stepped; nothing changes."""
+        """Validate every group and every parameter that will be stepped; nothing is
+        changed (beyond the view cache)."""
+        views = self.__dict__.setdefault("_fl_views", {})
+        checked = self.__dict__.setdefault("_fl_checked", {})
+        opt_name = type(self).__name__
         plan = []
         index = 0
         for group in self.param_groups:
-            if group.get("differentiable", False):
-                raise ValueError("differentiable=True is not supported by fastloss.torch.optim")
             core, cg = self._core_group(group)
-            core._check_group(cg)
-            required = {}
+            sig = (group.get("differentiable", False), type(core),
+                   tuple(cg.values()))
+            memo = checked.get(id(group))
+            if memo is None or memo[0] is not group or memo[1] != sig:
+                if sig[0]:
+                    raise ValueError("differentiable=True is not supported by "
+                                     "fastloss.torch.optim")
+                core._check_group(cg)
+                memo = checked[id(group)] = (group, sig, {})
+            required = memo[2]
             items = []
             for p in group["params"]:
-                name = f"params[{index}]"
-                index += 1
                 g = p.grad
                 if g is None:
+                    index += 1
                     continue
+                name = f"params[{index}]"
+                index += 1
                 _check_param(p, name)
-                if g.layout != torch.strided:
-                    raise ValueError(f"{name} has a sparse gradient ({g.layout}); "
-                                     f"{type(self).__name__} needs dense gradients")
-                if g.device != p.device:
-                    raise ValueError(f"{name}.grad is on device {g.device}, its parameter on "
-                                     f"{p.device}")
-                if g.dtype != p.dtype:
-                    raise TypeError(f"{name}.grad has dtype {g.dtype}, its parameter {p.dtype}")
-                if g.shape != p.shape:
-                    raise ValueError(f"{name}.grad has shape {tuple(g.shape)}, its parameter "
-                                     f"{tuple(p.shape)}")
+                _check_grad(p, g, name, opt_name)
                 state = self.state.get(p)
+                e = None
                 if state:
-                    dt = p.dtype
-                    if dt not in required:
-                        tiny = np.zeros(1, np.float32 if dt == torch.float32 else np.float64)
-                        required[dt] = [k for k, v in core._new_state(tiny, cg).items()
-                                        if v is not None]
-                    for key in required[dt]:
-                        if key not in state:
-                            raise ValueError(f"the state of {name} has no {key!r} (a state_dict "
-                                             f"of another optimizer?)")
-                    for key, v in state.items():
-                        if isinstance(v, torch.Tensor) and v.dim() > 0 and v.shape != p.shape:
-                            raise ValueError(f"state {key!r} of {name} has shape "
-                                             f"{tuple(v.shape)}, the parameter {tuple(p.shape)}")
-                        if isinstance(v, torch.Tensor) and v.device.type != "cpu":
-                            raise ValueError(f"state {key!r} of {name} is on device {v.device}")
-                items.append((p, g))
+                    e = views.get(p)
+                    if e is None or not e.valid(p, state):
+                        dt = p.dtype
+                        if dt not in required:
+                            tiny = np.zeros(1, np.float32 if dt is torch.float32 else np.float64)
+                            required[dt] = [k for k, v in core._new_state(tiny, cg).items()
+                                            if v is not None]
+                        e = views[p] = _build_views(p, state, name, required[dt])
+                items.append((p, g, e))
             if items:
                 gs = -1.0 if cg.get("maximize", False) else 1.0
                 plan.append((core, cg, gs, items))
         return plan
 
-    def _numpy_state(self, core, cg, p, p_np):
-        """The parameter's state as fastloss.optim holds it (NumPy views of torch's
-        tensors; Python numbers for scalars), and the views made."""
-        state = self.state[p]
-        if not state:
-            return core._new_state(p_np, cg), {}
-        st, views = {}, {}
-        for key, v in state.items():
-            if isinstance(v, torch.Tensor):
-                if v.dim() == 0:
-                    st[key] = int(v.item()) if key == "step" else v.item()
-                    continue
-                if v.dtype != p.dtype or not v.is_contiguous():
-                    v = state[key] = v.to(p.dtype).contiguous()  # same values, kernel layout
-                st[key] = views[key] = v.numpy()
-            else:
-                st[key] = v
-        return st, views
-
     def _advance(self, core, cg, st, p):
         return core._advance(st, cg)
 
-    def _store(self, p, st, views):
-        """Write step counts back and adopt buffers the kernel arguments created."""
+    def _store(self, p, st, e):
+        """Write the step count back and adopt state the kernel arguments created;
+        returns True when the torch state gained or replaced an entry."""
         state = self.state[p]
+        changed = False
         for key, v in st.items():
             if key == "step":
-                old = state.get("step")
-                if isinstance(old, torch.Tensor):
-                    old.fill_(float(v))
+                sv = None if e is None else e.scalars.get("step")
+                if sv is not None:
+                    sv[()] = v
                 else:
                     state["step"] = torch.tensor(float(v), dtype=_scalar_dtype())
+                    changed = True
             elif isinstance(v, np.ndarray):
-                if views.get(key) is not v:
+                if e is None or e.arrays.get(key) is not v:
                     state[key] = torch.from_numpy(v)
+                    changed = True
             elif key not in state and v is not None:
                 state[key] = v
+                changed = True
+        return changed
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -223,19 +282,26 @@ class _FastlossStep:
         if not plan:
             return loss
         K = _kernels()
+        views = self._fl_views
         threads_set = False
         for core, cg, gs, items in plan:
             memo = {}
-            for p, g in items:
-                pd = p.detach()
-                contiguous = pd.is_contiguous()
-                pw = pd if contiguous else pd.contiguous()
-                p_np = pw.numpy()
-                g_np = g.detach()
-                if not g_np.is_contiguous():
-                    g_np = g_np.contiguous()
-                g_np = g_np.numpy().reshape(-1)
-                st, views = self._numpy_state(core, cg, p, p_np)
+            for p, g, e in items:
+                pw = None
+                if e is not None and e.p_np is not None:
+                    p_np = e.p_np
+                else:
+                    pd = p.detach()
+                    if pd.is_contiguous():
+                        p_np = pd.numpy()
+                    else:
+                        pw = pd.contiguous()
+                        p_np = pw.numpy()
+                if g.is_contiguous() and not g.requires_grad:
+                    g_np = g.numpy().reshape(-1)
+                else:
+                    g_np = g.detach().contiguous().numpy().reshape(-1)
+                st = e.numpy_state() if e is not None else core._new_state(p_np, cg)
                 key = (self._advance(core, cg, st, p), p_np.dtype)
                 sc = memo.get(key)
                 if sc is None:
@@ -248,9 +314,10 @@ class _FastlossStep:
                     _threads.numba_threads()
                     threads_set = True
                 K.kernel(name, flags, n)(*arrays, *scalars)
-                self._store(p, st, views)
-                if not contiguous:
-                    pd.copy_(pw)
+                if self._store(p, st, e):
+                    views.pop(p, None)
+                if pw is not None:
+                    p.detach().copy_(pw)
         return loss
 
 
@@ -313,6 +380,7 @@ class NAdam(_FastlossStep, torch.optim.NAdam):
         if not isinstance(mp, torch.Tensor):
             mp = state["mu_product"] = torch.tensor(
                 1.0 if mp is None else float(mp), dtype=_scalar_dtype())
-        mp *= mu
+            self._fl_views.pop(p, None)
+        mp *= mu  # as torch: in the tensor's dtype
         prod = st["mu_product"] = mp.item()
         return t, prod
