@@ -293,3 +293,28 @@ def test_fused_and_foreach_flags_accepted():
     for pa, pb in zip(a, b):
         assert_close(pa, pb, torch.float32)
     np.testing.assert_equal(oa.param_groups[0]["fused"], True)
+
+
+def test_views_follow_replaced_data_and_reloaded_state():
+    """The cached NumPy views are rebuilt when p.data or the state tensors are replaced."""
+    dtype = torch.float64
+    a, b, oa, ob = _pair("Adam", dict(lr=0.01, amsgrad=True), dtype)
+    grads = _grads(dtype, 30)
+    _run(a, oa, grads[:5])
+    _run(b, ob, grads[:5])
+    sa, sb = copy.deepcopy(oa.state_dict()), copy.deepcopy(ob.state_dict())
+    _run(a, oa, grads[5:10])
+    _run(b, ob, grads[5:10])
+    oa.load_state_dict(sa)  # back to step 5 in the same optimizer
+    ob.load_state_dict(sb)
+    for pa, pb in zip(a, b):
+        new = torch.randn(pa.shape, dtype=dtype)
+        pa.data = new.clone()  # new memory behind the same Parameter
+        pb.data = new.clone()
+    oa.state[a[0]]["step"].fill_(2.0)  # an in-place edit of the state is seen too
+    ob.state[b[0]]["step"].fill_(2.0)
+    _run(a, oa, grads[10:])
+    _run(b, ob, grads[10:])
+    for pa, pb in zip(a, b):
+        assert_close(pa, pb, dtype)
+    assert float(oa.state[a[0]]["step"]) == 22.0
