@@ -112,7 +112,9 @@ def check_same_step(model_name):
 @pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("model_name", list(MODELS))
 def test_train_step(benchmark, model_name, impl):
-    benchmark.group = f"torch-step-{model_name}"
+    if getattr(benchmark, "disabled", False) and model_name == "head":
+        pytest.skip("large model: only with --benchmark-enable (keeps the test suite fast)")
+    benchmark.group = f"torch-step-{model_name} threads={fastloss.get_num_threads()}"
     if impl == "fastloss":
         check_same_step(model_name)
     step, _ = make_step(model_name, impl)
