@@ -39,7 +39,7 @@ def assert_close(actual, desired, dtype, msg=""):
     """Relative tolerance; entries near zero judged against the tensor's scale."""
     rtol = RTOL[dtype]
     actual, desired = actual.detach(), desired.detach()
-    atol = rtol * max(float(desired.abs().max()), 1e-3)
+    atol = rtol * max(float(desired.abs().max()) if desired.numel() else 0.0, 1e-3)
     torch.testing.assert_close(actual, desired, rtol=rtol, atol=atol, msg=msg)
 
 
@@ -318,3 +318,39 @@ def test_views_follow_replaced_data_and_reloaded_state():
     for pa, pb in zip(a, b):
         assert_close(pa, pb, dtype)
     assert float(oa.state[a[0]]["step"]) == 22.0
+
+
+@pytest.mark.parametrize("name,kw", [("Adam", dict(lr=0.01, amsgrad=True)), ("NAdam", {}),
+                                     ("SGD", dict(lr=0.1, momentum=0.9)),
+                                     ("RMSprop", dict(centered=True, momentum=0.5)),
+                                     ("Adagrad", {}), ("Adamax", {})])
+def test_scalar_and_empty_params(name, kw):
+    """A 0-dim parameter (a learnable temperature) and an empty one step like torch."""
+    dtype = torch.float64
+    a = [torch.nn.Parameter(torch.tensor(0.7, dtype=dtype)),
+         torch.nn.Parameter(torch.zeros(0, 3, dtype=dtype))]
+    b = [torch.nn.Parameter(p.detach().clone()) for p in a]
+    oa, ob = getattr(FO, name)(a, **kw), getattr(torch.optim, name)(b, **kw)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(5):
+        gs = [torch.randn((), dtype=dtype, generator=g), torch.zeros(0, 3, dtype=dtype)]
+        for p, q, gg in zip(a, b, gs):
+            p.grad, q.grad = gg.clone(), gg.clone()
+        oa.step()
+        ob.step()
+    for p, q in zip(a, b):
+        assert_close(p, q, dtype)
+        assert {k: v.shape for k, v in oa.state[p].items()} == \
+            {k: v.shape for k, v in ob.state[q].items()}
+
+
+def test_tensor_lr_and_namespace():
+    assert FT.optim is FO
+    a, b, _, _ = _pair("Adam", dict(lr=0.01), torch.float64)
+    oa = FO.Adam(a, lr=torch.tensor(0.01), foreach=False)
+    ob = torch.optim.Adam(b, lr=torch.tensor(0.01), foreach=False)
+    grads = _grads(torch.float64, 10)
+    _run(a, oa, grads)
+    _run(b, ob, grads)
+    for pa, pb in zip(a, b):
+        assert_close(pa, pb, torch.float64)

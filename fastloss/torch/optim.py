@@ -33,6 +33,7 @@ from ..optim._base import _kernels
 __all__ = ["SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "Adamax", "NAdam"]
 
 _FLOAT = (torch.float32, torch.float64)
+_SCALAR_KEYS = ("step", "mu_product")  # scalar state; every other tensor is shaped like p
 _logic_cache: dict = {}
 
 
@@ -130,7 +131,11 @@ def _build_views(p, state, name, required):
         if isinstance(v, torch.Tensor):
             if not v.is_cpu:
                 raise ValueError(f"state {key!r} of {name} is on device {v.device}")
-            if v.dim() > 0 and v.shape != p.shape:
+            if key in _SCALAR_KEYS:
+                if v.numel() != 1:
+                    raise ValueError(f"state {key!r} of {name} has shape {tuple(v.shape)}, "
+                                     f"expected a scalar")
+            elif v.shape != p.shape:
                 raise ValueError(f"state {key!r} of {name} has shape {tuple(v.shape)}, the "
                                  f"parameter {tuple(p.shape)}")
     e = _Views()
@@ -138,9 +143,10 @@ def _build_views(p, state, name, required):
     for key in list(state):
         v = state[key]
         if isinstance(v, torch.Tensor):
-            if v.dim() == 0:
-                if v.dtype not in _FLOAT:
-                    v = state[key] = v.to(_scalar_dtype())
+            if key in _SCALAR_KEYS:
+                if v.dtype not in _FLOAT or v.dim() != 0:
+                    v = state[key] = v.detach().reshape(()).to(
+                        v.dtype if v.dtype in _FLOAT else _scalar_dtype())
                 e.scalars[key] = v.detach().numpy()
             else:
                 if v.dtype is not p.dtype or not v.is_contiguous():
