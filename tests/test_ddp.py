@@ -29,6 +29,9 @@ def _worker(rank, world_size, init_method, result_path):
 
 def test_ddp_two_ranks_equals_single_process(tmp_path):
     ex = _load_example()
+    import fastloss.torch.optim as FO
+
+    assert isinstance(ex.make_optimizer(ex.make_model().parameters()), FO.Adam)
     store = tmp_path / "store"
     result = tmp_path / "params.pt"
     os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")

@@ -120,3 +120,142 @@ def test_import_fastloss_does_not_import_torch(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, cwd=tmp_path, env=env).stdout.strip()
     assert out == "False"
+
+
+# --- cross_entropy / nll_loss -------------------------------------------------------------
+
+def _class_data(dtype, shape=(7, 5), seed=0, ignore=-100):
+    """logits of ``shape`` (classes on axis 1, or axis 0 when 1-D), index targets with one
+    ignored entry, probability targets and class weights."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(shape, dtype=dtype, generator=g) * 2
+    C = shape[1] if len(shape) > 1 else shape[0]
+    tshape = shape[:1] + shape[2:] if len(shape) > 1 else ()
+    y = torch.randint(0, C, tshape, generator=g)
+    if y.dim():
+        y.view(-1)[1] = ignore
+    probs = torch.softmax(torch.randn(shape, dtype=dtype, generator=g), dim=1 if len(shape) > 1
+                          else 0)
+    w = torch.rand(C, dtype=dtype, generator=g) + 0.2
+    return x, y, probs, w
+
+
+def _class_cases(y, probs, w):
+    y2, y3 = y.masked_fill(y == -100, 2), y.masked_fill(y == -100, 3)
+    return [
+        ("ce", FT.cross_entropy, TF.cross_entropy, y, {}),
+        ("ce-w", FT.cross_entropy, TF.cross_entropy, y, {"weight": w}),
+        ("ce-ls", FT.cross_entropy, TF.cross_entropy, y, {"label_smoothing": 0.2}),
+        ("ce-w-ls-ii", FT.cross_entropy, TF.cross_entropy, y2,
+         {"weight": w, "label_smoothing": 0.1, "ignore_index": 2}),
+        ("ce-probs", FT.cross_entropy, TF.cross_entropy, probs, {}),
+        ("ce-probs-w-ls", FT.cross_entropy, TF.cross_entropy, probs,
+         {"weight": w, "label_smoothing": 0.3}),
+        ("nll", FT.nll_loss, TF.nll_loss, y, {}),
+        ("nll-w", FT.nll_loss, TF.nll_loss, y, {"weight": w}),
+        ("nll-w-ii", FT.nll_loss, TF.nll_loss, y3, {"weight": w, "ignore_index": 3}),
+    ]
+
+
+def _class_input(name, x):
+    return torch.log_softmax(x, dim=1 if x.dim() > 1 else 0) if name.startswith("nll") else x
+
+
+CLASS_SHAPES = [(7, 5), (3, 4, 2, 3), (6,)]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("shape", CLASS_SHAPES)
+def test_classification_values_and_grads_match_torch(dtype, reduction, shape):
+    x, y, probs, w = _class_data(dtype, shape)
+    tol = dict(rtol=1e-5, atol=1e-6) if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-12)
+    for name, ours, theirs, target, kw in _class_cases(y, probs, w):
+        inp = _class_input(name, x)
+        a_in = inp.clone().requires_grad_()
+        b_in = inp.clone().requires_grad_()
+        a = ours(a_in, target, reduction=reduction, **kw)
+        b = theirs(b_in, target, reduction=reduction, **kw)
+        assert a.dtype == dtype and a.shape == b.shape, name
+        torch.testing.assert_close(a, b, **tol, msg=name)
+        up = torch.rand_like(a) + 0.5  # a non-trivial upstream gradient
+        (a * up).sum().backward()
+        (b * up).sum().backward()
+        torch.testing.assert_close(a_in.grad, b_in.grad, **tol, msg=name)
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("shape", [(4, 3), (2, 3, 2), (4,)])
+def test_classification_gradcheck_float64(reduction, shape):
+    x, y, probs, w = _class_data(torch.float64, shape, seed=3)
+    for name, ours, _, target, kw in _class_cases(y, probs, w):
+        inp = _class_input(name, x).detach().requires_grad_()
+        assert torch.autograd.gradcheck(lambda z: ours(z, target, reduction=reduction, **kw),
+                                        (inp,)), name
+
+
+def test_classification_backward_plain_and_scaled():
+    """loss.backward() (upstream 1: the saved gradient is handed on) and a scaled upstream
+    gradient, twice through a retained graph: the second pass sees an unmodified gradient."""
+    x, y, _, w = _class_data(torch.float32, (9, 6))
+    a_in, b_in = x.clone().requires_grad_(), x.clone().requires_grad_()
+    a = FT.cross_entropy(a_in @ torch.eye(6), y, weight=w)
+    b = TF.cross_entropy(b_in @ torch.eye(6), y, weight=w)
+    a.backward(retain_graph=True)
+    b.backward(retain_graph=True)
+    torch.testing.assert_close(a_in.grad, b_in.grad)
+    (3 * a).backward()
+    (3 * b).backward()
+    torch.testing.assert_close(a_in.grad, b_in.grad)
+
+
+def test_classification_legacy_reduction_args():
+    x, y, _, w = _class_data(torch.float64)
+    for kw in (dict(size_average=False), dict(reduce=False), dict(size_average=True, reduce=True)):
+        with pytest.warns(UserWarning):  # torch warns about its legacy arguments
+            b = TF.cross_entropy(x, y, **kw)
+        torch.testing.assert_close(FT.cross_entropy(x, y, **kw), b)
+        with pytest.warns(UserWarning):
+            b = TF.nll_loss(torch.log_softmax(x, 1), y, weight=w, **kw)
+        torch.testing.assert_close(FT.nll_loss(torch.log_softmax(x, 1), y, weight=w, **kw), b)
+
+
+def test_classification_all_ignored_mean_is_nan_as_torch():
+    x, y, *_ = _class_data(torch.float32)
+    y = torch.full_like(y, -100)
+    assert torch.isnan(FT.cross_entropy(x, y)) and torch.isnan(TF.cross_entropy(x, y))
+    assert FT.cross_entropy(x, y, reduction="sum") == 0
+
+
+def test_classification_modules_match_torch():
+    x, y, probs, w = _class_data(torch.float32, (8, 5))
+    pairs = [
+        (FT.CrossEntropyLoss(), torch.nn.CrossEntropyLoss(), x, y),
+        (FT.CrossEntropyLoss(weight=w, ignore_index=1, label_smoothing=0.1, reduction="sum"),
+         torch.nn.CrossEntropyLoss(weight=w, ignore_index=1, label_smoothing=0.1,
+                                   reduction="sum"), x, y.masked_fill(y == -100, 1)),
+        (FT.CrossEntropyLoss(weight=w), torch.nn.CrossEntropyLoss(weight=w), x, probs),
+        (FT.NLLLoss(weight=w, reduction="none"), torch.nn.NLLLoss(weight=w, reduction="none"),
+         torch.log_softmax(x, 1), y),
+    ]
+    for ours, theirs, inp, target in pairs:
+        torch.testing.assert_close(ours(inp, target), theirs(inp, target))
+        assert ours.state_dict().keys() == theirs.state_dict().keys()
+    m = FT.CrossEntropyLoss(weight=w).double()  # the weight buffer follows .to()/.double()
+    assert m.weight.dtype == torch.float64
+    torch.testing.assert_close(m(x.double(), y), TF.cross_entropy(x.double(), y, weight=w.double()))
+    assert FT.NLLLoss().weight is None
+
+
+def test_classification_clear_errors():
+    x, y, probs, w = _class_data(torch.float32)
+    with pytest.raises(TypeError, match="float16"):
+        FT.cross_entropy(x.half(), y)
+    with pytest.raises(ValueError, match="device"):
+        FT.cross_entropy(x.to("meta"), y.to("meta"))
+    with pytest.raises(ValueError, match="target"):
+        FT.cross_entropy(x, probs.clone().requires_grad_())
+    with pytest.raises(ValueError, match="class index"):
+        FT.cross_entropy(x, torch.full_like(y, 5))
+    with pytest.raises(ValueError, match="shape"):
+        FT.cross_entropy(x, y[:3])

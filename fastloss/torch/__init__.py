@@ -10,19 +10,23 @@ except ImportError as exc:  # pragma: no cover - exercised without torch
         "fastloss.torch needs PyTorch: pip install torch (or pip install 'fastloss[torch]')"
     ) from exc
 
-from . import functional, nn
+from . import functional, nn, optim
 from .functional import (
     binary_cross_entropy,
     binary_cross_entropy_with_logits,
+    cross_entropy,
     huber_loss,
     l1_loss,
     mse_loss,
+    nll_loss,
     smooth_l1_loss,
 )
-from .nn import BCELoss, BCEWithLogitsLoss, HuberLoss, L1Loss, MSELoss, SmoothL1Loss
+from .nn import (BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, HuberLoss, L1Loss, MSELoss,
+                 NLLLoss, SmoothL1Loss)
 
 __all__ = [
-    "functional", "nn", "mse_loss", "l1_loss", "huber_loss", "smooth_l1_loss",
-    "binary_cross_entropy", "binary_cross_entropy_with_logits",
+    "functional", "nn", "optim", "mse_loss", "l1_loss", "huber_loss", "smooth_l1_loss",
+    "binary_cross_entropy", "binary_cross_entropy_with_logits", "cross_entropy", "nll_loss",
     "MSELoss", "L1Loss", "HuberLoss", "SmoothL1Loss", "BCELoss", "BCEWithLogitsLoss",
+    "CrossEntropyLoss", "NLLLoss",
 ]

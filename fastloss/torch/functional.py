@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import torch
 
+from .. import classification as _classification
 from .. import losses as _losses
 from ._bridge import as_numpy, from_numpy
 
 __all__ = [
     "mse_loss", "l1_loss", "huber_loss", "smooth_l1_loss", "binary_cross_entropy",
-    "binary_cross_entropy_with_logits",
+    "binary_cross_entropy_with_logits", "cross_entropy", "nll_loss",
 ]
 
 
@@ -48,7 +49,25 @@ class _FusedLoss(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out):
         (grad,) = ctx.saved_tensors
-        return grad * grad_out, None, None, None, None, None
+        return _scaled(grad, grad_out), None, None, None, None, None
+
+
+def _scaled(grad, grad_out, class_axis=None):
+    """``grad * grad_out``; the saved gradient itself when ``grad_out`` is a scalar 1
+    (``loss.backward()``), which saves a full pass over an input-sized array.
+
+    Returning the saved tensor is safe: while the graph is retained, the saved
+    reference keeps autograd from accumulating into it in place, and once it is
+    released nobody else holds it. ``class_axis``: per-sample ``grad_out`` of a
+    ``reduction='none'`` classification loss, broadcast along the class axis.
+    """
+    if grad_out.dim() == 0:
+        if grad_out.item() == 1.0:
+            return grad
+        return grad * grad_out
+    if class_axis is not None:
+        grad_out = grad_out.unsqueeze(class_axis)
+    return grad * grad_out
 
 
 def _apply(fn, input, target, reduction, weight=None, weight_name="sample_weight",
@@ -101,3 +120,63 @@ def binary_cross_entropy_with_logits(input, target, weight=None, size_average=No
         kwargs["pos_weight"] = as_numpy(pos_weight, "pos_weight")
     return _apply(_losses.binary_cross_entropy_with_logits, input, target,
                   _reduction(size_average, reduce, reduction), weight, **kwargs)
+
+
+# --- classification ----------------------------------------------------------------
+
+class _FusedClassification(torch.autograd.Function):
+    """forward: (loss, dloss/dinput) from one fastloss call; backward: scale (per sample
+    for ``reduction='none'``)."""
+
+    @staticmethod
+    def forward(ctx, input, target, weight, fn, kwargs):
+        if target.requires_grad:
+            raise ValueError("fastloss.torch losses do not differentiate with respect to target; "
+                             "pass target.detach()")
+        if weight is not None and weight.requires_grad:
+            raise ValueError("fastloss.torch losses do not differentiate with respect to weight; "
+                             "pass weight.detach()")
+        x = as_numpy(input, "input")
+        t = as_numpy(target, "target", floating=target.is_floating_point())
+        w = None if weight is None else as_numpy(weight, "weight")
+        loss, grad = fn(x, t, weight=w, return_grad=True, **kwargs)
+        ctx.class_axis = 1 if input.dim() >= 2 else None
+        ctx.save_for_backward(from_numpy(grad))
+        return from_numpy(loss)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out):
+        (grad,) = ctx.saved_tensors
+        return _scaled(grad, grad_out, ctx.class_axis), None, None, None, None
+
+
+def _ignore_index(ignore_index):
+    if isinstance(ignore_index, torch.Tensor):
+        ignore_index = ignore_index.item()
+    return ignore_index
+
+
+def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-100,
+                  reduce=None, reduction="mean", label_smoothing=0.0):
+    """``torch.nn.functional.cross_entropy``: softmax cross-entropy on logits.
+
+    ``input`` (N, C), (N, C, d1, ..., dk) or (C,); ``target`` class indices
+    (N,) / (N, d1, ..., dk) / () or class probabilities of the input's shape;
+    ``weight`` (C,); ``'mean'`` divides by the summed weights of the non-ignored
+    targets (probability targets: by N). Loss and gradient come from one pass of
+    :func:`fastloss.cross_entropy`; no log-softmax is materialised.
+    """
+    return _FusedClassification.apply(
+        input, target, weight, _classification.cross_entropy,
+        dict(ignore_index=_ignore_index(ignore_index), label_smoothing=label_smoothing,
+             reduction=_reduction(size_average, reduce, reduction)))
+
+
+def nll_loss(input, target, weight=None, size_average=None, ignore_index=-100, reduce=None,
+             reduction="mean"):
+    """``torch.nn.functional.nll_loss`` on log-probabilities: l = -w_y input[y]."""
+    return _FusedClassification.apply(
+        input, target, weight, _classification.nll_loss,
+        dict(ignore_index=_ignore_index(ignore_index),
+             reduction=_reduction(size_average, reduce, reduction)))

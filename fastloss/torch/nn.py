@@ -5,7 +5,8 @@ import torch
 
 from . import functional as F
 
-__all__ = ["MSELoss", "L1Loss", "HuberLoss", "SmoothL1Loss", "BCELoss", "BCEWithLogitsLoss"]
+__all__ = ["MSELoss", "L1Loss", "HuberLoss", "SmoothL1Loss", "BCELoss", "BCEWithLogitsLoss",
+           "CrossEntropyLoss", "NLLLoss"]
 
 
 class _Loss(torch.nn.Module):
@@ -70,3 +71,42 @@ class BCEWithLogitsLoss(_Loss):
 
     def __init__(self, weight=None, reduction="mean", pos_weight=None):
         super().__init__(reduction, weight=weight, pos_weight=pos_weight)
+
+
+class _ClassLoss(torch.nn.Module):
+    """Base of the classification losses: ``weight`` is always a buffer (possibly None),
+    as in ``torch.nn``'s weighted losses, so it follows ``.to()`` and the state_dict."""
+
+    def __init__(self, weight, size_average, reduce, reduction, ignore_index):
+        super().__init__()
+        self.register_buffer("weight", weight)
+        self.reduction = F._reduction(size_average, reduce, reduction)
+        self.ignore_index = ignore_index
+
+    def extra_repr(self):
+        return f"reduction={self.reduction!r}, ignore_index={self.ignore_index}"
+
+
+class CrossEntropyLoss(_ClassLoss):
+    """``torch.nn.CrossEntropyLoss`` backed by :func:`fastloss.torch.functional.cross_entropy`."""
+
+    def __init__(self, weight=None, size_average=None, ignore_index=-100, reduce=None,
+                 reduction="mean", label_smoothing=0.0):
+        super().__init__(weight, size_average, reduce, reduction, ignore_index)
+        self.label_smoothing = label_smoothing
+
+    def forward(self, input, target):
+        return F.cross_entropy(input, target, weight=self.weight, ignore_index=self.ignore_index,
+                               reduction=self.reduction, label_smoothing=self.label_smoothing)
+
+
+class NLLLoss(_ClassLoss):
+    """``torch.nn.NLLLoss`` backed by :func:`fastloss.torch.functional.nll_loss`."""
+
+    def __init__(self, weight=None, size_average=None, ignore_index=-100, reduce=None,
+                 reduction="mean"):
+        super().__init__(weight, size_average, reduce, reduction, ignore_index)
+
+    def forward(self, input, target):
+        return F.nll_loss(input, target, weight=self.weight, ignore_index=self.ignore_index,
+                          reduction=self.reduction)
