@@ -70,9 +70,12 @@ def run(rank, world_size, init_method, steps=10, result_path=None):
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--init-method", default="env://",
+                        help="torch.distributed init method (torchrun sets env://)")
+    parser.add_argument("--save", default=None, help="rank 0 saves its parameters here")
     args = parser.parse_args()
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-    params = run(rank, world, "env://", args.steps)
+    params = run(rank, world, args.init_method, args.steps, result_path=args.save)
     if rank == 0:
         x, y = make_problem()
         single = train(make_model(), x, y, args.steps)

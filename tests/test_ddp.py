@@ -2,12 +2,13 @@
 import importlib.util
 import os
 import pathlib
+import subprocess
+import sys
 
 import pytest
 
 torch = pytest.importorskip("torch")
 import torch.distributed as dist  # noqa: E402
-import torch.multiprocessing as mp  # noqa: E402
 
 if not dist.is_available():
     pytest.skip("torch.distributed is not available", allow_module_level=True)
@@ -22,31 +23,33 @@ def _load_example():
     return mod
 
 
-def _worker(rank, world_size, init_method, result_path):
-    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
-    _load_example().run(rank, world_size, init_method, steps=10, result_path=result_path)
-
-
 def test_ddp_two_ranks_equals_single_process(tmp_path):
+    """Launch the example as 2 separate processes (as torchrun would), rendezvous
+    through a file store, gloo over loopback; bounded in time."""
     ex = _load_example()
     import fastloss.torch.optim as FO
 
     assert isinstance(ex.make_optimizer(ex.make_model().parameters()), FO.Adam)
-    store = tmp_path / "store"
     result = tmp_path / "params.pt"
-    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
-    ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=_worker, args=(r, 2, f"file://{store}", str(result)))
+    env = {**os.environ, "WORLD_SIZE": "2", "GLOO_SOCKET_IFNAME": "lo",
+           "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    cmd = [sys.executable, str(EXAMPLE), "--steps", "10",
+           "--init-method", f"file://{tmp_path / 'store'}", "--save", str(result)]
+    procs = [subprocess.Popen(cmd, env={**env, "RANK": str(r)}, cwd=tmp_path,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
              for r in range(2)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(timeout=120)
-    for p in procs:
-        if p.is_alive():
-            p.kill()
-            pytest.fail("a DDP rank did not finish within 120 s")
-        assert p.exitcode == 0
+    outputs = []
+    try:
+        for p in procs:
+            outputs.append(p.communicate(timeout=120)[0])
+    except subprocess.TimeoutExpired:
+        pytest.fail("a DDP rank did not finish within 120 s")
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    for p, out in zip(procs, outputs):
+        assert p.returncode == 0, out
     ddp = torch.load(result)
     x, y = ex.make_problem()
     single = ex.train(ex.make_model(), x, y, steps=10)
