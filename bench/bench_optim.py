@@ -228,7 +228,7 @@ def _bandwidth():
     try:
         from fastloss.bandwidth import measure_bandwidth
         r = measure_bandwidth()
-        return r["update"], "fastloss.bandwidth update x += s*y (float64, best of 7)"
+        return r["inplace"], "fastloss.bandwidth in-place update x += s*y (float64, best of 7)"
     except ImportError:
         import numba
 
