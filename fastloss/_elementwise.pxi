@@ -151,7 +151,7 @@ cdef inline floating _bce_logits(floating x, floating t, floating pw, floating b
     cdef floating c = <floating>1 - t + pt
     cdef floating lin = (<floating>1 - t) * x if x >= 0 else -pt * x
     g[0] = sig * c - pt
-    return c * vlog1p(e) + lin
+    return c * vlog1p_unit(e, r) + lin
 
 
 cdef inline floating _hinge(floating p, floating t, floating zero_one, floating b, floating* g) noexcept nogil:

@@ -176,6 +176,18 @@ FL_INLINE float fl__log1pf(float x)
     return x == 0.0f ? x : res;          /* keeps -0 */
 }
 
+/* log1p(e) for e in [0, 1] (or NaN) given r = 1 / (1 + e), as the logistic losses
+ * have it: the softplus term log1p(exp(-|x|)) of bce-with-logits. u = 1 + e is in
+ * [1, 2] (normal), its rounding error c = e - (u - 1) is exact (Fast2Sum, 1 >= e)
+ * and c / u = c r: one division fewer than fl__log1pf and no special-value
+ * selects. NaN in -> NaN out (through u, and the callers' other terms). */
+FL_INLINE float fl__log1p_unit_f(float e, float r)
+{
+    float u = 1.0f + e;
+    float c = e - (u - 1.0f);
+    return fl__log_core_f(u, 0.0f, c * r);
+}
+
 /* tanh x = sign(x) m / (m + 2), m = expm1(2|x|); |x| >= 9.1 rounds to +-1 */
 FL_INLINE float fl__tanhf(float x)
 {
@@ -294,6 +306,13 @@ FL_INLINE double fl__log1p(double x)
     return x == 0.0 ? x : res;
 }
 
+FL_INLINE double fl__log1p_unit(double e, double r)
+{
+    double u = 1.0 + e;
+    double c = e - (u - 1.0);
+    return fl__log_core(u, 0.0, c * r);
+}
+
 FL_INLINE double fl__tanh(double x)
 {
     double a = fabs(x);
@@ -324,5 +343,7 @@ FL_VECFN double fl_log(double x) { return fl__log(x); }
 FL_VECFN double fl_log1p(double x) { return fl__log1p(x); }
 FL_VECFN double fl_tanh(double x) { return fl__tanh(x); }
 FL_VECFN double fl_sigmoid(double x) { return fl__sigmoid(x); }
+FL_VECFN float fl_log1p_unitf(float e, float r) { return fl__log1p_unit_f(e, r); }
+FL_VECFN double fl_log1p_unit(double e, double r) { return fl__log1p_unit(e, r); }
 
 #endif

@@ -27,6 +27,8 @@ cdef extern from "_vmath.h" nogil:
     double fl_tanh(double x)
     float fl_sigmoidf(float x)
     double fl_sigmoid(double x)
+    float fl_log1p_unitf(float e, float r)
+    double fl_log1p_unit(double e, double r)
 
 
 cdef inline floating vexp(floating x) noexcept nogil:
@@ -67,6 +69,14 @@ cdef inline floating vtanh(floating x) noexcept nogil:
         return fl_tanhf(x)
     else:
         return fl_tanh(x)
+
+
+cdef inline floating vlog1p_unit(floating e, floating r) noexcept nogil:
+    """log(1 + e) for e in [0, 1] or NaN, given r = 1 / (1 + e) (one division fewer)"""
+    if floating is float:
+        return fl_log1p_unitf(e, r)
+    else:
+        return fl_log1p_unit(e, r)
 
 
 cdef inline floating vsigmoid(floating x) noexcept nogil:
