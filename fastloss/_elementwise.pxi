@@ -144,7 +144,7 @@ cdef inline floating _bce_logits(floating x, floating t, floating pw, floating b
     # (both terms >= 0 for t in [0, 1]: no cancellation, unlike the
     # (1 - t) x + c (log1p(e) + max(-x, 0)) form)
     # g = sigmoid(x) c - pw t
-    cdef floating e = vexp(-_fabs(x))
+    cdef floating e = vexp_inline(-_fabs(x))
     cdef floating r = <floating>1 / (<floating>1 + e)
     cdef floating sig = r if x >= 0 else e * r
     cdef floating pt = pw * t

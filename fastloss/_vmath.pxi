@@ -28,6 +28,8 @@ cdef extern from "_vmath.h" nogil:
     float fl_sigmoidf(float x)
     double fl_sigmoid(double x)
     float fl_log1p_unitf(float e, float r)
+    float fl__expf(float x)
+    double fl__exp(double x)
     double fl_log1p_unit(double e, double r)
 
 
@@ -69,6 +71,16 @@ cdef inline floating vtanh(floating x) noexcept nogil:
         return fl_tanhf(x)
     else:
         return fl_tanh(x)
+
+
+cdef inline floating vexp_inline(floating x) noexcept nogil:
+    """e^x, the always-inlined body: for a kernel where GCC's inliner would leave
+    vexp as a call to its SIMD clone (all vector registers caller-saved: the loop's
+    constants get spilled and reloaded around every call)"""
+    if floating is float:
+        return fl__expf(x)
+    else:
+        return fl__exp(x)
 
 
 cdef inline floating vlog1p_unit(floating e, floating r) noexcept nogil:
