@@ -143,14 +143,19 @@ cdef inline floating _bce_logits(floating x, floating t, floating pw, floating b
     #   = c log1p(exp(-|x|)) + ((1 - t) x if x >= 0 else -pw t x),  c = 1 - t + pw t
     # (both terms >= 0 for t in [0, 1]: no cancellation, unlike the
     # (1 - t) x + c (log1p(e) + max(-x, 0)) form)
-    # g = sigmoid(x) c - pw t
+    # g = sigmoid(x) c - pw t = (1 - t) sigmoid(x) - pw t sigmoid(-x): no
+    # cancellation for t in {0, 1} (g = -pw e / (1 + e), not 0, for large x, t = 1)
     cdef floating e = vexp_inline(-_fabs(x))
     cdef floating r = <floating>1 / (<floating>1 + e)
-    cdef floating sig = r if x >= 0 else e * r
+    cdef floating er = e * r
+    cdef bint pos = x >= 0
+    cdef floating sig = r if pos else er
+    cdef floating sigc = er if pos else r
     cdef floating pt = pw * t
-    cdef floating c = <floating>1 - t + pt
-    cdef floating lin = (<floating>1 - t) * x if x >= 0 else -pt * x
-    g[0] = sig * c - pt
+    cdef floating omt = <floating>1 - t
+    cdef floating c = omt + pt
+    cdef floating lin = omt * x if pos else -pt * x
+    g[0] = omt * sig - pt * sigc
     return c * vlog1p_unit(e, r) + lin
 
 
