@@ -84,11 +84,13 @@ def binary_cross_entropy(p, t, *, eps, **_):
 def binary_cross_entropy_with_logits(x, t, *, pos_weight=1.0, **_):
     e = np.exp(-np.abs(x))
     sig = np.where(x >= 0, 1 / (1 + e), e / (1 + e))
+    sigc = np.where(x >= 0, e / (1 + e), 1 / (1 + e))  # sigmoid(-x) = 1 - sig
     pt = pos_weight * t
     c = 1 - t + pt
     # c log1p(e) + linear part: both >= 0 for t in [0, 1], no cancellation
     loss = c * np.log1p(e) + np.where(x >= 0, (1 - t) * x, -pt * x)
-    grad = sig * c - pt
+    # = sig c - pt, without its cancellation for t in {0, 1}
+    grad = (1 - t) * sig - pt * sigc
     return loss.astype(x.dtype, copy=False), grad.astype(x.dtype, copy=False)
 
 

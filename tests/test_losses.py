@@ -235,6 +235,16 @@ def test_bce_logits_extreme_logits_are_stable():
     for backend in BACKENDS:
         l = fastloss.binary_cross_entropy_with_logits(x, t, reduction="none", backend=backend)
         np.testing.assert_allclose(l, np.log1p(np.exp(-12.0)), rtol=1e-6)
+    # ... and so does their (tiny) gradient: -+e/(1 + e), e = exp(-|x|), not 0
+    x = np.array([-30.0, -12.0, 12.0, 30.0], np.float32)
+    t = np.array([0.0, 0.0, 1.0, 1.0], np.float32)
+    e = np.exp(-np.abs(x.astype(np.float64)))
+    for backend in BACKENDS:
+        for pw in (1.0, 2.5):
+            l, g = fastloss.binary_cross_entropy_with_logits(
+                x, t, reduction="none", return_grad=True, pos_weight=pw, backend=backend)
+            np.testing.assert_allclose(g, np.where(t == 1, -pw, 1) * e / (1 + e), rtol=1e-6)
+            np.testing.assert_allclose(l, np.where(t == 1, pw, 1) * np.log1p(e), rtol=1e-6)
 
 
 def test_log_cosh_large_and_small_differences():
