@@ -6,7 +6,8 @@
 #     g_i *= w_i * go_i * gscale      (go: upstream gradient, optional)
 # and either writes l_i (reduction='none') or adds it to the sum.
 # The work is cut into fixed blocks of EW_BLOCK elements; each block's sum is
-# kept in double and the block sums are added in order afterwards, so the
+# kept in double (float32 losses: runs of EW_SUB per lane first added in float32)
+# and the block sums are added in order afterwards, so the
 # result does not depend on the thread count at all.
 
 # Below these many elements a call runs on one thread. Measured with
