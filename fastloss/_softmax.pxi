@@ -184,6 +184,60 @@ cdef inline double _sm_lanesum(const floating* e, Py_ssize_t n) noexcept nogil:
     return (d0 + d2) + (d1 + d3)
 
 
+cdef extern from *:
+    """
+    #include <string.h>
+    FL_INLINE float fl_sm_expnegf(float x)
+    {
+        float k, r;
+        float kf = fl__reduce_f(x, &k, &r);
+        float p = 1.0f + fl__expm1_core_f(r);
+        float e = p * fl_u2f((fl_f2u(kf) - fl_f2u(FL_SHIFTF) + 127u) << 23);
+        return x < -87.3f ? 0.0f : e;
+    }
+    /* e = exp(z - m) stored, and sum e in double over 16 lanes (element i in
+     * lane i % 16), folded in the fixed order of _sm_lanesum: one pass, the
+     * same sum as the exp loop followed by _sm_lanesum. */
+    static inline double fl_sm_expsumf(const float *z, float *e, Py_ssize_t n, float m)
+    {
+        double a[16]; Py_ssize_t i = 0; int l;
+    #if defined(__GNUC__) && !defined(__clang__)
+        /* accumulators kept in two vector registers (an array would be spilled:
+         * a store-to-load chain per iteration) */
+        typedef float fl_sm_v16f_ __attribute__((vector_size(64)));
+        typedef float fl_sm_v8f_ __attribute__((vector_size(32)));
+        typedef double fl_sm_v8d_ __attribute__((vector_size(64)));
+        fl_sm_v8d_ a0 = {0, 0, 0, 0, 0, 0, 0, 0}, a1 = {0, 0, 0, 0, 0, 0, 0, 0};
+        fl_sm_v16f_ v;
+        for (; i + 16 <= n; i += 16) {
+            for (l = 0; l < 16; l++) v[l] = fl_sm_expnegf(z[i + l] - m);
+            memcpy(e + i, &v, 64);
+            a0 += __builtin_convertvector(__builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7), fl_sm_v8d_);
+            a1 += __builtin_convertvector(__builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15), fl_sm_v8d_);
+        }
+        for (l = 0; l < 8; l++) { a[l] = a0[l]; a[l + 8] = a1[l]; }
+    #else
+        for (l = 0; l < 16; l++) a[l] = 0.0;
+        for (; i + 16 <= n; i += 16)
+            for (l = 0; l < 16; l++) {
+                float v = fl_sm_expnegf(z[i + l] - m);
+                e[i + l] = v;
+                a[l] += (double)v;
+            }
+    #endif
+        for (l = 0; i + l < n; l++) {
+            float v = fl_sm_expnegf(z[i + l] - m);
+            e[i + l] = v;
+            a[l] += (double)v;
+        }
+        for (l = 0; l < 8; l++) a[l] = a[l] + a[l + 8];
+        for (l = 0; l < 4; l++) a[l] = a[l] + a[l + 4];
+        return (a[0] + a[2]) + (a[1] + a[3]);
+    }
+    """
+    double fl_sm_expsumf(const float* z, float* e, Py_ssize_t n, float m) nogil
+
+
 cdef inline double _sm_sumexp(const floating* z, floating* store, Py_ssize_t n,
                               floating m) noexcept nogil:
     """sum exp(z - m) in double; e = exp(z - m) goes to store when store != NULL
@@ -194,6 +248,9 @@ cdef inline double _sm_sumexp(const floating* z, floating* store, Py_ssize_t n,
     cdef Py_ssize_t i
     if store != NULL:
         e = store
+    if floating is float:
+        if m > -INFINITY:       # z - m <= 0 (or NaN): the one-pass float kernel
+            return fl_sm_expsumf(z, e, n, m)
     for i in range(n):
         e[i] = vexp(z[i] - m)
     return _sm_lanesum(e, n)
