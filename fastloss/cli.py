@@ -92,7 +92,7 @@ def _busy_warning(threads):
         load = os.getloadavg()[0]
     except (AttributeError, OSError):  # not on this platform
         return ""
-    if threads > 1 and load + threads > cores + 0.5:
+    if threads > 1 and load + threads > cores + 1:  # about a whole core already busy
         return (f"warning: load average {load:.1f} on {cores} cores before the benchmark: "
                 f"kernels on {threads} threads will wait for free cores and time badly; "
                 "measure on a quiet machine, or use --threads 1")
