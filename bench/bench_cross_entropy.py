@@ -75,7 +75,7 @@ def make_runner(impl, N, C):
             loss.backward()
             gg = xt.grad.numpy().copy()
             xt.grad = None
-            return float(loss), gg
+            return loss.item(), gg
     return run, result, x, y
 
 
