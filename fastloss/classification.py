@@ -409,7 +409,7 @@ def nll_loss(log_probs, target, *, weight=None, ignore_index=-100, reduction="me
         raise ValueError("out= receives the gradient: pass return_grad=True")
     _backend.resolve(backend)
     P = _classification_input(log_probs, target, "log_probs", allow_probs=False)
-    dtype, C, M = P.dtype, P.C, P.rows.shape[0]
+    dtype, C = P.dtype, P.C
     w = _weight(weight, C, dtype)
     if out is not None:
         v.out_array(out, "out", P.shape, dtype)
@@ -427,6 +427,20 @@ def nll_loss(log_probs, target, *, weight=None, ignore_index=-100, reduction="me
     with np.errstate(all="ignore"):
         g[idx, P.labels[idx]] = (-wy[idx] * scale[idx] if np.ndim(scale) else -wy[idx] * scale)
     return loss, _put(_unrows(g, P.shape, P.axis), out)
+
+
+def _reduce_rows(red, row, g, P, return_grad, grad_output, out):
+    """Reduce per-row losses ``row`` (mean over the M rows) and, when asked, scale the
+    per-row gradients ``g`` of the reduced loss into ``out``."""
+    M = P.rows.shape[0]
+    total = float(np.sum(row, dtype=np.float64))
+    loss = _finish(red, row, P.loss_shape, P.dtype, total, M)
+    if not return_grad:
+        return loss
+    scale = _row_scale(red, grad_output, P, M)
+    with np.errstate(all="ignore"):
+        g = g * (scale[:, None] if np.ndim(scale) else scale)
+    return loss, _put(g.astype(P.dtype, copy=False).reshape(P.shape), out)
 
 
 def _row_scale(red, grad_output, P, denom):
@@ -476,14 +490,7 @@ def categorical_cross_entropy(probs, target, *, eps=1e-7, reduction="mean", retu
         t[np.arange(M), P.labels] = 1
     with np.errstate(all="ignore"):
         row, g = _ref.categorical_cross_entropy(P.rows, t, e)
-    total = float(np.sum(row, dtype=np.float64))
-    loss = _finish(red, row, P.loss_shape, dtype, total, M)
-    if not return_grad:
-        return loss
-    scale = _row_scale(red, grad_output, P, M)
-    with np.errstate(all="ignore"):
-        g = g * (scale[:, None] if np.ndim(scale) else scale)
-    return loss, _put(g.astype(dtype, copy=False).reshape(P.shape), out)
+    return _reduce_rows(red, row, g, P, return_grad, grad_output, out)
 
 
 def multi_margin(input, target, *, p=1, margin=1.0, weight=None, reduction="mean",
@@ -504,18 +511,11 @@ def multi_margin(input, target, *, p=1, margin=1.0, weight=None, reduction="mean
     if x.ndim not in (1, 2):
         raise ValueError(f"input must be (N, C) or (C,), got shape {x.shape}")
     P = _classification_input(x, target, "input", allow_probs=False)
-    dtype, C, M = P.dtype, P.C, P.rows.shape[0]
+    dtype, C = P.dtype, P.C
     w = _weight(weight, C, dtype)
     if out is not None:
         v.out_array(out, "out", P.shape, dtype)
     _check_label_range(P.labels.reshape(P.loss_shape), C, -(2 ** 63))
     with np.errstate(all="ignore"):
         row, g = _ref.multi_margin(P.rows, P.labels, p=p, margin=margin, weight=w)
-    total = float(np.sum(row, dtype=np.float64))
-    loss = _finish(red, row, P.loss_shape, dtype, total, M)
-    if not return_grad:
-        return loss
-    scale = _row_scale(red, grad_output, P, M)
-    with np.errstate(all="ignore"):
-        g = g * (scale[:, None] if np.ndim(scale) else scale)
-    return loss, _put(g.astype(dtype, copy=False).reshape(P.shape), out)
+    return _reduce_rows(red, row, g, P, return_grad, grad_output, out)
