@@ -27,21 +27,24 @@ def _reduction(size_average, reduce, reduction):
     return "sum" if size_average is False else "mean"
 
 
+def _no_grad(t, name):
+    if t.requires_grad:
+        raise ValueError(f"fastloss.torch losses do not differentiate with respect to {name}; "
+                         f"pass {name}.detach()")
+
+
 class _FusedLoss(torch.autograd.Function):
     """forward: (loss, dloss/dinput) from one fastloss call; backward: scale."""
 
     @staticmethod
     def forward(ctx, input, target, fn, reduction, weight_mean, kwargs):
-        if target.requires_grad:
-            raise ValueError("fastloss.torch losses do not differentiate with respect to target; "
-                             "pass target.detach()")
+        _no_grad(target, "target")
         x = as_numpy(input, "input")
         t = as_numpy(target, "target", floating=False)
         loss, grad = fn(x, t, reduction=reduction, return_grad=True, **kwargs)
         if weight_mean is not None:  # weighted average: sum(w l) / sum(w)
             loss = loss / weight_mean
             grad /= weight_mean
-        ctx.reduction = reduction
         ctx.save_for_backward(from_numpy(grad))
         return from_numpy(loss)
 
@@ -130,12 +133,9 @@ class _FusedClassification(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, input, target, weight, fn, kwargs):
-        if target.requires_grad:
-            raise ValueError("fastloss.torch losses do not differentiate with respect to target; "
-                             "pass target.detach()")
-        if weight is not None and weight.requires_grad:
-            raise ValueError("fastloss.torch losses do not differentiate with respect to weight; "
-                             "pass weight.detach()")
+        _no_grad(target, "target")
+        if weight is not None:
+            _no_grad(weight, "weight")
         x = as_numpy(input, "input")
         t = as_numpy(target, "target", floating=target.is_floating_point())
         w = None if weight is None else as_numpy(weight, "weight")
