@@ -71,8 +71,11 @@ cdef extern from *:
         }                                                                           \
         a0 = FL_SM_SEL(T, I, a1, a0); a2 = FL_SM_SEL(T, I, a3, a2);                 \
         a0 = FL_SM_SEL(T, I, a2, a0);                                               \
+        if (i < n) {  /* the last n - i < W values, padded with -inf */           \
+            for (l = 0; l < W; l++) x0[l] = i + l < n ? z[i + l] : -INFINITY;        \
+            a0 = FL_SM_SEL(T, I, x0, a0);                                           \
+        }                                                                           \
         for (l = 0; l < W; l++) r = a0[l] > r ? a0[l] : r;                          \
-        for (; i < n; i++) r = z[i] > r ? z[i] : r;                                 \
         return r;
     static inline float fl_sm_maxf(const float *z, Py_ssize_t n) {
         FL_SM_MAX_BODY(fl_sm_v16f, fl_sm_v16i, float, 16)
@@ -203,8 +206,13 @@ cdef extern from *:
      * block sums in double (the float part rounds at most 8 times, each error
      * relative to a sum of 8 values <= 1: well inside 1e-6 of the row sum;
      * converting every vector to double instead costs more than the exp).
-     * The lanes are folded in the fixed order of _sm_lanesum. */
-    static inline double fl_sm_expsumf(const float *z, float *e, Py_ssize_t n, float m)
+     * The lanes are folded in the fixed order of _sm_lanesum.
+     * pz / pe: the same span of the next row, prefetched (for reading, and for
+     * writing the gradient) one cache line per vector while this row's exp
+     * work runs; the hardware prefetcher stops at every 4 KiB page, which a
+     * row of 1000 float32 crosses once per row. Pass z / e when there is none. */
+    static inline double fl_sm_expsumf(const float *z, float *e, Py_ssize_t n, float m,
+                                       const float *pz, float *pe)
     {
         double a[16]; Py_ssize_t i = 0, j; int l;
     #if defined(__GNUC__) && !defined(__clang__)
@@ -220,6 +228,8 @@ cdef extern from *:
             for (j = i; j < end; j += 16) {
                 for (l = 0; l < 16; l++) v[l] = fl_sm_expnegf(z[j + l] - m);
                 memcpy(e + j, &v, 64);
+                __builtin_prefetch(pz + j, 0, 3);
+                __builtin_prefetch(pe + j, 1, 3);
                 f += v;
             }
             a0 += __builtin_convertvector(__builtin_shufflevector(f, f, 0, 1, 2, 3, 4, 5, 6, 7), fl_sm_v8d_);
@@ -227,6 +237,8 @@ cdef extern from *:
         }
         if (i < n) {
             /* the last n - i < 16 values as one vector padded with -inf (exp = 0) */
+            __builtin_prefetch(pz + i, 0, 3);
+            __builtin_prefetch(pe + i, 1, 3);
             for (l = 0; l < 16; l++) f[l] = i + l < n ? z[i + l] : -INFINITY;
             for (l = 0; l < 16; l++) v[l] = fl_sm_expnegf(f[l] - m);
             memcpy(e + i, &v, (size_t)(n - i) * 4);
@@ -259,14 +271,17 @@ cdef extern from *:
         return (a[0] + a[2]) + (a[1] + a[3]);
     }
     """
-    double fl_sm_expsumf(const float* z, float* e, Py_ssize_t n, float m) nogil
+    double fl_sm_expsumf(const float* z, float* e, Py_ssize_t n, float m,
+                         const float* pz, float* pe) nogil
 
 
 cdef inline double _sm_sumexp(const floating* z, floating* store, Py_ssize_t n,
-                              floating m) noexcept nogil:
+                              floating m, const floating* pz,
+                              floating* pe) noexcept nogil:
     """sum exp(z - m) in double; e = exp(z - m) goes to store when store != NULL
     (store may alias z), else to a scratch chunk (n <= SM_CHUNK). One flat exp
-    loop (vectorised once vexp is), then the 16-lane sum."""
+    loop (vectorised once vexp is), then the 16-lane sum. pz / pe (float32):
+    n values of the next row to prefetch for reading / writing."""
     cdef floating buf[SM_CHUNK]
     cdef floating* e = &buf[0]
     cdef Py_ssize_t i
@@ -274,7 +289,8 @@ cdef inline double _sm_sumexp(const floating* z, floating* store, Py_ssize_t n,
         e = store
     if floating is float:
         if m > -INFINITY:       # z - m <= 0 (or NaN): the one-pass float kernel
-            return fl_sm_expsumf(z, e, n, m)
+            return fl_sm_expsumf(z, e, n, m, z if pz == NULL else pz,
+                                 e if (pe == NULL or store == NULL) else pe)
     for i in range(n):
         e[i] = vexp(z[i] - m)
     return _sm_lanesum(e, n)
@@ -410,7 +426,10 @@ cdef void _ce_A(const SmConf* cf, Py_ssize_t i, Py_ssize_t k, const floating* z,
     if mk == -INFINITY:
         sk = _sm_masked(src, work if store_e else NULL, n)
     else:
-        sk = _sm_sumexp(src, work if store_e else NULL, n, mk)
+        # prefetch the same chunk of the next row (its logits, its gradient)
+        sk = _sm_sumexp(src, work if store_e else NULL, n, mk,
+                        z + (i + 1) * C + off if i + 1 < cf.N else NULL,
+                        work + C if store_e and i + 1 < cf.N else NULL)
     s4[0] = mk
     s4[1] = sk
     s4[2] = az
@@ -795,7 +814,7 @@ cdef void _sm_row(const floating* x, floating* out, Py_ssize_t C, bint log_out) 
             sk = _sm_masked(x + off, NULL if log_out else out + off, n)
             sk = sk * _c_exp(m - m)     # NaN: a row of -inf has no softmax
         else:
-            sk = _sm_sumexp(x + off, NULL if log_out else out + off, n, mf)
+            sk = _sm_sumexp(x + off, NULL if log_out else out + off, n, mf, NULL, NULL)
         s = s + sk
     if log_out:
         ls = _c_log(s)
