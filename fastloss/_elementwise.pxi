@@ -140,25 +140,43 @@ cdef inline floating _bce(floating p, floating t, floating lo, floating hi, floa
     return -(t * vlog(pc) + (<floating>1 - t) * vlog(qc))
 
 
-cdef inline floating _bce_logits(floating x, floating t, floating pw, floating b, floating* g) noexcept nogil:
-    # l = -(pw t log sigmoid(x) + (1 - t) log(1 - sigmoid(x)))
-    #   = c log1p(exp(-|x|)) + ((1 - t) x if x >= 0 else -pw t x),  c = 1 - t + pw t
-    # (both terms >= 0 for t in [0, 1]: no cancellation, unlike the
-    # (1 - t) x + c (log1p(e) + max(-x, 0)) form)
-    # g = sigmoid(x) c - pw t = (1 - t) sigmoid(x) - pw t sigmoid(-x): no
-    # cancellation for t in {0, 1} (g = -pw e / (1 + e), not 0, for large x, t = 1)
-    cdef floating e = vexp_inline(-_fabs(x))
-    cdef floating r = <floating>1 / (<floating>1 + e)
-    cdef floating er = e * r
-    cdef bint pos = x >= 0
-    cdef floating sig = r if pos else er
-    cdef floating sigc = er if pos else r
-    cdef floating pt = pw * t
-    cdef floating omt = <floating>1 - t
-    cdef floating c = omt + pt
-    cdef floating lin = omt * x if pos else -pt * x
-    g[0] = omt * sig - pt * sigc
-    return c * vlog1p_unit(e, r) + lin
+cdef extern from *:
+    """
+    /* bce with logits for one element, always inlined (as a Cython inline
+     * function GCC's inliner may leave it a call inside _ew_block, and the loop
+     * goes scalar):
+     *   l = -(pw t log sigmoid(x) + (1 - t) log(1 - sigmoid(x)))
+     *     = c log1p(exp(-|x|)) + ((1 - t) x if x >= 0 else -pw t x),  c = 1 - t + pw t
+     * (both terms >= 0 for t in [0, 1]: no cancellation, unlike the
+     * (1 - t) x + c (log1p(e) + max(-x, 0)) form)
+     *   g = sigmoid(x) c - pw t = (1 - t) sigmoid(x) - pw t sigmoid(-x): no
+     * cancellation for t in {0, 1} (g = -pw e / (1 + e), not 0, for large x, t = 1).
+     * float: exp of x <= 0 only and log1p on [0, 1] (fewer operations). */
+    #define FL_BCE_LOGITS_BODY(T, e, LOG1P_E)                          \
+        T r = (T)1 / ((T)1 + e);                                       \
+        T er = e * r;                                                  \
+        int pos = x >= 0;                                              \
+        T sig = pos ? r : er;                                          \
+        T sigc = pos ? er : r;                                         \
+        T pt = pw * t;                                                 \
+        T omt = (T)1 - t;                                              \
+        T c = omt + pt;                                                \
+        T lin = pos ? omt * x : -pt * x;                               \
+        *g = omt * sig - pt * sigc;                                    \
+        return c * (LOG1P_E) + lin;
+    FL_INLINE float fl_bce_logits_f(float x, float t, float pw, float *g)
+    {
+        float e = fl__expnonpos_f(-fabsf(x));
+        FL_BCE_LOGITS_BODY(float, e, fl__log1p01_f(e))
+    }
+    FL_INLINE double fl_bce_logits_d(double x, double t, double pw, double *g)
+    {
+        double e = fl__exp(-fabs(x));
+        FL_BCE_LOGITS_BODY(double, e, fl__log1p_unit(e, r))
+    }
+    """
+    float fl_bce_logits_f(float x, float t, float pw, float* g) nogil
+    double fl_bce_logits_d(double x, double t, double pw, double* g) nogil
 
 
 cdef inline floating _hinge(floating p, floating t, floating zero_one, floating b, floating* g) noexcept nogil:
@@ -202,13 +220,23 @@ cdef void _bce_loop(const floating* p, const floating* t, floating a, floating b
 cdef void _bce_logits_loop(const floating* p, const floating* t, const floating* aux,
                            floating a, floating b, floating* lb, floating* gb,
                            Py_ssize_t n) noexcept nogil:
+    # fl_bce_logits_* called directly (always inlined): a Cython inline wrapper
+    # around them may stay a call once this loop is inlined into _ew_block
     cdef Py_ssize_t i
-    if aux != NULL:
-        for i in range(n):
-            lb[i] = _bce_logits(p[i], t[i], aux[i], b, &gb[i])
+    if floating is float:
+        if aux != NULL:
+            for i in range(n):
+                lb[i] = fl_bce_logits_f(p[i], t[i], aux[i], &gb[i])
+        else:
+            for i in range(n):
+                lb[i] = fl_bce_logits_f(p[i], t[i], a, &gb[i])
     else:
-        for i in range(n):
-            lb[i] = _bce_logits(p[i], t[i], a, b, &gb[i])
+        if aux != NULL:
+            for i in range(n):
+                lb[i] = fl_bce_logits_d(p[i], t[i], aux[i], &gb[i])
+        else:
+            for i in range(n):
+                lb[i] = fl_bce_logits_d(p[i], t[i], a, &gb[i])
 
 
 cdef void _bce_logits_loop_grad(const floating* p, const floating* t, const floating* aux,
@@ -219,14 +247,24 @@ cdef void _bce_logits_loop_grad(const floating* p, const floating* t, const floa
     # of forming a separate bandwidth-bound copy loop over the block
     cdef Py_ssize_t i
     cdef floating gi
-    if aux != NULL:
-        for i in range(n):
-            lb[i] = _bce_logits(p[i], t[i], aux[i], b, &gi)
-            grad[i] = gi * gscale
+    if floating is float:
+        if aux != NULL:
+            for i in range(n):
+                lb[i] = fl_bce_logits_f(p[i], t[i], aux[i], &gi)
+                grad[i] = gi * gscale
+        else:
+            for i in range(n):
+                lb[i] = fl_bce_logits_f(p[i], t[i], a, &gi)
+                grad[i] = gi * gscale
     else:
-        for i in range(n):
-            lb[i] = _bce_logits(p[i], t[i], a, b, &gi)
-            grad[i] = gi * gscale
+        if aux != NULL:
+            for i in range(n):
+                lb[i] = fl_bce_logits_d(p[i], t[i], aux[i], &gi)
+                grad[i] = gi * gscale
+        else:
+            for i in range(n):
+                lb[i] = fl_bce_logits_d(p[i], t[i], a, &gi)
+                grad[i] = gi * gscale
 
 
 cdef double _ew_block(int kind, const floating* p, const floating* t, const floating* aux,

@@ -205,6 +205,38 @@ FL_INLINE float fl__log1p_unit_f(float e, float r)
     return FL_FMAF(k, FL_LN2HIF, f - (hfsq - lo));
 }
 
+/* e^x for x <= 0, -inf or NaN (the exp(-|x|) of the logistic losses): fl__expf
+ * without the overflow side. Below -104 the result rounds to 0; gradual underflow
+ * is kept by scaling p by 2^(k + 24) (normal for k >= -150) and then by 2^-24,
+ * which rounds once into the subnormals. NaN passes through p. */
+FL_INLINE float fl__expnonpos_f(float x)
+{
+    float xc = x < -104.0f ? -104.0f : x;
+    float k, r;
+    float kf = fl__reduce_f(xc, &k, &r);
+    float p = 1.0f + fl__expm1_core_f(r);
+    float s = fl_u2f((fl_f2u(kf) - fl_f2u(FL_SHIFTF) + (127u + 24u)) << 23);
+    return (p * s) * 5.9604644775390625e-8f;     /* 2^-24 */
+}
+
+/* log1p(e) for e in [0, 1] (or NaN): e Q(e), Q a degree-9 polynomial fitted to
+ * log1p(e)/e on [0, 1] (Chebyshev fit, float32 coefficients: tools/vmath_coeffs.py;
+ * 1.53 ulp at most in tests/test_vmath.py). No division, no argument reduction:
+ * 10 FMAs where fl__log1p_unit_f needs about 20 operations. */
+FL_INLINE float fl__log1p01_f(float e)
+{
+    float q = FL_FMAF(-0.0031760570127516985f, e, 0.019542526453733444f);
+    q = FL_FMAF(q, e, -0.056373611092567444f);
+    q = FL_FMAF(q, e, 0.10543623566627502f);
+    q = FL_FMAF(q, e, -0.1526966691017151f);
+    q = FL_FMAF(q, e, 0.1966327428817749f);
+    q = FL_FMAF(q, e, -0.24951615929603577f);
+    q = FL_FMAF(q, e, 0.33329710364341736f);
+    q = FL_FMAF(q, e, -0.49999892711639404f);
+    q = FL_FMAF(q, e, 1.0f);
+    return e * q;
+}
+
 /* tanh x = sign(x) m / (m + 2), m = expm1(2|x|); |x| >= 9.1 rounds to +-1 */
 FL_INLINE float fl__tanhf(float x)
 {

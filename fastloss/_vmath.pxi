@@ -29,6 +29,8 @@ cdef extern from "_vmath.h" nogil:
     double fl_sigmoid(double x)
     float fl_log1p_unitf(float e, float r)
     float fl__expf(float x)
+    float fl__expnonpos_f(float x)
+    float fl__log1p01_f(float e)
     double fl__exp(double x)
     double fl_log1p_unit(double e, double r)
 
@@ -101,7 +103,10 @@ cdef inline floating vsigmoid(floating x) noexcept nogil:
 
 # --- test / benchmark hook ---------------------------------------------------
 
-VMATH_FUNCTIONS = ("exp", "expm1", "log", "log1p", "tanh", "sigmoid")
+VMATH_FUNCTIONS = ("exp", "expm1", "log", "log1p", "tanh", "sigmoid",
+                   # restricted-domain helpers of bce-with-logits (float32; the
+                   # float64 entries run the general exp / log1p)
+                   "exp_nonpos", "log1p_01")
 
 
 cdef void _vmath_loop(int f, const floating* x, floating* y, Py_ssize_t n) noexcept nogil:
@@ -125,6 +130,18 @@ cdef void _vmath_loop(int f, const floating* x, floating* y, Py_ssize_t n) noexc
     elif f == 5:
         for i in range(n):
             y[i] = vsigmoid(x[i])
+    elif f == 6:
+        for i in range(n):
+            if floating is float:
+                y[i] = fl__expnonpos_f(x[i])
+            else:
+                y[i] = vexp(x[i])
+    elif f == 7:
+        for i in range(n):
+            if floating is float:
+                y[i] = fl__log1p01_f(x[i])
+            else:
+                y[i] = vlog1p(x[i])
 
 
 def vmath_apply(str name, floating[::1] x, floating[::1] out):

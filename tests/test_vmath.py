@@ -61,6 +61,10 @@ def reference(name, x):
         if name == "sigmoid":
             e = np.exp(-np.abs(xh))
             return np.where(xh >= 0, 1 / (1 + e), e / (1 + e))
+        if name == "exp_nonpos":
+            return np.exp(xh)
+        if name == "log1p_01":
+            return np.log1p(xh)
         return getattr(np, name)(xh)
 
 
@@ -307,3 +311,23 @@ def test_header_refuses_unsafe_math(tmp_path, flags):
                           "-I", header_dir], capture_output=True, text=True)
     assert bad.returncode != 0
     assert "must not be compiled" in bad.stderr
+
+
+# --- restricted-domain helpers of bce-with-logits (float32) -------------------------
+
+def test_exp_nonpos_float32():
+    """exp for x <= 0: subnormal results rounded once, -inf -> 0, NaN -> NaN."""
+    x = np.concatenate([_lin(-110, 0, 400_000, np.float32), _lin(-104, -87, 100_000, np.float32),
+                        -_mags(np.float32, 50_000), np.array([0.0, -0.0, -np.inf], np.float32)])
+    y = check("exp_nonpos", x, max_ulp=1.5)
+    assert y[-1] == 0 and y[-3] == 1 and y[-2] == 1
+    assert np.isnan(vm("exp_nonpos", np.array([np.nan], np.float32)))[0]
+
+
+def test_log1p_01_float32():
+    """log1p on [0, 1] as e Q(e): <= 2 ulp (1.53 measured), subnormal e exact, NaN -> NaN."""
+    x = np.concatenate([_lin(0, 1, 400_000, np.float32), _mags(np.float32, 100_000)[:60_000],
+                        np.random.default_rng(1).random(100_000).astype(np.float32)])
+    x = x[(x >= 0) & (x <= 1)]
+    check("log1p_01", x, max_ulp=2.0)
+    assert np.isnan(vm("log1p_01", np.array([np.nan], np.float32)))[0]

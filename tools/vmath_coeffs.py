@@ -3,6 +3,7 @@
     python tools/vmath_coeffs.py
 
 * expm1 core on r in [-ln2/2, ln2/2]:  expm1(r) = r + r^2 P(r)
+* log1p on [0, 1] (bce-with-logits, float32): log1p(e) = e Q(e)
 * log core on z = s^2, s = f/(2+f), f in [sqrt(1/2)-1, sqrt(2)-1]:
   log1p(f) = 2 atanh(s) = 2 s + s R(z),  R(z) = z H(z)
 Chebyshev fits (near-minimax) in 60-digit arithmetic, then rounded to the
@@ -68,7 +69,22 @@ def report(name, bits, degs):
         print("   ", ", ".join(repr(float(x)) for x in c))
 
 
+def Q_exact(e):
+    return mp.log1p(e) / e if e != 0 else mp.mpf(1)
+
+
+def report_log1p01(degs):
+    """log1p(e) = e Q(e) on [0, 1]: fl__log1p01_f (degree 9 in _vmath.h)."""
+    for d in degs:
+        c = rnd(fit(Q_exact, mp.mpf(0), mp.mpf(1), d), 32)
+        grid = [mp.mpf(i) / 4000 for i in range(1, 4001)]
+        err = max(abs(e * horner(c, e) / mp.log1p(e) - 1) for e in grid)
+        print(f"log1p01 float32 deg {d}: max rel err {mp.nstr(err, 3)}")
+        print("   ", ", ".join(repr(float(x)) for x in c))
+
+
 if __name__ == "__main__":
+    report_log1p01([8, 9, 10])
     report("expm1", 32, [3, 4, 5])
     report("expm1", 64, [8, 9, 10, 11])
     report("log", 32, [1, 2, 3])
