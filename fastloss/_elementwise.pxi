@@ -21,6 +21,7 @@ cdef enum:
     EW_BLOCK = 2048
     EW_ACC = 16                 # double accumulators per block sum (a power of 2)
     EW_SUB = 8                  # float32 losses summed per lane before the double add
+    EW_SUBBLOCK = 128           # elements computed, then stored, at a time (a multiple of EW_ACC * EW_SUB)
     EW_PAR_MIN = 65536          # cheap losses: mse, sse, mae, huber, smooth_l1, quantile, hinges
     EW_PAR_MIN_TRANSC = 8192    # log_cosh, binary_cross_entropy(_with_logits)
 
@@ -267,14 +268,16 @@ cdef void _bce_logits_loop_grad(const floating* p, const floating* t, const floa
                 grad[i] = gi * gscale
 
 
-cdef double _ew_block(int kind, const floating* p, const floating* t, const floating* aux,
-                      const floating* w, const floating* go, floating* grad, floating* lout,
-                      Py_ssize_t n, floating a, floating b, floating gscale) noexcept nogil:
+cdef void _ew_sub(int kind, const floating* p, const floating* t, const floating* aux,
+                  const floating* w, const floating* go, floating* grad, floating* lout,
+                  Py_ssize_t n, floating a, floating b, floating gscale, double* acc) noexcept nogil:
+    """n <= EW_BLOCK elements: losses and gradients, gradient (and 'none'
+    losses) written out, the losses added into the EW_ACC lanes of acc."""
     cdef floating lb[EW_BLOCK]
     cdef floating gb[EW_BLOCK]
     cdef Py_ssize_t i
-    cdef double acc[EW_ACC]
     cdef floating facc[EW_ACC]
+    cdef double lacc[EW_ACC]
     cdef int j, k
 
     if kind == K_MSE:
@@ -326,11 +329,12 @@ cdef double _ew_block(int kind, const floating* p, const floating* t, const floa
     if lout != NULL:
         for i in range(n):
             lout[i] = lb[i]
-        return 0.0
+        return
     # EW_ACC independent double accumulators (several SIMD registers, so the
-    # adds are not one latency-bound chain), fixed order: deterministic
+    # adds are not one latency-bound chain), fixed order: deterministic.
+    # Worked on in a local copy (acc itself may alias anything for the compiler).
     for j in range(EW_ACC):
-        acc[j] = 0
+        lacc[j] = acc[j]
     i = 0
     if floating is float:
         # float losses: EW_SUB consecutive adds per lane in float32 (a positive sum
@@ -343,15 +347,46 @@ cdef double _ew_block(int kind, const floating* p, const floating* t, const floa
                 for j in range(EW_ACC):
                     facc[j] += lb[i + k * EW_ACC + j]
             for j in range(EW_ACC):
-                acc[j] += facc[j]
+                lacc[j] += facc[j]
             i += EW_ACC * EW_SUB
     while i + EW_ACC <= n:
         for j in range(EW_ACC):
-            acc[j] += lb[i + j]
+            lacc[j] += lb[i + j]
         i += EW_ACC
     while i < n:
-        acc[0] += lb[i]
+        lacc[0] += lb[i]
         i += 1
+    for j in range(EW_ACC):
+        acc[j] = lacc[j]
+
+
+cdef double _ew_block(int kind, const floating* p, const floating* t, const floating* aux,
+                      const floating* w, const floating* go, floating* grad, floating* lout,
+                      Py_ssize_t n, floating a, floating b, floating gscale) noexcept nogil:
+    """One block of n <= EW_BLOCK elements, in sub-blocks of EW_SUBBLOCK (cheap
+    losses; the transcendental ones in one piece): each
+    sub-block's gradient is written before the next one's inputs are read, so
+    loads and stores stay interleaved (one long compute loop followed by one
+    long store loop left the memory system idle on one side at a time). Only
+    the last sub-block can be partial, so the sum runs in exactly the order of
+    a single pass over the block. Returns the block's loss sum (0 for 'none')."""
+    cdef double acc[EW_ACC]
+    cdef Py_ssize_t j0, m, sub = EW_SUBBLOCK
+    cdef int j, k
+    if kind == K_LOG_COSH or kind == K_BCE or kind == K_BCE_LOGITS:
+        sub = EW_BLOCK      # compute-bound enough to keep the stores flowing (measured)
+    for j in range(EW_ACC):
+        acc[j] = 0
+    j0 = 0
+    while j0 < n:
+        m = n - j0 if n - j0 < sub else sub
+        _ew_sub(kind, p + j0, t + j0, NULL if aux == NULL else aux + j0,
+                NULL if w == NULL else w + j0, NULL if go == NULL else go + j0,
+                NULL if grad == NULL else grad + j0, NULL if lout == NULL else lout + j0,
+                m, a, b, gscale, acc)
+        j0 += m
+    if lout != NULL:
+        return 0.0
     j = EW_ACC
     while j > 1:  # pairwise fold, fixed order
         j //= 2
