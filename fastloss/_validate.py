@@ -63,21 +63,27 @@ def float_like(x, name: str, dtype: np.dtype, shape: tuple | None = None) -> np.
     return native_order(a)
 
 
+def writable_array(a, name: str, why: str = "") -> np.ndarray:
+    """An array the kernels write into: numpy.ndarray, C-contiguous, writable, native
+    byte order (``why`` is appended to the layout messages)."""
+    if not isinstance(a, np.ndarray):
+        raise TypeError(f"{name} must be a numpy.ndarray, got {type(a).__name__}")
+    if not a.flags.c_contiguous:
+        raise ValueError(f"{name} must be C-contiguous{why}")
+    if not a.flags.writeable:
+        raise ValueError(f"{name} is read-only{why}")
+    if not a.dtype.isnative:
+        raise ValueError(f"{name} must be in native byte order")
+    return a
+
+
 def out_array(out, name: str, shape: tuple, dtype: np.dtype) -> np.ndarray:
     """A caller-provided output buffer: exact shape and dtype, C-contiguous, writable."""
-    if not isinstance(out, np.ndarray):
-        raise TypeError(f"{name} must be a numpy.ndarray, got {type(out).__name__}")
-    if out.dtype != dtype:
+    if isinstance(out, np.ndarray) and out.dtype != dtype:
         raise TypeError(f"{name} has dtype {out.dtype}, expected {np.dtype(dtype)}")
-    if out.shape != tuple(shape):
+    if isinstance(out, np.ndarray) and out.shape != tuple(shape):
         raise ValueError(f"{name} has shape {out.shape}, expected {tuple(shape)}")
-    if not out.flags.c_contiguous:
-        raise ValueError(f"{name} must be C-contiguous")
-    if not out.flags.writeable:
-        raise ValueError(f"{name} is read-only")
-    if not out.dtype.isnative:
-        raise ValueError(f"{name} must be in native byte order")
-    return out
+    return writable_array(out, name)
 
 
 def reduction(value) -> str:

@@ -176,16 +176,9 @@ class Optimizer:
 
     @staticmethod
     def _check_param(p, name):
-        if not isinstance(p, np.ndarray):
-            raise TypeError(f"{name} must be a numpy.ndarray, got {type(p).__name__}")
-        if p.dtype.newbyteorder("=") not in _validate.FLOAT_DTYPES:
+        _validate.writable_array(p, name, " (it is updated in place)")
+        if p.dtype not in _validate.FLOAT_DTYPES:
             raise TypeError(f"{name} must be float32 or float64, got dtype {p.dtype}")
-        if not p.dtype.isnative:
-            raise ValueError(f"{name} must be in native byte order")
-        if not p.flags.c_contiguous:
-            raise ValueError(f"{name} must be C-contiguous (it is updated in place)")
-        if not p.flags.writeable:
-            raise ValueError(f"{name} is read-only (it is updated in place)")
 
     # -- hooks for subclasses ------------------------------------------------
     def _check_group(self, group) -> None:
