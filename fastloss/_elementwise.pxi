@@ -142,13 +142,13 @@ cdef extern from *:
     #define FL_BCE_LOGITS_BODY(T, e, LOG1P_E)                          \
         T r = (T)1 / ((T)1 + e);                                       \
         T er = e * r;                                                  \
-        int pos = x >= 0;                                              \
-        T sig = pos ? r : er;                                          \
-        T sigc = pos ? er : r;                                         \
+        int neg = x < 0;          /* one mask for the three selects */ \
+        T sig = neg ? er : r;                                          \
+        T sigc = neg ? r : er;                                         \
         T pt = pw * t;                                                 \
         T omt = (T)1 - t;                                              \
         T c = omt + pt;                                                \
-        T lin = pos ? omt * x : -pt * x;                               \
+        T lin = (neg ? -pt : omt) * x;                                 \
         *g = omt * sig - pt * sigc;                                    \
         return c * (LOG1P_E) + lin;
     FL_INLINE float fl_bce_logits_f(float x, float t, float pw, float *g)

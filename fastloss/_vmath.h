@@ -211,7 +211,7 @@ FL_INLINE float fl__log1p_unit_f(float e, float r)
  * which rounds once into the subnormals. NaN passes through p. */
 FL_INLINE float fl__expnonpos_f(float x)
 {
-    float xc = x < -104.0f ? -104.0f : x;
+    float xc = -104.0f > x ? -104.0f : x;   /* maxps(-104, x) keeps a NaN x */
     float k, r;
     float kf = fl__reduce_f(xc, &k, &r);
     float p = 1.0f + fl__expm1_core_f(r);
