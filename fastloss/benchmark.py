@@ -12,7 +12,9 @@ the NumPy reference before anything is timed, so a fast wrong kernel cannot win:
   the second moment, so a single step would check little). The instances that
   are then timed are separate ones.
 
-Reported per case: median time per call of each peer, the speed-up of native
+Reported per case: median time per call of each peer (the peers are timed in
+alternating rounds, so load on a shared machine falls on all of them alike),
+the speed-up of native
 over each peer (peer time / native time), native GB/s (bytes a single pass must
 move / median) and that as a share of the streaming bandwidth measured at start
 (``fastloss.bandwidth``: the triad for losses, the in-place update for optimizers).
@@ -324,17 +326,40 @@ def _all_cases(preset, dtypes, with_torch, kernels):
         yield from group
 
 
-def time_callable(fn, min_rounds=5, max_time=1.0, max_rounds=200):
-    """Median wall time of ``fn()`` over at least ``min_rounds`` calls after a warm-up call,
-    more while the total stays under ``max_time`` seconds (at most ``max_rounds``)."""
-    fn()
-    times, start = [], time.perf_counter()
-    while len(times) < min_rounds or (time.perf_counter() - start < max_time and
-                                      len(times) < max_rounds):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
+def time_peers(runners, min_rounds=5, max_time=1.0, max_rounds=200, slice_s=0.02):
+    """Median wall time per call of every peer in ``runners`` ({name: fn}).
+
+    The peers are timed in alternating rounds (the order reversed every other
+    round): in a round each peer runs back to back for ``slice_s`` seconds (at
+    least one call), so a burst of load on a shared machine hits every peer
+    alike instead of whichever one was being timed then. Rounds go on until
+    every peer has ``min_rounds`` calls and ``max_time`` seconds per peer have
+    passed, or every peer has ``max_rounds`` calls. One untimed warm-up call each.
+    """
+    names = list(runners)
+    for name in names:
+        runners[name]()
+    times = {name: [] for name in names}
+    budget = max_time * len(names)
+    start = time.perf_counter()
+    rnd = 0
+    while True:
+        enough = all(len(t) >= min_rounds for t in times.values())
+        if enough and (time.perf_counter() - start >= budget or
+                       all(len(t) >= max_rounds for t in times.values())):
+            break
+        for name in (names if rnd % 2 == 0 else names[::-1]):
+            fn, ts = runners[name], times[name]
+            t_end = time.perf_counter() + slice_s
+            while True:
+                t0 = time.perf_counter()
+                fn()
+                t1 = time.perf_counter()
+                ts.append(t1 - t0)
+                if t1 >= t_end or len(ts) >= max_rounds:
+                    break
+        rnd += 1
+    return {name: float(np.median(t)) for name, t in times.items()}
 
 
 def run_cases(cases, bandwidth, min_rounds=5, max_time=1.0, progress=None):
@@ -343,7 +368,7 @@ def run_cases(cases, bandwidth, min_rounds=5, max_time=1.0, progress=None):
     for case in cases:
         if case.check is not None:
             case.check()
-        med = {peer: time_callable(fn, min_rounds, max_time) for peer, fn in case.runners.items()}
+        med = time_peers(case.runners, min_rounds, max_time)
         base = med.get("native")
         gbs = case.nbytes / base / 1e9 if base else None
         bw = (bandwidth or {}).get(case.bandwidth_kind)
