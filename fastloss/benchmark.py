@@ -326,7 +326,7 @@ def _all_cases(preset, dtypes, with_torch, kernels):
         yield from group
 
 
-def time_peers(runners, min_rounds=5, max_time=1.0, max_rounds=200, slice_s=0.02):
+def time_peers(runners, min_rounds=5, max_time=1.0, max_rounds=200, slice_s=0.2):
     """Median wall time per call of every peer in ``runners`` ({name: fn}).
 
     The peers are timed in alternating rounds (the order reversed every other
