@@ -605,7 +605,7 @@ cdef void _ce_C(const SmConf* cf, Py_ssize_t i, const label_t* lab, const floati
             s = s + s4[k * SM_ST + 1] * vexp(s4[k * SM_ST] - m)
             az = az + s4[k * SM_ST + 2]
             A = A + s4[k * SM_ST + 3]
-    ls = s4[4] if cf.prelog else vlog(s)
+    ls = s4[4] if cf.prelog else _c_log(s)     # libc: one scalar log per row
     lse = m + ls
     if cf.soft:
         loss = A * lse - az
