@@ -62,6 +62,10 @@ def run(rank, world_size, init_method, steps=10, result_path=None):
         params = train(model, x[shard], y[shard], steps)
         if rank == 0 and result_path:
             torch.save(params, result_path)
+        # both ranks past their last collective before either tears gloo down: a
+        # rank that exits while the other is still closing its pairs can abort
+        # it ("terminate called without an active exception")
+        dist.barrier()
         return params
     finally:
         dist.destroy_process_group()
