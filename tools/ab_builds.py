@@ -1,0 +1,70 @@
+"""Time two builds of fastloss._kernels against each other in ONE process.
+
+On a shared, noisy machine two separate benchmark runs differ by more than most
+changes are worth; loading both extension builds into one process and
+alternating between them in short blocks puts both under the same load.
+
+    cp -r fastloss /tmp/base/                      # a copy of the old build (with its .so)
+    python setup.py build_ext --inplace --force    # the new build, here
+    python tools/ab_builds.py . /tmp/base 4096x1000       # cross-entropy N x C
+    python tools/ab_builds.py . /tmp/base bce [threads]   # mse | huber | bce (10M float32)
+
+Prints the median (and min) per build and B/A (> 1: build A, the first, is faster).
+"""
+import glob
+import importlib.util
+import sys
+import time
+
+import numpy as np
+
+
+def load(root):
+    path = glob.glob(root + "/fastloss/_kernels*.so")[0]
+    spec = importlib.util.spec_from_file_location("_kernels", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def runner(K, what, nt, rng):
+    if what in ("bce", "mse", "huber"):
+        n = 10_000_000
+        x = rng.normal(size=n).astype(np.float32) * 3
+        t = (rng.random(n) < 0.5).astype(np.float32)
+        g = np.empty_like(x)
+        name = {"bce": "binary_cross_entropy_with_logits"}.get(what, what)
+        kind = K.ELEMENTWISE_KINDS[name]
+        return (lambda: K.elementwise(kind, x, t, None, None, None, g, None, 1.0, 0.0,
+                                      1.0 / n, nt)), 12 * n
+    N, C = map(int, what.split("x"))
+    x = (rng.normal(size=(N, C)) * 3).astype(np.float32)
+    y = rng.integers(0, C, N)
+    g = np.empty_like(x)
+    rl = np.empty(N)
+    return (lambda: K.cross_entropy(x, y, None, None, None, g, rl, -100, 0.0, 0.0, 0.0,
+                                    1.0 / N, 1.0 / N, float(C), nt)), 8 * N * C
+
+
+def main(argv):
+    a_dir, b_dir, what = argv[:3]
+    nt = int(argv[3]) if len(argv) > 3 else 2
+    fa, nbytes = runner(load(a_dir), what, nt, np.random.default_rng(0))
+    fb, _ = runner(load(b_dir), what, nt, np.random.default_rng(0))
+    fa(), fb()
+    ta, tb = [], []
+    for blk in range(40):
+        order = ((fa, ta), (fb, tb)) if blk % 2 == 0 else ((fb, tb), (fa, ta))
+        for f, ts in order:
+            for _ in range(5):
+                t0 = time.perf_counter()
+                f()
+                ts.append(time.perf_counter() - t0)
+    ma, mb = np.median(ta), np.median(tb)
+    print(f"{what} threads={nt}: A med {ma * 1e3:.3f} ms (min {min(ta) * 1e3:.3f}) | "
+          f"B med {mb * 1e3:.3f} ms (min {min(tb) * 1e3:.3f}) | B/A {mb / ma:.3f} | "
+          f"A {nbytes / ma / 1e9:.1f} GB/s, B {nbytes / mb / 1e9:.1f} GB/s")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
