@@ -270,23 +270,35 @@ cdef extern from *:
     }
     #endif
     static inline double fl_sm_expsumf(const float *z, float *e, Py_ssize_t n, float m,
-                                       const float *pz, float *pe)
+                                       const float *pz, float *pe, float *sg, float sK)
     {
         double a[16]; Py_ssize_t i = 0, j; int l;
     #if defined(__AVX512F__)
-        /* the same blocks, lanes and order as the generic code below */
-        __m512 mv = _mm512_set1_ps(m), v, f;
+        /* the same blocks, lanes and order as the generic code below; sg != NULL:
+         * the previous row's gradient (n values) is scaled by sK in the same loop,
+         * its loads and stores overlapping this row's exp arithmetic */
+        __m512 mv = _mm512_set1_ps(m), kv = _mm512_set1_ps(sK), v, f;
         __m512d a0 = _mm512_setzero_pd(), a1 = _mm512_setzero_pd();
         for (; i + 16 <= n; i = j) {
             Py_ssize_t end = i + 128 <= n ? i + 128 : i + ((n - i) & ~(Py_ssize_t)15);
             f = _mm512_setzero_ps();
-            for (j = i; j < end; j += 16) {
-                v = fl_sm_exp16(_mm512_sub_ps(_mm512_loadu_ps(z + j), mv));
-                _mm512_storeu_ps(e + j, v);
-                __builtin_prefetch(pz + j, 0, 3);
-                __builtin_prefetch(pe + j, 1, 3);
-                f = _mm512_add_ps(f, v);
-            }
+            if (sg != NULL)
+                for (j = i; j < end; j += 16) {
+                    v = fl_sm_exp16(_mm512_sub_ps(_mm512_loadu_ps(z + j), mv));
+                    _mm512_storeu_ps(e + j, v);
+                    _mm512_storeu_ps(sg + j, _mm512_mul_ps(_mm512_loadu_ps(sg + j), kv));
+                    __builtin_prefetch(pz + j, 0, 3);
+                    __builtin_prefetch(pe + j, 1, 3);
+                    f = _mm512_add_ps(f, v);
+                }
+            else
+                for (j = i; j < end; j += 16) {
+                    v = fl_sm_exp16(_mm512_sub_ps(_mm512_loadu_ps(z + j), mv));
+                    _mm512_storeu_ps(e + j, v);
+                    __builtin_prefetch(pz + j, 0, 3);
+                    __builtin_prefetch(pe + j, 1, 3);
+                    f = _mm512_add_ps(f, v);
+                }
             a0 = _mm512_add_pd(a0, fl_sm_lo8(f));
             a1 = _mm512_add_pd(a1, fl_sm_hi8(f));
         }
@@ -297,10 +309,13 @@ cdef extern from *:
             v = fl_sm_exp16(_mm512_sub_ps(
                 _mm512_mask_loadu_ps(_mm512_set1_ps(-INFINITY), k, z + i), mv));
             _mm512_mask_storeu_ps(e + i, k, v);
+            if (sg != NULL)
+                _mm512_mask_storeu_ps(sg + i, k, _mm512_mul_ps(_mm512_maskz_loadu_ps(k, sg + i), kv));
             a0 = _mm512_add_pd(a0, fl_sm_lo8(v));
             a1 = _mm512_add_pd(a1, fl_sm_hi8(v));
             i = n;
         }
+        sg = NULL;      /* done */
         _mm512_storeu_pd(a, a0);
         _mm512_storeu_pd(a + 8, a1);
     #elif defined(__GNUC__) && !defined(__clang__)
@@ -354,22 +369,26 @@ cdef extern from *:
             e[i] = v;
             a[i & 15] += (double)v;
         }
+        if (sg != NULL)
+            for (i = 0; i < n; i++) sg[i] = sg[i] * sK;
         for (l = 0; l < 8; l++) a[l] = a[l] + a[l + 8];
         for (l = 0; l < 4; l++) a[l] = a[l] + a[l + 4];
         return (a[0] + a[2]) + (a[1] + a[3]);
     }
     """
     double fl_sm_expsumf(const float* z, float* e, Py_ssize_t n, float m,
-                         const float* pz, float* pe) nogil
+                         const float* pz, float* pe, float* sg, float sK) nogil
 
 
 cdef inline double _sm_sumexp(const floating* z, floating* store, Py_ssize_t n,
                               floating m, const floating* pz,
-                              floating* pe) noexcept nogil:
+                              floating* pe, floating* sg,
+                              floating sK) noexcept nogil:
     """sum exp(z - m) in double; e = exp(z - m) goes to store when store != NULL
     (store may alias z), else to a scratch chunk (n <= SM_CHUNK). One flat exp
     loop (vectorised once vexp is), then the 16-lane sum. pz / pe (float32):
-    n values of the next row to prefetch for reading / writing."""
+    n values of the next row to prefetch for reading / writing. sg != NULL:
+    also sg[c] *= sK for its n values (the previous row's gradient)."""
     cdef floating buf[SM_CHUNK]
     cdef floating* e = &buf[0]
     cdef Py_ssize_t i
@@ -378,7 +397,10 @@ cdef inline double _sm_sumexp(const floating* z, floating* store, Py_ssize_t n,
     if floating is float:
         if m > -INFINITY:       # z - m <= 0 (or NaN): the one-pass float kernel
             return fl_sm_expsumf(z, e, n, m, z if pz == NULL else pz,
-                                 e if (pe == NULL or store == NULL) else pe)
+                                 e if (pe == NULL or store == NULL) else pe, sg, sK)
+    if sg != NULL:
+        for i in range(n):
+            sg[i] = sg[i] * sK
     for i in range(n):
         e[i] = vexp(z[i] - m)
     return _sm_lanesum(e, n)
@@ -479,8 +501,12 @@ cdef inline bint _ce_ignored(const SmConf* cf, const label_t* lab, Py_ssize_t i)
 
 cdef void _ce_A(const SmConf* cf, Py_ssize_t i, Py_ssize_t k, const floating* z,
                 const label_t* lab, const floating* t, const floating* w, floating* g,
-                floating* scratch, double* st, double* zy) noexcept nogil:
-    """Step A for (row i, chunk k): statistics, and e (or capped logits) into g."""
+                floating* scratch, double* st, double* zy, floating* sg=NULL,
+                floating sK=0) noexcept nogil:
+    """Step A for (row i, chunk k): statistics, and e (or capped logits) into g.
+    sg != NULL (row i not ignored, one chunk, gradient wanted): also scale the
+    C values at sg by sK -- the previous row's step B, fused into this row's exp
+    loop by _ce_rows."""
     cdef Py_ssize_t C = cf.C
     cdef Py_ssize_t off = k * SM_CHUNK
     cdef Py_ssize_t n = C - off if C - off < SM_CHUNK else SM_CHUNK
@@ -513,11 +539,14 @@ cdef void _ce_A(const SmConf* cf, Py_ssize_t i, Py_ssize_t k, const floating* z,
             az = _sm_sum(src, NULL if w == NULL else w + off, n)
     if mk == -INFINITY:
         sk = _sm_masked(src, work if store_e else NULL, n)
+        if sg != NULL:
+            for y in range(n):
+                sg[y] = sg[y] * sK
     else:
         # prefetch the same chunk of the next row (its logits, its gradient)
         sk = _sm_sumexp(src, work if store_e else NULL, n, mk,
                         z + (i + 1) * C + off if i + 1 < cf.N else NULL,
-                        work + C if store_e and i + 1 < cf.N else NULL)
+                        work + C if store_e and i + 1 < cf.N else NULL, sg, sK)
     s4[0] = mk
     s4[1] = sk
     s4[2] = az
@@ -705,6 +734,46 @@ cdef inline void _ce_target(const SmConf* cf, Py_ssize_t i, const label_t* lab, 
     g[i * cf.C + y] = g[i * cf.C + y] - <floating>(cfs[i * SM_CF + 4] * f)
 
 
+cdef void _ce_rows(const SmConf* cf, Py_ssize_t lo, Py_ssize_t hi, const floating* z,
+                   const label_t* lab, const floating* t, const floating* w,
+                   const floating* go, floating* g, floating* scratch, double* st,
+                   double* zy, double* cfs, double* rl) noexcept nogil:
+    """Rows [lo, hi) in order: steps A, C, B and the target correction. When
+    step B is a plain scaling (float32, one chunk, index targets, no label
+    smoothing or soft-cap) row i-1's step B runs inside row i's exp loop, its
+    loads and stores overlapping the exp arithmetic (the same multiply, so the
+    same bits)."""
+    cdef Py_ssize_t i, k, pend = -1, C = cf.C
+    cdef bint fuse = False
+    if floating is float:
+        fuse = g != NULL and cf.nchunks == 1 and not cf.soft and cf.eps == 0 and not (cf.cap > 0)
+    for i in range(lo, hi):
+        if fuse and not _ce_ignored(cf, lab, i):
+            if pend >= 0:
+                _ce_A(cf, i, 0, z, lab, t, w, g, scratch, st, zy, g + pend * C,
+                      <floating>cfs[pend * SM_CF + 1])
+                _ce_target(cf, pend, lab, g, zy, cfs)
+            else:
+                _ce_A(cf, i, 0, z, lab, t, w, g, scratch, st, zy)
+            _ce_C(cf, i, lab, w, go, st, zy, cfs, rl)
+            pend = i
+            continue
+        if pend >= 0:
+            _ce_B(cf, pend, 0, lab, t, w, g, st, cfs)
+            _ce_target(cf, pend, lab, g, zy, cfs)
+            pend = -1
+        for k in range(cf.nchunks):
+            _ce_A(cf, i, k, z, lab, t, w, g, scratch, st, zy)
+        _ce_C(cf, i, lab, w, go, st, zy, cfs, rl)
+        if g != NULL:
+            for k in range(cf.nchunks):
+                _ce_B(cf, i, k, lab, t, w, g, st, cfs)
+            _ce_target(cf, i, lab, g, zy, cfs)
+    if pend >= 0:
+        _ce_B(cf, pend, 0, lab, t, w, g, st, cfs)
+        _ce_target(cf, pend, lab, g, zy, cfs)
+
+
 def ce_check_labels(const label_t[::1] labels, Py_ssize_t C, long long ignore_index,
                     const double[::1] weight):
     """Scan class-index targets before any logit is read.
@@ -848,27 +917,17 @@ def cross_entropy(const floating[:, ::1] logits, const label_t[::1] labels,
                 for i in range(N):
                     _ce_target(&cf, i, lp, gp, zy, cfs)
         elif nt > 1:
+            # nt contiguous row ranges (a range per thread, as a static schedule;
+            # ranges stay right if the team is smaller than asked)
             with parallel(num_threads=nt):
                 scratch = <floating*>malloc(SM_CHUNK * sizeof(floating)) if cf.cap > 0 else NULL
-                for i in prange(N, schedule="static"):
-                    for k in range(nch):
-                        _ce_A(&cf, i, k, zp, lp, tp, wp, gp, scratch, st, zy)
-                    _ce_C(&cf, i, lp, wp, gop, st, zy, cfs, rl)
-                    if gp != NULL:
-                        for k in range(nch):
-                            _ce_B(&cf, i, k, lp, tp, wp, gp, st, cfs)
-                        _ce_target(&cf, i, lp, gp, zy, cfs)
+                for it in prange(nt, schedule="static", chunksize=1):
+                    _ce_rows(&cf, N * it // nt, N * (it + 1) // nt, zp, lp, tp, wp, gop, gp,
+                             scratch, st, zy, cfs, rl)
                 free(scratch)
         else:
             scratch = <floating*>malloc(SM_CHUNK * sizeof(floating)) if cf.cap > 0 else NULL
-            for i in range(N):
-                for k in range(nch):
-                    _ce_A(&cf, i, k, zp, lp, tp, wp, gp, scratch, st, zy)
-                _ce_C(&cf, i, lp, wp, gop, st, zy, cfs, rl)
-                if gp != NULL:
-                    for k in range(nch):
-                        _ce_B(&cf, i, k, lp, tp, wp, gp, st, cfs)
-                    _ce_target(&cf, i, lp, gp, zy, cfs)
+            _ce_rows(&cf, 0, N, zp, lp, tp, wp, gop, gp, scratch, st, zy, cfs, rl)
             free(scratch)
         for i in range(N):
             total += rl[i]
@@ -902,7 +961,7 @@ cdef void _sm_row(const floating* x, floating* out, Py_ssize_t C, bint log_out) 
             sk = _sm_masked(x + off, NULL if log_out else out + off, n)
             sk = sk * _c_exp(m - m)     # NaN: a row of -inf has no softmax
         else:
-            sk = _sm_sumexp(x + off, NULL if log_out else out + off, n, mf, NULL, NULL)
+            sk = _sm_sumexp(x + off, NULL if log_out else out + off, n, mf, NULL, NULL, NULL, 0)
         s = s + sk
     if log_out:
         ls = _c_log(s)
