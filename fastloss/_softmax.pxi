@@ -282,23 +282,15 @@ cdef extern from *:
         for (; i + 16 <= n; i = j) {
             Py_ssize_t end = i + 128 <= n ? i + 128 : i + ((n - i) & ~(Py_ssize_t)15);
             f = _mm512_setzero_ps();
-            if (sg != NULL)
-                for (j = i; j < end; j += 16) {
-                    v = fl_sm_exp16(_mm512_sub_ps(_mm512_loadu_ps(z + j), mv));
-                    _mm512_storeu_ps(e + j, v);
+            for (j = i; j < end; j += 16) {
+                v = fl_sm_exp16(_mm512_sub_ps(_mm512_loadu_ps(z + j), mv));
+                _mm512_storeu_ps(e + j, v);
+                if (sg != NULL)
                     _mm512_storeu_ps(sg + j, _mm512_mul_ps(_mm512_loadu_ps(sg + j), kv));
-                    __builtin_prefetch(pz + j, 0, 3);
-                    __builtin_prefetch(pe + j, 1, 3);
-                    f = _mm512_add_ps(f, v);
-                }
-            else
-                for (j = i; j < end; j += 16) {
-                    v = fl_sm_exp16(_mm512_sub_ps(_mm512_loadu_ps(z + j), mv));
-                    _mm512_storeu_ps(e + j, v);
-                    __builtin_prefetch(pz + j, 0, 3);
-                    __builtin_prefetch(pe + j, 1, 3);
-                    f = _mm512_add_ps(f, v);
-                }
+                __builtin_prefetch(pz + j, 0, 3);
+                __builtin_prefetch(pe + j, 1, 3);
+                f = _mm512_add_ps(f, v);
+            }
             a0 = _mm512_add_pd(a0, fl_sm_lo8(f));
             a1 = _mm512_add_pd(a1, fl_sm_hi8(f));
         }
@@ -515,7 +507,7 @@ cdef void _ce_A(const SmConf* cf, Py_ssize_t i, Py_ssize_t k, const floating* z,
     cdef double* s4 = st + (i * cf.nchunks + k) * SM_ST
     cdef floating mk
     cdef double sk, az = 0.0, asum = 0.0
-    cdef Py_ssize_t y
+    cdef Py_ssize_t y, c
     cdef bint store_e
     if _ce_ignored(cf, lab, i):
         return
@@ -540,8 +532,8 @@ cdef void _ce_A(const SmConf* cf, Py_ssize_t i, Py_ssize_t k, const floating* z,
     if mk == -INFINITY:
         sk = _sm_masked(src, work if store_e else NULL, n)
         if sg != NULL:
-            for y in range(n):
-                sg[y] = sg[y] * sK
+            for c in range(n):
+                sg[c] = sg[c] * sK
     else:
         # prefetch the same chunk of the next row (its logits, its gradient)
         sk = _sm_sumexp(src, work if store_e else NULL, n, mk,
@@ -743,18 +735,17 @@ cdef void _ce_rows(const SmConf* cf, Py_ssize_t lo, Py_ssize_t hi, const floatin
     smoothing or soft-cap) row i-1's step B runs inside row i's exp loop, its
     loads and stores overlapping the exp arithmetic (the same multiply, so the
     same bits)."""
-    cdef Py_ssize_t i, k, pend = -1, C = cf.C
+    cdef Py_ssize_t i, k, pend = -1     # pend: the row whose step B waits
     cdef bint fuse = False
     if floating is float:
         fuse = g != NULL and cf.nchunks == 1 and not cf.soft and cf.eps == 0 and not (cf.cap > 0)
     for i in range(lo, hi):
         if fuse and not _ce_ignored(cf, lab, i):
+            _ce_A(cf, i, 0, z, lab, t, w, g, scratch, st, zy,
+                  g + pend * cf.C if pend >= 0 else NULL,
+                  <floating>cfs[pend * SM_CF + 1] if pend >= 0 else 0)
             if pend >= 0:
-                _ce_A(cf, i, 0, z, lab, t, w, g, scratch, st, zy, g + pend * C,
-                      <floating>cfs[pend * SM_CF + 1])
                 _ce_target(cf, pend, lab, g, zy, cfs)
-            else:
-                _ce_A(cf, i, 0, z, lab, t, w, g, scratch, st, zy)
             _ce_C(cf, i, lab, w, go, st, zy, cfs, rl)
             pend = i
             continue

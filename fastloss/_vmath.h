@@ -176,35 +176,6 @@ FL_INLINE float fl__log1pf(float x)
     return x == 0.0f ? x : res;          /* keeps -0 */
 }
 
-/* log1p(e) for e in [0, 1] (or NaN) given r = 1 / (1 + e), as the logistic losses
- * have it: the softplus term log1p(exp(-|x|)) of bce-with-logits. u = 1 + e is in
- * [1, 2] (normal), its rounding error c = e - (u - 1) is exact (Fast2Sum, 1 >= e)
- * and c / u = c r: one division fewer than fl__log1pf and no special-value
- * selects. NaN in -> NaN out (through u, and the callers' other terms). */
-FL_INLINE float fl__log1p_unit_f(float e, float r)
-{
-    float u = 1.0f + e;
-    float c = e - (u - 1.0f);
-    /* u = m 2^k, k in {0, 1}, m in [sqrt(1/2), sqrt(2)), f = m - 1 (exact); log1p(f) =
-     * f - f^2/2 + f^3 Q(f), Q a degree-7 polynomial (weighted least squares on
-     * Chebyshev nodes, float32 coefficients; <= 0.84 ulp over the f range in a float32
-     * simulation): FMAs instead of fl__log_core_f's division s = f / (2 + f) */
-    float k = u >= 1.41421356f ? 1.0f : 0.0f;
-    float m = u >= 1.41421356f ? 0.5f * u : u;
-    float f = m - 1.0f;
-    float q = FL_FMAF(-0.07362867891788483f, f, 0.1262032687664032f);
-    q = FL_FMAF(q, f, -0.13202103972434998f);
-    q = FL_FMAF(q, f, 0.14227114617824554f);
-    q = FL_FMAF(q, f, -0.16621370613574982f);
-    q = FL_FMAF(q, f, 0.19999825954437256f);
-    q = FL_FMAF(q, f, -0.2500085234642029f);
-    q = FL_FMAF(q, f, 0.3333335518836975f);
-    float f2 = f * f;
-    float hfsq = 0.5f * f2;
-    float lo = FL_FMAF(f2 * f, q, FL_FMAF(k, FL_LN2LOF, c * r));
-    return FL_FMAF(k, FL_LN2HIF, f - (hfsq - lo));
-}
-
 /* e^x for x <= 0, -inf or NaN (the exp(-|x|) of the logistic losses): fl__expf
  * without the overflow side. Below -104 the result rounds to 0; gradual underflow
  * is kept by scaling p by 2^(k + 24) (normal for k >= -150) and then by 2^-24,
@@ -222,7 +193,7 @@ FL_INLINE float fl__expnonpos_f(float x)
 /* log1p(e) for e in [0, 1] (or NaN): e Q(e), Q a degree-9 polynomial fitted to
  * log1p(e)/e on [0, 1] (Chebyshev fit, float32 coefficients: tools/vmath_coeffs.py;
  * 1.53 ulp at most in tests/test_vmath.py). No division, no argument reduction:
- * 10 FMAs where fl__log1p_unit_f needs about 20 operations. */
+ * 10 FMAs where the u = 1 + e reduction of fl__log1p_unit needs about 20 operations. */
 FL_INLINE float fl__log1p01_f(float e)
 {
     float q = FL_FMAF(-0.0031760570127516985f, e, 0.019542526453733444f);
@@ -355,6 +326,12 @@ FL_INLINE double fl__log1p(double x)
     return x == 0.0 ? x : res;
 }
 
+/* log1p(e) for e in [0, 1] (or NaN) given r = 1 / (1 + e), as the logistic losses
+ * have it: the softplus term log1p(exp(-|x|)) of bce-with-logits. u = 1 + e is in
+ * [1, 2] (normal), its rounding error c = e - (u - 1) is exact (Fast2Sum, 1 >= e)
+ * and c / u = c r: one division fewer than fl__log1pf and no special-value
+ * selects. NaN in -> NaN out (through u, and the callers' other terms). The float32
+ * loss uses fl__log1p01_f instead (a polynomial in e, no reduction). */
 FL_INLINE double fl__log1p_unit(double e, double r)
 {
     double u = 1.0 + e;
@@ -392,7 +369,5 @@ FL_VECFN double fl_log(double x) { return fl__log(x); }
 FL_VECFN double fl_log1p(double x) { return fl__log1p(x); }
 FL_VECFN double fl_tanh(double x) { return fl__tanh(x); }
 FL_VECFN double fl_sigmoid(double x) { return fl__sigmoid(x); }
-FL_VECFN float fl_log1p_unitf(float e, float r) { return fl__log1p_unit_f(e, r); }
-FL_VECFN double fl_log1p_unit(double e, double r) { return fl__log1p_unit(e, r); }
 
 #endif

@@ -27,12 +27,8 @@ cdef extern from "_vmath.h" nogil:
     double fl_tanh(double x)
     float fl_sigmoidf(float x)
     double fl_sigmoid(double x)
-    float fl_log1p_unitf(float e, float r)
-    float fl__expf(float x)
     float fl__expnonpos_f(float x)
     float fl__log1p01_f(float e)
-    double fl__exp(double x)
-    double fl_log1p_unit(double e, double r)
 
 
 cdef inline floating vexp(floating x) noexcept nogil:
@@ -73,24 +69,6 @@ cdef inline floating vtanh(floating x) noexcept nogil:
         return fl_tanhf(x)
     else:
         return fl_tanh(x)
-
-
-cdef inline floating vexp_inline(floating x) noexcept nogil:
-    """e^x, the always-inlined body: for a kernel where GCC's inliner would leave
-    vexp as a call to its SIMD clone (all vector registers caller-saved: the loop's
-    constants get spilled and reloaded around every call)"""
-    if floating is float:
-        return fl__expf(x)
-    else:
-        return fl__exp(x)
-
-
-cdef inline floating vlog1p_unit(floating e, floating r) noexcept nogil:
-    """log(1 + e) for e in [0, 1] or NaN, given r = 1 / (1 + e) (one division fewer)"""
-    if floating is float:
-        return fl_log1p_unitf(e, r)
-    else:
-        return fl_log1p_unit(e, r)
 
 
 cdef inline floating vsigmoid(floating x) noexcept nogil:
