@@ -77,6 +77,12 @@ def writable_array(a, name: str, why: str = "") -> np.ndarray:
     return a
 
 
+def out_needs_grad(out, return_grad: bool) -> None:
+    """``out=`` receives the gradient, so it only makes sense with return_grad=True."""
+    if out is not None and not return_grad:
+        raise ValueError("out= receives the gradient: pass return_grad=True")
+
+
 def out_array(out, name: str, shape: tuple, dtype: np.dtype) -> np.ndarray:
     """A caller-provided output buffer: exact shape and dtype, C-contiguous, writable."""
     if isinstance(out, np.ndarray) and out.dtype != dtype:

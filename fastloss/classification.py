@@ -315,8 +315,7 @@ def cross_entropy(logits, target, *, weight=None, ignore_index=-100, label_smoot
             raise TypeError("inplace=True needs logits as a float32/float64 numpy array")
         if not (logits.flags.c_contiguous and logits.flags.writeable and logits.dtype.isnative):
             raise ValueError("inplace=True needs C-contiguous, writable, native-byte-order logits")
-    if out is not None and not return_grad:
-        raise ValueError("out= receives the gradient: pass return_grad=True")
+    v.out_needs_grad(out, return_grad)
 
     P = _classification_input(logits, target, "logits")
     dtype, C, M = P.dtype, P.C, P.rows.shape[0]
@@ -405,8 +404,7 @@ def nll_loss(log_probs, target, *, weight=None, ignore_index=-100, reduction="me
     red = v.reduction(reduction)
     return_grad = v.boolean(return_grad, "return_grad")
     ignore_index = _int_scalar(ignore_index, "ignore_index")
-    if out is not None and not return_grad:
-        raise ValueError("out= receives the gradient: pass return_grad=True")
+    v.out_needs_grad(out, return_grad)
     _backend.resolve(backend)
     P = _classification_input(log_probs, target, "log_probs", allow_probs=False)
     dtype, C = P.dtype, P.C
@@ -470,8 +468,7 @@ def categorical_cross_entropy(probs, target, *, eps=1e-7, reduction="mean", retu
     red = v.reduction(reduction)
     return_grad = v.boolean(return_grad, "return_grad")
     e = v.real_scalar(eps, "eps", low=0.0, high=1.0, low_open=True, high_open=True)
-    if out is not None and not return_grad:
-        raise ValueError("out= receives the gradient: pass return_grad=True")
+    v.out_needs_grad(out, return_grad)
     _backend.resolve(backend)
     p = v.float_input(probs, "probs")
     if p.ndim not in (1, 2):
@@ -504,8 +501,7 @@ def multi_margin(input, target, *, p=1, margin=1.0, weight=None, reduction="mean
     if p not in (1, 2) or isinstance(p, bool):
         raise ValueError(f"p must be 1 or 2, got {p!r}")
     margin = v.real_scalar(margin, "margin")
-    if out is not None and not return_grad:
-        raise ValueError("out= receives the gradient: pass return_grad=True")
+    v.out_needs_grad(out, return_grad)
     _backend.resolve(backend)
     x = v.float_input(input, "input")
     if x.ndim not in (1, 2):

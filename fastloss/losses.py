@@ -82,9 +82,8 @@ def _elementwise(name, pred, target, *, reduction, sample_weight, return_grad, o
     return_grad = v.boolean(return_grad, "return_grad")
     weight = _sample_weight(sample_weight, dtype, shape)
     go, go_scale = _grad_output(grad_output, red, dtype, shape)
+    v.out_needs_grad(out, return_grad)
     if out is not None:
-        if not return_grad:
-            raise ValueError("out= receives the gradient: pass return_grad=True")
         v.out_array(out, "out", shape, dtype)
         _check_overlap(out, pred=pred, target=target, sample_weight=weight, grad_output=go)
     b = 0.0
