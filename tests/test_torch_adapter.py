@@ -36,23 +36,28 @@ def _cases(t, tb, w, pw):
     ]
 
 
+def _assert_same_as_torch(name, ours, theirs, inp, target, reduction, kw, dtype):
+    """Loss values and input gradients (under a non-trivial upstream gradient) equal."""
+    tol = dict(rtol=1e-5, atol=1e-6) if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-12)
+    a_in = inp.clone().requires_grad_()
+    b_in = inp.clone().requires_grad_()
+    a = ours(a_in, target, reduction=reduction, **kw)
+    b = theirs(b_in, target, reduction=reduction, **kw)
+    assert a.dtype == dtype and a.shape == b.shape, name
+    torch.testing.assert_close(a, b, **tol, msg=name)
+    up = torch.rand_like(a) + 0.5  # a non-trivial upstream gradient
+    (a * up).sum().backward()
+    (b * up).sum().backward()
+    torch.testing.assert_close(a_in.grad, b_in.grad, **tol, msg=name)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 def test_values_and_grads_match_torch(dtype, reduction):
     x, t, tb, w, pw = _data(dtype)
-    tol = dict(rtol=1e-5, atol=1e-6) if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-12)
     for name, ours, theirs, target, kw in _cases(t, tb, w, pw):
         inp = torch.sigmoid(x) if name == "bce" else x
-        a_in = inp.clone().requires_grad_()
-        b_in = inp.clone().requires_grad_()
-        a = ours(a_in, target, reduction=reduction, **kw)
-        b = theirs(b_in, target, reduction=reduction, **kw)
-        assert a.dtype == dtype and a.shape == b.shape, name
-        torch.testing.assert_close(a, b, **tol, msg=name)
-        up = torch.rand_like(a) + 0.5  # a non-trivial upstream gradient
-        (a * up).sum().backward()
-        (b * up).sum().backward()
-        torch.testing.assert_close(a_in.grad, b_in.grad, **tol, msg=name)
+        _assert_same_as_torch(name, ours, theirs, inp, target, reduction, kw, dtype)
 
 
 @pytest.mark.parametrize("reduction", REDUCTIONS)
@@ -169,19 +174,9 @@ CLASS_SHAPES = [(7, 5), (3, 4, 2, 3), (6,)]
 @pytest.mark.parametrize("shape", CLASS_SHAPES)
 def test_classification_values_and_grads_match_torch(dtype, reduction, shape):
     x, y, probs, w = _class_data(dtype, shape)
-    tol = dict(rtol=1e-5, atol=1e-6) if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-12)
     for name, ours, theirs, target, kw in _class_cases(y, probs, w):
         inp = _class_input(name, x)
-        a_in = inp.clone().requires_grad_()
-        b_in = inp.clone().requires_grad_()
-        a = ours(a_in, target, reduction=reduction, **kw)
-        b = theirs(b_in, target, reduction=reduction, **kw)
-        assert a.dtype == dtype and a.shape == b.shape, name
-        torch.testing.assert_close(a, b, **tol, msg=name)
-        up = torch.rand_like(a) + 0.5  # a non-trivial upstream gradient
-        (a * up).sum().backward()
-        (b * up).sum().backward()
-        torch.testing.assert_close(a_in.grad, b_in.grad, **tol, msg=name)
+        _assert_same_as_torch(name, ours, theirs, inp, target, reduction, kw, dtype)
 
 
 @pytest.mark.parametrize("reduction", REDUCTIONS)
