@@ -62,6 +62,26 @@ def _torch_opt(name, tparams, kw):
     return getattr(torch.optim, name)(tparams, **kw, foreach=False)
 
 
+def _step_both(opt, topt, tparams, gs):
+    """One step of ours and of torch's with the same gradients; ours's return value."""
+    res = opt.step(gs)
+    for tp, g in zip(tparams, gs):
+        tp.grad = torch.from_numpy(g.copy())
+    topt.step()
+    return res
+
+
+def _assert_trajectory_matches_torch(name, params, grads, kw):
+    """Ours and torch's optimizer `name` from the same float64 start end equal."""
+    tparams = [torch.tensor(p.copy()) for p in params]
+    opt = getattr(fo, name)(params, **kw)
+    topt = _torch_opt(name, tparams, kw)
+    for gs in grads:
+        _step_both(opt, topt, tparams, gs)
+    for p, tp in zip(params, tparams):
+        assert_close(p, tp.numpy(), np.float64)
+
+
 @pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
 @pytest.mark.parametrize("name,kw", CASES, ids=[f"{n}-{'-'.join(k)}" for n, k in CASES])
 def test_matches_torch(name, kw, dtype):
@@ -70,10 +90,7 @@ def test_matches_torch(name, kw, dtype):
     opt = getattr(fo, name)(params, **kw, backend="native")
     topt = _torch_opt(name, tparams, kw)
     for k, gs in enumerate(grads):
-        assert opt.step(gs) is True
-        for tp, g in zip(tparams, gs):
-            tp.grad = torch.from_numpy(g.copy())
-        topt.step()
+        assert _step_both(opt, topt, tparams, gs) is True
         for p, tp in zip(params, tparams):
             assert p.dtype == dtype
             assert_close(p, tp.detach().numpy(), dtype, err_msg=f"step {k}")
@@ -100,10 +117,7 @@ def test_lr_changed_between_steps_and_groups():
     for k, gs in enumerate(grads):
         for og, tg in zip(opt.param_groups, topt.param_groups):
             og["lr"] = tg["lr"] = 0.01 / (1 + k)
-        opt.step(gs)
-        for tp, g in zip(tparams, gs):
-            tp.grad = torch.from_numpy(g.copy())
-        topt.step()
+        _step_both(opt, topt, tparams, gs)
     for p, tp in zip(params, tparams):
         assert_close(p, tp.numpy(), dtype)
 
@@ -158,18 +172,8 @@ _unit = st.floats(0.0, 0.999)
 def test_adam_random_hyperparameters_match_torch(lr, betas, eps, wd, amsgrad, maximize,
                                                 decoupled, seed):
     params, grads = _problem(np.float64, seed=seed, steps=10)
-    tparams = [torch.tensor(p.copy()) for p in params]
-    name = "AdamW" if decoupled else "Adam"
     kw = dict(lr=lr, betas=betas, eps=eps, weight_decay=wd, amsgrad=amsgrad, maximize=maximize)
-    opt = getattr(fo, name)(params, **kw)
-    topt = getattr(torch.optim, name)(tparams, **kw, foreach=False)
-    for gs in grads:
-        opt.step(gs)
-        for tp, g in zip(tparams, gs):
-            tp.grad = torch.from_numpy(g.copy())
-        topt.step()
-    for p, tp in zip(params, tparams):
-        assert_close(p, tp.numpy(), np.float64)
+    _assert_trajectory_matches_torch("AdamW" if decoupled else "Adam", params, grads, kw)
 
 
 @settings(max_examples=25, deadline=None)
@@ -181,18 +185,9 @@ def test_sgd_random_hyperparameters_match_torch(lr, momentum, dampening, nestero
     if nesterov and (momentum == 0 or dampening != 0):
         nesterov = False
     params, grads = _problem(np.float64, seed=seed, steps=10)
-    tparams = [torch.tensor(p.copy()) for p in params]
     kw = dict(lr=lr, momentum=momentum, dampening=dampening, nesterov=nesterov,
               weight_decay=wd, maximize=maximize)
-    opt = fo.SGD(params, **kw)
-    topt = torch.optim.SGD(tparams, **kw, foreach=False)
-    for gs in grads:
-        opt.step(gs)
-        for tp, g in zip(tparams, gs):
-            tp.grad = torch.from_numpy(g.copy())
-        topt.step()
-    for p, tp in zip(params, tparams):
-        assert_close(p, tp.numpy(), np.float64)
+    _assert_trajectory_matches_torch("SGD", params, grads, kw)
 
 
 @settings(max_examples=25, deadline=None)
@@ -211,17 +206,7 @@ def test_rmsprop_adagrad_random_hyperparameters_match_torch(lr, alpha, eps, mome
                               centered=centered, weight_decay=wd)),
              ("Adagrad", dict(lr=lr, lr_decay=lr_decay, eps=eps, weight_decay=wd))]
     for name, kw in cases:
-        ps = [p.copy() for p in params]
-        tparams = [torch.tensor(p.copy()) for p in params]
-        opt = getattr(fo, name)(ps, **kw)
-        topt = getattr(torch.optim, name)(tparams, **kw, foreach=False)
-        for gs in grads:
-            opt.step(gs)
-            for tp, g in zip(tparams, gs):
-                tp.grad = torch.from_numpy(g.copy())
-            topt.step()
-        for p, tp in zip(ps, tparams):
-            assert_close(p, tp.numpy(), np.float64)
+        _assert_trajectory_matches_torch(name, [p.copy() for p in params], grads, kw)
 
 
 @pytest.mark.parametrize("name,kw", [
@@ -243,10 +228,7 @@ def test_load_torch_state_dict_and_continue(name, kw):
     opt = getattr(fo, name)(ours, **kw)
     opt.load_state_dict(topt.state_dict())
     for gs in grads[5:]:
-        opt.step(gs)
-        for tp, g in zip(tparams, gs):
-            tp.grad = torch.from_numpy(g.copy())
-        topt.step()
+        _step_both(opt, topt, tparams, gs)
     for p, tp in zip(ours, tparams):
         assert_close(p, tp.numpy(), np.float64)
     assert "foreach" not in opt.state_dict()["param_groups"][0]
