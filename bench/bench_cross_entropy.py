@@ -11,7 +11,7 @@ against the float64 NumPy reference before anything is timed.
 
 GB/s counts the logits read once plus the gradient written once (8 bytes per
 float32 logit); the machine's streaming bandwidth is a triad measured with
-the same thread count (``fastloss.bandwidth`` when present, else Numba).
+the same thread count (``fastloss.tools.bandwidth`` when present, else Numba).
 """
 from __future__ import annotations
 
@@ -112,9 +112,9 @@ def test_cross_entropy_fused(benchmark, impl, size):
 @functools.lru_cache(maxsize=None)
 def streaming_bandwidth():
     try:
-        from fastloss.bandwidth import measure_bandwidth
+        from fastloss.tools.bandwidth import measure_bandwidth
 
-        return measure_bandwidth(n=8_000_000, repeats=5)["triad"], "fastloss.bandwidth triad"
+        return measure_bandwidth(n=8_000_000, repeats=5)["triad"], "fastloss.tools.bandwidth triad"
     except ImportError:
         pass
     import numba

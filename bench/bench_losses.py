@@ -20,7 +20,7 @@ Every implementation's loss and gradient are checked against the NumPy
 reference in float64 before it is timed, so a fast wrong kernel cannot win.
 Bytes moved per element: read pred + target, write grad = 3 x 4 bytes; GB/s is
 that over the median time, and "% bw" compares it with the streaming triad
-bandwidth of :func:`fastloss.bandwidth.measure_bandwidth` (same pattern: read
+bandwidth of :func:`fastloss.tools.bandwidth.measure_bandwidth` (same pattern: read
 2 arrays, write 1; write-allocate not counted in either). "% bw" is meaningful
 at 10M (120 MB, beyond the caches); smaller sizes run from cache and can pass 100%.
 """
@@ -117,7 +117,7 @@ def bandwidth(request):
     disabled = opt("benchmark_disable", False) and not opt("benchmark_enable", False)
     if disabled or opt("benchmark_skip", False):
         return None
-    from fastloss.bandwidth import measure_bandwidth
+    from fastloss.tools.bandwidth import measure_bandwidth
 
     return measure_bandwidth()
 
@@ -169,7 +169,7 @@ def _median_time(step, min_time=1.0):
 
 
 def main(sizes=("10M",)):
-    from fastloss.bandwidth import measure_bandwidth
+    from fastloss.tools.bandwidth import measure_bandwidth
 
     bw = measure_bandwidth()
     print(f"threads {fastloss.get_num_threads()}; streaming triad {bw['triad']:.1f} GB/s "

@@ -16,7 +16,7 @@ against the reference (one step, same inputs) before it is timed.
 
 Bytes per element (float32): Adam 28 (read p, g, m, v; write p, m, v), SGD momentum 20
 (read p, g, buf; write p, buf), RMSprop 20 (read p, g, sq; write p, sq). The yardstick is
-the in-place streaming bandwidth ``x += s * y`` (``fastloss.bandwidth.measure_bandwidth``
+the in-place streaming bandwidth ``x += s * y`` (``fastloss.tools.bandwidth.measure_bandwidth``
 when present, else the same kernel here).
 """
 from __future__ import annotations
@@ -226,9 +226,9 @@ def test_first_step_warm_cache(record_property):
 
 def _bandwidth():
     try:
-        from fastloss.bandwidth import measure_bandwidth
+        from fastloss.tools.bandwidth import measure_bandwidth
         r = measure_bandwidth()
-        return r["inplace"], "fastloss.bandwidth in-place update x += s*y (float64, best of 7)"
+        return r["inplace"], "fastloss.tools.bandwidth in-place update x += s*y (float64, best of 7)"
     except ImportError:
         import numba
 

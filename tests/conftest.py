@@ -7,7 +7,7 @@ import fastloss
 
 
 def pytest_report_header(config):
-    from fastloss.cli import info
+    from fastloss.tools.cli import info
 
     i = info()
     return [f"fastloss {i['fastloss']}: backends {i['backends']}, threads {i['num_threads']}, "

@@ -1,8 +1,8 @@
-"""fastloss.bandwidth: a small run returns sane figures (the measurement itself is in bench/)."""
+"""fastloss.tools.bandwidth: a small run returns sane figures (the measurement itself is in bench/)."""
 import pytest
 
 import fastloss
-from fastloss.bandwidth import measure_bandwidth
+from fastloss.tools.bandwidth import measure_bandwidth
 
 
 def test_measure_bandwidth_small():

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import fastloss
-from fastloss import benchmark, cli, demo
+from fastloss.tools import benchmark, cli, demo
 
 _ENV = {**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(fastloss.__file__))}
 _HAS_DEMO_EXTRAS = all(importlib.util.find_spec(m) for m in demo.DEMO_EXTRAS)
@@ -79,7 +79,7 @@ def test_missing_extras_finds_blocked_modules(monkeypatch):
 def test_demo_without_extras_subprocess(tmp_path):
     """The real path: a fresh interpreter in which scikit-learn and tqdm cannot be imported."""
     code = ("import sys; sys.modules['sklearn'] = None; sys.modules['tqdm'] = None\n"
-            "from fastloss.cli import main; sys.exit(main(['demo', '--quick']))")
+            "from fastloss.tools.cli import main; sys.exit(main(['demo', '--quick']))")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=tmp_path, env=_ENV)
     assert res.returncode == 2

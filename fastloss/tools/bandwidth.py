@@ -15,7 +15,7 @@ that access pattern; with it the bus moves 32 bytes per element. The in-place up
 reads ``x`` anyway, so it has no write-allocate. Each figure is the best of
 ``repeats`` runs, as STREAM reports.
 
-Usage: ``python -m fastloss.bandwidth`` or :func:`measure_bandwidth`.
+Usage: ``python -m fastloss.tools.bandwidth`` or :func:`measure_bandwidth`.
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ import time
 import numba  # a dependency; fastloss imports this module only when it is used
 import numpy as np
 
-from . import _threads
+from .. import _threads
 
 __all__ = ["measure_bandwidth"]
 

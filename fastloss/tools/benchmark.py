@@ -17,7 +17,7 @@ alternating rounds, so load on a shared machine falls on all of them alike),
 the speed-up of native
 over each peer (peer time / native time), native GB/s (bytes a single pass must
 move / median) and that as a share of the streaming bandwidth measured at start
-(``fastloss.bandwidth``: the triad for losses, the in-place update for optimizers).
+(``fastloss.tools.bandwidth``: the triad for losses, the in-place update for optimizers).
 """
 from __future__ import annotations
 
@@ -73,7 +73,7 @@ def _fmt_size(n):
 
 
 def _peers_native():
-    from . import _backend
+    from .. import _backend
 
     return ["numpy", "native"] if _backend.native_available() else ["numpy"]
 
@@ -308,7 +308,7 @@ def all_cases(preset, dtypes, with_torch=True, kernels=None):
 def _all_cases(preset, dtypes, with_torch, kernels):
     torch = _torch() if with_torch else None
     if torch is not None:
-        from . import _threads
+        from .. import _threads
 
         torch.set_num_threads(_threads.get_num_threads())
 
@@ -448,7 +448,7 @@ def to_json(rows, bandwidth, meta, path):
 
 
 def measure_bandwidth(preset):
-    """Streaming bandwidth of a preset (``fastloss.bandwidth.measure_bandwidth``'s dict:
+    """Streaming bandwidth of a preset (``fastloss.tools.bandwidth.measure_bandwidth``'s dict:
     'triad' and 'inplace' in GB/s, best of the repeats, and their medians)."""
     from .bandwidth import measure_bandwidth as measure
 

@@ -11,7 +11,7 @@ def info() -> dict:
     """Versions, live backends, threads, and how the extension was built."""
     import numpy
 
-    from . import __version__, _backend, _threads
+    from .. import __version__, _backend, _threads
 
     out = {
         "fastloss": __version__,
@@ -103,7 +103,8 @@ def cmd_bench(args) -> int:
     import datetime
     import os
 
-    from . import _threads, benchmark
+    from .. import _threads
+    from . import benchmark
 
     if args.plot and importlib.util.find_spec("matplotlib") is None:
         print("fastloss bench --plot needs matplotlib, not installed. Install with:\n"

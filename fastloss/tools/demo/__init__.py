@@ -6,7 +6,7 @@
 * diabetes (10 features, regression): an MLP, MSE, Huber and quantile (median)
   loss, Adam.
 
-Layers' forward and backward are plain NumPy (:mod:`fastloss.demo.nn`); loss and
+Layers' forward and backward are plain NumPy (:mod:`fastloss.tools.demo.nn`); loss and
 optimizer go through fastloss. Each model is trained twice from the same seed
 (same initial weights, same minibatch order), once with ``backend='numpy'`` and
 once with ``backend='native'``; the demo checks that the loss curves agree and
