@@ -19,8 +19,8 @@ cdef enum:
 
 cdef void _ce_row_range(const CeConf* cf, Py_ssize_t lo, Py_ssize_t hi, const floating* z,
                         const label_t* lab, const floating* t, const floating* w,
-                        const floating* go, floating* g, floating* scratch, ChunkStats* st,
-                        double* zy, RowCoef* cfs, double* rl) noexcept nogil:
+                        const floating* go, floating* g, floating* scratch, double* st,
+                        double* zy, double* cfs, double* rl) noexcept nogil:
     """Rows [lo, hi) in order: steps 1, 2, 3 and the target correction. When
     step 3 is a plain scaling (float32, one chunk, index targets, no label
     smoothing or soft-cap) row i-1's step 3 runs inside row i's exp loop, its
@@ -34,7 +34,7 @@ cdef void _ce_row_range(const CeConf* cf, Py_ssize_t lo, Py_ssize_t hi, const fl
         if fuse and not _ce_ignored(cf, lab, i):
             _ce_chunk_stats(cf, i, 0, z, lab, t, w, g, scratch, st, zy,
                             g + pend * cf.C if pend >= 0 else NULL,
-                            <floating>cfs[pend].exp_coef if pend >= 0 else 0)
+                            <floating>cfs[pend * SM_CF + CF_EXP_COEF] if pend >= 0 else 0)
             if pend >= 0:
                 _ce_grad_target(cf, pend, lab, g, zy, cfs)
             _ce_row_loss(cf, i, lab, w, go, st, zy, cfs, rl)
@@ -58,7 +58,7 @@ cdef void _ce_row_range(const CeConf* cf, Py_ssize_t lo, Py_ssize_t hi, const fl
 
 cdef void _ce_schedule(CeConf* cf, int nt, const floating* zp, const label_t* lp,
                        const floating* tp, const floating* wp, const floating* gop,
-                       floating* gp, ChunkStats* st, double* zy, RowCoef* cfs,
+                       floating* gp, double* st, double* zy, double* cfs,
                        double* rl) noexcept nogil:
     """All N rows with nt threads (nt == 1: serially): fills rl (row losses),
     cfs (coefficients, z-loss parts) and, when gp != NULL, the gradient."""

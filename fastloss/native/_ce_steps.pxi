@@ -7,11 +7,12 @@
 #   1. _ce_chunk_stats, per (row, chunk): chunk max m_k, s_k = sum exp(z - m_k)
 #      (stored as e = exp(z - m_k) in the gradient row when a gradient is
 #      wanted), plus the sums the loss needs (sum z, sum w z, sum of target
-#      weights...) -> a ChunkStats. _ce_block_stats does the same for a block
-#      of rows of few classes (one chunk each).
+#      weights...) -> the chunk's statistics record (ST_* slots).
+#      _ce_block_stats does the same for a block of rows of few classes (one
+#      chunk each).
 #   2. _ce_row_loss, per row: m = max_k m_k, s = sum_k s_k exp(m_k - m),
 #      lse = m + log s, the row loss and the gradient coefficients (all in
-#      double) -> a RowCoef.
+#      double) -> the row's coefficient record (CF_* slots).
 #   3. _ce_chunk_grad, per (row, chunk): the gradient g = e K exp(m_k - m) - a_c;
 #      then _ce_grad_target, per row: the target class's term of a_c (index
 #      targets).
@@ -33,23 +34,27 @@ cdef enum:
     SM_ROWBLOCK = 64        # rows per block in that case
 
 
-cdef struct ChunkStats:
-    # step 1's results for one (row, chunk)
-    double chunk_max        # m_k = max z over the chunk (NaN skipped)
-    double exp_sum          # s_k = sum exp(z - m_k)
-    double az_sum           # sum a_c z_c (soft targets), sum w_c z_c or sum z_c (smoothing)
-    double a_sum            # sum a_c (soft targets)
-    double log_exp_sum      # log s_k (only _ce_block_stats: CeConf.prelog)
+cdef enum:
+    # the statistics record: step 1's results for one (row, chunk), SM_ST
+    # doubles at st + (i nchunks + k) SM_ST
+    ST_CHUNK_MAX = 0        # m_k = max z over the chunk (NaN skipped)
+    ST_EXP_SUM = 1          # s_k = sum exp(z - m_k)
+    ST_AZ_SUM = 2           # sum a_c z_c (soft targets), sum w_c z_c or sum z_c (smoothing)
+    ST_A_SUM = 3            # sum a_c (soft targets)
+    ST_LOG_EXP_SUM = 4      # log s_k (only _ce_block_stats: CeConf.prelog)
+    SM_ST = 5
 
 
-cdef struct RowCoef:
-    # step 2's results for one row: what step 3 needs, and the z-loss part
-    double row_max          # m = max_k m_k
-    double exp_coef         # K: multiplies exp(z - m)
-    double spread_coef      # B0: spread part of a_c / w_c (label smoothing)
-    double soft_coef        # B1: soft targets, times t_c w_c
-    double target_coef      # subtracted at the target class (index targets)
-    double zloss            # z-loss part of the row loss (0 for ignored rows)
+cdef enum:
+    # the coefficient record: step 2's results for one row, SM_CF doubles at
+    # cfs + i SM_CF: what step 3 needs, and the z-loss part
+    CF_ROW_MAX = 0          # m = max_k m_k
+    CF_EXP_COEF = 1         # K: multiplies exp(z - m)
+    CF_SPREAD_COEF = 2      # B0: spread part of a_c / w_c (label smoothing)
+    CF_SOFT_COEF = 3        # B1: soft targets, times t_c w_c
+    CF_TARGET_COEF = 4      # subtracted at the target class (index targets)
+    CF_ZLOSS = 5            # z-loss part of the row loss (0 for ignored rows)
+    SM_CF = 6
 
 
 cdef struct CeConf:
@@ -65,7 +70,7 @@ cdef struct CeConf:
     double W            # sum of class weights (C without weights)
     bint soft           # class-probability targets
     bint want_grad
-    bint prelog         # step 1 stored log_exp_sum (few-class path)
+    bint prelog         # step 1 stored ST_LOG_EXP_SUM (few-class path)
 
 
 cdef inline bint _ce_ignored(const CeConf* cf, const label_t* lab, Py_ssize_t i) noexcept nogil:
@@ -76,7 +81,7 @@ cdef inline bint _ce_ignored(const CeConf* cf, const label_t* lab, Py_ssize_t i)
 
 cdef void _ce_chunk_stats(const CeConf* cf, Py_ssize_t i, Py_ssize_t k, const floating* z,
                           const label_t* lab, const floating* t, const floating* w,
-                          floating* g, floating* scratch, ChunkStats* st, double* zy,
+                          floating* g, floating* scratch, double* st, double* zy,
                           floating* sg=NULL, floating sK=0) noexcept nogil:
     """Step 1 for (row i, chunk k): statistics, and e (or capped logits) into g.
     sg != NULL (row i not ignored, one chunk, gradient wanted): also scale the
@@ -87,7 +92,7 @@ cdef void _ce_chunk_stats(const CeConf* cf, Py_ssize_t i, Py_ssize_t k, const fl
     cdef Py_ssize_t n = C - off if C - off < SM_CHUNK else SM_CHUNK
     cdef const floating* src = z + i * C + off
     cdef floating* work = NULL
-    cdef ChunkStats* cs = st + i * cf.nchunks + k
+    cdef double* cs = st + (i * cf.nchunks + k) * SM_ST
     cdef floating mk
     cdef double sk, az = 0.0, asum = 0.0
     cdef Py_ssize_t y, c
@@ -122,15 +127,15 @@ cdef void _ce_chunk_stats(const CeConf* cf, Py_ssize_t i, Py_ssize_t k, const fl
         sk = _sm_sumexp(src, work if store_e else NULL, n, mk,
                         z + (i + 1) * C + off if i + 1 < cf.N else NULL,
                         work + C if store_e and i + 1 < cf.N else NULL, sg, sK)
-    cs.chunk_max = mk
-    cs.exp_sum = sk
-    cs.az_sum = az
-    cs.a_sum = asum
+    cs[ST_CHUNK_MAX] = mk
+    cs[ST_EXP_SUM] = sk
+    cs[ST_AZ_SUM] = az
+    cs[ST_A_SUM] = asum
 
 
 cdef void _ce_block_stats(const CeConf* cf, Py_ssize_t i0, Py_ssize_t i1, const floating* z,
                           const label_t* lab, const floating* t, const floating* w,
-                          floating* g, ChunkStats* st, double* zy) noexcept nogil:
+                          floating* g, double* st, double* zy) noexcept nogil:
     """Step 1 for rows [i0, i1) of few classes (C < SM_SMALL_C, no soft-cap, at most
     SM_ROWBLOCK rows): per-row max and sums, then ONE flat exp loop over the block's
     C (i1 - i0) contiguous values (vectorised across rows), then per-row sums and
@@ -139,7 +144,7 @@ cdef void _ce_block_stats(const CeConf* cf, Py_ssize_t i0, Py_ssize_t i1, const 
     cdef const floating* zr
     cdef floating* gr
     cdef floating mk, x
-    cdef ChunkStats* cs
+    cdef double* cs
     cdef double az, asum, s0, s1
     cdef floating buf[SM_ROWBLOCK * SM_SMALL_C]
     cdef floating* wk = &buf[0]      # row i at wk + (i - i0) C
@@ -148,7 +153,7 @@ cdef void _ce_block_stats(const CeConf* cf, Py_ssize_t i0, Py_ssize_t i1, const 
     for i in range(i0, i1):
         zr = z + i * C
         gr = wk + (i - i0) * C
-        cs = st + i
+        cs = st + i * SM_ST
         mk = -INFINITY
         for c in range(C):
             x = zr[c]
@@ -161,17 +166,17 @@ cdef void _ce_block_stats(const CeConf* cf, Py_ssize_t i0, Py_ssize_t i1, const 
             zy[i] = zr[<Py_ssize_t>lab[i]]
             if cf.eps > 0:
                 az = _sm_sum(zr, w, C)
-        cs.chunk_max = mk
-        cs.az_sum = az
-        cs.a_sum = asum
+        cs[ST_CHUNK_MAX] = mk
+        cs[ST_AZ_SUM] = az
+        cs[ST_A_SUM] = asum
         for c in range(C):
             gr[c] = zr[c] - mk
     for j in range((i1 - i0) * C):
         wk[j] = vexp(wk[j])
     for i in range(i0, i1):
         gr = wk + (i - i0) * C
-        cs = st + i
-        if cs.chunk_max == -INFINITY:
+        cs = st + i * SM_ST
+        if cs[ST_CHUNK_MAX] == -INFINITY:
             # only -inf and NaN: e = 0 or NaN (the shifted values are NaN here)
             for c in range(C):
                 gr[c] = <floating>0 if z[i * C + c] == -INFINITY else z[i * C + c]
@@ -184,37 +189,37 @@ cdef void _ce_block_stats(const CeConf* cf, Py_ssize_t i0, Py_ssize_t i1, const 
             c += 2
         if c < C:
             s0 += gr[c]
-        cs.exp_sum = s0 + s1
+        cs[ST_EXP_SUM] = s0 + s1
     # log of the row sums, vectorised across the block's rows
     for i in range(i0, i1):
-        st[i].log_exp_sum = vlog(st[i].exp_sum)
+        st[i * SM_ST + ST_LOG_EXP_SUM] = vlog(st[i * SM_ST + ST_EXP_SUM])
 
 
 # --- step 2: row loss and gradient coefficients --------------------------------
 
 cdef void _ce_row_loss(const CeConf* cf, Py_ssize_t i, const label_t* lab, const floating* w,
-                       const floating* go, const ChunkStats* st, const double* zy,
-                       RowCoef* cfs, double* rl) noexcept nogil:
+                       const floating* go, const double* st, const double* zy,
+                       double* cfs, double* rl) noexcept nogil:
     """Step 2 for row i: combine the chunks, row loss, gradient coefficients."""
-    cdef const ChunkStats* cs = st + i * cf.nchunks
-    cdef RowCoef* cr = cfs + i
+    cdef const double* cs = st + i * cf.nchunks * SM_ST
+    cdef double* cr = cfs + i * SM_CF
     cdef double m = -INFINITY, s = 0.0, az = 0.0, A = 0.0, ls, lse, loss, wy = 1.0, r, sce
     cdef Py_ssize_t k
     cdef double C = <double>cf.C
     if _ce_ignored(cf, lab, i):
         rl[i] = 0.0
-        cr.zloss = 0.0
+        cr[CF_ZLOSS] = 0.0
         return
     for k in range(cf.nchunks):
-        m = cs[k].chunk_max if cs[k].chunk_max > m else m
+        m = cs[k * SM_ST + ST_CHUNK_MAX] if cs[k * SM_ST + ST_CHUNK_MAX] > m else m
     if cf.nchunks == 1:
-        s, az, A = cs.exp_sum, cs.az_sum, cs.a_sum
+        s, az, A = cs[ST_EXP_SUM], cs[ST_AZ_SUM], cs[ST_A_SUM]
     else:
         for k in range(cf.nchunks):
-            s = s + cs[k].exp_sum * vexp(cs[k].chunk_max - m)
-            az = az + cs[k].az_sum
-            A = A + cs[k].a_sum
-    ls = cs.log_exp_sum if cf.prelog else _c_log(s)     # libc: one scalar log per row
+            s = s + cs[k * SM_ST + ST_EXP_SUM] * vexp(cs[k * SM_ST + ST_CHUNK_MAX] - m)
+            az = az + cs[k * SM_ST + ST_AZ_SUM]
+            A = A + cs[k * SM_ST + ST_A_SUM]
+    ls = cs[ST_LOG_EXP_SUM] if cf.prelog else _c_log(s)     # libc: one scalar log per row
     lse = m + ls
     if cf.soft:
         loss = A * lse - az
@@ -225,33 +230,33 @@ cdef void _ce_row_loss(const CeConf* cf, Py_ssize_t i, const label_t* lab, const
         if cf.eps > 0:
             loss = loss + cf.eps / C * (cf.W * lse - az)
         A = (1.0 - cf.eps) * wy + cf.eps / C * cf.W
-    cr.zloss = 0.0
+    cr[CF_ZLOSS] = 0.0
     if cf.zl != 0:
-        cr.zloss = cf.zl * lse * lse
-        loss = loss + cr.zloss
+        cr[CF_ZLOSS] = cf.zl * lse * lse
+        loss = loss + cr[CF_ZLOSS]
     rl[i] = loss
     if cf.want_grad:
         r = 1.0 if go == NULL else <double>go[i]
         sce = r * cf.sce
-        cr.row_max = m
-        cr.exp_coef = (sce * A + r * cf.sz * 2.0 * cf.zl * lse) / s
-        cr.spread_coef = sce * cf.eps / C
-        cr.soft_coef = sce * (1.0 - cf.eps)
-        cr.target_coef = sce * (1.0 - cf.eps) * wy
+        cr[CF_ROW_MAX] = m
+        cr[CF_EXP_COEF] = (sce * A + r * cf.sz * 2.0 * cf.zl * lse) / s
+        cr[CF_SPREAD_COEF] = sce * cf.eps / C
+        cr[CF_SOFT_COEF] = sce * (1.0 - cf.eps)
+        cr[CF_TARGET_COEF] = sce * (1.0 - cf.eps) * wy
 
 
 # --- step 3: chunk gradient, then the target class ------------------------------
 
 cdef void _ce_chunk_grad(const CeConf* cf, Py_ssize_t i, Py_ssize_t k, const label_t* lab,
                          const floating* t, const floating* w, floating* g,
-                         const ChunkStats* st, const RowCoef* cfs) noexcept nogil:
+                         const double* st, const double* cfs) noexcept nogil:
     """Step 3 for (row i, chunk k): g = e K exp(m_k - m) - w_c (t_c B1 + B0)."""
     cdef Py_ssize_t C = cf.C
     cdef Py_ssize_t off = k * SM_CHUNK
     cdef Py_ssize_t n = C - off if C - off < SM_CHUNK else SM_CHUNK
     cdef floating* gr = g + i * C + off
-    cdef const RowCoef* cr = cfs + i
-    cdef double mk = st[i * cf.nchunks + k].chunk_max
+    cdef const double* cr = cfs + i * SM_CF
+    cdef double mk = st[(i * cf.nchunks + k) * SM_ST + ST_CHUNK_MAX]
     cdef floating Kk, B0, B1, cap, e, zc, d, mkf
     cdef const floating* tr
     cdef const floating* wr
@@ -260,9 +265,10 @@ cdef void _ce_chunk_grad(const CeConf* cf, Py_ssize_t i, Py_ssize_t k, const lab
         for c in range(n):
             gr[c] = 0
         return
-    Kk = <floating>(cr.exp_coef if cf.nchunks == 1 else cr.exp_coef * vexp(mk - cr.row_max))
-    B0 = <floating>cr.spread_coef
-    B1 = <floating>cr.soft_coef
+    Kk = <floating>(cr[CF_EXP_COEF] if cf.nchunks == 1
+                    else cr[CF_EXP_COEF] * vexp(mk - cr[CF_ROW_MAX]))
+    B0 = <floating>cr[CF_SPREAD_COEF]
+    B1 = <floating>cr[CF_SOFT_COEF]
     wr = NULL if w == NULL else w + off
     tr = NULL if t == NULL else t + i * C + off
     if cf.cap > 0:
@@ -301,7 +307,7 @@ cdef void _ce_chunk_grad(const CeConf* cf, Py_ssize_t i, Py_ssize_t k, const lab
 
 cdef inline void _ce_grad_target(const CeConf* cf, Py_ssize_t i, const label_t* lab,
                                  floating* g, const double* zy,
-                                 const RowCoef* cfs) noexcept nogil:
+                                 const double* cfs) noexcept nogil:
     """Index targets: subtract the target class's coefficient from its gradient."""
     cdef Py_ssize_t y
     cdef double f = 1.0, d
@@ -311,4 +317,4 @@ cdef inline void _ce_grad_target(const CeConf* cf, Py_ssize_t i, const label_t* 
     if cf.cap > 0:
         d = zy[i] / cf.cap
         f = 1.0 - d * d
-    g[i * cf.C + y] = g[i * cf.C + y] - <floating>(cfs[i].target_coef * f)
+    g[i * cf.C + y] = g[i * cf.C + y] - <floating>(cfs[i * SM_CF + CF_TARGET_COEF] * f)

@@ -1,8 +1,8 @@
 # Cross-entropy: the public kernels (included by _kernels.pyx).
 #
 # ce_check_labels scans the targets before any logit is read; cross_entropy
-# packs its arguments into a CeConf, allocates the per-(row, chunk) ChunkStats
-# and per-row RowCoef, and runs _ce_schedule (_ce_schedule.pxi) over the rows.
+# packs its arguments into a CeConf, allocates the per-(row, chunk) statistics
+# (ST_* slots) and the per-row coefficients (CF_* slots), and runs _ce_schedule (_ce_schedule.pxi) over the rows.
 
 
 def ce_check_labels(const label_t[::1] labels, Py_ssize_t C, long long ignore_index,
@@ -56,8 +56,8 @@ def cross_entropy(const floating[:, ::1] logits, const label_t[::1] labels,
     cdef CeConf cf
     cdef Py_ssize_t N = logits.shape[0], C = logits.shape[1]
     cdef Py_ssize_t nch, i
-    cdef ChunkStats* st
-    cdef RowCoef* cfs
+    cdef double* st
+    cdef double* cfs
     cdef double* zy
     cdef double total = 0.0, ztotal = 0.0
     cdef int nt
@@ -95,8 +95,8 @@ def cross_entropy(const floating[:, ::1] logits, const label_t[::1] labels,
         gop = &grad_output[0]
     if grad is not None:
         gp = &grad[0, 0]
-    st = <ChunkStats*>malloc(N * nch * sizeof(ChunkStats))
-    cfs = <RowCoef*>malloc(N * sizeof(RowCoef))
+    st = <double*>malloc(N * nch * SM_ST * sizeof(double))
+    cfs = <double*>malloc(N * SM_CF * sizeof(double))
     zy = <double*>malloc(N * sizeof(double))
     if st == NULL or cfs == NULL or zy == NULL:
         free(st)
@@ -108,7 +108,7 @@ def cross_entropy(const floating[:, ::1] logits, const label_t[::1] labels,
         _ce_schedule(&cf, nt, zp, lp, tp, wp, gop, gp, st, zy, cfs, rl)
         for i in range(N):
             total += rl[i]
-            ztotal += cfs[i].zloss
+            ztotal += cfs[i * SM_CF + CF_ZLOSS]
     free(st)
     free(cfs)
     free(zy)
