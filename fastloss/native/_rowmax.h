@@ -39,6 +39,12 @@
     return r;
 #endif
 
+/* The plain C body (no GCC vectors), scalar type S. */
+#define FL_SM_MAX_PLAIN(S)                                                      \
+    S r = -INFINITY; Py_ssize_t i;                                              \
+    for (i = 0; i < n; i++) r = z[i] > r ? z[i] : r;                            \
+    return r;
+
 /* ---- float ------------------------------------------------------------- */
 #if defined(__GNUC__) && defined(__AVX512F__)
 /* AVX-512: vmaxps(x, a) is "x > a ? x : a" in one instruction (a NaN x keeps
@@ -69,9 +75,7 @@ static inline float fl_sm_maxf(const float *z, Py_ssize_t n) {
 #else
 /* plain C */
 static inline float fl_sm_maxf(const float *z, Py_ssize_t n) {
-    float r = -INFINITY; Py_ssize_t i;
-    for (i = 0; i < n; i++) r = z[i] > r ? z[i] : r;
-    return r;
+    FL_SM_MAX_PLAIN(float)
 }
 #endif
 
@@ -84,9 +88,7 @@ static inline double fl_sm_max(const double *z, Py_ssize_t n) {
 #else
 /* plain C */
 static inline double fl_sm_max(const double *z, Py_ssize_t n) {
-    double r = -INFINITY; Py_ssize_t i;
-    for (i = 0; i < n; i++) r = z[i] > r ? z[i] : r;
-    return r;
+    FL_SM_MAX_PLAIN(double)
 }
 #endif
 
