@@ -2,7 +2,8 @@
 #
 # ce_check_labels scans the targets before any logit is read; cross_entropy
 # packs its arguments into a CeConf, allocates the per-(row, chunk) statistics
-# (ST_* slots) and the per-row coefficients (CF_* slots), and runs _ce_schedule (_ce_schedule.pxi) over the rows.
+# (ST_* slots) and the per-row coefficients (CF_* slots), and runs
+# _ce_schedule (_ce_schedule.pxi) over the rows.
 
 
 def ce_check_labels(const label_t[::1] labels, Py_ssize_t C, long long ignore_index,
