@@ -74,7 +74,10 @@ def split_grad_output(grad_output, reduction: str, dtype: np.dtype, shape: tuple
 def grad_factor(reduction: str, go_scale: float, denom) -> float:
     """Scalar factor of the per-sample gradients: go_scale / denom for 'mean'
     (IEEE for denom == 0), go_scale otherwise."""
-    return divide(go_scale, denom) if reduction == "mean" else float(go_scale)
+    if reduction != "mean":
+        return float(go_scale)
+    d = float(denom)
+    return float(go_scale) / d if d != 0.0 else divide(go_scale, d)  # one call on the hot path
 
 
 def grad_scale(reduction: str, grad_output, dtype: np.dtype, shape: tuple, denom):
