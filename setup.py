@@ -77,7 +77,7 @@ def _extensions():
     ext = Extension(
         "fastloss._kernels",
         ["fastloss/_kernels.pyx"],
-        include_dirs=[numpy.get_include(), "fastloss"],
+        include_dirs=[numpy.get_include(), "fastloss", "fastloss/native"],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         optional=True,  # a failed compile leaves the NumPy backend, not a failed install
     )

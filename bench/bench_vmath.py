@@ -1,4 +1,4 @@
-"""Throughput of the vectorised math in fastloss/_vmath.h against NumPy's ufuncs.
+"""Throughput of the vectorised math in fastloss/native/_vmath.h against NumPy's ufuncs.
 
 Single thread on both sides (``vmath_apply`` is a plain serial loop; NumPy ufuncs
 are serial). 10M elements, out= preallocated, so both sides stream 2 arrays.

@@ -4,10 +4,14 @@
 One extension; each family of kernels lives in its own include file so the
 pieces stay small:
 
-* ``_vmath.pxi``       -- exp/log/log1p for float and double, written so GCC
-                          vectorises them (AVX2/AVX-512), NaN/Inf preserved.
-* ``_elementwise.pxi`` -- the regression / binary losses, one fused pass.
-* ``_softmax.pxi``     -- softmax, log-softmax and the cross-entropy family.
+* ``native/_vmath.pxi`` -- exp/log/log1p for float and double (C in
+                          native/_vmath.h), written so GCC vectorises them
+                          (AVX2/AVX-512), NaN/Inf preserved.
+* ``_elementwise.pxi``   -- the regression / binary losses, one fused pass.
+* ``native/_softmax_rows.pxi``, ``_ce_steps.pxi``, ``_ce_schedule.pxi``,
+  ``_cross_entropy.pxi``, ``_softmax.pxi`` -- softmax, log-softmax and the
+  cross-entropy family: row primitives (C in native/_rowmax.h, _expsum.h),
+  the cross-entropy steps, their schedule over threads, the public kernels.
 
 All kernels take C-contiguous memoryviews that the Python layer has already
 validated (shapes, dtypes, label ranges): bounds checks are off here.
@@ -64,6 +68,10 @@ def build_info():
     }
 
 
-include "_vmath.pxi"
+include "native/_vmath.pxi"
 include "_elementwise.pxi"
-include "_softmax.pxi"
+include "native/_softmax_rows.pxi"
+include "native/_ce_steps.pxi"
+include "native/_ce_schedule.pxi"
+include "native/_cross_entropy.pxi"
+include "native/_softmax.pxi"

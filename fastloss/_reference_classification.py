@@ -2,8 +2,9 @@
 
 Every function works on rows: 2-D arrays (M, C) with classes on the last
 axis (the Python layer moves the class axis there). Results are in the
-input's dtype. The native kernels in ``_softmax.pxi`` compute the same
-formulas; tests compare both, and this reference against PyTorch.
+input's dtype. The native kernels in ``native/_cross_entropy.pxi`` and
+``native/_softmax.pxi`` compute the same formulas; tests compare both, and
+this reference against PyTorch.
 """
 from __future__ import annotations
 

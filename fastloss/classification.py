@@ -21,6 +21,7 @@ import numbers
 import numpy as np
 
 from . import _backend, _threads
+from . import _reduction as R
 from . import _reference_classification as _ref
 from . import _validate as v
 
@@ -121,36 +122,12 @@ def _weight(weight, C, dtype):
     return v.native_order(w.astype(dtype, copy=False))
 
 
-def _scalar_go(grad_output):
-    if grad_output is None:
-        return 1.0
-    return v.real_scalar(grad_output, "grad_output", finite=False)
-
-
-def _div(a, b):
-    """a / b with IEEE results for b == 0 (inf or nan), without numpy's errstate cost."""
-    a, b = float(a), float(b)
-    if b != 0.0:
-        return a / b
-    if a == 0.0 or math.isnan(a):
-        return math.nan
-    return math.copysign(math.inf, a) * math.copysign(1.0, b)
-
-
 def _scalar(value, name, low, high=None, low_open=False):
     """Fast path for plain in-range Python floats/ints; real_scalar otherwise."""
     if type(value) in (float, int) and value >= low and (high is None or value <= high) \
             and not (low_open and value == low) and math.isfinite(value):
         return float(value)
     return v.real_scalar(value, name, low=low, high=high, low_open=low_open)
-
-
-def _finish(red, rows_loss, loss_shape, dtype, total, denom):
-    if red == "none":
-        return rows_loss.astype(dtype, copy=False).reshape(loss_shape)
-    if red == "sum":
-        return dtype.type(total)
-    return dtype.type(_div(total, denom))
 
 
 class _Problem:
@@ -330,18 +307,10 @@ def cross_entropy(logits, target, *, weight=None, ignore_index=-100, label_smoot
     else:
         count = M
         wsum = float(M)
-    go_scale, go = 1.0, None
-    if grad_output is not None:
-        if np.ndim(grad_output) == 0:
-            go_scale = _scalar_go(grad_output)
-        elif red != "none":
-            raise ValueError(f"grad_output must be a scalar for reduction={red!r}")
-        else:
-            go = v.float_like(grad_output, "grad_output", dtype, P.loss_shape).reshape(M)
-    if red == "mean":
-        sce, sz = _div(go_scale, wsum), _div(go_scale, count)
-    else:
-        sce = sz = float(go_scale)
+    go, go_scale = R.split_grad_output(grad_output, red, dtype, P.loss_shape)
+    if go is not None:
+        go = go.reshape(M)
+    sce, sz = R.grad_factor(red, go_scale, wsum), R.grad_factor(red, go_scale, count)
     W = float(C) if w is None else float(np.sum(w, dtype=np.float64))
 
     # gradient buffer, as rows
@@ -368,14 +337,14 @@ def cross_entropy(logits, target, *, weight=None, ignore_index=-100, label_smoot
                 grad_output=go, want_grad=return_grad)
         if return_grad:
             np.copyto(grad_rows, g)
-        total = float(np.sum(row_loss, dtype=np.float64))
-        ztotal = float(np.sum(zrow, dtype=np.float64))
+        total = R.total(row_loss)
+        ztotal = R.total(zrow)
 
     if red == "mean" and zl:
         # the cross-entropy part is averaged over sum(w_y), the z-loss over the samples
-        loss = dtype.type(_div(total - ztotal, wsum) + _div(ztotal, count))
+        loss = dtype.type(R.divide(total - ztotal, wsum) + R.divide(ztotal, count))
     else:
-        loss = _finish(red, row_loss, P.loss_shape, dtype, total, wsum)
+        loss = R.reduced_loss(red, row_loss, total, wsum, dtype, P.loss_shape)
     if not return_grad:
         return loss
     if P.x.ndim <= 2:
@@ -414,8 +383,7 @@ def nll_loss(log_probs, target, *, weight=None, ignore_index=-100, reduction="me
     count, wsum = _check_label_range(P.labels.reshape(P.loss_shape), C, ignore_index,
                                      None if w is None else w.astype(np.float64))
     row, wy = _ref.nll_rows(P.rows, P.labels, weight=w, ignore_index=ignore_index)
-    total = float(np.sum(row, dtype=np.float64))
-    loss = _finish(red, row, P.loss_shape, dtype, total, wsum)
+    loss = R.reduced_loss(red, row, R.total(row), wsum, dtype, P.loss_shape)
     if not return_grad:
         return loss
     scale = _row_scale(red, grad_output, P, wsum)
@@ -431,8 +399,7 @@ def _reduce_rows(red, row, g, P, return_grad, grad_output, out):
     """Reduce per-row losses ``row`` (mean over the M rows) and, when asked, scale the
     per-row gradients ``g`` of the reduced loss into ``out``."""
     M = P.rows.shape[0]
-    total = float(np.sum(row, dtype=np.float64))
-    loss = _finish(red, row, P.loss_shape, P.dtype, total, M)
+    loss = R.reduced_loss(red, row, R.total(row), M, P.dtype, P.loss_shape)
     if not return_grad:
         return loss
     scale = _row_scale(red, grad_output, P, M)
@@ -442,15 +409,9 @@ def _reduce_rows(red, row, g, P, return_grad, grad_output, out):
 
 
 def _row_scale(red, grad_output, P, denom):
-    """Per-row (array) or common (scalar) gradient factor of the reduced loss."""
-    dtype = P.dtype
-    M = P.rows.shape[0]
-    if grad_output is not None and np.ndim(grad_output) != 0:
-        if red == "none":
-            return v.float_like(grad_output, "grad_output", dtype, P.loss_shape).reshape(M)
-        raise ValueError(f"grad_output must be a scalar for reduction={red!r}")
-    go = _scalar_go(grad_output)
-    return dtype.type(_div(go, denom) if red == "mean" else go)
+    """Per-row (M,) array or common scalar gradient factor of the reduced loss."""
+    scale = R.grad_scale(red, grad_output, P.dtype, P.loss_shape, denom)
+    return scale.reshape(P.rows.shape[0]) if np.ndim(scale) else scale
 
 
 def categorical_cross_entropy(probs, target, *, eps=1e-7, reduction="mean", return_grad=False,

@@ -1,4 +1,4 @@
-"""Accuracy and special values of the vectorised math in fastloss/_vmath.h.
+"""Accuracy and special values of the vectorised math in fastloss/native/_vmath.h.
 
 The kernels are reached through the test hook ``_kernels.vmath_apply(name, x, out)``.
 References are computed one precision up: float64 NumPy for float32, np.longdouble
@@ -14,7 +14,7 @@ compile under those flags (``test_header_refuses_unsafe_math``).
 
 Vectorisation is checked outside the test suite (compiler-dependent): compile
 fastloss/_kernels.c with the build flags plus -fopt-info-vec-optimized and look for
-"loop vectorized using 32 byte vectors" at the _vmath.pxi / _elementwise.pxi loops.
+"loop vectorized using 32 byte vectors" at the native/_vmath.pxi / _elementwise.pxi loops.
 """
 import os
 import shutil
@@ -299,7 +299,7 @@ def test_header_refuses_unsafe_math(tmp_path, flags):
     cc = _compiler()
     if cc is None:
         pytest.skip("no C compiler")
-    header_dir = os.path.join(os.path.dirname(K.__file__))
+    header_dir = os.path.join(os.path.dirname(K.__file__), "native")
     if not os.path.exists(os.path.join(header_dir, "_vmath.h")):
         pytest.skip("_vmath.h not installed next to the extension")
     src = tmp_path / "t.c"

@@ -3,9 +3,10 @@
 Compiles the Cython-generated fastloss/_kernels.c (run ``python setup.py
 build_ext --inplace`` first) with the build's flags plus
 ``-fopt-info-vec-optimized`` and maps each "loop vectorized" note back to the
-.pxi source line through the ``/* "fastloss/x.pxi":N`` comments Cython leaves.
+.pxi source line through the ``/* "fastloss/x.pxi":N`` comments Cython leaves
+(x: a path under fastloss/, e.g. ``native/_ce_steps.pxi``).
 
-    python tools/vec_report.py [_elementwise.pxi]
+    python tools/vec_report.py [_elementwise.pxi | native/_ce_steps.pxi]
 """
 import os
 import re
@@ -26,13 +27,14 @@ def main(only=None):
     with tempfile.TemporaryDirectory() as tmp:
         cmd = ["gcc", "-c", *FLAGS, "-I" + sysconfig.get_paths()["include"],
                "-I" + np.get_include(), "-I" + os.path.join(root, "fastloss"),
+               "-I" + os.path.join(root, "fastloss", "native"),
                "-DNPY_NO_DEPRECATED_API=NPY_1_7_API_VERSION", c_file,
                "-o", os.path.join(tmp, "k.o"), "-fopt-info-vec-optimized"]
         notes = subprocess.run(cmd, capture_output=True, text=True, check=True).stderr
     where, cur = {}, None
     with open(c_file) as f:
         for i, line in enumerate(f, 1):
-            m = re.search(r'"fastloss/(_\w+\.pxi)":(\d+)', line)
+            m = re.search(r'"fastloss/((?:\w+/)?_\w+\.pxi)":(\d+)', line)
             if m:
                 cur = (m.group(1), int(m.group(2)))
             where[i] = cur

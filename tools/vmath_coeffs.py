@@ -1,4 +1,4 @@
-"""Fit the polynomial coefficients used in fastloss/_vmath.h (dev tool, needs mpmath).
+"""Fit the polynomial coefficients used in fastloss/native/_vmath.h (dev tool, needs mpmath).
 
     python tools/vmath_coeffs.py
 
