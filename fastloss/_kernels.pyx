@@ -6,7 +6,9 @@ pieces stay small:
 
 * ``_vmath.pxi``       -- exp/log/log1p for float and double, written so GCC
                           vectorises them (AVX2/AVX-512), NaN/Inf preserved.
-* ``_elementwise.pxi`` -- the regression / binary losses, one fused pass.
+* ``native/elementwise.pxi`` -- the regression / binary losses, one fused pass;
+                          their formulas come from ``_elementwise_spec.py``
+                          through the generated ``native/elementwise_losses.h``.
 * ``_softmax.pxi``     -- softmax, log-softmax and the cross-entropy family.
 
 All kernels take C-contiguous memoryviews that the Python layer has already
@@ -65,5 +67,5 @@ def build_info():
 
 
 include "_vmath.pxi"
-include "_elementwise.pxi"
+include "native/elementwise.pxi"
 include "_softmax.pxi"
