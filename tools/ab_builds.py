@@ -36,7 +36,7 @@ def runner(K, what, nt, rng):
         name = {"bce": "binary_cross_entropy_with_logits"}.get(what, what)
         kind = K.ELEMENTWISE_KINDS[name]
         if hasattr(K, "ELEMENTWISE_PARAMS"):  # options by name, in a tuple
-            params = {"huber": (1.0,), "binary_cross_entropy_with_logits": (1.0,)}.get(name, ())
+            params = tuple(1.0 for _ in K.ELEMENTWISE_PARAMS[name])  # delta, pos_weight = 1
             return (lambda: K.elementwise(kind, x, t, None, None, None, g, None, params,
                                           1.0 / n, nt)), 12 * n
         # older builds: generic option slots a, b
