@@ -236,6 +236,61 @@ SMOOTH_L1 = Loss(
 )
 
 
+# --- pseudo_huber -----------------------------------------------------------
+
+def _pseudo_huber_parts(p, t, delta):
+    # r = d / delta; s = sqrt(1 + r^2) = q (|r| <= 1) or |r| q with q = sqrt(1 + 1/r^2)
+    # (|r| > 1: r^2 cannot overflow)
+    d = p - t
+    r = d / delta
+    a = np.abs(r)
+    big = a > 1
+    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+        q = np.sqrt(1 + np.where(big, 1 / a, r) ** 2)
+    return d, r, big, q, np.where(big, a * q, q)
+
+
+def _pseudo_huber(p, t, *, delta, **_):
+    d, r, big, q, s = _pseudo_huber_parts(p, t, delta)
+    with np.errstate(invalid="ignore"):
+        loss = np.where(big, delta * delta * (s - 1), d * d / (s + 1))
+        grad = np.where(big, delta * np.sign(r) / q, d / s)
+    return loss, grad
+
+
+def _pseudo_huber_h(p, t, *, delta, **_):
+    s = _pseudo_huber_parts(p, t, delta)[4]
+    with np.errstate(over="ignore"):
+        return 1 / (s * s * s)
+
+
+PSEUDO_HUBER = Loss(
+    "pseudo_huber", "PseudoHuberLoss",
+    """Pseudo-Huber loss, d = pred - target, a smooth Huber:
+    l = delta^2 (sqrt(1 + (d/delta)^2) - 1); dl/dpred = d / sqrt(1 + (d/delta)^2);
+    d2l/dpred2 = (1 + (d/delta)^2)^(-3/2).
+
+    Quadratic (0.5 d^2) near 0, linear (delta |d|) far out. Computed as
+    d^2 / (s + 1) for |d| <= delta (no cancellation near 0) and without
+    overflowing (d/delta)^2 beyond.
+    """,
+    options=(Option("delta", 1.0, low=0.0, low_open=True, examples=(0.5, 2.0)),),
+    native="""
+        T d = p - t;
+        T r = d / delta;
+        T a = fl_abs_T(r);
+        int big = a > 1;
+        T ia = (T)1 / a;
+        T q = fl_sqrt_T((T)1 + (big ? ia * ia : r * r));
+        T s = big ? a * q : q;
+        *g = big ? delta * fl_sgn_T(r) / q : d / s;
+        *h = (T)1 / (s * s * s);
+        return big ? delta * delta * (s - (T)1) : d * d / (s + (T)1);
+    """,
+    reference=_pseudo_huber, hessian=_pseudo_huber_h,
+)
+
+
 # --- quantile ---------------------------------------------------------------
 
 def _quantile(p, t, *, q, **_):
@@ -483,7 +538,7 @@ SQUARED_HINGE = Loss(
 
 
 LOSSES = (MSE, SSE, MAE, HUBER, SMOOTH_L1, QUANTILE, LOG_COSH, BCE, BCE_LOGITS,
-          HINGE, SQUARED_HINGE)
+          HINGE, SQUARED_HINGE, PSEUDO_HUBER)
 """All element-wise losses; a loss's position is its kind number in the native kernel."""
 
 BY_NAME = {loss.name: loss for loss in LOSSES}
