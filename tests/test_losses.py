@@ -268,6 +268,26 @@ def test_bce_logits_float32_dense_sweep_matches_float64():
             np.testing.assert_allclose(g, gref, rtol=1e-6, atol=0)
 
 
+def test_pseudo_huber_is_the_textbook_formula():
+    """The stable form equals delta^2 (sqrt(1 + (d/delta)^2) - 1) and its derivatives;
+    ~0.5 d^2 near 0, ~delta |d| - delta^2 far out, finite gradient delta sign(d) at Inf."""
+    d = np.concatenate([-np.logspace(-3, 3, 50), np.logspace(-3, 3, 50)])
+    for delta in (0.3, 1.0, 4.0):
+        s = np.sqrt(1 + (d / delta) ** 2)
+        for backend in BACKENDS:
+            crit = fastloss.PseudoHuberLoss("none", delta=delta, backend=backend)
+            l, g = crit.loss_gradient(d, np.zeros_like(d))
+            _, h = crit.gradient_hessian(d, np.zeros_like(d))
+            np.testing.assert_allclose(l, delta**2 * (s - 1), rtol=1e-6)  # cancels near 0
+            np.testing.assert_allclose(g, d / s, rtol=1e-12)
+            np.testing.assert_allclose(h, s**-3, rtol=1e-12)
+    for backend in BACKENDS:
+        l, g = fastloss.pseudo_huber(np.array([1e-8, 1e8, np.inf]), np.zeros(3), delta=2.0,
+                                     reduction="none", return_grad=True, backend=backend)
+        np.testing.assert_allclose(l[:2], [0.5e-16, 2e8 - 4], rtol=1e-12)
+        assert l[2] == np.inf and g[2] == 2.0
+
+
 def test_log_cosh_large_and_small_differences():
     d = np.array([1e-8, 1e-3, 19.9, 20.0, 30.0, 1e30])
     for backend in BACKENDS:

@@ -56,8 +56,7 @@ def _loop(loss, ctype, suffix, store):
     head = (f"{'static' if loss.transcendental else 'FL_INLINE'} void "
             f"fl_ew_{'store' if store else 'loop'}_{loss.name}_T(const T *p, const T *t, "
             f"const T *aux, const double *par, T *lb, {out}, Py_ssize_t n)\n{{\n"
-            "    Py_ssize_t i;\n    T gs, hs;\n"
-            "    (void)aux; (void)par; (void)gs; (void)hs;\n")
+            f"    Py_ssize_t i;  T {'gs, ' if store else ''}hs;  (void)aux; (void)par;\n")
     for k, name in enumerate(loss.params):
         head += f"    const T {name}_s = (T)par[{k}];\n"
 
@@ -71,7 +70,7 @@ def _loop(loss, ctype, suffix, store):
             return (f"{pad}for (i = 0; i < n; i++) {{\n"
                     f"{pad}    lb[i] = {call(option_source, '&gs', '&hs')};\n"
                     f"{pad}    grad[i] = gs * gscale;\n{pad}}}\n")
-        return (f"{pad}if (hb == NULL)\n"
+        return (f"{pad}if (hb == NULL)  /* loss and gradient: hs is dead, h not computed */\n"
                 f"{pad}    for (i = 0; i < n; i++) lb[i] = {call(option_source, '&gb[i]', '&hs')};\n"
                 f"{pad}else\n"
                 f"{pad}    for (i = 0; i < n; i++) lb[i] = {call(option_source, '&gb[i]', '&hb[i]')};\n")
