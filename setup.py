@@ -88,7 +88,11 @@ def _extensions():
     except ImportError as exc:
         print(f"fastloss: cannot build the native extension ({exc}); NumPy backend only")
         return []
-    generated = _generate_sources()
+    try:
+        generated = _generate_sources()
+    except Exception as exc:  # a broken loss table: say so, install the NumPy backend
+        print(f"fastloss: cannot generate the element-wise kernels ({exc!r}); NumPy backend only")
+        return []
     ext = Extension(
         "fastloss._kernels",
         ["fastloss/_kernels.pyx"],
