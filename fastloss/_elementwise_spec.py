@@ -81,10 +81,6 @@ def _nan_or(x, v):
     return np.where(np.isnan(x), x, v).astype(x.dtype, copy=False)
 
 
-def _sign(d):
-    return np.sign(d)
-
-
 # --- mse --------------------------------------------------------------------
 
 def _mse(p, t, **_):

@@ -42,6 +42,7 @@ from . import _backend, _threads
 from . import _validate as v
 from ._elementwise_spec import LOSSES
 
+
 def _sample_weight(w, dtype, shape):
     if w is None:
         return None
