@@ -373,6 +373,20 @@ def test_hessian_native_matches_reference(name, opts, dtype, rng):
         _close(hess, expected, dtype)
 
 
+@needs_native
+@pytest.mark.parametrize("name,opts", DEFAULT_CASES)
+def test_hessian_with_upstream_gradient_native_matches_numpy(name, opts, rng):
+    """The kernel's hessian output scaled by a per-element grad_output ('none')."""
+    p, t, call = _make(name, opts, (300, 7), np.float64, rng)
+    go = rng.uniform(-2, 2, p.shape)
+    w = rng.uniform(0, 2, p.shape)
+    got = {backend: fastloss.losses._evaluate(
+        BY_NAME[name], p, t, call, "none", w, True, None, go, backend, hessian=True)
+        for backend in ("native", "numpy")}
+    for a, b in zip(got["native"], got["numpy"]):
+        _close(a, b, np.float64)
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_hessian_at_the_kinks(backend):
     """Where l'' jumps, the hessian takes the value of the branch the gradient takes."""
