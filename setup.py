@@ -6,9 +6,14 @@
   ``FASTLOSS_PORTABLE=1`` is set, which builds for the baseline ISA.
 * Never ``-ffast-math``: NaN/Inf must propagate and our polynomial
   approximations rely on exact rounding.
+* The element-wise loss kernels are generated first: fastloss/native/
+  elementwise_codegen.py writes native/elementwise_losses.h from the loss
+  table fastloss/_elementwise_spec.py (both loaded by file path).
 * If Cython or a compiler is missing, the package still installs and
   ``import fastloss`` uses the NumPy backend.
 """
+import glob
+import importlib.util
 import os
 import sys
 import tempfile
@@ -67,6 +72,16 @@ class BuildExt(build_ext):
         super().build_extensions()
 
 
+def _generate_sources():
+    """Write the generated headers (from the loss table); return their paths."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                        "fastloss", "native", "elementwise_codegen.py")
+    spec = importlib.util.spec_from_file_location("_fastloss_elementwise_codegen", path)
+    codegen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(codegen)
+    return [os.path.relpath(codegen.write())]
+
+
 def _extensions():
     try:
         import numpy
@@ -74,10 +89,17 @@ def _extensions():
     except ImportError as exc:
         print(f"fastloss: cannot build the native extension ({exc}); NumPy backend only")
         return []
+    try:
+        _generate_sources()
+    except Exception as exc:  # a broken loss table: say so, install the NumPy backend
+        print(f"fastloss: cannot generate the element-wise kernels ({exc!r}); NumPy backend only")
+        return []
     ext = Extension(
         "fastloss._kernels",
         ["fastloss/_kernels.pyx"],
         include_dirs=[numpy.get_include(), "fastloss", "fastloss/native"],
+        # headers (the generated one included): a change in one recompiles the extension
+        depends=sorted(glob.glob(os.path.join("fastloss", "native", "*.h"))),
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         optional=True,  # a failed compile leaves the NumPy backend, not a failed install
     )

@@ -5,7 +5,7 @@ Times the native kernel alone (no Python validation) serially and with
 for mse and bce-with-logits, float32, fused loss + gradient, sizes 1K..1M:
 back to back (OpenMP workers spinning) and "cold" (after a 2 ms pause, workers
 asleep, as in a training loop that does other work between loss calls).
-The kernel's ``EW_PAR_MIN`` / ``EW_PAR_MIN_TRANSC`` in fastloss/_elementwise.pxi
+The kernel's ``EW_PAR_MIN`` / ``EW_PAR_MIN_TRANSC`` in fastloss/native/elementwise.pxi
 are set from this.
 
     flock /tmp/fastloss-bench.lock python bench/par_threshold.py
@@ -86,7 +86,8 @@ def main(threads=None):
 
             def run(threads):
                 return lambda: k.elementwise(kind, p, t, None, None, None, g, None,
-                                             1.0, 0.0, 1.0 / n, threads, 0)
+                                             (1.0,) * len(k.ELEMENTWISE_PARAMS[name]),
+                                             1.0 / n, threads, 0)
 
             ts, tp = _time(run(1)), _time(run(nt))
             cs, cp = _time_cold(run(1)), _time_cold(run(nt))

@@ -15,35 +15,11 @@ from .classification import (
     softmax,
     softmax_backward,
 )
-from .loss_objects import (
-    BCELoss,
-    BCEWithLogitsLoss,
-    ElementwiseLoss,
-    HingeLoss,
-    HuberLoss,
-    L1Loss,
-    LogCoshLoss,
-    MAELoss,
-    MSELoss,
-    QuantileLoss,
-    SmoothL1Loss,
-    SquaredHingeLoss,
-    SSELoss,
-)
-from .losses import (
-    binary_cross_entropy,
-    binary_cross_entropy_with_logits,
-    hinge,
-    huber,
-    l1,
-    log_cosh,
-    mae,
-    mse,
-    quantile,
-    smooth_l1,
-    squared_hinge,
-    sse,
-)
+# one function and one class per loss of the table in _elementwise_spec.py
+from . import loss_objects as _loss_objects
+from . import losses as _losses
+from .loss_objects import *  # noqa: F401,F403  ElementwiseLoss, MSELoss, HuberLoss, ...
+from .losses import *  # noqa: F401,F403  mse, sse, mae, l1, huber, ...
 
 __version__ = "0.1.0"
 
@@ -61,11 +37,7 @@ def __getattr__(name):
 __all__ = [
     "__version__", "FastlossWarning", "get_backend", "set_backend", "native_available",
     "get_num_threads", "set_num_threads", "num_threads", "optim", "schedules",
-    "mse", "sse", "mae", "l1", "huber", "smooth_l1", "quantile", "log_cosh",
-    "binary_cross_entropy", "binary_cross_entropy_with_logits", "hinge", "squared_hinge",
-    "ElementwiseLoss", "MSELoss", "SSELoss", "L1Loss", "MAELoss", "HuberLoss", "SmoothL1Loss",
-    "QuantileLoss", "LogCoshLoss", "BCELoss", "BCEWithLogitsLoss", "HingeLoss",
-    "SquaredHingeLoss",
+    *_losses.__all__, *_loss_objects.__all__,
     "softmax", "log_softmax", "softmax_backward", "log_softmax_backward", "cross_entropy",
     "nll_loss", "categorical_cross_entropy", "multi_margin",
 ]

@@ -7,7 +7,9 @@ pieces stay small:
 * ``native/_vmath.pxi`` -- exp/log/log1p for float and double (C in
                           native/_vmath.h), written so GCC vectorises them
                           (AVX2/AVX-512), NaN/Inf preserved.
-* ``_elementwise.pxi``   -- the regression / binary losses, one fused pass.
+* ``native/elementwise.pxi`` -- the regression / binary losses, one fused pass;
+                          their formulas come from ``_elementwise_spec.py``
+                          through the generated ``native/elementwise_losses.h``.
 * ``native/_softmax_rows.pxi``, ``_ce_steps.pxi``, ``_ce_schedule.pxi``,
   ``_cross_entropy.pxi``, ``_softmax.pxi`` -- softmax, log-softmax and the
   cross-entropy family: row primitives (C in native/_rowmax.h, _expsum.h),
@@ -69,7 +71,7 @@ def build_info():
 
 
 include "native/_vmath.pxi"
-include "_elementwise.pxi"
+include "native/elementwise.pxi"
 include "native/_softmax_rows.pxi"
 include "native/_ce_steps.pxi"
 include "native/_ce_schedule.pxi"

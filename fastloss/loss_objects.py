@@ -1,4 +1,4 @@
-"""Loss objects: each wraps one element-wise loss function of :mod:`fastloss.losses`.
+"""Loss objects: one class per element-wise loss of the table, each wrapping its function.
 
 ::
 
@@ -6,42 +6,41 @@
     loss = crit.forward(pred, target)         # loss; the gradient is computed in the same pass
     grad = crit.backward()                    # d loss / d pred, kept from forward
 
-``loss``, ``gradient`` and ``loss_gradient`` are the stateless forms (as in
-scikit-learn's ``sklearn._loss``); all take ``(pred, target)`` in PyTorch's
-order and an optional ``sample_weight``.
+``loss``, ``gradient``, ``loss_gradient`` and ``gradient_hessian`` are the
+stateless forms (as in scikit-learn's ``sklearn._loss``); all take
+``(pred, target)`` in PyTorch's order and an optional ``sample_weight``.
+The classes (``HuberLoss``...) are made from :mod:`fastloss._elementwise_spec`.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from . import losses
-
-__all__ = [
-    "ElementwiseLoss", "MSELoss", "SSELoss", "L1Loss", "MAELoss", "HuberLoss", "SmoothL1Loss",
-    "QuantileLoss", "LogCoshLoss", "BCELoss", "BCEWithLogitsLoss", "HingeLoss",
-    "SquaredHingeLoss",
-]
+from ._elementwise_spec import LOSSES
 
 
 class ElementwiseLoss:
     """Base class: ``function`` is the wrapped loss, e.g. :func:`fastloss.mse`.
 
-    ``reduction``, ``backend`` and the loss options (``delta=``, ``pos_weight=``...)
-    are fixed at construction and checked at once.
+    ``reduction`` (default: the function's), ``backend`` and the loss options
+    (``delta=``, ``pos_weight=``...) are fixed at construction and checked at once.
     """
 
     function = None  # set by each subclass (a staticmethod)
+    spec = None      # its entry of the loss table
 
-    def __init__(self, reduction="mean", *, backend=None, **options):
+    def __init__(self, reduction=None, *, backend=None, **options):
         if self.function is None:
             raise TypeError("ElementwiseLoss is a base class: use MSELoss, HuberLoss, ...")
-        self.reduction = reduction
+        self.reduction = self.spec.reduction if reduction is None else reduction
         self.backend = backend
         self.options = options
         self._grad = None
         # validate reduction, backend and options now, not at the first training step
-        probe = np.empty((0,) + np.shape(options.get("pos_weight")))
-        self.function(probe, probe, reduction=reduction, backend=backend, **options)
+        # (an array option, e.g. pos_weight, must broadcast along the probe's last axis)
+        arrays = [np.shape(options.get(o.name)) for o in self.spec.options if o.per_element]
+        probe = np.empty((0,) + max(arrays, key=len, default=()))
+        self.function(probe, probe, reduction=self.reduction, backend=backend, **options)
 
     def _call(self, pred, target, sample_weight, return_grad, out=None, grad_output=None):
         return self.function(pred, target, reduction=self.reduction, sample_weight=sample_weight,
@@ -59,6 +58,16 @@ class ElementwiseLoss:
     def loss_gradient(self, pred, target, sample_weight=None, out=None, grad_output=None):
         """``(loss, gradient)`` in one fused pass."""
         return self._call(pred, target, sample_weight, True, out, grad_output)
+
+    def gradient_hessian(self, pred, target, sample_weight=None, out=None):
+        """``(gradient, hessian)`` in one fused pass: the hessian of the loss w.r.t.
+        ``pred`` is diagonal, returned as one d2 loss / d pred_i^2 per element and
+        scaled as the gradient ('mean': 1/n; ``sample_weight`` multiplies). For Newton
+        steps and gradient boosting; the gradient goes into ``out`` when given."""
+        _, grad, hess = losses._evaluate(
+            self.spec, pred, target, self.options, self.reduction, sample_weight, True, out,
+            None, self.backend, hessian=True)
+        return grad, hess
 
     def forward(self, pred, target, sample_weight=None, out=None):
         """The loss; the gradient is computed in the same pass and kept for :meth:`backward`."""
@@ -89,63 +98,24 @@ class ElementwiseLoss:
         return f"{type(self).__name__}({', '.join(args)})"
 
 
-class MSELoss(ElementwiseLoss):
-    """Mean squared error, :func:`fastloss.mse` (PyTorch ``MSELoss``)."""
-    function = staticmethod(losses.mse)
+def _loss_class(loss):
+    """The class of ``loss``: ElementwiseLoss around its public function."""
+    title = loss.doc.split(":")[0].split(",")[0]
+    options = "".join(f" (``{o.name}=``)" for o in loss.options[:1])
+    return type(loss.cls, (ElementwiseLoss,), {
+        "__doc__": f"{title}, :func:`fastloss.{loss.name}`{options}.",
+        "__module__": __name__,
+        "function": staticmethod(losses.FUNCTIONS[loss.name]),
+        "spec": loss,
+    })
 
 
-class SSELoss(ElementwiseLoss):
-    """Half sum of squared errors, :func:`fastloss.sse`."""
-    function = staticmethod(losses.sse)
+CLASSES = {loss.cls: _loss_class(loss) for loss in LOSSES}
+"""class name -> loss class, one per loss of the table."""
 
-    def __init__(self, reduction="sum", **kw):
-        super().__init__(reduction, **kw)
+globals().update(CLASSES)
+for _loss in LOSSES:
+    for _alias in _loss.cls_aliases:
+        globals()[_alias] = CLASSES[_loss.cls]
 
-
-class L1Loss(ElementwiseLoss):
-    """Mean absolute error, :func:`fastloss.mae` (PyTorch ``L1Loss``)."""
-    function = staticmethod(losses.mae)
-
-
-MAELoss = L1Loss
-
-
-class HuberLoss(ElementwiseLoss):
-    """Huber loss, :func:`fastloss.huber` (``delta=``; PyTorch ``HuberLoss``)."""
-    function = staticmethod(losses.huber)
-
-
-class SmoothL1Loss(ElementwiseLoss):
-    """Smooth L1, :func:`fastloss.smooth_l1` (``beta=``; PyTorch ``SmoothL1Loss``)."""
-    function = staticmethod(losses.smooth_l1)
-
-
-class QuantileLoss(ElementwiseLoss):
-    """Pinball loss, :func:`fastloss.quantile` (``q=``)."""
-    function = staticmethod(losses.quantile)
-
-
-class LogCoshLoss(ElementwiseLoss):
-    """Log-cosh, :func:`fastloss.log_cosh`."""
-    function = staticmethod(losses.log_cosh)
-
-
-class BCELoss(ElementwiseLoss):
-    """Binary cross-entropy on probabilities, :func:`fastloss.binary_cross_entropy` (``eps=``)."""
-    function = staticmethod(losses.binary_cross_entropy)
-
-
-class BCEWithLogitsLoss(ElementwiseLoss):
-    """Binary cross-entropy on logits, :func:`fastloss.binary_cross_entropy_with_logits`
-    (``pos_weight=``; PyTorch ``BCEWithLogitsLoss``)."""
-    function = staticmethod(losses.binary_cross_entropy_with_logits)
-
-
-class HingeLoss(ElementwiseLoss):
-    """Hinge, :func:`fastloss.hinge`."""
-    function = staticmethod(losses.hinge)
-
-
-class SquaredHingeLoss(ElementwiseLoss):
-    """Squared hinge, :func:`fastloss.squared_hinge`."""
-    function = staticmethod(losses.squared_hinge)
+__all__ = ["ElementwiseLoss"] + [name for loss in LOSSES for name in (loss.cls, *loss.cls_aliases)]

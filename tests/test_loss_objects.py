@@ -3,26 +3,27 @@ import numpy as np
 import pytest
 
 import fastloss
+from fastloss._elementwise_spec import LOSSES as SPECS
+from fastloss.loss_objects import CLASSES
 
-OBJECTS = [
-    (fastloss.MSELoss, fastloss.mse, {}),
-    (fastloss.SSELoss, fastloss.sse, {}),
-    (fastloss.L1Loss, fastloss.mae, {}),
-    (fastloss.HuberLoss, fastloss.huber, {"delta": 0.5}),
-    (fastloss.SmoothL1Loss, fastloss.smooth_l1, {"beta": 0.3}),
-    (fastloss.QuantileLoss, fastloss.quantile, {"q": 0.2}),
-    (fastloss.LogCoshLoss, fastloss.log_cosh, {}),
-    (fastloss.BCELoss, fastloss.binary_cross_entropy, {"eps": 1e-6}),
-    (fastloss.BCEWithLogitsLoss, fastloss.binary_cross_entropy_with_logits,
-     {"pos_weight": np.array([1.0, 2.0, 3.0])}),
-    (fastloss.HingeLoss, fastloss.hinge, {}),
-    (fastloss.SquaredHingeLoss, fastloss.squared_hinge, {}),
-]
+
+def _options(spec):
+    """Each option at its first example (per-element ones: an array for 3 columns)."""
+    opts = {}
+    for o in spec.options:
+        opts[o.name] = (np.array([1.0, 2.0, 3.0]) if o.per_element
+                        else (o.examples or (o.default,))[0])
+    return opts
+
+
+# (class, function, options) per loss of the table
+OBJECTS = [(CLASSES[spec.cls], getattr(fastloss, spec.name), _options(spec)) for spec in SPECS]
 
 
 def _data(fn, rng):
     p = rng.uniform(0.05, 0.95, (10, 3))
-    t = rng.choice([-1.0, 1.0], (10, 3)) if "hinge" in fn.__name__ else rng.uniform(0, 1, (10, 3))
+    t = (rng.choice([-1.0, 1.0], (10, 3)) if fn.spec.target == "labels"
+         else rng.uniform(0, 1, (10, 3)))
     return p, t
 
 
@@ -85,3 +86,16 @@ def test_defaults():
     assert fastloss.SSELoss().reduction == "sum"
     assert fastloss.MSELoss().reduction == "mean"
     assert fastloss.MAELoss is fastloss.L1Loss
+
+
+@pytest.mark.parametrize("cls,fn,opts", OBJECTS, ids=[o[0].__name__ for o in OBJECTS])
+def test_gradient_hessian_gradient_is_the_gradient(cls, fn, opts, rng):
+    """gradient_hessian's gradient is gradient()'s, bit for bit; out= receives it."""
+    p, t = _data(fn, rng)
+    w = rng.uniform(size=10)
+    for reduction in ("mean", "sum", "none"):
+        crit = cls(reduction, **opts)
+        out = np.empty_like(p)
+        g, h = crit.gradient_hessian(p, t, sample_weight=w, out=out)
+        assert g is out and h.shape == p.shape and h.dtype == p.dtype
+        np.testing.assert_array_equal(g, crit.gradient(p, t, sample_weight=w))

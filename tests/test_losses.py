@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import fastloss
-from fastloss import _reference
+from fastloss._elementwise_spec import BY_NAME, LOSSES as SPECS
 
 BACKENDS = ["numpy"] + (["native"] if fastloss.native_available() else [])
 needs_native = pytest.mark.skipif(not fastloss.native_available(), reason="no native extension")
@@ -53,22 +53,29 @@ def _hinge_data(rng, shape, opts):
     return p, ((y + 1) / 2 if opts.get("_zero_one") else y)
 
 
-# name -> (function, option sets, data maker). Keys starting with "_" are test-only.
-LOSSES = {
-    "mse": (fastloss.mse, [{}], _regression()),
-    "sse": (fastloss.sse, [{}], _regression()),
-    "mae": (fastloss.mae, [{}], _regression()),
-    "huber": (fastloss.huber, [{}, {"delta": 0.5}, {"delta": 2.0}], _regression("delta")),
-    "smooth_l1": (fastloss.smooth_l1, [{}, {"beta": 0.5}, {"beta": 0.0}], _regression("beta")),
-    "quantile": (fastloss.quantile, [{}, {"q": 0.1}, {"q": 0.9}], _regression()),
-    "log_cosh": (fastloss.log_cosh, [{}], _regression()),
-    "binary_cross_entropy": (fastloss.binary_cross_entropy, [{}, {"eps": 1e-3}], _bce_data),
-    "binary_cross_entropy_with_logits": (
-        fastloss.binary_cross_entropy_with_logits,
-        [{}, {"pos_weight": 2.5}, {"pos_weight": "array"}], _logits_data),
-    "hinge": (fastloss.hinge, [{}, {"_zero_one": True}], _hinge_data),
-    "squared_hinge": (fastloss.squared_hinge, [{}, {"_zero_one": True}], _hinge_data),
-}
+def _data_maker(spec):
+    if spec.pred == "probability":
+        return _bce_data
+    if spec.pred == "logit":
+        return _logits_data
+    if spec.target == "labels":
+        return _hinge_data
+    kink = {o.name: o.default for o in spec.options}.get(spec.kink, 1.0)
+    return _regression(spec.kink, kink)
+
+
+def _option_sets(spec):
+    """Defaults, each option's examples ("array" for a per-element one), {0, 1} labels."""
+    sets = [{}]
+    for o in spec.options:
+        sets += [{o.name: x} for x in o.examples] + ([{o.name: "array"}] if o.per_element else [])
+    return sets + ([{"_zero_one": True}] if spec.target == "labels" else [])
+
+
+# name -> (function, option sets, data maker), from the loss table. Keys starting
+# with "_" are test-only.
+LOSSES = {spec.name: (getattr(fastloss, spec.name), _option_sets(spec), _data_maker(spec))
+          for spec in SPECS}
 CASES = [pytest.param(name, opts, id="-".join([name] + [f"{k}={v}" for k, v in opts.items()]))
          for name, (_, options, _) in LOSSES.items() for opts in options]
 DEFAULT_CASES = [pytest.param(name, {}, id=name) for name in LOSSES]
@@ -85,22 +92,18 @@ def _make(name, opts, shape, dtype, rng):
 
 
 def _reference_eval(name, call, p, t):
-    """Per-element (l, g) from _reference, in float64."""
+    """Per-element (l, g) from the table's NumPy reference, in float64."""
     p = p.astype(np.float64)
     t = t.astype(np.float64)
+    spec = BY_NAME[name]
     r = {}
-    if name == "smooth_l1" and call.get("beta", 1.0) == 0.0:
-        name = "mae"
-    elif name in ("huber", "smooth_l1", "quantile", "binary_cross_entropy"):
-        key, default = {"huber": ("delta", 1.0), "smooth_l1": ("beta", 1.0),
-                        "quantile": ("q", 0.5), "binary_cross_entropy": ("eps", 1e-7)}[name]
-        r[key] = float(call.get(key, default))
-    elif name == "binary_cross_entropy_with_logits":
-        pw = call.get("pos_weight", 1.0)
-        r["pos_weight"] = np.broadcast_to(np.asarray(pw, np.float64), p.shape)
-    elif name in ("hinge", "squared_hinge"):
+    for o in spec.options:
+        value = call.get(o.name, o.default)
+        r[o.name] = (np.broadcast_to(np.asarray(value, np.float64), p.shape) if o.per_element
+                     else float(value))
+    if spec.target == "labels":
         r["zero_one"] = not np.any(t == -1)
-    return getattr(_reference, name)(p, t, **r)
+    return spec.reference(p, t, **r)
 
 
 def _expected(name, call, p, t, reduction, w=None, go=None):
@@ -265,6 +268,26 @@ def test_bce_logits_float32_dense_sweep_matches_float64():
             np.testing.assert_allclose(g, gref, rtol=1e-6, atol=0)
 
 
+def test_pseudo_huber_is_the_textbook_formula():
+    """The stable form equals delta^2 (sqrt(1 + (d/delta)^2) - 1) and its derivatives;
+    ~0.5 d^2 near 0, ~delta |d| - delta^2 far out, finite gradient delta sign(d) at Inf."""
+    d = np.concatenate([-np.logspace(-3, 3, 50), np.logspace(-3, 3, 50)])
+    for delta in (0.3, 1.0, 4.0):
+        s = np.sqrt(1 + (d / delta) ** 2)
+        for backend in BACKENDS:
+            crit = fastloss.PseudoHuberLoss("none", delta=delta, backend=backend)
+            l, g = crit.loss_gradient(d, np.zeros_like(d))
+            _, h = crit.gradient_hessian(d, np.zeros_like(d))
+            np.testing.assert_allclose(l, delta**2 * (s - 1), rtol=1e-6)  # cancels near 0
+            np.testing.assert_allclose(g, d / s, rtol=1e-12)
+            np.testing.assert_allclose(h, s**-3, rtol=1e-12)
+    for backend in BACKENDS:
+        l, g = fastloss.pseudo_huber(np.array([1e-8, 1e8, np.inf]), np.zeros(3), delta=2.0,
+                                     reduction="none", return_grad=True, backend=backend)
+        np.testing.assert_allclose(l[:2], [0.5e-16, 2e8 - 4], rtol=1e-12)
+        assert l[2] == np.inf and g[2] == 2.0
+
+
 def test_log_cosh_large_and_small_differences():
     d = np.array([1e-8, 1e-3, 19.9, 20.0, 30.0, 1e30])
     for backend in BACKENDS:
@@ -304,18 +327,101 @@ def test_gradient_finite_differences(name, opts, reduction, rng):
         np.testing.assert_allclose(grad, num, rtol=1e-6, atol=1e-8, err_msg=backend)
 
 
+# --- hessians: gradient_hessian by central finite differences of the gradient -------
+
+def _object(name, reduction, call):
+    return fastloss.loss_objects.CLASSES[BY_NAME[name].cls](reduction, **call)
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("name,opts", CASES)
+def test_hessian_finite_differences(name, opts, reduction, rng):
+    """d2l/dpred2 (diagonal) against (g(p + h) - g(p - h)) / 2h in float64; the data keep
+    away from the kinks (the gradient of element i depends on pred_i only)."""
+    shape = (3, 4)
+    p, t, call = _make(name, opts, shape, np.float64, rng)
+    w = rng.uniform(0.5, 2, shape[:1])
+    h = 1e-6
+    for backend in BACKENDS:
+        crit = _object(name, reduction, {**call, "backend": backend})
+        grad, hess = crit.gradient_hessian(p, t, sample_weight=w)
+        assert hess.shape == shape and hess.dtype == np.float64
+        np.testing.assert_array_equal(grad, crit.gradient(p, t, sample_weight=w))
+        num = (crit.gradient(p + h, t, sample_weight=w)
+               - crit.gradient(p - h, t, sample_weight=w)) / (2 * h)
+        np.testing.assert_allclose(hess, num, rtol=1e-6, atol=1e-8, err_msg=backend)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("name,opts", CASES)
+def test_hessian_native_matches_reference(name, opts, dtype, rng):
+    """Both backends against the float64 reference hessian, with weights, NaN propagating."""
+    p, t, call = _make(name, opts, (40, 3), dtype, rng)
+    p[5, 1] = np.nan
+    w = rng.uniform(0, 2, p.shape).astype(dtype)
+    spec = BY_NAME[name]
+    r = {o.name: (np.broadcast_to(np.asarray(call.get(o.name, o.default), np.float64), p.shape)
+                  if o.per_element else float(call.get(o.name, o.default)))
+         for o in spec.options}
+    if spec.target == "labels":
+        r["zero_one"] = not np.any(t == -1)
+    expected = spec.hessian(p.astype(np.float64), t.astype(np.float64), **r) * w
+    for backend in BACKENDS:
+        _, hess = _object(name, "sum", {**call, "backend": backend}).gradient_hessian(
+            p, t, sample_weight=w)
+        assert hess.dtype == dtype and np.isnan(hess[5, 1])
+        _close(hess, expected, dtype)
+
+
+@needs_native
+@pytest.mark.parametrize("name,opts", DEFAULT_CASES)
+def test_hessian_with_upstream_gradient_native_matches_numpy(name, opts, rng):
+    """The kernel's hessian output scaled by a per-element grad_output ('none')."""
+    p, t, call = _make(name, opts, (300, 7), np.float64, rng)
+    go = rng.uniform(-2, 2, p.shape)
+    w = rng.uniform(0, 2, p.shape)
+    got = {backend: fastloss.losses._evaluate(
+        BY_NAME[name], p, t, call, "none", w, True, None, go, backend, hessian=True)
+        for backend in ("native", "numpy")}
+    for a, b in zip(got["native"], got["numpy"]):
+        _close(a, b, np.float64)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_hessian_at_the_kinks(backend):
+    """Where l'' jumps, the hessian takes the value of the branch the gradient takes."""
+    d = np.array([-1.0, 0.0, 1.0, 2.0])  # pred - target, target 0
+    z = np.zeros(4)
+    cases = [  # (loss, options, expected hessian at d)
+        ("mae", {}, [0, 0, 0, 0]),
+        ("huber", {"delta": 1.0}, [1, 1, 1, 0]),       # |d| <= delta is quadratic
+        ("smooth_l1", {"beta": 1.0}, [0, 1, 0, 0]),    # |d| < beta is quadratic
+        ("smooth_l1", {"beta": 0.0}, [0, 0, 0, 0]),
+        ("quantile", {"q": 0.3}, [0, 0, 0, 0]),
+    ]
+    for name, call, expected in cases:
+        _, hess = _object(name, "sum", {**call, "backend": backend}).gradient_hessian(d, z)
+        np.testing.assert_array_equal(hess, expected, err_msg=name)
+    y = np.ones(4)  # margin m = 1 - pred: 0 at pred = 1
+    for name, expected in (("hinge", [0, 0, 0, 0]), ("squared_hinge", [2, 2, 0, 0])):
+        _, hess = _object(name, "sum", {"backend": backend}).gradient_hessian(
+            np.array([-1.0, 0.0, 1.0, 2.0]), y)
+        np.testing.assert_array_equal(hess, expected, err_msg=name)
+
+
 # --- hypothesis: random shapes and values, native against the NumPy backend --
 
 def _hyp_arrays(draw, name, shape, dtype):
     n = int(np.prod(shape))
     width = 32 if dtype == np.float32 else 64
-    if name == "binary_cross_entropy":
+    spec = BY_NAME[name]
+    if spec.pred == "probability":
         pe = st.floats(0, 1, width=width)
         te = st.floats(0, 1, width=width)
-    elif name == "binary_cross_entropy_with_logits":
+    elif spec.pred == "logit":
         pe = st.floats(-200, 200, width=width)
         te = st.floats(0, 1, width=width)
-    elif name in ("hinge", "squared_hinge"):
+    elif spec.target == "labels":
         pe = st.floats(-1e3, 1e3, width=width)
         te = st.sampled_from(draw(st.sampled_from([(-1.0, 1.0), (0.0, 1.0)])))
     else:
@@ -328,13 +434,13 @@ def _hyp_arrays(draw, name, shape, dtype):
     else:  # large: hypothesis picks the seed, numpy fills the values
         r = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
         scale = draw(st.sampled_from([1e-3, 1.0, 50.0]))
-        if name == "binary_cross_entropy":
+        if spec.pred == "probability":
             p = r.uniform(0, 1, shape)
         else:
             p = r.normal(scale=scale, size=shape)
-        if name in ("hinge", "squared_hinge"):
+        if spec.target == "labels":
             t = r.choice([-1.0, 1.0], shape)
-        elif name.startswith("binary"):
+        elif spec.target == "probability":
             t = r.uniform(0, 1, shape)
         else:
             t = r.normal(scale=scale, size=shape)
@@ -357,14 +463,13 @@ def test_hypothesis_native_matches_numpy(data):
     reduction = data.draw(st.sampled_from(REDUCTIONS))
     p, t = _hyp_arrays(data.draw, name, shape, dtype)
     call = {}
-    if name == "huber":
-        call["delta"] = data.draw(st.floats(0.01, 10))
-    elif name == "smooth_l1":
-        call["beta"] = data.draw(st.sampled_from([0.0, 0.1, 1.0, 3.0]))
-    elif name == "quantile":
-        call["q"] = data.draw(st.floats(0.01, 0.99))
-    elif name == "binary_cross_entropy_with_logits" and data.draw(st.booleans()):
-        call["pos_weight"] = data.draw(st.floats(0, 5))
+    for o in BY_NAME[name].options:  # each option: left out, or drawn from its range
+        if data.draw(st.booleans()):
+            lo = -10.0 if o.low is None else o.low + (0.01 if o.low_open else 0.0)
+            hi = min(10.0 if o.high is None else o.high - (0.01 if o.high_open else 0.0),
+                     lo + 10.0)
+            call[o.name] = data.draw(st.sampled_from([o.default, *o.examples])
+                                     | st.floats(lo, hi))
     r = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
     kw = {}
     if data.draw(st.booleans()):  # sample weights: full shape or one per row
@@ -390,7 +495,7 @@ def test_nan_propagates(name, opts, dtype, rng):
     fn = LOSSES[name][0]
     p, t, call = _make(name, opts, (6, 4), dtype, rng)
     p[2, 1] = np.nan
-    if name not in ("hinge", "squared_hinge"):  # hinge targets must be labels
+    if BY_NAME[name].target != "labels":  # hinge targets must be labels
         t[4, 3] = np.nan
     for backend in BACKENDS:
         l, g = fn(p, t, reduction="none", return_grad=True, backend=backend, **call)
@@ -403,7 +508,8 @@ def test_nan_propagates(name, opts, dtype, rng):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
-@pytest.mark.parametrize("name,opts", [c for c in CASES if c.values[0] != "binary_cross_entropy"])
+@pytest.mark.parametrize("name,opts", [c for c in CASES
+                                       if BY_NAME[c.values[0]].pred != "probability"])
 def test_inf_propagates(name, opts, dtype, rng):
     """+-Inf predictions: native equals the reference (Inf where the loss is
     infinite; NaN where the formula meets 0 * Inf, as in PyTorch)."""
@@ -415,7 +521,7 @@ def test_inf_propagates(name, opts, dtype, rng):
         l, g = fn(p, t, reduction="none", return_grad=True, backend=backend, **call)
         _close(l, el, dtype)
         _close(g, eg, dtype)
-        if name not in ("binary_cross_entropy_with_logits", "hinge", "squared_hinge"):
+        if BY_NAME[name].pred == "real" and BY_NAME[name].target == "real":
             assert np.isinf(l[1, 1]) and np.isinf(l[3, 2])  # regression losses grow without bound
             assert np.isinf(fn(p, t, backend=backend, **call))
 

@@ -4,23 +4,41 @@ import numpy as np
 import pytest
 
 import fastloss
+from fastloss._elementwise_spec import BY_NAME, LOSSES as SPECS
 
 BACKENDS = ["numpy"] + (["native"] if fastloss.native_available() else [])
 P = np.linspace(0.1, 0.9, 12).reshape(4, 3)
 T = np.linspace(0.9, 0.1, 12).reshape(4, 3)
 Y = np.array([[1.0, -1.0, 1.0]] * 4)
-ALL = [fastloss.mse, fastloss.sse, fastloss.mae, fastloss.huber, fastloss.smooth_l1,
-       fastloss.quantile, fastloss.log_cosh, fastloss.binary_cross_entropy,
-       fastloss.binary_cross_entropy_with_logits, fastloss.hinge, fastloss.squared_hinge]
+ALL = [getattr(fastloss, spec.name) for spec in SPECS]
 IDS = [f.__name__ for f in ALL]
 
 
 def _target(fn):
-    return Y if "hinge" in fn.__name__ else T
+    return Y if BY_NAME[fn.__name__].target == "labels" else T
 
 
 def _pred_name(fn):
-    return "input" if fn.__name__.startswith("binary") else "pred"
+    return BY_NAME[fn.__name__].pred_name
+
+
+def _option_values(o):
+    """(values giving ValueError, values that must work) for option ``o`` of the table."""
+    bad = [np.nan, np.inf, -np.inf]
+    if o.low is not None:
+        bad += [o.low - 1.0] + ([o.low] if o.low_open else [])
+    if o.high is not None:
+        bad += [o.high + 0.5] + ([o.high] if o.high_open else [])
+    ok = [o.default, *o.examples] + ([o.low] if o.low is not None and not o.low_open else [])
+    if o.per_element:  # an array along the last axis: one bad entry is enough
+        bad += [np.array([o.default, v, o.default]) for v in (np.nan, o.low - 1.0)]
+        ok += [np.array([o.default, *o.examples, o.default][:3])]
+    return bad, ok
+
+
+OPTIONS = [pytest.param(getattr(fastloss, spec.name), o.name, *_option_values(o),
+                        id=f"{spec.name}-{o.name}")
+           for spec in SPECS for o in spec.options]
 
 
 @pytest.mark.parametrize("fn", ALL, ids=IDS)
@@ -100,20 +118,13 @@ def test_read_only_out(backend):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("fn,name,values,ok", [
-    (fastloss.huber, "delta", [0.0, -1.0, np.nan, np.inf, -np.inf], [1e-6, 5]),
-    (fastloss.smooth_l1, "beta", [-1e-9, -1.0, np.nan, np.inf], [0.0, 0.5, 5]),
-    (fastloss.quantile, "q", [0.0, 1.0, -0.1, 1.5, np.nan, np.inf], [0.01, 0.99]),
-    (fastloss.binary_cross_entropy, "eps", [-1e-7, 0.0, 0.5, 0.7, np.nan, np.inf], [1e-12, 0.1]),
-    (fastloss.binary_cross_entropy_with_logits, "pos_weight",
-     [-1.0, np.nan, np.inf, np.array([1.0, -1.0, 1.0]), np.array([1.0, np.nan, 1.0])],
-     [0.0, 3.0, np.array([1.0, 2.0, 3.0])]),
-])
+@pytest.mark.parametrize("fn,name,values,ok", OPTIONS)
 def test_bad_loss_options(fn, name, values, ok, backend):
     for value in values:
         with pytest.raises(ValueError, match=name):
             fn(P, T, backend=backend, **{name: value})
-    for value in ["1.0", None if name != "pos_weight" else "x", True]:
+    per_element = any(o.per_element for o in BY_NAME[fn.__name__].options if o.name == name)
+    for value in ["1.0", None if not per_element else "x", True]:
         with pytest.raises(TypeError, match=name):
             fn(P, T, backend=backend, **{name: value})
     for value in ok:
@@ -152,7 +163,8 @@ def test_bce_needs_probabilities(backend):
             fastloss.binary_cross_entropy(p, T, backend=backend)
 
 
-@pytest.mark.parametrize("fn", [fastloss.hinge, fastloss.squared_hinge], ids=["hinge", "sq"])
+@pytest.mark.parametrize("fn", [getattr(fastloss, s.name) for s in SPECS if s.target == "labels"],
+                         ids=[s.name for s in SPECS if s.target == "labels"])
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_hinge_targets_outside_the_set(fn, backend):
     for bad in ([1.0, -1.0, 0.0], [0.5, 1.0, 0.0], [2.0, 1.0, -1.0], [np.nan, 1.0, -1.0]):

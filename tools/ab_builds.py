@@ -35,6 +35,11 @@ def runner(K, what, nt, rng):
         g = np.empty_like(x)
         name = {"bce": "binary_cross_entropy_with_logits"}.get(what, what)
         kind = K.ELEMENTWISE_KINDS[name]
+        if hasattr(K, "ELEMENTWISE_PARAMS"):  # options by name, in a tuple
+            params = tuple(1.0 for _ in K.ELEMENTWISE_PARAMS[name])  # delta, pos_weight = 1
+            return (lambda: K.elementwise(kind, x, t, None, None, None, g, None, params,
+                                          1.0 / n, nt)), 12 * n
+        # older builds: generic option slots a, b
         return (lambda: K.elementwise(kind, x, t, None, None, None, g, None, 1.0, 0.0,
                                       1.0 / n, nt)), 12 * n
     N, C = map(int, what.split("x"))

@@ -1,0 +1,153 @@
+"""Write native/elementwise_losses.h from the loss table (fastloss/_elementwise_spec.py).
+
+Run by ``setup.py`` before Cython (or by hand: ``python fastloss/native/elementwise_codegen.py``).
+For every loss of the table the header gets
+
+* ``fl_ew_<name>_f`` / ``_d``: its body as an always-inlined C function of
+  ``(p, t, <options by name>, T *g, T *h)``, once for float and once for double;
+* ``fl_ew_loop_<name>_f`` / ``_d``: the loop over n elements into the loss,
+  gradient (and, only when ``hb`` is not NULL, hessian) buffers. The loop
+  without hessians passes a dead scratch variable as ``h``: the compiler drops
+  that arithmetic, so the loss/gradient loop is the one it always was;
+
+and one dispatch ``fl_ew_losses_f`` / ``_d`` on the kind number (the loss's
+position in the table), the kind names, option names and transcendental flags
+that ``native/elementwise.pxi`` reads. Nothing here knows a particular loss.
+"""
+import importlib.util
+import os
+import re
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SPEC_PATH = os.path.join(os.path.dirname(HERE), "_elementwise_spec.py")
+HEADER = os.path.join(HERE, "elementwise_losses.h")
+TYPES = (("float", "f"), ("double", "d"))
+
+
+def load_spec(path=SPEC_PATH):
+    """The table module, loaded by file path (the package need not be importable)."""
+    spec = importlib.util.spec_from_file_location("_fastloss_elementwise_spec", path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses look their module up
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _instantiate(text, ctype, suffix):
+    """T -> ctype, fl_<name>_T -> fl_<name>_<suffix>."""
+    text = re.sub(r"(\w)_T\b", r"\1_" + suffix, text)
+    return re.sub(r"\bT\b", ctype, text)
+
+
+def _body(loss, ctype, suffix):
+    params = "".join(f"T {name}, " for name in loss.params)
+    lines = [line.strip() for line in loss.native.strip().splitlines()]
+    return _instantiate(
+        f"FL_INLINE T fl_ew_{loss.name}_T(T p, T t, {params}T *g, T *h)\n{{\n"
+        + "".join(f"    {line}\n" for line in lines) + "}\n", ctype, suffix)
+
+
+def _loop(loss, ctype, suffix, store):
+    """The element loop; ``store``: the variant writing gscale * g straight to grad."""
+    per_elem = [o.name for o in loss.options if o.per_element]
+    assert len(per_elem) <= 1, f"{loss.name}: the kernel has one per-element option slot"
+    out = "T *grad, T gscale" if store else "T *gb, T *hb"
+    head = (f"{'static' if loss.transcendental else 'FL_INLINE'} void "
+            f"fl_ew_{'store' if store else 'loop'}_{loss.name}_T(const T *p, const T *t, "
+            f"const T *aux, const double *par, T *lb, {out}, Py_ssize_t n)\n{{\n"
+            f"    Py_ssize_t i;  T {'gs, ' if store else ''}hs;  (void)aux; (void)par;\n")
+    for k, name in enumerate(loss.params):
+        head += f"    const T {name}_s = (T)par[{k}];\n"
+
+    def call(option_source, g, h):
+        args = "".join(f"{option_source if n in per_elem else n + '_s'}, " for n in loss.params)
+        return f"fl_ew_{loss.name}_T(p[i], t[i], {args}{g}, {h})"
+
+    def loops(option_source, indent):
+        pad = " " * indent
+        if store:
+            return (f"{pad}for (i = 0; i < n; i++) {{\n"
+                    f"{pad}    lb[i] = {call(option_source, '&gs', '&hs')};\n"
+                    f"{pad}    grad[i] = gs * gscale;\n{pad}}}\n")
+        return (f"{pad}if (hb == NULL)  /* loss and gradient: hs is dead, h not computed */\n"
+                f"{pad}    for (i = 0; i < n; i++) lb[i] = {call(option_source, '&gb[i]', '&hs')};\n"
+                f"{pad}else\n"
+                f"{pad}    for (i = 0; i < n; i++) lb[i] = {call(option_source, '&gb[i]', '&hb[i]')};\n")
+
+    if per_elem:
+        body = ("    if (aux != NULL) {\n" + loops("aux[i]", 8) + "    } else {\n"
+                + loops(per_elem[0] + "_s", 8) + "    }\n")
+    else:
+        body = loops(None, 4)
+    return _instantiate(head + body + "}\n", ctype, suffix)
+
+
+def _dispatch(losses, ctype, suffix):
+    text = ("/* Losses and gradients (hessians too when hb != NULL) of n elements of loss `kind`\n"
+            " * into lb, gb (hb). A compute-bound loss given grad (only when there are no\n"
+            " * weights, upstream gradient or hessians) writes gscale * g there instead of gb\n"
+            " * and returns 1: its stores then overlap its arithmetic. */\n"
+            "FL_INLINE int fl_ew_losses_T(int kind, const T *p, const T *t, const T *aux,\n"
+            "                             const double *par, T *lb, T *gb, T *hb, T *grad,\n"
+            "                             T gscale, Py_ssize_t n)\n{\n    switch (kind) {\n")
+    for loss in losses:
+        text += f"    case FL_EW_{loss.name.upper()}:\n"
+        if loss.fused_grad_store:
+            text += (f"        if (grad != NULL && hb == NULL) {{\n"
+                     f"            fl_ew_store_{loss.name}_T(p, t, aux, par, lb, grad, gscale, n);\n"
+                     f"            return 1;\n        }}\n")
+        text += f"        fl_ew_loop_{loss.name}_T(p, t, aux, par, lb, gb, hb, n);\n        return 0;\n"
+    text += "    }\n    (void)grad; (void)gscale;\n    return 0;\n}\n"
+    return _instantiate(text, ctype, suffix)
+
+
+def header(losses):
+    """The C text of elementwise_losses.h for ``losses`` (the table, in order)."""
+    def c_str(s):
+        return '"' + s + '"'
+    parts = [
+        "/* GENERATED from fastloss/_elementwise_spec.py by fastloss/native/elementwise_codegen.py\n"
+        " * at build time: do not edit (edit the table and rebuild). */\n"
+        "#ifndef FASTLOSS_ELEMENTWISE_LOSSES_H\n#define FASTLOSS_ELEMENTWISE_LOSSES_H\n\n"
+        '#include "elementwise_math.h"\n\n',
+        "enum {\n" + "".join(f"    FL_EW_{l.name.upper()} = {k},\n" for k, l in enumerate(losses))
+        + f"    FL_EW_COUNT = {len(losses)},\n"
+        + f"    FL_EW_MAX_PARAMS = {max(len(l.params) for l in losses)}\n}};\n\n",
+        "static const char *const fl_ew_names[] = {"
+        + ", ".join(c_str(l.name) for l in losses) + "};\n",
+        "/* the options each body receives, space-separated, in the order of par[] */\n"
+        "static const char *const fl_ew_params[] = {"
+        + ", ".join(c_str(" ".join(l.params)) for l in losses) + "};\n",
+        "/* exp/log losses: parallel from fewer elements, no sub-blocks */\n"
+        "static const int fl_ew_transcendental[] = {"
+        + ", ".join(str(int(l.transcendental)) for l in losses) + "};\n\n",
+    ]
+    for ctype, suffix in TYPES:
+        parts.append(f"/* ---- {ctype} ---- */\n\n")
+        for loss in losses:
+            parts.append(f"/* {loss.name} */\n" + _body(loss, ctype, suffix))
+            parts.append(_loop(loss, ctype, suffix, store=False))
+            if loss.fused_grad_store:
+                parts.append(_loop(loss, ctype, suffix, store=True))
+            parts.append("\n")
+        parts.append(_dispatch(losses, ctype, suffix) + "\n")
+    parts.append("#endif\n")
+    return "".join(parts)
+
+
+def write(path=HEADER):
+    """(Re)write the header when its text changed; return its path."""
+    text = header(load_spec().LOSSES)
+    old = None
+    if os.path.exists(path):
+        with open(path) as f:
+            old = f.read()
+    if old != text:
+        with open(path, "w") as f:
+            f.write(text)
+    return path
+
+
+if __name__ == "__main__":
+    print(write())

@@ -1,0 +1,59 @@
+/* Helpers the element-wise loss bodies call (fastloss/_elementwise_spec.py).
+ *
+ * A body written for type T calls fl_<name>_T(...); the generated
+ * elementwise_losses.h instantiates it with T = float (fl_<name>_f) and
+ * T = double (fl_<name>_d). All are always inlined so the element loops
+ * vectorise. Needs _vmath.h (FL_INLINE and the fl__* kernels) included first.
+ */
+#ifndef FASTLOSS_ELEMENTWISE_MATH_H
+#define FASTLOSS_ELEMENTWISE_MATH_H
+
+#include <float.h>
+#include <math.h>
+
+/* |x| in x's own type (fabs is double: it would promote float bodies) */
+FL_INLINE float fl_abs_f(float x) { return fabsf(x); }
+FL_INLINE double fl_abs_d(double x) { return fabs(x); }
+
+/* sign(d) with sign(0) = 0 and sign(NaN) = NaN */
+FL_INLINE float fl_sgn_f(float d) { return d > 0 ? 1.0f : (d < 0 ? -1.0f : d * 0.0f); }
+FL_INLINE double fl_sgn_d(double d) { return d > 0 ? 1.0 : (d < 0 ? -1.0 : d * 0.0); }
+
+/* v, or x where x is NaN: a constant (e.g. a hessian) that still propagates NaN */
+FL_INLINE float fl_nan_or_f(float x, float v) { return x != x ? x : v; }
+FL_INLINE double fl_nan_or_d(double x, double v) { return x != x ? x : v; }
+
+FL_INLINE float fl_sqrt_f(float x) { return sqrtf(x); }
+FL_INLINE double fl_sqrt_d(double x) { return sqrt(x); }
+
+/* _vmath.h kernels under one name per function */
+FL_INLINE float fl_log_f(float x) { return fl__logf(x); }
+FL_INLINE double fl_log_d(double x) { return fl__log(x); }
+FL_INLINE float fl_log1p_f(float x) { return fl__log1pf(x); }
+FL_INLINE double fl_log1p_d(double x) { return fl__log1p(x); }
+FL_INLINE float fl_expm1_f(float x) { return fl__expm1f(x); }
+FL_INLINE double fl_expm1_d(double x) { return fl__expm1(x); }
+
+/* e^x for x <= 0 (float: a shorter kernel for that range) */
+FL_INLINE float fl_exp_nonpos_f(float x) { return fl__expnonpos_f(x); }
+FL_INLINE double fl_exp_nonpos_d(double x) { return fl__exp(x); }
+
+/* log1p(e) for e = exp(-|x|) in [0, 1], r = 1 / (1 + e) (double reuses r) */
+FL_INLINE float fl_log1p_e_f(float e, float r) { (void)r; return fl__log1p01_f(e); }
+FL_INLINE double fl_log1p_e_d(double e, double r) { return fl__log1p_unit(e, r); }
+
+/* [eps, 1 - eps] in the dtype, kept strictly inside (0, 1) (clip_bounds() in NumPy) */
+FL_INLINE float fl_clip_lo_f(float eps) { return eps < FLT_MIN ? FLT_MIN : eps; }
+FL_INLINE double fl_clip_lo_d(double eps) { return eps < DBL_MIN ? DBL_MIN : eps; }
+FL_INLINE float fl_clip_hi_f(float eps)
+{
+    float hi = 1.0f - eps, top = 1.0f - FLT_EPSILON / 2;
+    return hi < top ? hi : top;
+}
+FL_INLINE double fl_clip_hi_d(double eps)
+{
+    double hi = 1.0 - eps, top = 1.0 - DBL_EPSILON / 2;
+    return hi < top ? hi : top;
+}
+
+#endif
