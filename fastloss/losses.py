@@ -39,6 +39,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _backend, _threads
+from . import _reduction as R
 from . import _validate as v
 from ._elementwise_spec import LOSSES
 
@@ -55,18 +56,6 @@ def _sample_weight(w, dtype, shape):
         f"sample_weight has shape {w.shape}, expected {shape}"
         + (f" or {shape[:1]}" if len(shape) == 2 else "")
     )
-
-
-def _grad_output(go, red, dtype, shape):
-    """Return (per-element upstream array or None, scalar factor)."""
-    if go is None:
-        return None, 1.0
-    if np.ndim(go) == 0:
-        # a scalar upstream gradient; NaN/Inf propagate like any other input
-        return None, float(v.float_like(go, "grad_output", np.dtype(np.float64)).reshape(-1)[0])
-    if red != "none":
-        raise ValueError(f"grad_output must be a scalar for reduction={red!r}")
-    return v.float_like(go, "grad_output", dtype, shape), 1.0
 
 
 def _check_overlap(out, **arrays):
@@ -174,7 +163,7 @@ def _evaluate(loss, pred, target, options, reduction, sample_weight, return_grad
     red = v.reduction(reduction)
     return_grad = v.boolean(return_grad, "return_grad") or hessian
     weight = _sample_weight(sample_weight, dtype, shape)
-    go, go_scale = _grad_output(grad_output, red, dtype, shape)
+    go, go_scale = R.split_grad_output(grad_output, red, dtype, shape, strict=False)
     v.out_needs_grad(out, return_grad)
     if out is not None:
         v.out_array(out, "out", shape, dtype)
@@ -184,7 +173,7 @@ def _evaluate(loss, pred, target, options, reduction, sample_weight, return_grad
     if loss.target == "labels":
         opts["zero_one"] = _zero_one(loss, target)
     n = pred.size
-    gscale = go_scale / n if (red == "mean" and n) else go_scale
+    gscale = R.grad_factor(red, go_scale, n)
     grad = (out if out is not None else np.empty(shape, dtype)) if return_grad else None
     hess = np.empty(shape, dtype) if hessian else None
 
@@ -213,14 +202,9 @@ def _evaluate(loss, pred, target, options, reduction, sample_weight, return_grad
             if h is not None:
                 np.multiply(h, dtype.type(gscale), out=hess, casting="unsafe")
         lout = l.astype(dtype, copy=False) if red == "none" else None
-        total = float(np.sum(l, dtype=np.float64))
+        total = R.total(l)
 
-    if red == "none":
-        loss_value = lout
-    elif red == "sum":
-        loss_value = dtype.type(total)
-    else:
-        loss_value = dtype.type(total / n) if n else dtype.type(np.nan)
+    loss_value = R.reduced_loss(red, lout, total, n, dtype, shape)
     if hessian:
         return loss_value, grad, hess
     return (loss_value, grad) if return_grad else loss_value
