@@ -14,7 +14,7 @@ compile under those flags (``test_header_refuses_unsafe_math``).
 
 Vectorisation is checked outside the test suite (compiler-dependent): compile
 fastloss/_kernels.c with the build flags plus -fopt-info-vec-optimized and look for
-"loop vectorized using 32 byte vectors" at the native/_vmath.pxi / _elementwise.pxi loops.
+"loop vectorized using 32 byte vectors" at the native/_vmath.pxi / native/elementwise.pxi loops.
 """
 import os
 import shutil

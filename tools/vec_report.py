@@ -4,9 +4,11 @@ Compiles the Cython-generated fastloss/_kernels.c (run ``python setup.py
 build_ext --inplace`` first) with the build's flags plus
 ``-fopt-info-vec-optimized`` and maps each "loop vectorized" note back to the
 .pxi source line through the ``/* "fastloss/x.pxi":N`` comments Cython leaves
-(x: a path under fastloss/, e.g. ``native/_ce_steps.pxi``).
+(x: a path under fastloss/, e.g. ``native/_ce_steps.pxi``); loops in the C
+headers (``native/*.h``, the generated element-wise one included) are reported
+at their own lines.
 
-    python tools/vec_report.py [_elementwise.pxi | native/_ce_steps.pxi]
+    python tools/vec_report.py [native/elementwise.pxi | native/_ce_steps.pxi | native/elementwise_losses.h]
 """
 import os
 import re
@@ -34,14 +36,20 @@ def main(only=None):
     where, cur = {}, None
     with open(c_file) as f:
         for i, line in enumerate(f, 1):
-            m = re.search(r'"fastloss/((?:\w+/)?_\w+\.pxi)":(\d+)', line)
+            m = re.search(r'"fastloss/((?:\w+/)?\w+\.pxi)":(\d+)', line)
             if m:
                 cur = (m.group(1), int(m.group(2)))
             where[i] = cur
     found = {}
     for line in notes.splitlines():
         m = re.match(r".*_kernels\.c:(\d+):\d+: optimized: loop vectorized using (\d+) byte", line)
-        if m and where.get(int(m.group(1))):
+        h = re.match(r".*fastloss/((?:\w+/)?\w+\.h):(\d+):\d+: optimized: loop vectorized "
+                     r"using (\d+) byte", line)
+        if h:
+            src = (h.group(1), int(h.group(2)))
+            if only is None or src[0] == only:
+                found.setdefault(src, set()).add(int(h.group(3)))
+        elif m and where.get(int(m.group(1))):
             src = where[int(m.group(1))]
             if only is None or src[0] == only:
                 found.setdefault(src, set()).add(int(m.group(2)))
