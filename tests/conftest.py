@@ -22,6 +22,25 @@ def pytest_sessionstart(session):
                     f"{_backend.native_error}", returncode=3)
 
 
+BACKENDS = ["numpy"] + (["native"] if fastloss.native_available() else [])
+"""The backends this build has: every loss test runs on each."""
+
+
+def pytest_generate_tests(metafunc):
+    """A test with a ``backend`` argument runs once per backend (unless it
+    parametrizes ``backend`` itself)."""
+    if "backend" in metafunc.fixturenames and not any(
+            "backend" in str(m.args[0]).replace(" ", "").split(",")
+            for m in metafunc.definition.iter_markers("parametrize")):
+        metafunc.parametrize("backend", BACKENDS)
+
+
+@pytest.fixture
+def backends():
+    """The backends this build has, for tests that loop over them."""
+    return list(BACKENDS)
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(12345)

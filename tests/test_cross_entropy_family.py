@@ -8,7 +8,6 @@ import fastloss
 from fastloss.classification import (categorical_cross_entropy, cross_entropy, multi_margin,
                                      nll_loss)
 
-BACKENDS = ["numpy"] + (["native"] if fastloss.native_available() else [])
 
 
 def _torch():
