@@ -34,17 +34,20 @@ def _no_grad(t, name):
 
 
 class _FusedLoss(torch.autograd.Function):
-    """forward: (loss, dloss/dinput) from one fastloss call; backward: scale."""
+    """forward: (loss, dloss/dinput) from one fastloss call; backward: scale the
+    saved gradient (per sample along ``class_axis`` for a classification loss with
+    ``reduction='none'``)."""
 
     @staticmethod
-    def forward(ctx, input, target, fn, reduction, weight_mean, kwargs):
+    def forward(ctx, input, target, fn, kwargs, target_floating, class_axis, weight_mean):
         _no_grad(target, "target")
         x = as_numpy(input, "input")
-        t = as_numpy(target, "target", floating=False)
-        loss, grad = fn(x, t, reduction=reduction, return_grad=True, **kwargs)
+        t = as_numpy(target, "target", floating=target_floating)
+        loss, grad = fn(x, t, return_grad=True, **kwargs)
         if weight_mean is not None:  # weighted average: sum(w l) / sum(w)
             loss = loss / weight_mean
             grad /= weight_mean
+        ctx.class_axis = class_axis
         ctx.save_for_backward(from_numpy(grad))
         return from_numpy(loss)
 
@@ -52,7 +55,7 @@ class _FusedLoss(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out):
         (grad,) = ctx.saved_tensors
-        return _scaled(grad, grad_out), None, None, None, None, None
+        return _scaled(grad, grad_out, ctx.class_axis), None, None, None, None, None, None
 
 
 def _scaled(grad, grad_out, class_axis=None):
@@ -73,7 +76,7 @@ def _scaled(grad, grad_out, class_axis=None):
     return grad * grad_out
 
 
-def _apply(fn, input, target, reduction, weight=None, weight_name="sample_weight",
+def _apply_elementwise(fn, input, target, reduction, weight=None, weight_name="sample_weight",
            weighted_average=False, **kwargs):
     weight_mean = None
     if weight is not None:
@@ -82,36 +85,37 @@ def _apply(fn, input, target, reduction, weight=None, weight_name="sample_weight
         if weighted_average and reduction == "mean":
             reduction = "sum"
             weight_mean = float(w.sum(dtype="float64"))
-    return _FusedLoss.apply(input, target, fn, reduction, weight_mean, kwargs)
+    kwargs["reduction"] = reduction
+    return _FusedLoss.apply(input, target, fn, kwargs, False, None, weight_mean)
 
 
 def mse_loss(input, target, size_average=None, reduce=None, reduction="mean", weight=None):
     """``torch.nn.functional.mse_loss``; with ``weight`` the mean is sum(w l) / sum(w) as torch."""
-    return _apply(_losses.mse, input, target, _reduction(size_average, reduce, reduction),
+    return _apply_elementwise(_losses.mse, input, target, _reduction(size_average, reduce, reduction),
                   weight, weighted_average=True)
 
 
 def l1_loss(input, target, size_average=None, reduce=None, reduction="mean", weight=None):
     """``torch.nn.functional.l1_loss``; with ``weight`` the mean is sum(w l) / sum(w) as torch."""
-    return _apply(_losses.mae, input, target, _reduction(size_average, reduce, reduction),
+    return _apply_elementwise(_losses.mae, input, target, _reduction(size_average, reduce, reduction),
                   weight, weighted_average=True)
 
 
 def huber_loss(input, target, reduction="mean", delta=1.0, weight=None):
     """``torch.nn.functional.huber_loss``; with ``weight`` the mean is mean(w l) as torch."""
-    return _apply(_losses.huber, input, target, reduction, weight, delta=delta)
+    return _apply_elementwise(_losses.huber, input, target, reduction, weight, delta=delta)
 
 
 def smooth_l1_loss(input, target, size_average=None, reduce=None, reduction="mean", beta=1.0):
     """``torch.nn.functional.smooth_l1_loss``."""
-    return _apply(_losses.smooth_l1, input, target, _reduction(size_average, reduce, reduction),
+    return _apply_elementwise(_losses.smooth_l1, input, target, _reduction(size_average, reduce, reduction),
                   beta=beta)
 
 
 def binary_cross_entropy(input, target, weight=None, size_average=None, reduce=None,
                          reduction="mean"):
     """``torch.nn.functional.binary_cross_entropy`` (probabilities clipped to [1e-12, 1-1e-12])."""
-    return _apply(_losses.binary_cross_entropy, input, target,
+    return _apply_elementwise(_losses.binary_cross_entropy, input, target,
                   _reduction(size_average, reduce, reduction), weight, eps=1e-12)
 
 
@@ -121,34 +125,19 @@ def binary_cross_entropy_with_logits(input, target, weight=None, size_average=No
     kwargs = {}
     if pos_weight is not None:
         kwargs["pos_weight"] = as_numpy(pos_weight, "pos_weight")
-    return _apply(_losses.binary_cross_entropy_with_logits, input, target,
+    return _apply_elementwise(_losses.binary_cross_entropy_with_logits, input, target,
                   _reduction(size_average, reduce, reduction), weight, **kwargs)
 
 
 # --- classification ----------------------------------------------------------------
 
-class _FusedClassification(torch.autograd.Function):
-    """forward: (loss, dloss/dinput) from one fastloss call; backward: scale (per sample
-    for ``reduction='none'``)."""
-
-    @staticmethod
-    def forward(ctx, input, target, weight, fn, kwargs):
-        _no_grad(target, "target")
-        if weight is not None:
-            _no_grad(weight, "weight")
-        x = as_numpy(input, "input")
-        t = as_numpy(target, "target", floating=target.is_floating_point())
-        w = None if weight is None else as_numpy(weight, "weight")
-        loss, grad = fn(x, t, weight=w, return_grad=True, **kwargs)
-        ctx.class_axis = 1 if input.dim() >= 2 else None
-        ctx.save_for_backward(from_numpy(grad))
-        return from_numpy(loss)
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_out):
-        (grad,) = ctx.saved_tensors
-        return _scaled(grad, grad_out, ctx.class_axis), None, None, None, None
+def _apply_classification(fn, input, target, weight, **kwargs):
+    """``fn`` (a classification loss) through :class:`_FusedLoss`; ``weight`` (C,)."""
+    if weight is not None:
+        _no_grad(weight, "weight")
+        kwargs["weight"] = as_numpy(weight, "weight")
+    return _FusedLoss.apply(input, target, fn, kwargs, target.is_floating_point(),
+                            1 if input.dim() >= 2 else None, None)
 
 
 def _ignore_index(ignore_index):
@@ -167,16 +156,16 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
     targets (probability targets: by N). Loss and gradient come from one pass of
     :func:`fastloss.cross_entropy`; no log-softmax is materialised.
     """
-    return _FusedClassification.apply(
-        input, target, weight, _classification.cross_entropy,
-        dict(ignore_index=_ignore_index(ignore_index), label_smoothing=label_smoothing,
-             reduction=_reduction(size_average, reduce, reduction)))
+    return _apply_classification(
+        _classification.cross_entropy, input, target, weight,
+        ignore_index=_ignore_index(ignore_index), label_smoothing=label_smoothing,
+        reduction=_reduction(size_average, reduce, reduction))
 
 
 def nll_loss(input, target, weight=None, size_average=None, ignore_index=-100, reduce=None,
              reduction="mean"):
     """``torch.nn.functional.nll_loss`` on log-probabilities: l = -w_y input[y]."""
-    return _FusedClassification.apply(
-        input, target, weight, _classification.nll_loss,
-        dict(ignore_index=_ignore_index(ignore_index),
-             reduction=_reduction(size_average, reduce, reduction)))
+    return _apply_classification(
+        _classification.nll_loss, input, target, weight,
+        ignore_index=_ignore_index(ignore_index),
+        reduction=_reduction(size_average, reduce, reduction))
