@@ -15,7 +15,9 @@ Rank 0 prints how far the sharded runs end from single-process full-batch traini
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
+import gc
 import os
 import sys
 
@@ -54,11 +56,12 @@ def reference_optimizer(name, params):
 def train(model, x, y, steps, opt):
     """Full-batch steps; returns the gradient norm each step saw (clipping runs)."""
     norms = []
+    inner = getattr(opt, "optim", opt)  # ZeroRedundancyOptimizer: this rank's optimizer
     for _ in range(steps):
         opt.zero_grad()
         FT.huber_loss(model(x), y, delta=0.5).backward()
         opt.step()
-        norms.append(getattr(opt, "last_grad_norm", None))
+        norms.append(getattr(inner, "last_grad_norm", None))
     return norms
 
 
@@ -80,46 +83,65 @@ def _sharded_model(mesh):
     return model
 
 
-def run(rank, world_size, init_method, steps=20, result_path=None):
-    """One rank: every run of RUNS on this rank's rows of the batch under FSDP2; returns
-    (and rank 0 saves) {name: (full params, grad norms)} and the full optimizer state
-    of the 'adam' run."""
+@contextlib.contextmanager
+def process_group(rank, world_size, init_method):
+    """A gloo process group for the block, torn down cleanly after it; yields this
+    rank's rows of the batch."""
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=init_method, rank=rank, world_size=world_size,
                             timeout=datetime.timedelta(seconds=60))
     try:
-        mesh = init_device_mesh("cpu", (world_size,))
         x, y = make_problem()
         shard = slice(rank * len(x) // world_size, (rank + 1) * len(x) // world_size)
-        x, y = x[shard], y[shard]
-        results = {}
-        for name, (first, then) in RUNS.items():
-            model = _sharded_model(mesh)
-            opt = first(model.parameters())
-            half = steps // 2 if then is not None else steps
-            norms = train(model, x, y, half, opt)
-            if then is not None:
-                state = opt.state_dict()
-                opt = then(model.parameters())
-                opt.load_state_dict(state)
-                norms += train(model, x, y, steps - half, opt)
-            params = [p.full_tensor().detach() for p in model.parameters()]
-            results[name] = (params, norms)
-            if name == "adam":
-                results["adam_state"] = get_optimizer_state_dict(
-                    model, opt, options=StateDictOptions(full_state_dict=True))
-        if rank == 0 and result_path:
-            torch.save(results, result_path)
+        yield x[shard], y[shard]
         # both ranks past their last collective before either tears gloo down
         # (see examples/ddp_train.py)
         dist.barrier()
-        return results
     finally:
+        # free what still holds the process group (sharded modules sit in reference
+        # cycles) while the interpreter is alive: gloo work destroyed during
+        # interpreter shutdown aborts ("terminate called without an active exception")
+        gc.collect()
         dist.destroy_process_group()
+        gc.collect()
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__)
+def _run_sharded(name, world_size, x, y, steps):
+    """One run of RUNS; returns plain tensors only (the sharded model and optimizer
+    die here, before the process group)."""
+    first, then = RUNS[name]
+    model = _sharded_model(init_device_mesh("cpu", (world_size,)))
+    opt = first(model.parameters())
+    half = steps // 2 if then is not None else steps
+    norms = train(model, x, y, half, opt)
+    if then is not None:
+        state = opt.state_dict()
+        opt = then(model.parameters())
+        opt.load_state_dict(state)
+        norms += train(model, x, y, steps - half, opt)
+    out = {name: ([p.full_tensor().detach() for p in model.parameters()], norms)}
+    if name == "adam":
+        out["adam_state"] = get_optimizer_state_dict(
+            model, opt, options=StateDictOptions(full_state_dict=True))
+    return out
+
+
+def run(rank, world_size, init_method, steps=20, result_path=None):
+    """One rank: every run of RUNS on this rank's rows of the batch under FSDP2; returns
+    (and rank 0 saves) {name: (full params, grad norms)} and the full optimizer state
+    of the 'adam' run."""
+    with process_group(rank, world_size, init_method) as (x, y):
+        results = {}
+        for name in RUNS:
+            results.update(_run_sharded(name, world_size, x, y, steps))
+        if rank == 0 and result_path:
+            torch.save(results, result_path)
+    return results
+
+
+def main(doc=__doc__, run=run, runs=RUNS):
+    """Command line of this example and of zero_train.py."""
+    parser = argparse.ArgumentParser(description=doc)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--init-method", default="env://",
                         help="torch.distributed init method (torchrun sets env://)")
@@ -128,7 +150,7 @@ def main():
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     results = run(rank, world, args.init_method, args.steps, result_path=args.save)
     if rank == 0:
-        for name in RUNS:
+        for name in runs:
             single = train_single(name, args.steps)[0]
             diff = max(float((a - b).abs().max()) for a, b in zip(results[name][0], single))
             print(f"{name}: {world} ranks x {args.steps} steps: "

@@ -15,7 +15,10 @@ The one global quantity is the gradient norm for ``max_grad_norm``::
     ||g||^2 = sum over plain tensors of local sumsq
             + sum over DTensors of (local sumsq all-reduced over the mesh dims they are Shard on)
 
-(Replicate dims hold copies and are not summed). The local sums of squares are
+(Replicate dims hold copies and are not summed). Under
+``torch.distributed.optim.ZeroRedundancyOptimizer`` each rank's optimizer holds a
+disjoint partition of plain parameters: the plain part is then all-reduced over
+ZeRO's process group (``zero_partition_group``), once per step on every rank. The local sums of squares are
 fastloss's deterministic float64 chunked sums; the all-reduces run in a fixed order
 (first appearance of each (mesh, dims) among the parameters), the same on every rank.
 
@@ -30,7 +33,7 @@ import sys
 import torch
 
 __all__ = ["is_dtensor", "group_has_dtensors", "local", "local_param_grad", "local_state",
-           "wrap_like", "global_grad_norm"]
+           "zero_partition_group", "wrap_like", "global_grad_norm"]
 
 
 def _dtensor_cls():
@@ -114,6 +117,26 @@ def local_state(p, key, v, name):
                      f"set_optimizer_state_dict)")
 
 
+def zero_partition_group(depth=4):
+    """The process group of the ``ZeroRedundancyOptimizer`` whose ``__init__`` is building
+    the calling optimizer (found among the ``depth`` frames above the caller), else None.
+
+    ZeRO builds its per-rank optimizer as ``optimizer_class(partition, **defaults)``
+    from its own methods; nothing in the call tells the optimizer it holds a part."""
+    mod = sys.modules.get("torch.distributed.optim.zero_redundancy_optimizer")
+    if mod is None:
+        return None
+    f = sys._getframe(2)
+    for _ in range(depth):
+        if f is None:
+            break
+        owner = f.f_locals.get("self")
+        if isinstance(owner, mod.ZeroRedundancyOptimizer):
+            return owner.process_group
+        f = f.f_back
+    return None
+
+
 def wrap_like(p, t):
     """``t`` (a local tensor shaped like ``local(p)``) as state of ``p``: a DTensor with
     ``p``'s mesh, placements, global shape and stride when ``p`` is one, else ``t``."""
@@ -123,12 +146,14 @@ def wrap_like(p, t):
                                      shape=p.shape, stride=p.stride())
 
 
-def global_grad_norm(pairs, local_sumsq) -> float:
+def global_grad_norm(pairs, local_sumsq, partition_group=None) -> float:
     """The L2 norm of all gradients across ranks (see the module docstring).
 
     ``pairs``: ``(param, local grad)`` for every gradient in the step, in parameter
     order (the same order on every rank: the all-reduces follow it);
-    ``local_sumsq(local grad) -> float``: its sum of squares on this rank.
+    ``local_sumsq(local grad) -> float``: its sum of squares on this rank;
+    ``partition_group``: ZeRO's group, over which the plain tensors' sum is all-reduced
+    (every rank of it must call this once per step, with or without gradients).
     """
     total = 0.0
     sharded: dict = {}  # (mesh, shard dims) -> local sum, in first-appearance order
@@ -143,6 +168,11 @@ def global_grad_norm(pairs, local_sumsq) -> float:
             continue
         key = (p.device_mesh, dims)
         sharded[key] = sharded.get(key, 0.0) + s
+    if partition_group is not None:
+        import torch.distributed as dist
+        buf = torch.tensor([total], dtype=torch.float64)
+        dist.all_reduce(buf, op=dist.ReduceOp.SUM, group=partition_group)
+        total = float(buf[0])
     if sharded:
         import torch.distributed as dist
         for (mesh, dims), s in sharded.items():

@@ -26,9 +26,10 @@ gradient norm (``clip_grad_norm_``'s rule; the grads are not written; the norm i
 in ``last_grad_norm``). DTensor parameters (FSDP2's ``fully_shard``) are stepped
 on each rank's local shard, their state kept as DTensors placed like them (as
 ``torch.optim`` does), and the norm summed across shards (``_distributed``).
-Under ``torch.distributed.optim.ZeroRedundancyOptimizer`` each rank's instance
-holds only its partition, so ``max_grad_norm`` would see only that partition:
-clip before ``step`` with ``torch.nn.utils.clip_grad_norm_`` instead.
+Under ``torch.distributed.optim.ZeroRedundancyOptimizer(params,
+optimizer_class=Adam, ...)`` each rank's instance steps its partition of the
+parameters, and ``max_grad_norm`` sums the norm over the partitions of ZeRO's
+process group.
 """
 from __future__ import annotations
 
@@ -193,6 +194,9 @@ class _FastlossStep:
                                                   low_open=True)
         self.max_grad_norm = max_grad_norm
         self.last_grad_norm = None
+        # [distributed] built by ZeroRedundancyOptimizer: the norm sums over its partitions
+        self._fl_norm_group = (_distributed.zero_partition_group()
+                               if max_grad_norm is not None else None)
         super().__init__(params, *args, **kwargs)
 
     def add_param_group(self, param_group):
@@ -318,20 +322,21 @@ class _FastlossStep:
             with torch.enable_grad():
                 loss = closure()
         plan = self._plan()
+        threads_set = False
+        gscale = 1.0
+        if self.max_grad_norm is not None:  # before the return below: ranks all take part
+            _threads.numba_threads()
+            threads_set = True
+            # [distributed] the norm over all ranks' shards (or ZeRO's partitions)
+            norm = _distributed.global_grad_norm(
+                [(p, g) for _, _, _, items in plan for p, _, g, _ in items], _grad_sumsq,
+                self._fl_norm_group)
+            self.last_grad_norm = norm
+            gscale = _clip_scale(norm, self.max_grad_norm)
         if not plan:
             return loss
         K = _kernels()
         views = self._fl_views
-        threads_set = False
-        gscale = 1.0
-        if self.max_grad_norm is not None:
-            _threads.numba_threads()
-            threads_set = True
-            # [distributed] the norm over all ranks' shards
-            norm = _distributed.global_grad_norm(
-                [(p, g) for _, _, _, items in plan for p, _, g, _ in items], _grad_sumsq)
-            self.last_grad_norm = norm
-            gscale = _clip_scale(norm, self.max_grad_norm)
         for core, cg, gs, items in plan:
             gs *= gscale
             memo = {}
