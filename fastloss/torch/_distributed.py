@@ -53,7 +53,7 @@ def group_has_dtensors(params) -> bool:
     """True when any tensor of ``params`` (a param group's list) is a DTensor: only such
     groups need the per-parameter calls below."""
     cls = _dtensor_cls()
-    return cls is not None and any(isinstance(p, cls) for p in params)
+    return cls is not None and any(issubclass(t, cls) for t in set(map(type, params)))
 
 
 def local(t):
