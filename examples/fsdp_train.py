@@ -106,7 +106,7 @@ def process_group(rank, world_size, init_method):
         gc.collect()
 
 
-def _run_sharded(name, world_size, x, y, steps):
+def _run_sharded(name, rank, world_size, x, y, steps):
     """One run of RUNS; returns plain tensors only (the sharded model and optimizer
     die here, before the process group)."""
     first, then = RUNS[name]
@@ -126,17 +126,23 @@ def _run_sharded(name, world_size, x, y, steps):
     return out
 
 
+def run_all(one_run, names, rank, world_size, init_method, steps, result_path):
+    """``one_run(name, rank, world_size, x, y, steps) -> dict`` for each name, in one
+    process group; returns the merged results (rank 0 saves them to ``result_path``)."""
+    with process_group(rank, world_size, init_method) as (x, y):
+        results = {}
+        for name in names:
+            results.update(one_run(name, rank, world_size, x, y, steps))
+        if rank == 0 and result_path:
+            torch.save(results, result_path)
+    return results
+
+
 def run(rank, world_size, init_method, steps=20, result_path=None):
     """One rank: every run of RUNS on this rank's rows of the batch under FSDP2; returns
     (and rank 0 saves) {name: (full params, grad norms)} and the full optimizer state
     of the 'adam' run."""
-    with process_group(rank, world_size, init_method) as (x, y):
-        results = {}
-        for name in RUNS:
-            results.update(_run_sharded(name, world_size, x, y, steps))
-        if rank == 0 and result_path:
-            torch.save(results, result_path)
-    return results
+    return run_all(_run_sharded, RUNS, rank, world_size, init_method, steps, result_path)
 
 
 def main(doc=__doc__, run=run, runs=RUNS):

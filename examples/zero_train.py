@@ -18,7 +18,6 @@ from __future__ import annotations
 import os
 import sys
 
-import torch
 import torch.distributed as dist
 from torch.distributed.optim import ZeroRedundancyOptimizer
 from torch.nn.parallel import DistributedDataParallel
@@ -27,7 +26,7 @@ import fastloss.torch.optim as FO
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from ddp_train import make_model  # noqa: E402
-from fsdp_train import CLIP, LR, main, process_group, train  # noqa: E402
+from fsdp_train import CLIP, LR, main, run_all, train  # noqa: E402
 
 # name -> the ZeRO optimizer; 'adam_resume' hands its state over half-way
 RUNS = {
@@ -46,7 +45,7 @@ def _full_state(opt, rank):
     return box[0]
 
 
-def _run_zero(name, rank, x, y, steps):
+def _run_zero(name, rank, world_size, x, y, steps):
     """One run of RUNS; returns plain tensors only (model and optimizer die here)."""
     make = RUNS[name]
     model = DistributedDataParallel(make_model())
@@ -69,13 +68,7 @@ def run(rank, world_size, init_method, steps=20, result_path=None):
     """One rank: every run of RUNS under DDP + ZeRO on this rank's rows of the batch;
     returns (and rank 0 saves) {name: (params, grad norms)} and the 'adam' run's
     consolidated state_dict."""
-    with process_group(rank, world_size, init_method) as (x, y):
-        results = {}
-        for name in RUNS:
-            results.update(_run_zero(name, rank, x, y, steps))
-        if rank == 0 and result_path:
-            torch.save(results, result_path)
-    return results
+    return run_all(_run_zero, RUNS, rank, world_size, init_method, steps, result_path)
 
 
 if __name__ == "__main__":
