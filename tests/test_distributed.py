@@ -173,13 +173,14 @@ def _dtensor_params(mesh, params, placement=None):
                                     (FO.SGD, dict(lr=0.1, momentum=0.9)),
                                     (FO.NAdam, dict(lr=0.1)),
                                     (FO.AdamW, dict(lr=0.1, max_grad_norm=0.5))])
-def test_dtensor_params_step_like_plain_tensors(one_rank, cls, kw):
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_dtensor_params_step_like_plain_tensors(one_rank, cls, kw, dtype):
     """DTensor params (Shard(0) and Replicate) step as plain tensors do; state is kept as
     DTensors placed like the params, plain scalar step; a torch.optim state_dict of
     DTensors loads and resumes."""
     from torch.distributed.tensor import DTensor, Replicate
 
-    params, grads = _problem()
+    params, grads = _problem(dtype)
     for placement in (None, Replicate()):
         dps = _dtensor_params(one_rank, params, placement)
         plain = [p.clone().requires_grad_() for p in params]
