@@ -258,3 +258,27 @@ def test_global_grad_norm_plain_tensors_without_process_group():
     assert not _distributed.group_has_dtensors(gs)
     assert math.isnan(_distributed.global_grad_norm(
         [(torch.tensor([math.nan]),) * 2], lambda g: float((g * g).sum())))
+
+
+def test_dtensor_2d_mesh_hsdp_placements(one_rank):
+    """(Replicate, Shard(0)) on a 2-D mesh, as HSDP lays parameters out: stepped and
+    clipped like plain tensors (the norm is all-reduced over the Shard dim only)."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.tensor import DTensor, Replicate, Shard, distribute_tensor
+
+    mesh = init_device_mesh("cpu", (1, 1), mesh_dim_names=("replicate", "shard"))
+    placements = [Replicate(), Shard(0)]
+    params, grads = _problem()
+    dps = [torch.nn.Parameter(distribute_tensor(p.clone(), mesh, placements)) for p in params]
+    plain = [p.clone().requires_grad_() for p in params]
+    opt = FO.AdamW(dps, lr=0.1, max_grad_norm=0.5)
+    popt = FO.AdamW(plain, lr=0.1, max_grad_norm=0.5)
+    for gs in grads:
+        for d, p, g in zip(dps, plain, gs):
+            d.grad = DTensor.from_local(g.clone(), mesh, placements)
+            p.grad = g.clone()
+        opt.step()
+        popt.step()
+        assert opt.last_grad_norm == popt.last_grad_norm
+    for d, p in zip(dps, plain):
+        assert torch.equal(d.to_local(), p.detach())
