@@ -269,8 +269,7 @@ class Optimizer:
             if self.skip_nonfinite and not math.isfinite(norm):
                 self.skipped_steps += 1
                 return False
-            gscale = min(1.0, self.max_grad_norm / (norm + 1e-6)) if math.isfinite(norm) \
-                else float("nan")
+            gscale = _clip_scale(norm, self.max_grad_norm)
         elif self.skip_nonfinite and _any_nonfinite(flat, native):
             self.skipped_steps += 1
             return False
@@ -404,6 +403,12 @@ def _sumsq(g, native):
 
 def _global_norm(flat, native) -> float:
     return math.sqrt(sum(_sumsq(g, native) for g in flat))
+
+
+def _clip_scale(norm, max_norm) -> float:
+    """The gradient scale of ``max_grad_norm`` clipping, ``min(1, max_norm / (norm + 1e-6))``;
+    NaN when the norm is not finite (the step then propagates NaN, as PyTorch)."""
+    return min(1.0, max_norm / (norm + 1e-6)) if math.isfinite(norm) else float("nan")
 
 
 def _any_nonfinite(flat, native) -> bool:

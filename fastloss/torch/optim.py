@@ -20,15 +20,26 @@ state of the right shapes) and raises before anything is changed.
 ``foreach`` and ``fused`` are accepted and ignored (there is one
 implementation); ``differentiable=True`` is refused. Hyper-parameters given
 as tensors are read as Python numbers at each step.
+
+One keyword beyond torch's: ``max_grad_norm=`` clips inside the step by the global
+gradient norm (``clip_grad_norm_``'s rule; the grads are not written; the norm is
+in ``last_grad_norm``). DTensor parameters (FSDP2's ``fully_shard``) are stepped
+on each rank's local shard, their state kept as DTensors placed like them (as
+``torch.optim`` does), and the norm summed across shards (``_distributed``).
+Under ``torch.distributed.optim.ZeroRedundancyOptimizer(params,
+optimizer_class=Adam, ...)`` each rank's instance steps its partition of the
+parameters, and ``max_grad_norm`` sums the norm over the partitions of ZeRO's
+process group.
 """
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from .. import _threads
+from .. import _threads, _validate
 from ..optim import _optimizers as _core
-from ..optim._base import _kernels
+from ..optim._base import _clip_scale, _kernels, _sumsq
+from . import _distributed
 
 __all__ = ["SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "Adamax", "NAdam"]
 
@@ -92,6 +103,12 @@ def _check_grad(p, g, name, opt_name):
                          f"{tuple(p.shape)}")
 
 
+def _grad_sumsq(g):
+    """Sum of squares of a (local) gradient tensor: fastloss's float64 chunked sum."""
+    g = g.detach()
+    return _sumsq((g if g.is_contiguous() else g.contiguous()).numpy().reshape(-1), True)
+
+
 class _Views:
     """NumPy views of one parameter and its torch state, reused while neither changes.
 
@@ -120,43 +137,47 @@ class _Views:
         return st
 
 
-def _build_views(p, state, name, required):
+def _build_views(p, lp, state, name, required):
     """Check a parameter's existing torch state and make its views (state tensors of
-    another dtype or layout are replaced by contiguous copies of the same values)."""
+    another dtype or layout are replaced by contiguous copies of the same values).
+    ``lp``: the tensor stepped, ``p`` itself or its local shard when ``p`` is a DTensor."""
     for key in required:
         if key not in state:
             raise ValueError(f"the state of {name} has no {key!r} (a state_dict of another "
                              f"optimizer?)")
     for key, v in state.items():
         if isinstance(v, torch.Tensor):
+            v = _distributed.local_state(p, key, v, name)  # [distributed] DTensor state: local
             if not v.is_cpu:
                 raise ValueError(f"state {key!r} of {name} is on device {v.device}")
             if key in _SCALAR_KEYS:
                 if v.numel() != 1:
                     raise ValueError(f"state {key!r} of {name} has shape {tuple(v.shape)}, "
                                      f"expected a scalar")
-            elif v.shape != p.shape:
+            elif v.shape != lp.shape:
                 raise ValueError(f"state {key!r} of {name} has shape {tuple(v.shape)}, the "
-                                 f"parameter {tuple(p.shape)}")
+                                 f"parameter {tuple(lp.shape)}")
     e = _Views()
     e.tensors, e.arrays, e.scalars, e.others = {}, {}, {}, {}
     for key in list(state):
         v = state[key]
         if isinstance(v, torch.Tensor):
+            lv = _distributed.local_state(p, key, v, name)  # [distributed] DTensor state: local
             if key in _SCALAR_KEYS:
-                if v.dtype not in _FLOAT or v.dim() != 0:
-                    v = state[key] = v.detach().reshape(()).to(
-                        v.dtype if v.dtype in _FLOAT else _scalar_dtype())
-                e.scalars[key] = v.detach().numpy()
+                if lv.dtype not in _FLOAT or lv.dim() != 0:
+                    v = state[key] = lv = lv.detach().reshape(()).to(
+                        lv.dtype if lv.dtype in _FLOAT else _scalar_dtype())
+                e.scalars[key] = lv.detach().numpy()
             else:
-                if v.dtype is not p.dtype or not v.is_contiguous():
-                    v = state[key] = v.detach().to(p.dtype).contiguous()
-                e.arrays[key] = v.detach().numpy()
+                if lv.dtype is not p.dtype or not lv.is_contiguous():
+                    lv = lv.detach().to(p.dtype).contiguous()
+                    v = state[key] = _distributed.wrap_like(p, lv)  # [distributed] re-wrap
+                e.arrays[key] = lv.detach().numpy()
             e.tensors[key] = v
         else:
             e.others[key] = v
-    e.state, e.n, e.ptr = state, len(state), p.data_ptr()
-    pd = p.detach()
+    e.state, e.n, e.ptr = state, len(state), lp.data_ptr()
+    pd = lp.detach()
     e.p_np = pd.numpy() if pd.is_contiguous() else None
     return e
 
@@ -165,6 +186,18 @@ class _FastlossStep:
     """Mixin replacing ``torch.optim.<Name>.step`` by fastloss kernels."""
 
     _core_cls = None  # the fastloss.optim class with the same math
+
+    def __init__(self, params, *args, max_grad_norm=None, **kwargs):
+        # fused clipping by the global gradient norm (across shards for DTensor parameters)
+        if max_grad_norm is not None:
+            max_grad_norm = _validate.real_scalar(max_grad_norm, "max_grad_norm", low=0.0,
+                                                  low_open=True)
+        self.max_grad_norm = max_grad_norm
+        self.last_grad_norm = None
+        # [distributed] built by ZeroRedundancyOptimizer: the norm sums over its partitions
+        self._fl_norm_group = (_distributed.zero_partition_group()
+                               if max_grad_norm is not None else None)
+        super().__init__(params, *args, **kwargs)
 
     def add_param_group(self, param_group):
         """torch's ``add_param_group``, then fastloss's checks (the group is not added if
@@ -224,6 +257,7 @@ class _FastlossStep:
                 core._check_group(cg)
                 memo = checked[id(group)] = (group, sig, {})
             required = memo[2]
+            sharded = _distributed.group_has_dtensors(group["params"])  # [distributed]
             items = []
             for p in group["params"]:
                 g = p.grad
@@ -232,20 +266,22 @@ class _FastlossStep:
                     continue
                 name = f"params[{index}]"
                 index += 1
-                _check_param(p, name)
-                _check_grad(p, g, name, opt_name)
+                # [distributed] a DTensor and its grad: step this rank's shards
+                lp, lg = _distributed.local_param_grad(p, g, name) if sharded else (p, g)
+                _check_param(lp, name)
+                _check_grad(lp, lg, name, opt_name)
                 state = self.state.get(p)
                 e = None
                 if state:
                     e = views.get(p)
-                    if e is None or not e.valid(p, state):
+                    if e is None or not e.valid(lp, state):
                         dt = p.dtype
                         if dt not in required:
                             tiny = np.zeros(1, np.float32 if dt is torch.float32 else np.float64)
                             required[dt] = [k for k, v in core._new_state(tiny, cg).items()
                                             if v is not None]
-                        e = views[p] = _build_views(p, state, name, required[dt])
-                items.append((p, g, e))
+                        e = views[p] = _build_views(p, lp, state, name, required[dt])
+                items.append((p, lp, lg, e))
             if items:
                 gs = -1.0 if cg.get("maximize", False) else 1.0
                 plan.append((core, cg, gs, items))
@@ -269,7 +305,8 @@ class _FastlossStep:
                     changed = True
             elif isinstance(v, np.ndarray):
                 if e is None or e.arrays.get(key) is not v:
-                    state[key] = torch.from_numpy(v)
+                    # [distributed] state of a DTensor is a DTensor placed like it
+                    state[key] = _distributed.wrap_like(p, torch.from_numpy(v))
                     changed = True
             elif key not in state and v is not None:
                 state[key] = v
@@ -285,19 +322,30 @@ class _FastlossStep:
             with torch.enable_grad():
                 loss = closure()
         plan = self._plan()
+        threads_set = False
+        gscale = 1.0
+        if self.max_grad_norm is not None:  # before the return below: ranks all take part
+            _threads.numba_threads()
+            threads_set = True
+            # [distributed] the norm over all ranks' shards (or ZeRO's partitions)
+            norm = _distributed.global_grad_norm(
+                [(p, g) for _, _, _, items in plan for p, _, g, _ in items], _grad_sumsq,
+                self._fl_norm_group)
+            self.last_grad_norm = norm
+            gscale = _clip_scale(norm, self.max_grad_norm)
         if not plan:
             return loss
         K = _kernels()
         views = self._fl_views
-        threads_set = False
         for core, cg, gs, items in plan:
+            gs *= gscale
             memo = {}
-            for p, g, e in items:
+            for p, lp, g, e in items:
                 pw = None
                 if e is not None and e.p_np is not None:
                     p_np = e.p_np
                 else:
-                    pd = p.detach()
+                    pd = lp.detach()
                     if pd.is_contiguous():
                         p_np = pd.numpy()
                     else:
@@ -323,7 +371,7 @@ class _FastlossStep:
                 if self._store(p, st, e):
                     views.pop(p, None)
                 if pw is not None:
-                    p.detach().copy_(pw)
+                    lp.detach().copy_(pw)
         return loss
 
 
