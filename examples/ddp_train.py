@@ -6,7 +6,7 @@ Run with N ranks:
 
     torchrun --standalone --nproc_per_node=2 examples/ddp_train.py --steps 20
 
-`run(rank, world_size, init_method)` is also what tests/test_ddp.py calls.
+`run(rank, world_size, init_method)` is also what tests/test_distributed.py launches.
 """
 from __future__ import annotations
 

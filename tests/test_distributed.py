@@ -1,7 +1,7 @@
-"""fastloss.torch.optim on torch.distributed: FSDP2 (DTensor parameters) and ZeRO-1.
+"""fastloss on torch.distributed: DDP, FSDP2 (DTensor parameters) and ZeRO-1.
 
-Two gloo ranks on loopback (examples/fsdp_train.py, examples/zero_train.py launched as
-two processes, as torchrun would) end where single-process full-batch training ends;
+Two gloo ranks on loopback (examples/ddp_train.py, fsdp_train.py, zero_train.py launched
+as two processes, as torchrun would) end where single-process full-batch training ends;
 in-process tests on a one-rank group check DTensor handling and its bad input.
 """
 import importlib.util
@@ -36,13 +36,13 @@ def _load_example(name):
     return mod
 
 
-def _launch_two_ranks(name, tmp_path):
+def _launch_two_ranks(name, tmp_path, steps=STEPS):
     """Run examples/<name>.py as ranks 0 and 1 (file store, gloo on loopback, bounded in
     time); returns what rank 0 saved."""
     result = tmp_path / "results.pt"
     env = {**os.environ, "WORLD_SIZE": "2", "GLOO_SOCKET_IFNAME": "lo",
            "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
-    cmd = [sys.executable, str(EXAMPLES / f"{name}.py"), "--steps", str(STEPS),
+    cmd = [sys.executable, str(EXAMPLES / f"{name}.py"), "--steps", str(steps),
            "--init-method", f"file://{tmp_path / 'store'}", "--save", str(result)]
     procs = [subprocess.Popen(cmd, env={**env, "RANK": str(r)}, cwd=tmp_path,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -78,6 +78,17 @@ def _assert_runs_match_single(runs, results):
 def _assert_state_matches(state, single_state):
     for key in ("step", "exp_avg", "exp_avg_sq"):
         torch.testing.assert_close(state[key], single_state[key], rtol=0, atol=1e-6)
+
+
+def test_ddp_two_ranks_equals_single_process(tmp_path):
+    """DistributedDataParallel with fastloss's loss and Adam: each rank on half the batch."""
+    ex = _load_example("ddp_train")
+    assert isinstance(ex.make_optimizer(ex.make_model().parameters()), FO.Adam)
+    ddp = _launch_two_ranks("ddp_train", tmp_path, steps=10)
+    x, y = ex.make_problem()
+    single = ex.train(ex.make_model(), x, y, steps=10)
+    for a, b in zip(ddp, single):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
 
 
 def test_fsdp2_two_ranks_equal_single_process(tmp_path):
