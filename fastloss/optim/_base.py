@@ -2,7 +2,7 @@
 
 A concrete optimizer only says what PyTorch's does: its defaults, how to
 check a group's hyper-parameters, which state buffers a parameter gets, and
-which kernel to call with which scalars (``_scalars``, ``_arrays``). Everything else
+which kernel to call with which scalars (``_scalars``, ``_buffers``). Everything else
 lives here, once:
 
 * ``step(grads)`` validates *everything* (grads' count, shapes and dtypes;
@@ -25,6 +25,7 @@ from collections.abc import Iterable, Mapping
 import numpy as np
 
 from .. import _backend, _threads, _validate
+from . import _engine
 
 __all__ = ["Optimizer", "numba_available"]
 
@@ -127,7 +128,6 @@ class Optimizer:
         self._params: list[np.ndarray] = []
         self.skipped_steps = 0
         self.last_grad_norm = None
-        self._dummies: dict = {}
 
         if isinstance(params, np.ndarray) or not isinstance(params, Iterable):
             raise TypeError("params must be a list of arrays or a list of param-group dicts, "
@@ -203,66 +203,74 @@ class Optimizer:
         Computed once per group, step and dtype, not per parameter."""
         raise NotImplementedError
 
-    def _arrays(self, p, g, st, flags):
-        """The kernel's array arguments: flat views of param, grad and state buffers
-        (allocating buffers an option needs on first use)."""
+    def _buffers(self, p, st, flags):
+        """The kernel's state buffers, after param and grad, in its argument order
+        (``None`` for one the flags switch off), allocating those an option needs on
+        first use."""
         raise NotImplementedError
 
-    def _dummy(self, dt):
-        """A 1-element buffer standing in for state an option turns off."""
-        d = self._dummies.get(dt)
-        if d is None:
-            d = self._dummies[dt] = np.zeros(1, dt)
-        return d
-
     # -- the step --------------------------------------------------------------
-    def _check_grads(self, grads):
+    def _check_grads(self, grads, native):
+        """Validate every grad; return their flat views and (native) their addresses."""
         if isinstance(grads, np.ndarray) or not isinstance(grads, Iterable):
             raise TypeError("grads must be a list of arrays, one per parameter")
         grads = list(grads)
-        if len(grads) != len(self._params):
-            raise ValueError(f"got {len(grads)} grads for {len(self._params)} parameters")
-        flat = []
-        for i, (p, g) in enumerate(zip(self._params, grads)):
+        params = self._params
+        if len(grads) != len(params):
+            raise ValueError(f"got {len(grads)} grads for {len(params)} parameters")
+        flat, addrs = [], []
+        if native:
+            paddrs = self.__dict__.get("_paddrs")
+            if paddrs is None:  # a param's buffer never moves (we hold a reference)
+                paddrs = self._paddrs = [(_engine.address(p), p.nbytes) for p in params]
+        for i, (p, g) in enumerate(zip(params, grads)):
             if type(g) is not np.ndarray and not isinstance(g, np.ndarray):
                 raise TypeError(f"grads[{i}] must be a numpy.ndarray, got {type(g).__name__}")
-            if g.dtype != p.dtype:
-                if g.dtype.newbyteorder("=") != p.dtype:
-                    raise TypeError(f"grads[{i}] has dtype {g.dtype}, its parameter has {p.dtype}")
-                g = g.astype(p.dtype)  # non-native byte order: a native copy
+            pdt = p.dtype
+            if g.dtype is not pdt and g.dtype != pdt:
+                if g.dtype.newbyteorder("=") != pdt:
+                    raise TypeError(f"grads[{i}] has dtype {g.dtype}, its parameter has {pdt}")
+                g = g.astype(pdt)  # non-native byte order: a native copy
             if g.shape != p.shape:
                 raise ValueError(f"grads[{i}] has shape {g.shape}, its parameter has {p.shape}")
             pf = p.flags
             if not pf.writeable or not pf.c_contiguous:
                 raise ValueError(f"params[{i}] became read-only or non-contiguous")
-            if np.may_share_memory(g, p):
-                raise ValueError(f"grads[{i}] shares memory with its parameter")
-            flat.append(g.reshape(-1) if g.flags.c_contiguous else np.ravel(g))
-        return flat
+            if g.flags.c_contiguous:
+                if native:
+                    ga = _engine.address(g)
+                    pa, nb = paddrs[i]
+                    if ga < pa + nb and pa < ga + nb:
+                        raise ValueError(f"grads[{i}] shares memory with its parameter")
+                    addrs.append(ga)
+                elif np.may_share_memory(g, p):
+                    raise ValueError(f"grads[{i}] shares memory with its parameter")
+                g = g.reshape(-1)
+            else:
+                if np.may_share_memory(g, p):
+                    raise ValueError(f"grads[{i}] shares memory with its parameter")
+                g = np.ravel(g)  # a contiguous copy
+                if native:
+                    addrs.append(_engine.address(g))
+            flat.append(g)
+        return flat, addrs
 
     def step(self, grads) -> bool:
         """One update of every parameter with ``grads`` (same order as the params).
 
         Returns True, or False when ``skip_nonfinite`` skipped the step.
         """
-        flat = self._check_grads(grads)
+        native = self.backend == "native"
+        flat, gaddrs = self._check_grads(grads, native)
         for group in self.param_groups:
             # re-validate a group only when one of its options changed since last time
             sig = tuple(_frozen(group.get(k)) for k in self._defaults)
             if sig != group.get("_checked"):
                 self._check_group(group)
                 group["_checked"] = sig
-        native = self.backend == "native"
-        threads_set = False
-        if native:
-            K = _kernels()
-        else:
-            from . import _reference as K
-
-        gscale = 1.0
         if native and (self.max_grad_norm is not None or self.skip_nonfinite):
             _threads.numba_threads()
-            threads_set = True
+        gscale = 1.0
         if self.max_grad_norm is not None:
             norm = _global_norm(flat, native)
             self.last_grad_norm = norm
@@ -275,28 +283,30 @@ class Optimizer:
             self.skipped_steps += 1
             return False
 
-        for group in self.param_groups:
+        rows = self.__dict__.setdefault("_rows", {})
+        tables = self.__dict__.setdefault("_tables", {})
+        for gi, group in enumerate(self.param_groups):
             gs = -gscale if group.get("maximize", False) else gscale
-            memo = {}
+            launches = {}
             for i, p in zip(group["_index"], group["params"]):
                 st = self.state[i]
                 key = (self._advance(st, group), p.dtype)
-                sc = memo.get(key)
-                if sc is None:
+                la = launches.get(key)
+                if la is None:
                     name, flags, scalars = self._scalars(group, key[0], p.dtype.type, gs)
                     # plain bools: the flags key the compiled variants (and Numba's cache)
-                    sc = memo[key] = (name, tuple(bool(f) for f in flags), scalars)
-                name, flags, scalars = sc
-                arrays = self._arrays(p, flat[i], st, flags)
+                    la = launches[key] = _engine.Launch(name, tuple(bool(f) for f in flags),
+                                                        scalars)
+                bufs = self._buffers(p, st, la.flags)
                 if native:
-                    n = p.size
-                    if n >= K.PARALLEL_THRESHOLD and not threads_set:
-                        _threads.numba_threads()  # per calling thread; only for parallel kernels
-                        threads_set = True
-                    K.kernel(name, flags, n)(*arrays, *scalars)
+                    row = rows.get(i)
+                    if row is None or not row.same(p, bufs):
+                        row = rows[i] = _engine.Row(p, bufs)
+                    la.add_native(row, gaddrs[i])
                 else:
-                    with np.errstate(all="ignore"):  # NaN/Inf propagate silently, as native
-                        getattr(K, name)(*arrays, *scalars, *flags)
+                    la.add_numpy(p, flat[i], bufs)
+            for (_, dt), la in launches.items():
+                la.run(tables.setdefault((gi, la.name, la.flags, dt), {}) if native else None)
         return True
 
     def zero_state(self) -> None:
