@@ -26,9 +26,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .. import _threads
 from ..optim import _optimizers as _core
-from ..optim._base import _kernels
+from ..optim import _engine
 
 __all__ = ["SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "Adamax", "NAdam"]
 
@@ -44,7 +43,6 @@ def _logic(cls):
     obj = _logic_cache.get(cls)
     if obj is None:
         obj = object.__new__(cls)
-        obj._dummies = {}
         obj.defaults = dict(cls._defaults)
         _logic_cache[cls] = obj
     return obj
@@ -92,37 +90,52 @@ def _check_grad(p, g, name, opt_name):
                          f"{tuple(p.shape)}")
 
 
-class _Views:
-    """NumPy views of one parameter and its torch state, reused while neither changes.
+def _local(t):
+    """The tensor whose memory the kernels read or update, for a parameter or a
+    gradient: ``t`` itself. The one place where a wrapper tensor (a sharded DTensor)
+    would be unwrapped to its local shard."""
+    return t
 
-    Valid while ``state`` is the same dict holding the same tensor objects and ``p``
-    still points at the same memory (``p.data = ...`` or ``load_state_dict`` rebuild it).
+
+def _sumsq(grads) -> float:
+    """Sum of the squares of all ``grads`` (flat NumPy arrays), in float64 over fixed
+    chunks, for ``max_grad_norm``. The one place where shards' sums would be
+    all-reduced into the global one."""
+    from ..optim._base import _sumsq as sumsq
+    return sum(sumsq(g, True) for g in grads)
+
+
+class _Slot:
+    """One parameter as the kernels see it, reused while nothing changed: its NumPy
+    view, its torch state and a NumPy mirror of that state (``st``: the arrays are views
+    of the state tensors, ``step`` a Python number read from the tensor each step), and
+    the last gradient seen with its address.
+
+    Valid while ``state`` is the same dict holding the same tensor objects and the
+    parameter still points at the same memory (``p.data = ...`` or ``load_state_dict``
+    rebuild it); the gradient's checks are redone when ``p.grad`` is another tensor or
+    points elsewhere.
     """
 
-    __slots__ = ("state", "n", "ptr", "p_np", "tensors", "arrays", "scalars", "others")
+    __slots__ = ("state", "n", "ptr", "p_np", "tensors", "st", "step", "row", "g", "gptr",
+                 "gaddr", "gnp", "fresh")
 
-    def valid(self, p, state):
-        if self.state is not state or len(state) != self.n or p.data_ptr() != self.ptr:
+    def same_state(self, state):
+        if state is not self.state:
+            return False
+        if state is None:
+            return True
+        if len(state) != self.n:
             return False
         get = state.get
-        for key, t in self.tensors.items():
+        for key, t in self.tensors:
             if get(key) is not t:
                 return False
         return True
 
-    def numpy_state(self):
-        """The state as fastloss.optim holds it: arrays, Python scalars (read each step)."""
-        st = dict(self.arrays)
-        if self.others:
-            st.update(self.others)
-        for key, v in self.scalars.items():
-            st[key] = int(v) if key == "step" else float(v)
-        return st
 
-
-def _build_views(p, state, name, required):
-    """Check a parameter's existing torch state and make its views (state tensors of
-    another dtype or layout are replaced by contiguous copies of the same values)."""
+def _check_state(p, state, name, required):
+    """Raise before anything changes if a parameter's torch state cannot be stepped."""
     for key in required:
         if key not in state:
             raise ValueError(f"the state of {name} has no {key!r} (a state_dict of another "
@@ -138,26 +151,44 @@ def _build_views(p, state, name, required):
             elif v.shape != p.shape:
                 raise ValueError(f"state {key!r} of {name} has shape {tuple(v.shape)}, the "
                                  f"parameter {tuple(p.shape)}")
-    e = _Views()
-    e.tensors, e.arrays, e.scalars, e.others = {}, {}, {}, {}
-    for key in list(state):
-        v = state[key]
-        if isinstance(v, torch.Tensor):
-            if key in _SCALAR_KEYS:
-                if v.dtype not in _FLOAT or v.dim() != 0:
-                    v = state[key] = v.detach().reshape(()).to(
-                        v.dtype if v.dtype in _FLOAT else _scalar_dtype())
-                e.scalars[key] = v.detach().numpy()
+
+
+def _build_slot(p, lp, state):
+    """A slot for a checked parameter (``lp``: its local tensor) and its checked state
+    (state tensors of another dtype or layout are replaced by contiguous copies of the
+    same values)."""
+    e = _Slot()
+    e.st, tensors = {}, []
+    e.step = None
+    if state is not None:
+        for key in list(state):
+            v = state[key]
+            if isinstance(v, torch.Tensor):
+                if key in _SCALAR_KEYS:
+                    if v.dtype not in _FLOAT or v.dim() != 0:
+                        v = state[key] = v.detach().reshape(()).to(
+                            v.dtype if v.dtype in _FLOAT else _scalar_dtype())
+                    a = v.detach().numpy()
+                    if key == "step":
+                        e.step = a
+                        e.st[key] = 0
+                    else:
+                        e.st[key] = float(a)
+                else:
+                    if v.dtype is not lp.dtype or not v.is_contiguous():
+                        v = state[key] = v.detach().to(lp.dtype).contiguous()
+                    e.st[key] = v.detach().numpy()
+                tensors.append((key, v))
             else:
-                if v.dtype is not p.dtype or not v.is_contiguous():
-                    v = state[key] = v.detach().to(p.dtype).contiguous()
-                e.arrays[key] = v.detach().numpy()
-            e.tensors[key] = v
-        else:
-            e.others[key] = v
-    e.state, e.n, e.ptr = state, len(state), p.data_ptr()
-    pd = p.detach()
+                e.st[key] = v
+    e.n = 0 if state is None else len(state)
+    e.fresh = not state  # torch's rule: an empty state is a first step
+    e.state, e.tensors = state, tuple(tensors)
+    e.ptr = lp.data_ptr()
+    pd = lp.detach()
     e.p_np = pd.numpy() if pd.is_contiguous() else None
+    e.row = e.g = e.gnp = None
+    e.gptr = e.gaddr = 0
     return e
 
 
@@ -182,6 +213,13 @@ class _FastlossStep:
         self.__dict__.pop("_fl_checked", None)
         super().load_state_dict(state_dict)
 
+    def zero_grad(self, set_to_none: bool = True):
+        """torch's ``zero_grad``; also drops the references to the gradients kept to
+        skip re-checking an unchanged ``p.grad``."""
+        super().zero_grad(set_to_none)
+        for e in self.__dict__.get("_fl_views", {}).values():
+            e.g = e.gnp = None
+
     def _check_torch_group(self, group, k):
         if group.get("differentiable", False):
             raise ValueError("differentiable=True is not supported by fastloss.torch.optim "
@@ -190,7 +228,7 @@ class _FastlossStep:
         core._check_group(cg)
         n0 = sum(len(g["params"]) for g in self.param_groups[:k])
         for j, p in enumerate(group["params"]):
-            _check_param(p, f"params[{n0 + j}]")
+            _check_param(_local(p), f"params[{n0 + j}]")
 
     # -- mapping torch's groups and state onto fastloss.optim's logic ----------
     def _core_class(self, group):
@@ -206,16 +244,16 @@ class _FastlossStep:
 
     def _plan(self):
         """Validate every group and every parameter that will be stepped; nothing is
-        changed (beyond the view cache)."""
+        changed (beyond the caches of slots and gradient checks)."""
         views = self.__dict__.setdefault("_fl_views", {})
         checked = self.__dict__.setdefault("_fl_checked", {})
         opt_name = type(self).__name__
+        state_get = self.state.get
         plan = []
         index = 0
         for group in self.param_groups:
             core, cg = self._core_group(group)
-            sig = (group.get("differentiable", False), type(core),
-                   tuple(cg.values()))
+            sig = (group.get("differentiable", False), type(core), tuple(cg.values()))
             memo = checked.get(id(group))
             if memo is None or memo[0] is not group or memo[1] != sig:
                 if sig[0]:
@@ -230,51 +268,83 @@ class _FastlossStep:
                 if g is None:
                     index += 1
                     continue
-                name = f"params[{index}]"
-                index += 1
-                _check_param(p, name)
-                _check_grad(p, g, name, opt_name)
-                state = self.state.get(p)
-                e = None
-                if state:
-                    e = views.get(p)
-                    if e is None or not e.valid(p, state):
-                        dt = p.dtype
+                e = views.get(p)
+                state = state_get(p)
+                if e is None or p.data_ptr() != e.ptr or not e.same_state(state):
+                    name = f"params[{index}]"
+                    lp = _local(p)
+                    _check_param(lp, name)
+                    if state:
+                        dt = lp.dtype
                         if dt not in required:
                             tiny = np.zeros(1, np.float32 if dt is torch.float32 else np.float64)
                             required[dt] = [k for k, v in core._new_state(tiny, cg).items()
                                             if v is not None]
-                        e = views[p] = _build_views(p, state, name, required[dt])
-                items.append((p, g, e))
+                        _check_state(lp, state, name, required[dt])
+                    e = views[p] = _build_slot(p, lp, state)
+                if g is not e.g or g.data_ptr() != e.gptr:
+                    self._check_new_grad(p, g, e, f"params[{index}]", opt_name)
+                index += 1
+                items.append((p, e))
             if items:
                 gs = -1.0 if cg.get("maximize", False) else 1.0
                 plan.append((core, cg, gs, items))
         return plan
 
+    @staticmethod
+    def _check_new_grad(p, g, e, name, opt_name):
+        """Check a gradient not seen before and remember it with its address."""
+        lg = _local(g)
+        lp = _local(p)
+        _check_grad(lp, lg, name, opt_name)
+        gd = lg.detach()
+        if not gd.is_contiguous():
+            gd = gd.contiguous()
+        gnp = gd.numpy().reshape(-1)
+        ga = gd.data_ptr()
+        nb = gnp.nbytes
+        if nb and ga < e.ptr + nb and e.ptr < ga + nb:
+            raise ValueError(f"{name}.grad shares memory with its parameter")
+        e.g, e.gptr, e.gnp, e.gaddr = g, g.data_ptr(), gnp, ga
+
     def _advance(self, core, cg, st, p):
         return core._advance(st, cg)
 
-    def _store(self, p, st, e):
-        """Write the step count back and adopt state the kernel arguments created;
-        returns True when the torch state gained or replaced an entry."""
+    def _new_slot(self, p, core, cg, views):
+        """Create torch's state for a parameter's first step (zeros, as torch) and its
+        slot; keeps the gradient already checked."""
+        old = views[p]
+        lp = _local(p)
+        pd = lp.detach()
+        tmp = np.empty(pd.shape, np.float32 if lp.dtype is torch.float32 else np.float64)
         state = self.state[p]
-        changed = False
+        new = core._new_state(tmp, cg)
+        for key, v in new.items():
+            if isinstance(v, np.ndarray):
+                state[key] = torch.from_numpy(v)
+            elif key in _SCALAR_KEYS:
+                state[key] = torch.tensor(float(v), dtype=_scalar_dtype())
+            elif v is not None:
+                state[key] = v
+        e = views[p] = _build_slot(p, lp, state)
+        e.fresh = False
+        for key, v in new.items():
+            if v is None:
+                e.st[key] = None
+        e.g, e.gptr, e.gnp, e.gaddr = old.g, old.gptr, old.gnp, old.gaddr
+        return e
+
+    def _adopt(self, p, e, st):
+        """Put buffers the kernel arguments created (first momentum step, amsgrad switched
+        on) into torch's state and refresh the slot."""
+        state = self.state[p]
+        tensors = dict(e.tensors)
         for key, v in st.items():
-            if key == "step":
-                sv = None if e is None else e.scalars.get("step")
-                if sv is not None:
-                    sv[()] = v
-                else:
-                    state["step"] = torch.tensor(float(v), dtype=_scalar_dtype())
-                    changed = True
-            elif isinstance(v, np.ndarray):
-                if e is None or e.arrays.get(key) is not v:
-                    state[key] = torch.from_numpy(v)
-                    changed = True
+            if isinstance(v, np.ndarray) and key not in tensors:
+                state[key] = tensors[key] = torch.from_numpy(v)
             elif key not in state and v is not None:
                 state[key] = v
-                changed = True
-        return changed
+        e.tensors, e.n = tuple(tensors.items()), len(state)
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -287,43 +357,41 @@ class _FastlossStep:
         plan = self._plan()
         if not plan:
             return loss
-        K = _kernels()
         views = self._fl_views
-        threads_set = False
-        for core, cg, gs, items in plan:
-            memo = {}
-            for p, g, e in items:
-                pw = None
-                if e is not None and e.p_np is not None:
-                    p_np = e.p_np
-                else:
-                    pd = p.detach()
-                    if pd.is_contiguous():
-                        p_np = pd.numpy()
-                    else:
-                        pw = pd.contiguous()
-                        p_np = pw.numpy()
-                if g.is_contiguous() and not g.requires_grad:
-                    g_np = g.numpy().reshape(-1)
-                else:
-                    g_np = g.detach().contiguous().numpy().reshape(-1)
-                st = e.numpy_state() if e is not None else core._new_state(p_np, cg)
+        tables = self.__dict__.setdefault("_fl_tables", {})
+        copies = []
+        for gi, (core, cg, gs, items) in enumerate(plan):
+            launches = {}
+            for p, e in items:
+                if e.fresh:
+                    e = self._new_slot(p, core, cg, views)
+                st = e.st
+                sv = e.step
+                if sv is not None:
+                    st["step"] = int(sv)
+                p_np = e.p_np
+                if p_np is None:  # a non-contiguous parameter: step a contiguous copy
+                    pw = _local(p).detach().contiguous()
+                    copies.append((p, pw))
+                    p_np = pw.numpy()
                 key = (self._advance(core, cg, st, p), p_np.dtype)
-                sc = memo.get(key)
-                if sc is None:
+                la = launches.get(key)
+                if la is None:
                     name, flags, scalars = core._scalars(cg, key[0], p_np.dtype.type, gs)
-                    sc = memo[key] = (name, tuple(bool(f) for f in flags), scalars)
-                name, flags, scalars = sc
-                arrays = core._arrays(p_np, g_np, st, flags)
-                n = p_np.size
-                if n >= K.PARALLEL_THRESHOLD and not threads_set:
-                    _threads.numba_threads()
-                    threads_set = True
-                K.kernel(name, flags, n)(*arrays, *scalars)
-                if self._store(p, st, e):
-                    views.pop(p, None)
-                if pw is not None:
-                    p.detach().copy_(pw)
+                    la = launches[key] = _engine.Launch(name, tuple(bool(f) for f in flags),
+                                                        scalars)
+                bufs = core._buffers(p_np, st, la.flags)
+                row = e.row
+                if row is None or not row.same(p_np, bufs):
+                    self._adopt(p, e, st)
+                    row = e.row = _engine.Row(p_np, bufs)
+                la.add_native(row, e.gaddr)
+                if sv is not None:
+                    sv[()] = st["step"]
+            for (_, dt), la in launches.items():
+                la.run(tables.setdefault((gi, la.name, la.flags, dt), {}))
+        for p, pw in copies:
+            _local(p).detach().copy_(pw)
         return loss
 
 
@@ -386,7 +454,8 @@ class NAdam(_FastlossStep, torch.optim.NAdam):
         if not isinstance(mp, torch.Tensor):
             mp = state["mu_product"] = torch.tensor(
                 1.0 if mp is None else float(mp), dtype=_scalar_dtype())
-            self._fl_views.pop(p, None)
+            e = self._fl_views[p]
+            e.tensors, e.n = (*e.tensors, ("mu_product", mp)), len(state)
         mp *= mu  # as torch: in the tensor's dtype
         prod = st["mu_product"] = mp.item()
         return t, prod
