@@ -17,7 +17,7 @@ import numpy as np
 
 from .. import _threads
 
-__all__ = ["Launch", "Row", "address"]
+__all__ = ["Launch", "Row", "address", "common_value", "store_value"]
 
 _M = None
 _dummies: dict = {}
@@ -34,6 +34,17 @@ def _multi():
 def address(a) -> int:
     """Address of a NumPy array's first element."""
     return _multi().address(a)
+
+
+def common_value(addrs, like):
+    """The scalar at every address of ``addrs`` (an int64 array; type of ``like``) when
+    all are equal, else NaN."""
+    return _multi().common_value(addrs, like)
+
+
+def store_value(addrs, value) -> None:
+    """Write ``value`` (a NumPy scalar) at every address of ``addrs``."""
+    _multi().store_value(addrs, value)
 
 
 def _dummy(dt):

@@ -144,3 +144,21 @@ def address(a):
     """The address of ``a``'s first element (``a.ctypes.data`` costs ~0.7 us in
     Python, this call ~0.1 us)."""
     return a.ctypes.data
+
+
+@numba.njit(cache=True, nogil=True)
+def common_value(addrs, like):
+    """The scalar stored at every address in ``addrs`` (of ``like``'s type) if they are
+    all equal, else NaN (a per-parameter step count read in one call)."""
+    t = numba.carray(_ptr(addrs[0], 0, like), 1)[0]
+    for k in range(1, addrs.shape[0]):
+        if numba.carray(_ptr(addrs[k], 0, like), 1)[0] != t:
+            return like - like + np.nan
+    return t
+
+
+@numba.njit(cache=True, nogil=True)
+def store_value(addrs, value):
+    """Write ``value`` at every address in ``addrs``."""
+    for k in range(addrs.shape[0]):
+        numba.carray(_ptr(addrs[k], 0, value), 1)[0] = value

@@ -23,6 +23,9 @@ as tensors are read as Python numbers at each step.
 """
 from __future__ import annotations
 
+from itertools import chain
+from operator import is_ as _is
+
 import numpy as np
 import torch
 
@@ -34,6 +37,8 @@ __all__ = ["SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "Adamax", "NAdam"]
 _FLOAT = (torch.float32, torch.float64)
 _SCALAR_KEYS = ("step", "mu_product")  # scalar state; every other tensor is shaped like p
 _logic_cache: dict = {}
+_chain = chain.from_iterable
+_data_ptr = torch.Tensor.data_ptr
 
 
 def _logic(cls):
@@ -192,6 +197,108 @@ def _build_slot(p, lp, state):
     return e
 
 
+class _Fast:
+    """A param group's last step, replayed while nothing that was checked changed.
+
+    Kept after a step of the general path that used one kernel variant for the group
+    (one dtype, no copies) and whose optimizer's per-step key is the step count
+    (Adam, AdamW, Adagrad, RMSprop, Adamax) or constant (SGD). Valid while the group
+    holds the same parameters at the same addresses, the same ones have gradients
+    (plain CPU tensors, contiguous, of the parameter's dtype and shape: new gradient
+    tensors are checked here, a few attribute reads each), the state dicts are the
+    same holding the same objects, the options are the same and every step count is
+    equal (read in one native call). Anything else goes through the general path.
+    """
+
+    __slots__ = ("sig", "params", "grads", "mask", "stepped", "meta", "ptrs", "states",
+                 "nstate", "vals", "steps", "like", "rows", "gaddrs", "table", "dt", "gs")
+
+    def check(self, opt, group, cg):
+        """Return the step key (or () when nothing has a gradient), or None to fall back;
+        changes nothing but this cache."""
+        ps = group["params"]
+        if len(ps) != len(self.params) or not all(map(_is, ps, self.params)):
+            return None
+        grads = [p.grad for p in ps]
+        if not all(map(_is, grads, self.grads)):
+            if [g is None for g in grads] != self.mask:
+                return None
+            gaddrs = []
+            for g, (dt, shape, pa, nb) in zip([g for g in grads if g is not None], self.meta):
+                if type(g) is not torch.Tensor or g.dtype is not dt or not g.is_cpu \
+                        or g.layout is not torch.strided or g.shape != shape \
+                        or not g.is_contiguous():
+                    return None
+                if nb:  # (empty tensors are not in the launch)
+                    ga = g.data_ptr()
+                    if ga < pa + nb and pa < ga + nb:
+                        return None
+                    gaddrs.append(ga)
+            self.grads, self.gaddrs = grads, gaddrs
+        if not self.stepped:
+            return ()
+        if list(map(_data_ptr, self.stepped)) != self.ptrs:
+            return None
+        states = list(map(opt.state.get, self.stepped))
+        if not all(map(_is, states, self.states)) or sum(map(len, states)) != self.nstate \
+                or not all(map(_is, _chain(map(dict.values, states)), self.vals)):
+            return None
+        if self.steps is None:
+            return False
+        t = _engine.common_value(self.steps, self.like)
+        return None if t != t else int(t) + 1
+
+    def run(self, core, cg, key):
+        if key == ():
+            return
+        name, flags, scalars = core._scalars(cg, key, self.dt.type, self.gs)
+        la = _engine.Launch(name, tuple(bool(f) for f in flags), scalars)
+        la.rows, la.gaddrs = self.rows, self.gaddrs
+        la.run(self.table)
+        if self.steps is not None:
+            _engine.store_value(self.steps, self.like.dtype.type(key))
+
+
+def _record(opt, group, sig, core, gs, items, launches, tables):
+    """A ``_Fast`` for ``group`` after a general step, or None when it does not qualify."""
+    if type(opt)._advance is not _FastlossStep._advance or len(launches) > 1:
+        return None
+    c = _Fast()
+    c.sig, c.gs = sig, gs
+    c.params = list(group["params"])
+    c.grads = [p.grad for p in c.params]
+    c.mask = [g is None for g in c.grads]
+    c.stepped = [p for p, _ in items]
+    slots = [e for _, e in items]
+    if any(e.p_np is None or e.g is None or _local(p) is not p or type(e.g) is not torch.Tensor
+           for p, e in items):
+        return None
+    c.meta = [(p.dtype, p.shape, e.ptr, e.p_np.nbytes) for p, e in items]
+    c.ptrs = [e.ptr for e in slots]
+    c.states = [opt.state.get(p) for p in c.stepped]
+    c.nstate = sum(map(len, c.states))
+    c.vals = [v for st in c.states for v in st.values()]
+    steps = [st.get("step") for st in c.states]
+    if not items:
+        c.steps = None
+    elif all(isinstance(t, torch.Tensor) for t in steps) and \
+            type(core)._advance is _core.Optimizer._advance:
+        if len({t.dtype for t in steps}) != 1:
+            return None
+        c.steps = np.array([t.data_ptr() for t in steps], np.int64)
+        c.like = (np.float32 if steps[0].dtype is torch.float32 else np.float64)(0)
+    elif isinstance(core, _core.SGD) and all(t is None for t in steps):
+        c.steps = None
+    else:
+        return None
+    if launches:
+        (key, dt), la = next(iter(launches.items()))
+        c.rows, c.gaddrs, c.dt = la.rows, la.gaddrs, dt
+        c.table = tables[(la.name, la.flags, dt, id(group))]
+    return c
+
+
+
 class _FastlossStep:
     """Mixin replacing ``torch.optim.<Name>.step`` by fastloss kernels."""
 
@@ -211,12 +318,15 @@ class _FastlossStep:
         """torch's ``load_state_dict`` (tensors cast to each parameter's dtype)."""
         self.__dict__.pop("_fl_views", None)
         self.__dict__.pop("_fl_checked", None)
+        self.__dict__.pop("_fl_fast", None)
         super().load_state_dict(state_dict)
 
     def zero_grad(self, set_to_none: bool = True):
         """torch's ``zero_grad``; also drops the references to the gradients kept to
         skip re-checking an unchanged ``p.grad``."""
         super().zero_grad(set_to_none)
+        if set_to_none:
+            self.__dict__.pop("_fl_fast", None)
         for e in self.__dict__.get("_fl_views", {}).values():
             e.g = e.gnp = None
 
@@ -286,9 +396,8 @@ class _FastlossStep:
                     self._check_new_grad(p, g, e, f"params[{index}]", opt_name)
                 index += 1
                 items.append((p, e))
-            if items:
-                gs = -1.0 if cg.get("maximize", False) else 1.0
-                plan.append((core, cg, gs, items))
+            gs = -1.0 if cg.get("maximize", False) else 1.0
+            plan.append((group, sig, core, cg, gs, items))
         return plan
 
     @staticmethod
@@ -298,14 +407,16 @@ class _FastlossStep:
         lp = _local(p)
         _check_grad(lp, lg, name, opt_name)
         gd = lg.detach()
+        keep = g  # a gradient used in place is not checked again while p.grad is it
         if not gd.is_contiguous():
             gd = gd.contiguous()
+            keep = None  # a copy: made again each step
         gnp = gd.numpy().reshape(-1)
         ga = gd.data_ptr()
         nb = gnp.nbytes
         if nb and ga < e.ptr + nb and e.ptr < ga + nb:
             raise ValueError(f"{name}.grad shares memory with its parameter")
-        e.g, e.gptr, e.gnp, e.gaddr = g, g.data_ptr(), gnp, ga
+        e.g, e.gptr, e.gnp, e.gaddr = keep, g.data_ptr(), gnp, ga
 
     def _advance(self, core, cg, st, p):
         return core._advance(st, cg)
@@ -354,13 +465,15 @@ class _FastlossStep:
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        plan = self._plan()
-        if not plan:
+        fast = self.__dict__.setdefault("_fl_fast", {})
+        if fast and self._step_fast(fast):
             return loss
+        plan = self._plan()
         views = self._fl_views
         tables = self.__dict__.setdefault("_fl_tables", {})
         copies = []
-        for gi, (core, cg, gs, items) in enumerate(plan):
+        fast.clear()
+        for group, sig, core, cg, gs, items in plan:
             launches = {}
             for p, e in items:
                 if e.fresh:
@@ -389,10 +502,35 @@ class _FastlossStep:
                 if sv is not None:
                     sv[()] = st["step"]
             for (_, dt), la in launches.items():
-                la.run(tables.setdefault((gi, la.name, la.flags, dt), {}))
+                la.run(tables.setdefault((la.name, la.flags, dt, id(group)), {}))
+            c = None if copies else _record(self, group, sig, core, gs, items, launches, tables)
+            if c is not None:
+                fast[id(group)] = (group, c)
         for p, pw in copies:
             _local(p).detach().copy_(pw)
+        if len(fast) != len(self.param_groups):
+            fast.clear()
         return loss
+
+    def _step_fast(self, fast) -> bool:
+        """Replay every group's last step if all qualify (``_Fast``); else False, having
+        changed nothing."""
+        keys = []
+        for group in self.param_groups:
+            entry = fast.get(id(group))
+            if entry is None or entry[0] is not group:
+                return False
+            c = entry[1]
+            core, cg = self._core_group(group)
+            if (group.get("differentiable", False), type(core), tuple(cg.values())) != c.sig:
+                return False
+            key = c.check(self, group, cg)
+            if key is None:
+                return False
+            keys.append((c, core, cg, key))
+        for c, core, cg, key in keys:
+            c.run(core, cg, key)
+        return True
 
 
 class SGD(_FastlossStep, torch.optim.SGD):
