@@ -239,9 +239,9 @@ class _Fast:
             return ()
         if list(map(_data_ptr, self.stepped)) != self.ptrs:
             return None
-        states = list(map(opt.state.get, self.stepped))
-        if not all(map(_is, states, self.states)) or sum(map(len, states)) != self.nstate \
-                or not all(map(_is, _chain(map(dict.values, states)), self.vals)):
+        states = self.states  # the same dicts (checked once for all groups by the caller)
+        if sum(map(len, states)) != self.nstate or \
+                not all(map(_is, _chain(map(dict.values, states)), self.vals)):
             return None
         if self.steps is None:
             return False
@@ -510,11 +510,16 @@ class _FastlossStep:
             _local(p).detach().copy_(pw)
         if len(fast) != len(self.param_groups):
             fast.clear()
+        self._fl_states = list(self.state.values())
         return loss
 
     def _step_fast(self, fast) -> bool:
         """Replay every group's last step if all qualify (``_Fast``); else False, having
         changed nothing."""
+        states = self.__dict__.get("_fl_states")
+        if states is None or len(self.state) != len(states) or \
+                not all(map(_is, self.state.values(), states)):
+            return False  # a parameter's state dict was replaced
         keys = []
         for group in self.param_groups:
             entry = fast.get(id(group))
