@@ -211,49 +211,10 @@ class Optimizer:
 
     # -- the step --------------------------------------------------------------
     def _check_grads(self, grads, native):
-        """Validate every grad; return their flat views and (native) their addresses."""
-        if isinstance(grads, np.ndarray) or not isinstance(grads, Iterable):
-            raise TypeError("grads must be a list of arrays, one per parameter")
-        grads = list(grads)
-        params = self._params
-        if len(grads) != len(params):
-            raise ValueError(f"got {len(grads)} grads for {len(params)} parameters")
-        flat, addrs = [], []
-        if native:
-            paddrs = self.__dict__.get("_paddrs")
-            if paddrs is None:  # a param's buffer never moves (we hold a reference)
-                paddrs = self._paddrs = [(_engine.address(p), p.nbytes) for p in params]
-        for i, (p, g) in enumerate(zip(params, grads)):
-            if type(g) is not np.ndarray and not isinstance(g, np.ndarray):
-                raise TypeError(f"grads[{i}] must be a numpy.ndarray, got {type(g).__name__}")
-            pdt = p.dtype
-            if g.dtype is not pdt and g.dtype != pdt:
-                if g.dtype.newbyteorder("=") != pdt:
-                    raise TypeError(f"grads[{i}] has dtype {g.dtype}, its parameter has {pdt}")
-                g = g.astype(pdt)  # non-native byte order: a native copy
-            if g.shape != p.shape:
-                raise ValueError(f"grads[{i}] has shape {g.shape}, its parameter has {p.shape}")
-            pf = p.flags
-            if not pf.writeable or not pf.c_contiguous:
-                raise ValueError(f"params[{i}] became read-only or non-contiguous")
-            if g.flags.c_contiguous:
-                if native:
-                    ga = _engine.address(g)
-                    pa, nb = paddrs[i]
-                    if ga < pa + nb and pa < ga + nb:
-                        raise ValueError(f"grads[{i}] shares memory with its parameter")
-                    addrs.append(ga)
-                elif np.may_share_memory(g, p):
-                    raise ValueError(f"grads[{i}] shares memory with its parameter")
-                g = g.reshape(-1)
-            else:
-                if np.may_share_memory(g, p):
-                    raise ValueError(f"grads[{i}] shares memory with its parameter")
-                g = np.ravel(g)  # a contiguous copy
-                if native:
-                    addrs.append(_engine.address(g))
-            flat.append(g)
-        return flat, addrs
+        paddrs = self.__dict__.get("_paddrs")
+        if native and paddrs is None:  # a param's buffer never moves (we hold a reference)
+            paddrs = self._paddrs = param_addresses(self._params)
+        return check_grads(self._params, grads, native, paddrs)
 
     def step(self, grads) -> bool:
         """One update of every parameter with ``grads`` (same order as the params).
@@ -284,29 +245,10 @@ class Optimizer:
             return False
 
         rows = self.__dict__.setdefault("_rows", {})
-        tables = self.__dict__.setdefault("_tables", {})
-        for gi, group in enumerate(self.param_groups):
-            gs = -gscale if group.get("maximize", False) else gscale
-            launches = {}
-            for i, p in zip(group["_index"], group["params"]):
-                st = self.state[i]
-                key = (self._advance(st, group), p.dtype)
-                la = launches.get(key)
-                if la is None:
-                    name, flags, scalars = self._scalars(group, key[0], p.dtype.type, gs)
-                    # plain bools: the flags key the compiled variants (and Numba's cache)
-                    la = launches[key] = _engine.Launch(name, tuple(bool(f) for f in flags),
-                                                        scalars)
-                bufs = self._buffers(p, st, la.flags)
-                if native:
-                    row = rows.get(i)
-                    if row is None or not row.same(p, bufs):
-                        row = rows[i] = _engine.Row(p, bufs)
-                    la.add_native(row, gaddrs[i])
-                else:
-                    la.add_numpy(p, flat[i], bufs)
-            for (_, dt), la in launches.items():
-                la.run(tables.setdefault((gi, la.name, la.flags, dt), {}) if native else None)
+        tables = self.__dict__.setdefault("_tables", {}) if native else None
+        for group in self.param_groups:
+            apply(self, group, group["params"], group["_index"], flat, gaddrs, self.state,
+                  gscale, rows, tables)
         return True
 
     def zero_state(self) -> None:
@@ -391,6 +333,106 @@ class Optimizer:
                              if key not in ("params", "_index", "_checked"))
             lines.append(f"  group {k}: {len(g['params'])} params; {opts}")
         return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------
+# the per-optimizer logic without an instance's params
+
+_rules: dict = {}
+
+
+def rule(cls):
+    """A parameter-less instance of an optimizer class: its per-optimizer methods
+    (``_check_group``, ``_new_state``, ``_advance``, ``_scalars``, ``_buffers``) without the
+    param groups of ``__init__``. The functional API and the torch adapter use it."""
+    obj = _rules.get(cls)
+    if obj is None:
+        obj = _rules[cls] = object.__new__(cls)
+        obj.defaults = dict(cls._defaults)
+    return obj
+
+
+# ---------------------------------------------------------------------------
+# gradients
+
+def param_addresses(params):
+    """(address, bytes) of each param, for the grads' aliasing check."""
+    return [(_engine.address(p), p.nbytes) for p in params]
+
+
+def check_grads(params, grads, native, paddrs):
+    """Validate every grad against its param (``paddrs``: ``param_addresses(params)`` when
+    ``native``); return the grads' flat views and (native) their addresses."""
+    if isinstance(grads, np.ndarray) or not isinstance(grads, Iterable):
+        raise TypeError("grads must be a list of arrays, one per parameter")
+    grads = list(grads)
+    if len(grads) != len(params):
+        raise ValueError(f"got {len(grads)} grads for {len(params)} parameters")
+    flat, addrs = [], []
+    for i, (p, g) in enumerate(zip(params, grads)):
+        if type(g) is not np.ndarray and not isinstance(g, np.ndarray):
+            raise TypeError(f"grads[{i}] must be a numpy.ndarray, got {type(g).__name__}")
+        pdt = p.dtype
+        if g.dtype is not pdt and g.dtype != pdt:
+            if g.dtype.newbyteorder("=") != pdt:
+                raise TypeError(f"grads[{i}] has dtype {g.dtype}, its parameter has {pdt}")
+            g = g.astype(pdt)  # non-native byte order: a native copy
+        if g.shape != p.shape:
+            raise ValueError(f"grads[{i}] has shape {g.shape}, its parameter has {p.shape}")
+        pf = p.flags
+        if not pf.writeable or not pf.c_contiguous:
+            raise ValueError(f"params[{i}] became read-only or non-contiguous")
+        if g.flags.c_contiguous:
+            if native:
+                ga = _engine.address(g)
+                pa, nb = paddrs[i]
+                if ga < pa + nb and pa < ga + nb:
+                    raise ValueError(f"grads[{i}] shares memory with its parameter")
+                addrs.append(ga)
+            elif np.may_share_memory(g, p):
+                raise ValueError(f"grads[{i}] shares memory with its parameter")
+            g = g.reshape(-1)
+        else:
+            if np.may_share_memory(g, p):
+                raise ValueError(f"grads[{i}] shares memory with its parameter")
+            g = np.ravel(g)  # a contiguous copy
+            if native:
+                addrs.append(_engine.address(g))
+        flat.append(g)
+    return flat, addrs
+
+
+# ---------------------------------------------------------------------------
+# one group's update: the core the classes, the functional API and the torch adapter share
+
+def apply(rule, group, params, index, flat, gaddrs, state, gscale, rows, tables):
+    """Update ``params`` (their positions ``index`` in ``flat``, ``gaddrs`` and ``state``)
+    with the options ``group`` by the optimizer ``rule`` (its ``_advance``, ``_scalars``
+    and ``_buffers``), after everything was validated: one native call per kernel variant
+    (``tables`` a dict caching address tables; ``gaddrs`` the grads' addresses), or the
+    NumPy reference tensor by tensor when ``tables`` is None. ``rows`` caches each
+    tensor's addresses by position."""
+    native = tables is not None
+    gs = -gscale if group.get("maximize", False) else gscale
+    launches = {}
+    for i, p in zip(index, params):
+        st = state[i]
+        key = (rule._advance(st, group), p.dtype)
+        la = launches.get(key)
+        if la is None:
+            name, flags, scalars = rule._scalars(group, key[0], p.dtype.type, gs)
+            # plain bools: the flags key the compiled variants (and Numba's cache)
+            la = launches[key] = _engine.Launch(name, tuple(bool(f) for f in flags), scalars)
+        bufs = rule._buffers(p, st, la.flags)
+        if native:
+            row = rows.get(i)
+            if row is None or not row.same(p, bufs):
+                row = rows[i] = _engine.Row(p, bufs)
+            la.add_native(row, gaddrs[i])
+        else:
+            la.add_numpy(p, flat[i], bufs)
+    for (_, dt), la in launches.items():
+        la.run(tables.setdefault((id(group), la.name, la.flags, dt), {}) if native else None)
 
 
 # ---------------------------------------------------------------------------

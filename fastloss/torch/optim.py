@@ -31,26 +31,14 @@ import torch
 
 from ..optim import _optimizers as _core
 from ..optim import _engine
+from ..optim._base import rule as _rule
 
 __all__ = ["SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "Adamax", "NAdam"]
 
 _FLOAT = (torch.float32, torch.float64)
 _SCALAR_KEYS = ("step", "mu_product")  # scalar state; every other tensor is shaped like p
-_logic_cache: dict = {}
 _chain = chain.from_iterable
 _data_ptr = torch.Tensor.data_ptr
-
-
-def _logic(cls):
-    """A parameter-less instance of a ``fastloss.optim`` class: its per-optimizer
-    methods (checks, state layout, per-step scalars, kernel arguments) without the
-    NumPy param-group machinery of ``__init__``."""
-    obj = _logic_cache.get(cls)
-    if obj is None:
-        obj = object.__new__(cls)
-        obj.defaults = dict(cls._defaults)
-        _logic_cache[cls] = obj
-    return obj
 
 
 def _plain(v):
@@ -346,7 +334,7 @@ class _FastlossStep:
 
     def _core_group(self, group):
         """(logic instance, group dict with the fastloss.optim keys) for a torch group."""
-        core = _logic(self._core_class(group))
+        core = _rule(self._core_class(group))
         cg = {k: _plain(group.get(k, default)) for k, default in core._defaults.items()}
         if "epsilon_mode" in cg:
             cg["epsilon_mode"] = "torch"
