@@ -143,8 +143,8 @@ def cmd_bench(args) -> int:
           "was checked against the NumPy reference before timing" +
           (" (models: against torch fused Adam)" if models else ""))
     if args.json:
-        meta = {**info(), "preset": name, "dtypes": dtypes, "kernels": "all" if kernels is None else kernels,
-                "models": models,
+        meta = {**info(), "preset": name, "dtypes": dtypes,
+                "kernels": "all" if kernels is None else kernels, "models": models,
                 "torch": not args.no_torch and benchmark._torch() is not None,
                 "threads": threads,
                 "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
