@@ -427,3 +427,44 @@ def test_one_bad_grad_among_200_changes_nothing():
     for i in state:
         for k in state[i]:
             assert torch.equal(state[i][k], after[i][k])
+
+
+@pytest.mark.parametrize("name,kw", [("Adam", dict(lr=0.01)), ("SGD", dict(lr=0.1, momentum=0.9)),
+                                     ("RMSprop", dict(lr=0.01))])
+def test_max_grad_norm_matches_torch_clip_then_step(name, kw):
+    dtype = torch.float64
+    a, b, _, ob = _pair(name, kw, dtype)
+    oa = getattr(FO, name)(a, **kw, max_grad_norm=0.5)
+    for gs in _grads(dtype, 15):
+        for p, q, g in zip(a, b, gs):
+            p.grad, q.grad = g.clone(), g.clone()
+        norm = torch.nn.utils.clip_grad_norm_(b, 0.5)
+        oa.step()
+        ob.step()
+        assert oa.last_grad_norm == pytest.approx(float(norm), rel=1e-12)
+        for p, g in zip(a, gs):
+            assert torch.equal(p.grad, g)  # the grads are not modified
+    for pa, pb in zip(a, b):
+        assert_close(pa, pb, dtype)
+    with pytest.raises(ValueError, match="max_grad_norm"):
+        FO.Adam(a, max_grad_norm=0.0)
+
+
+def test_skip_nonfinite_changes_nothing():
+    a = [torch.nn.Parameter(p) for p in _params(torch.float32)]
+    opt = FO.AdamW(a, lr=0.1, skip_nonfinite=True)
+    _run(a, opt, _grads(torch.float32, 2))
+    snap = [p.detach().clone() for p in a]
+    state = copy.deepcopy(opt.state_dict()["state"])
+    a[1].grad[2] = float("inf")
+    opt.step()
+    assert opt.skipped_steps == 1
+    for p, s in zip(a, snap):
+        assert torch.equal(p, s)
+    after = opt.state_dict()["state"]
+    for i in state:
+        for k in state[i]:
+            assert torch.equal(state[i][k], after[i][k])
+    a[1].grad[2] = 0.0
+    opt.step()
+    assert float(opt.state[a[0]]["step"]) == 3.0

@@ -28,13 +28,23 @@ returns False.
 
 Performance notes
 -----------------
-Kernels release the GIL and use ``fastloss.get_num_threads()`` threads above
-``_kernels_numba.PARALLEL_THRESHOLD`` (16384) elements, a serial twin below.
-Stepping tensor by tensor costs ~5 us of Python per tensor (validation,
-dispatch); a model of many small tensors should go through ``Arena`` (one
-kernel call for the whole model). On an oversubscribed machine (more runnable
+One ``step`` makes one native call per param group and kernel variant (dtype,
+option flags, per-step scalars): all tensors of the group in one Numba kernel
+over a table of buffer addresses, the work cut by element count across tensor
+boundaries into one part per thread (``fastloss.get_num_threads()``) when the
+group holds at least ``_kernels_numba.PARALLEL_THRESHOLD`` (16384) elements,
+else one serial part. What remains per tensor is checking its grad and reading
+its address (well under a microsecond), so a model of many small tensors no
+longer needs the ``Arena``. Results do not depend on the split: each element's
+update reads only that element. On an oversubscribed machine (more runnable
 threads than cores) a parallel kernel can stall for a scheduler time slice;
 ``fastloss.set_num_threads(1)`` avoids that.
+
+Functional core
+---------------
+``fastloss.optim.functional``: ``init(opt, params)`` and
+``update(opt, params, grads, state, hyperparams, step)`` for every optimizer, the
+same logic and kernels as the classes (see that module).
 
 Numba cache
 -----------
@@ -62,6 +72,7 @@ from ._clip import clip_grad_norm
 from ._base import Optimizer
 from ._optimizers import SGD, Adagrad, Adam, Adamax, AdamW, Lion, NAdam, RMSprop
 from .arena import Arena
+from . import functional
 
 __all__ = ["Optimizer", "SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "Adamax", "NAdam",
-           "Lion", "Arena", "clip_grad_norm"]
+           "Lion", "Arena", "clip_grad_norm", "functional"]

@@ -5,8 +5,9 @@ constructor, defaults, param groups, hooks, ``zero_grad``, ``state_dict`` and
 ``load_state_dict`` (torch's own code), so it works with
 ``torch.optim.lr_scheduler`` and exchanges state with ``torch.optim.Adam``
 both ways. Only ``step`` differs: every parameter with a gradient is updated
-in place by one fused kernel call on zero-copy NumPy views of ``p``,
-``p.grad`` and the state tensors (torch's keys: ``step`` as a float scalar
+in place, all tensors of a param group that share a dtype in one multi-tensor
+kernel call (``fastloss.optim._engine``) on the memory of ``p``, ``p.grad`` and
+the state tensors (torch's keys: ``step`` as a float scalar
 tensor, ``exp_avg``, ``exp_avg_sq``, ``max_exp_avg_sq``, ``momentum_buffer``,
 ``sum``, ``square_avg``, ``grad_avg``, ``exp_inf``, ``mu_product``).
 
@@ -16,7 +17,16 @@ module only maps torch's param groups and state onto it.
 
 Each step first validates every group and every parameter with a gradient
 (CPU, float32/float64, dense gradient of the parameter's dtype and shape,
-state of the right shapes) and raises before anything is changed.
+state of the right shapes) and raises before anything is changed. What was
+checked is cached per parameter (``_Slot``: keyed on the tensor and its data
+pointer, the state dict and its tensors) and per group (``_Fast``: the last
+step replayed while the same parameters, state objects and options hold; new
+gradient tensors cost a few attribute reads each), so a step's Python work per
+tensor is reading ``p.grad`` and checking it.
+
+Sharded tensors: ``_local`` (unwrap a parameter or gradient to the tensor whose
+memory is updated) and ``_sumsq`` (the sum of squares for a global gradient
+norm) are the single places to adapt.
 ``foreach`` and ``fused`` are accepted and ignored (there is one
 implementation); ``differentiable=True`` is refused. Hyper-parameters given
 as tensors are read as Python numbers at each step.
@@ -26,10 +36,13 @@ from __future__ import annotations
 from itertools import chain
 from operator import is_ as _is
 
+import math
+
 import numpy as np
 import torch
 
 from ..optim import _optimizers as _core
+from .. import _validate
 from ..optim import _engine
 from ..optim._base import rule as _rule
 
@@ -94,7 +107,9 @@ def _sumsq(grads) -> float:
     """Sum of the squares of all ``grads`` (flat NumPy arrays), in float64 over fixed
     chunks, for ``max_grad_norm``. The one place where shards' sums would be
     all-reduced into the global one."""
+    from .. import _threads
     from ..optim._base import _sumsq as sumsq
+    _threads.numba_threads()
     return sum(sumsq(g, True) for g in grads)
 
 
@@ -291,6 +306,21 @@ class _FastlossStep:
     """Mixin replacing ``torch.optim.<Name>.step`` by fastloss kernels."""
 
     _core_cls = None  # the fastloss.optim class with the same math
+    max_grad_norm = None
+    skip_nonfinite = False
+    skipped_steps = 0
+    last_grad_norm = None
+
+    def __init__(self, params, *args, max_grad_norm=None, skip_nonfinite=False, **kwargs):
+        """torch's constructor, plus fastloss.optim's ``max_grad_norm`` (clip the global
+        gradient norm inside the step, grads unchanged) and ``skip_nonfinite`` (a step
+        whose gradients hold NaN/Inf changes nothing; counted in ``skipped_steps``)."""
+        if max_grad_norm is not None:
+            max_grad_norm = _validate.real_scalar(max_grad_norm, "max_grad_norm", low=0.0,
+                                                  low_open=True)
+        self.max_grad_norm = max_grad_norm
+        self.skip_nonfinite = _validate.boolean(skip_nonfinite, "skip_nonfinite")
+        super().__init__(params, *args, **kwargs)
 
     def add_param_group(self, param_group):
         """torch's ``add_param_group``, then fastloss's checks (the group is not added if
@@ -454,9 +484,20 @@ class _FastlossStep:
             with torch.enable_grad():
                 loss = closure()
         fast = self.__dict__.setdefault("_fl_fast", {})
-        if fast and self._step_fast(fast):
+        clip = self.max_grad_norm is not None or self.skip_nonfinite
+        if fast and not clip and self._step_fast(fast):
             return loss
         plan = self._plan()
+        gscale = 1.0
+        if clip:
+            total = _sumsq([e.gnp for *_, items in plan for _, e in items])
+            norm = self.last_grad_norm = math.sqrt(total)
+            if self.skip_nonfinite and not math.isfinite(norm):
+                self.skipped_steps += 1
+                return loss
+            if self.max_grad_norm is not None:
+                gscale = min(1.0, self.max_grad_norm / (norm + 1e-6)) \
+                    if math.isfinite(norm) else float("nan")
         views = self._fl_views
         tables = self.__dict__.setdefault("_fl_tables", {})
         copies = []
@@ -478,7 +519,8 @@ class _FastlossStep:
                 key = (self._advance(core, cg, st, p), p_np.dtype)
                 la = launches.get(key)
                 if la is None:
-                    name, flags, scalars = core._scalars(cg, key[0], p_np.dtype.type, gs)
+                    name, flags, scalars = core._scalars(cg, key[0], p_np.dtype.type,
+                                                         gs * gscale)
                     la = launches[key] = _engine.Launch(name, tuple(bool(f) for f in flags),
                                                         scalars)
                 bufs = core._buffers(p_np, st, la.flags)
