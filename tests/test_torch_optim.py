@@ -80,6 +80,16 @@ def _run(params, opt, grads, sched=None):
             sched.step()
 
 
+def _assert_unchanged(params, snap, opt, state):
+    """``params`` equal ``snap`` and the optimizer's state equals ``state`` (a deep copy)."""
+    for p, s in zip(params, snap):
+        assert torch.equal(p, s)
+    after = opt.state_dict()["state"]
+    for i in state:
+        for k in state[i]:
+            assert torch.equal(state[i][k], after[i][k])
+
+
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("name,kw", CASES, ids=IDS)
 def test_trajectory_matches_torch(name, kw, dtype):
@@ -250,12 +260,7 @@ def test_bad_input_raises_before_anything_changes():
     opt.param_groups[0]["betas"] = (0.9, 1.5)  # e.g. set by a buggy scheduler
     with pytest.raises(ValueError, match="betas"):
         opt.step()
-    for p, s in zip(a, snap):
-        assert torch.equal(p, s)
-    after = opt.state_dict()["state"]
-    for i in state:
-        for k in state[i]:
-            assert torch.equal(state[i][k], after[i][k])
+    _assert_unchanged(a, snap, opt, state)
 
     emb = torch.nn.Embedding(10, 3, sparse=True)
     opt = FO.SGD(emb.parameters(), lr=0.1)
@@ -421,12 +426,7 @@ def test_one_bad_grad_among_200_changes_nothing():
     ps[151].grad = ps[151].detach()[:]  # the parameter itself
     with pytest.raises(ValueError, match=r"params\[151\].grad shares memory"):
         opt.step()
-    for p, s in zip(ps, snap):
-        assert torch.equal(p, s)
-    after = opt.state_dict()["state"]
-    for i in state:
-        for k in state[i]:
-            assert torch.equal(state[i][k], after[i][k])
+    _assert_unchanged(ps, snap, opt, state)
 
 
 @pytest.mark.parametrize("name,kw", [("Adam", dict(lr=0.01)), ("SGD", dict(lr=0.1, momentum=0.9)),
@@ -459,12 +459,7 @@ def test_skip_nonfinite_changes_nothing():
     a[1].grad[2] = float("inf")
     opt.step()
     assert opt.skipped_steps == 1
-    for p, s in zip(a, snap):
-        assert torch.equal(p, s)
-    after = opt.state_dict()["state"]
-    for i in state:
-        for k in state[i]:
-            assert torch.equal(state[i][k], after[i][k])
+    _assert_unchanged(a, snap, opt, state)
     a[1].grad[2] = 0.0
     opt.step()
     assert float(opt.state[a[0]]["step"]) == 3.0

@@ -62,8 +62,26 @@ def _first(offs, lo):
     return k
 
 
-def _run3(body):
-    def run3(addr, offs, nparts, like, *scalars):
+@numba.njit(inline="always")
+def _views3(r, s, n, like):
+    return (numba.carray(_ptr(r[0], s, like), n), numba.carray(_ptr(r[1], s, like), n),
+            numba.carray(_ptr(r[2], s, like), n))
+
+
+@numba.njit(inline="always")
+def _views4(r, s, n, like):
+    return _views3(r, s, n, like) + (numba.carray(_ptr(r[3], s, like), n),)
+
+
+@numba.njit(inline="always")
+def _views5(r, s, n, like):
+    return _views4(r, s, n, like) + (numba.carray(_ptr(r[4], s, like), n),)
+
+
+def _runner(body, views):
+    """The multi-tensor loop around the serial kernel ``body``; ``views`` makes the
+    carrays of one table row (as many as ``body`` takes) for elements [s, s + n)."""
+    def run(addr, offs, nparts, like, *scalars):
         total = offs[-1]
         for q in prange(nparts):
             lo, hi = _part(q, nparts, total)
@@ -73,57 +91,13 @@ def _run3(body):
                 s = lo - a
                 e = min(hi, offs[k + 1]) - a
                 if e > s:
-                    r = addr[k]
-                    body(numba.carray(_ptr(r[0], s, like), e - s),
-                         numba.carray(_ptr(r[1], s, like), e - s),
-                         numba.carray(_ptr(r[2], s, like), e - s), *scalars)
+                    body(*views(addr[k], s, e - s, like), *scalars)
                 lo = a + e
                 k += 1
-    return run3
-
-def _run4(body):
-    def run4(addr, offs, nparts, like, *scalars):
-        total = offs[-1]
-        for q in prange(nparts):
-            lo, hi = _part(q, nparts, total)
-            k = _first(offs, lo)
-            while lo < hi:
-                a = offs[k]
-                s = lo - a
-                e = min(hi, offs[k + 1]) - a
-                if e > s:
-                    r = addr[k]
-                    body(numba.carray(_ptr(r[0], s, like), e - s),
-                         numba.carray(_ptr(r[1], s, like), e - s),
-                         numba.carray(_ptr(r[2], s, like), e - s),
-                         numba.carray(_ptr(r[3], s, like), e - s), *scalars)
-                lo = a + e
-                k += 1
-    return run4
-
-def _run5(body):
-    def run5(addr, offs, nparts, like, *scalars):
-        total = offs[-1]
-        for q in prange(nparts):
-            lo, hi = _part(q, nparts, total)
-            k = _first(offs, lo)
-            while lo < hi:
-                a = offs[k]
-                s = lo - a
-                e = min(hi, offs[k + 1]) - a
-                if e > s:
-                    r = addr[k]
-                    body(numba.carray(_ptr(r[0], s, like), e - s),
-                         numba.carray(_ptr(r[1], s, like), e - s),
-                         numba.carray(_ptr(r[2], s, like), e - s),
-                         numba.carray(_ptr(r[3], s, like), e - s),
-                         numba.carray(_ptr(r[4], s, like), e - s), *scalars)
-                lo = a + e
-                k += 1
-    return run5
+    return run
 
 
-RUNNERS = {3: _run3, 4: _run4, 5: _run5}
+VIEWS = {3: _views3, 4: _views4, 5: _views5}
 _compiled: dict = {}
 
 
@@ -135,7 +109,7 @@ def multi_kernel(name: str, flags: tuple, nroles: int, parallel: bool):
     k = _compiled.get(key)
     if k is None:
         body = K.kernel(name, flags, 0)  # the serial per-array kernel
-        k = _compiled[key] = K._jit(RUNNERS[nroles](body), parallel)
+        k = _compiled[key] = K._jit(_runner(body, VIEWS[nroles]), parallel)
     return k
 
 
