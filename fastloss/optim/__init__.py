@@ -64,9 +64,12 @@ Editing ``_kernels_numba.py`` invalidates the cache (Numba checks the source
 file's timestamp). Warm-cache start-up, measured on the 2-core dev machine:
 ``import numba`` ~0.35 s (paid at the first native optimizer's construction;
 ``import fastloss`` and ``import fastloss.optim`` do not import Numba), then the
-first step ~0.6 s, of which ~0.45 s is Numba importing ``scipy.linalg`` for its
-BLAS check when SciPy is installed (~0.4 s first step without SciPy); later
-steps cost microseconds.
+first step ~0.6 s with the per-array kernels alone, of which ~0.45 s is Numba
+importing ``scipy.linalg`` for its BLAS check when SciPy is installed; the
+multi-tensor launch adds the loading of its own cached variant and helpers
+(~1 s in all for the first Adam step, measured on the loaded shared machine);
+later steps cost microseconds. Editing ``_multi.py`` invalidates its entries
+the same way.
 """
 from ._clip import clip_grad_norm
 from ._base import Optimizer

@@ -398,7 +398,7 @@ class _FastlossStep:
                     continue
                 e = views.get(p)
                 state = state_get(p)
-                if e is None or p.data_ptr() != e.ptr or not e.same_state(state):
+                if e is None or _local(p).data_ptr() != e.ptr or not e.same_state(state):
                     name = f"params[{index}]"
                     lp = _local(p)
                     _check_param(lp, name)
