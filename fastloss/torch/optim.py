@@ -337,6 +337,7 @@ class _FastlossStep:
         self.__dict__.pop("_fl_views", None)
         self.__dict__.pop("_fl_checked", None)
         self.__dict__.pop("_fl_fast", None)
+        self.__dict__.pop("_fl_tables", None)
         super().load_state_dict(state_dict)
 
     def zero_grad(self, set_to_none: bool = True):
