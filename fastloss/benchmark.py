@@ -180,8 +180,10 @@ def ce_cases(shapes, dtypes, torch=None):
 
 OPTIMIZERS = {  # name: (fastloss.optim class, torch.optim class, kwargs, state buffers)
     "adam": ("Adam", "Adam", {"lr": 1e-3}, 2),
+    "adamw": ("AdamW", "AdamW", {"lr": 1e-3}, 2),
     "sgd_momentum": ("SGD", "SGD", {"lr": 1e-2, "momentum": 0.9}, 1),
     "rmsprop": ("RMSprop", "RMSprop", {"lr": 1e-3}, 1),
+    "adagrad": ("Adagrad", "Adagrad", {"lr": 1e-2}, 1),
 }
 CHECK_STEPS = 3
 
