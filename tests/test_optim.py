@@ -645,3 +645,27 @@ def test_functional_bad_input_changes_nothing(call, exc, msg):
         call(p, s)
     np.testing.assert_array_equal(p[0], before[0])
     assert pickle.dumps(s) == before[1]
+
+
+def test_replayed_step_follows_state_and_option_changes():
+    """The native step replays a group's last launch only while its state holds the same
+    buffers, the step counts agree and the kernel variant is the same."""
+    res = {}
+    for backend in ("native", "numpy"):
+        params, grads = _problem(np.float32, sizes=((6, 5), (11,), (0,)), steps=12)
+        opt = fo.Adam(params, lr=0.05, backend=backend)
+        for k, gs in enumerate(grads):
+            if k == 3:
+                opt.state[0]["exp_avg"] = opt.state[0]["exp_avg"] * 0.5
+            if k == 5:
+                opt.param_groups[0]["amsgrad"] = True
+            if k == 7:
+                opt.state[1]["step"] = 2  # a different count for one param
+            if k == 9:
+                opt.param_groups[0]["lr"] = 0.01
+                opt.load_state_dict(opt.state_dict())
+            opt.step(gs)
+        res[backend] = (params, opt.state_dict())
+    for a, b in zip(res["native"][0], res["numpy"][0]):
+        np.testing.assert_array_equal(a, b)
+    assert pickle.dumps(res["native"][1]) == pickle.dumps(res["numpy"][1])

@@ -22,6 +22,9 @@ import math
 import numbers
 from collections.abc import Iterable, Mapping
 
+from itertools import chain
+from operator import is_ as _is
+
 import numpy as np
 
 from .. import _backend, _threads, _validate
@@ -112,6 +115,7 @@ class Optimizer:
 
     _defaults: dict = {}
     _keras_modes = ("torch",)
+    _constant_key = False  # True: _advance is constant after the first step (SGD)
 
     def __init__(self, params, defaults: dict, *, backend=None, max_grad_norm=None,
                  skip_nonfinite=False):
@@ -214,7 +218,8 @@ class Optimizer:
         paddrs = self.__dict__.get("_paddrs")
         if native and paddrs is None:  # a param's buffer never moves (we hold a reference)
             paddrs = self._paddrs = param_addresses(self._params)
-        return check_grads(self._params, grads, native, paddrs)
+        return check_grads(self._params, grads, native, paddrs,
+                           not native or self.max_grad_norm is not None or self.skip_nonfinite)
 
     def step(self, grads) -> bool:
         """One update of every parameter with ``grads`` (same order as the params).
@@ -246,9 +251,19 @@ class Optimizer:
 
         rows = self.__dict__.setdefault("_rows", {})
         tables = self.__dict__.setdefault("_tables", {}) if native else None
+        replays = self.__dict__.setdefault("_replays", {})
         for group in self.param_groups:
-            apply(self, group, group["params"], group["_index"], flat, gaddrs, self.state,
-                  gscale, rows, tables)
+            entry = replays.get(id(group)) if native else None
+            if entry is not None and entry[0] is group and entry[1].run(self, group, gaddrs,
+                                                                        gscale):
+                continue
+            launches = apply(self, group, group["params"], group["_index"], flat, gaddrs,
+                             self.state, gscale, rows, tables)
+            rec = _Replay.record(self, group, launches, tables) if native else None
+            if rec is None:
+                replays.pop(id(group), None)
+            else:
+                replays[id(group)] = (group, rec)
         return True
 
     def zero_state(self) -> None:
@@ -360,15 +375,17 @@ def param_addresses(params):
     return [(_engine.address(p), p.nbytes) for p in params]
 
 
-def check_grads(params, grads, native, paddrs):
+def check_grads(params, grads, native, paddrs, flat_needed=True):
     """Validate every grad against its param (``paddrs``: ``param_addresses(params)`` when
-    ``native``); return the grads' flat views and (native) their addresses."""
+    ``native``); return the grads as flat views (as given when not ``flat_needed``: the
+    native step only needs the addresses) and (native) their addresses."""
     if isinstance(grads, np.ndarray) or not isinstance(grads, Iterable):
         raise TypeError("grads must be a list of arrays, one per parameter")
     grads = list(grads)
     if len(grads) != len(params):
         raise ValueError(f"got {len(grads)} grads for {len(params)} parameters")
     flat, addrs = [], []
+    address = _engine.address_of() if native else None
     for i, (p, g) in enumerate(zip(params, grads)):
         if type(g) is not np.ndarray and not isinstance(g, np.ndarray):
             raise TypeError(f"grads[{i}] must be a numpy.ndarray, got {type(g).__name__}")
@@ -384,20 +401,21 @@ def check_grads(params, grads, native, paddrs):
             raise ValueError(f"params[{i}] became read-only or non-contiguous")
         if g.flags.c_contiguous:
             if native:
-                ga = _engine.address(g)
+                ga = address(g)
                 pa, nb = paddrs[i]
                 if ga < pa + nb and pa < ga + nb:
                     raise ValueError(f"grads[{i}] shares memory with its parameter")
                 addrs.append(ga)
             elif np.may_share_memory(g, p):
                 raise ValueError(f"grads[{i}] shares memory with its parameter")
-            g = g.reshape(-1)
+            if flat_needed:
+                g = g.reshape(-1)
         else:
             if np.may_share_memory(g, p):
                 raise ValueError(f"grads[{i}] shares memory with its parameter")
             g = np.ravel(g)  # a contiguous copy
             if native:
-                addrs.append(_engine.address(g))
+                addrs.append(address(g))
         flat.append(g)
     return flat, addrs
 
@@ -433,6 +451,67 @@ def apply(rule, group, params, index, flat, gaddrs, state, gscale, rows, tables)
             la.add_numpy(p, flat[i], bufs)
     for (_, dt), la in launches.items():
         la.run(tables.setdefault((id(group), la.name, la.flags, dt), {}) if native else None)
+    return launches
+
+
+class _Replay:
+    """A group's last native step, replayed while its state holds the same buffer objects
+    and every step count is equal: what is left per tensor is its grad's check and
+    address (``check_grads``). Kept for optimizers whose per-step key is the step count
+    or constant (SGD) when the group used one kernel variant."""
+
+    __slots__ = ("index", "live", "states", "n", "bufpos", "bufs", "steppos", "rows", "dt",
+                 "flags", "table")
+
+    @classmethod
+    def record(cls, opt, group, launches, tables):
+        const = opt._constant_key
+        if len(launches) != 1 or not (const or type(opt)._advance is Optimizer._advance):
+            return None
+        (_, dt), la = next(iter(launches.items()))
+        r = cls()
+        r.index = list(group["_index"])
+        r.states = [opt.state[i] for i in r.index]
+        vals = [(k, v) for st in r.states for k, v in st.items()]
+        r.n = len(vals)
+        r.steppos = [j for j, (k, _) in enumerate(vals) if k == "step"]
+        if len(r.steppos) != (0 if const else len(r.states)):
+            return None
+        r.bufpos = [j for j, (k, _) in enumerate(vals) if k != "step"]
+        r.bufs = [vals[j][1] for j in r.bufpos]
+        r.live = [i for i, p in zip(r.index, group["params"]) if p.size]
+        r.rows, r.dt, r.flags = la.rows, dt, la.flags
+        r.table = tables[(id(group), la.name, la.flags, dt)]
+        return r
+
+    def run(self, opt, group, gaddrs, gscale) -> bool:
+        """Step the group if nothing changed (True), else change nothing (False)."""
+        states = list(map(opt.state.__getitem__, self.index))
+        if not all(map(_is, states, self.states)):
+            return False
+        vals = list(chain.from_iterable(map(dict.values, states)))
+        if len(vals) != self.n or not all(map(_is, [vals[j] for j in self.bufpos], self.bufs)):
+            return False
+        if self.steppos:
+            steps = [vals[j] for j in self.steppos]
+            key = steps[0] + 1
+            if steps.count(steps[0]) != len(steps):
+                return False
+        else:
+            key = False  # SGD after its first momentum step
+        gs = -gscale if group.get("maximize", False) else gscale
+        name, flags, scalars = opt._scalars(group, key, self.dt.type, gs)
+        flags = tuple(bool(f) for f in flags)
+        if flags != self.flags:  # another kernel variant (its buffers may differ)
+            return False
+        la = _engine.Launch(name, flags, scalars)
+        la.rows = self.rows
+        la.gaddrs = [gaddrs[i] for i in self.live]
+        la.run(self.table)
+        if self.steppos:
+            for st in states:
+                st["step"] = key
+        return True
 
 
 # ---------------------------------------------------------------------------

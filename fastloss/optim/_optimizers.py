@@ -36,6 +36,7 @@ class SGD(Optimizer):
 
     _defaults = dict(lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False,
                      maximize=False)
+    _constant_key = True
 
     def __init__(self, params, lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0,
                  nesterov=False, *, maximize=False, **kw):
