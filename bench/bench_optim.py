@@ -10,7 +10,9 @@ Groups: ``<opt>-10M`` (one float32 tensor of 10M elements: fastloss native, fast
 numpy, torch for-loop (the CPU default), torch foreach, torch fused where it exists),
 ``<opt>-1000x500`` (a model of 1000 tensors x 500 elements: fastloss through the
 arena, fastloss tensor by tensor, torch fused / foreach), ``threshold`` (serial vs
-parallel kernel around ``PARALLEL_THRESHOLD``). torch runs with the same thread count
+parallel kernel around ``PARALLEL_THRESHOLD``), ``model-<name>`` (an Adam step on the
+whole models of ``fastloss.benchmark.MODELS``: fastloss vs ``torch.optim.Adam(fused=True)``,
+gradients already set, as ``fastloss bench --models all``). torch runs with the same thread count
 (``torch.set_num_threads(fastloss.get_num_threads())``). Every configuration is checked
 against the reference (one step, same inputs) before it is timed.
 
