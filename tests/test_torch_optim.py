@@ -392,6 +392,8 @@ def test_replay_follows_changes_between_steps():
     both(lambda ps, o: setattr(ps[1], "data", ps[1].data.clone() + 1))
     both(lambda ps, o: setattr(ps[2], "grad", None))
     both(lambda ps, o: o.step())
+    both(lambda ps, o: setattr(ps[1].grad, "data", ps[1].grad.data * 3))  # moved memory
+    both(lambda ps, o: o.step())
     nc = torch.randn(13, 7, dtype=dtype).t()
     for ps in (a, b):
         ps[0].grad = nc.clone()  # clone keeps the strides

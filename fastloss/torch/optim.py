@@ -213,8 +213,9 @@ class _Fast:
     equal (read in one native call). Anything else goes through the general path.
     """
 
-    __slots__ = ("sig", "params", "grads", "mask", "stepped", "meta", "ptrs", "states",
-                 "nstate", "vals", "steps", "like", "rows", "gaddrs", "table", "dt", "gs")
+    __slots__ = ("sig", "params", "grads", "mask", "stepped", "sgrads", "gptrs", "meta",
+                 "ptrs", "states", "nstate", "vals", "steps", "like", "rows", "gaddrs",
+                 "table", "dt", "gs")
 
     def check(self, opt, group, cg):
         """Return the step key (or () when nothing has a gradient), or None to fall back;
@@ -223,11 +224,15 @@ class _Fast:
         if len(ps) != len(self.params) or not all(map(_is, ps, self.params)):
             return None
         grads = [p.grad for p in ps]
-        if not all(map(_is, grads, self.grads)):
+        if all(map(_is, grads, self.grads)):
+            if list(map(_data_ptr, self.sgrads)) != self.gptrs:  # moved: check again
+                return None
+        else:
             if [g is None for g in grads] != self.mask:
                 return None
+            sgrads = [g for g in grads if g is not None]
             gaddrs = []
-            for g, (dt, shape, pa, nb) in zip([g for g in grads if g is not None], self.meta):
+            for g, (dt, shape, pa, nb) in zip(sgrads, self.meta):
                 if type(g) is not torch.Tensor or g.dtype is not dt or not g.is_cpu \
                         or g.layout is not torch.strided or g.shape != shape \
                         or not g.is_contiguous():
@@ -237,7 +242,8 @@ class _Fast:
                     if ga < pa + nb and pa < ga + nb:
                         return None
                     gaddrs.append(ga)
-            self.grads, self.gaddrs = grads, gaddrs
+            self.grads, self.sgrads, self.gaddrs = grads, sgrads, gaddrs
+            self.gptrs = list(map(_data_ptr, sgrads))
         if not self.stepped:
             return ()
         if list(map(_data_ptr, self.stepped)) != self.ptrs:
@@ -272,6 +278,8 @@ def _record(opt, group, sig, core, gs, items, launches, tables):
     c.grads = [p.grad for p in c.params]
     c.mask = [g is None for g in c.grads]
     c.stepped = [p for p, _ in items]
+    c.sgrads = [g for g in c.grads if g is not None]
+    c.gptrs = list(map(_data_ptr, c.sgrads))
     slots = [e for _, e in items]
     if any(e.p_np is None or e.g is None or _local(p) is not p or type(e.g) is not torch.Tensor
            for p, e in items):
