@@ -12,6 +12,11 @@ the NumPy reference before anything is timed, so a fast wrong kernel cannot win:
   the second moment, so a single step would check little). The instances that
   are then timed are separate ones.
 
+* models (``--models``): an Adam step (lr 1e-3, float32, gradients already set) on
+  whole models, fastloss (``fastloss.torch.optim.Adam`` on the module's parameters, or
+  ``fastloss.optim.Adam`` on NumPy arrays) against ``torch.optim.Adam(fused=True)``
+  at the same thread count; three steps of fresh instances must agree first.
+
 Reported per case: median time per call of each peer (the peers are timed in
 alternating rounds, so load on a shared machine falls on all of them alike),
 the speed-up of native
