@@ -10,7 +10,9 @@ Groups: ``<opt>-10M`` (one float32 tensor of 10M elements: fastloss native, fast
 numpy, torch for-loop (the CPU default), torch foreach, torch fused where it exists),
 ``<opt>-1000x500`` (a model of 1000 tensors x 500 elements: fastloss through the
 arena, fastloss tensor by tensor, torch fused / foreach), ``threshold`` (serial vs
-parallel kernel around ``PARALLEL_THRESHOLD``). torch runs with the same thread count
+parallel kernel around ``PARALLEL_THRESHOLD``), ``model-<name>`` (an Adam step on the
+whole models of ``fastloss.benchmark.MODELS``: fastloss vs ``torch.optim.Adam(fused=True)``,
+gradients already set, as ``fastloss bench --models all``). torch runs with the same thread count
 (``torch.set_num_threads(fastloss.get_num_threads())``). Every configuration is checked
 against the reference (one step, same inputs) before it is timed.
 
@@ -28,6 +30,7 @@ import pytest
 
 import fastloss
 import fastloss.optim as fo
+from fastloss import benchmark as fbench
 from fastloss.optim import _kernels_numba as K
 
 torch = pytest.importorskip("torch") if __name__ != "__main__" else None
@@ -164,6 +167,26 @@ def test_model(benchmark, opt, impl):
 
 
 # ---------------------------------------------------------------------------
+# whole models: fastloss (torch adapter, or fastloss.optim on NumPy arrays) vs torch fused
+# Adam, float32, gradients already set, optimizer step only (``fastloss bench --models``)
+
+@pytest.mark.parametrize("impl", ["native", "torch_fused"])
+@pytest.mark.parametrize("model", list(fbench.MODELS))
+def test_model_step(benchmark, model, impl):
+    _threads()
+    if benchmark.disabled and (model == "embedding" or impl != "native"):
+        pytest.skip("only with --benchmark-enable (the native case checks against torch)")
+    peers = fbench._model_peers(model, torch)
+    if impl == "native":
+        fbench._model_check(peers)()
+    step, _ = peers[impl]()
+    step()
+    benchmark.group = f"model-{model}"
+    benchmark.pedantic(step, rounds=5 if model == "embedding" else 30, iterations=1,
+                       warmup_rounds=1)
+
+
+# ---------------------------------------------------------------------------
 # serial vs parallel around the threshold
 
 @pytest.mark.parametrize("mode", ["serial", "parallel"])
@@ -289,6 +312,15 @@ def main():  # pragma: no cover - a measurement
         print(f"  arena vs torch {best_torch}: {mm[best_torch] / mm['arena']:.1f}x; "
               f"per-tensor overhead {1e6 * (mm['per_tensor'] - mm['arena']) / MODEL[0]:.1f} "
               f"us/tensor")
+    for model, what in fbench.MODELS.items():
+        steps = {impl: make()[0] for impl, make in fbench._model_peers(model, torch).items()}
+        times = {impl: [] for impl in steps}
+        for _ in range(5 if model == "embedding" else 30):  # alternating rounds
+            for impl, step in steps.items():
+                times[impl] += _time(step, 1)
+        med = {k: float(np.median(v)) for k, v in times.items()}
+        print(f"{model} ({what}): fastloss {1e3 * med['native']:.3f} ms, torch fused "
+              f"{1e3 * med['torch_fused']:.3f} ms: {med['torch_fused'] / med['native']:.2f}x")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -80,6 +80,16 @@ def _run(params, opt, grads, sched=None):
             sched.step()
 
 
+def _assert_unchanged(params, snap, opt, state):
+    """``params`` equal ``snap`` and the optimizer's state equals ``state`` (a deep copy)."""
+    for p, s in zip(params, snap):
+        assert torch.equal(p, s)
+    after = opt.state_dict()["state"]
+    for i in state:
+        for k in state[i]:
+            assert torch.equal(state[i][k], after[i][k])
+
+
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("name,kw", CASES, ids=IDS)
 def test_trajectory_matches_torch(name, kw, dtype):
@@ -250,12 +260,7 @@ def test_bad_input_raises_before_anything_changes():
     opt.param_groups[0]["betas"] = (0.9, 1.5)  # e.g. set by a buggy scheduler
     with pytest.raises(ValueError, match="betas"):
         opt.step()
-    for p, s in zip(a, snap):
-        assert torch.equal(p, s)
-    after = opt.state_dict()["state"]
-    for i in state:
-        for k in state[i]:
-            assert torch.equal(state[i][k], after[i][k])
+    _assert_unchanged(a, snap, opt, state)
 
     emb = torch.nn.Embedding(10, 3, sparse=True)
     opt = FO.SGD(emb.parameters(), lr=0.1)
@@ -354,3 +359,109 @@ def test_tensor_lr_and_namespace():
     _run(b, ob, grads)
     for pa, pb in zip(a, b):
         assert_close(pa, pb, torch.float64)
+
+
+# ---------------------------------------------------------------------------
+# the replayed step (same params, state and checked gradients) follows every change
+
+def test_replay_follows_changes_between_steps():
+    dtype = torch.float32
+    a, b, oa, ob = _pair("Adam", dict(lr=0.01, amsgrad=True), dtype, groups=True)
+    grads = _grads(dtype, 12)
+    for p, q, g in zip(a, b, grads[0]):  # gradients kept: zero_grad(set_to_none=False)
+        p.grad, q.grad = g.clone(), g.clone()
+
+    def both(fn):
+        fn(a, oa)
+        fn(b, ob)
+
+    def fill(k):
+        def f(ps, o):
+            o.zero_grad(set_to_none=False)
+            for p, g in zip(ps, grads[k]):
+                p.grad.add_(g)  # in place: the same gradient tensors
+        return f
+
+    for k in range(3):
+        both(fill(k))
+        both(lambda ps, o: o.step())
+    # a state tensor replaced by assignment, a parameter's data replaced, a gradient
+    # dropped, a non-contiguous gradient reused with new values, an option changed
+    both(lambda ps, o: o.state[ps[0]].__setitem__("exp_avg",
+                                                   o.state[ps[0]]["exp_avg"] * 0.5))
+    both(lambda ps, o: setattr(ps[1], "data", ps[1].data.clone() + 1))
+    both(lambda ps, o: setattr(ps[2], "grad", None))
+    both(lambda ps, o: o.step())
+    both(lambda ps, o: setattr(ps[1].grad, "data", ps[1].grad.data * 3))  # moved memory
+    both(lambda ps, o: o.step())
+    nc = torch.randn(13, 7, dtype=dtype).t()
+    for ps in (a, b):
+        ps[0].grad = nc.clone()  # clone keeps the strides
+    assert not a[0].grad.is_contiguous()
+    both(lambda ps, o: o.step())
+    both(lambda ps, o: ps[0].grad.mul_(-2.0))
+    both(lambda ps, o: o.step())
+    both(lambda ps, o: o.param_groups[1].__setitem__("lr", 0.05))
+    for k in range(3, 8):
+        both(lambda ps, o: setattr(ps[2], "grad", grads[k][2].clone()))
+        both(lambda ps, o: o.step())
+    for pa, pb in zip(a, b):
+        assert_close(pa, pb, dtype)
+    for pa, pb in zip(a, b):
+        for key in ob.state[pb]:
+            assert_close(oa.state[pa][key], ob.state[pb][key], dtype, key)
+
+
+def test_one_bad_grad_among_200_changes_nothing():
+    ps = [torch.nn.Parameter(torch.randn(40)) for _ in range(200)]
+    opt = FO.AdamW(ps, lr=0.1)
+    for _ in range(3):
+        for p in ps:
+            p.grad = torch.randn(40)
+        opt.step()
+    snap = [p.detach().clone() for p in ps]
+    state = copy.deepcopy(opt.state_dict()["state"])
+    ps[150].grad = torch.randn(40).to_sparse()
+    with pytest.raises(ValueError, match=r"params\[150\] has a sparse gradient"):
+        opt.step()
+    ps[150].grad = torch.randn(80)[::2]  # non-contiguous: fine
+    ps[151].grad = ps[151].detach()[:]  # the parameter itself
+    with pytest.raises(ValueError, match=r"params\[151\].grad shares memory"):
+        opt.step()
+    _assert_unchanged(ps, snap, opt, state)
+
+
+@pytest.mark.parametrize("name,kw", [("Adam", dict(lr=0.01)), ("SGD", dict(lr=0.1, momentum=0.9)),
+                                     ("RMSprop", dict(lr=0.01))])
+def test_max_grad_norm_matches_torch_clip_then_step(name, kw):
+    dtype = torch.float64
+    a, b, _, ob = _pair(name, kw, dtype)
+    oa = getattr(FO, name)(a, **kw, max_grad_norm=0.5)
+    for gs in _grads(dtype, 15):
+        for p, q, g in zip(a, b, gs):
+            p.grad, q.grad = g.clone(), g.clone()
+        norm = torch.nn.utils.clip_grad_norm_(b, 0.5)
+        oa.step()
+        ob.step()
+        assert oa.last_grad_norm == pytest.approx(float(norm), rel=1e-12)
+        for p, g in zip(a, gs):
+            assert torch.equal(p.grad, g)  # the grads are not modified
+    for pa, pb in zip(a, b):
+        assert_close(pa, pb, dtype)
+    with pytest.raises(ValueError, match="max_grad_norm"):
+        FO.Adam(a, max_grad_norm=0.0)
+
+
+def test_skip_nonfinite_changes_nothing():
+    a = [torch.nn.Parameter(p) for p in _params(torch.float32)]
+    opt = FO.AdamW(a, lr=0.1, skip_nonfinite=True)
+    _run(a, opt, _grads(torch.float32, 2))
+    snap = [p.detach().clone() for p in a]
+    state = copy.deepcopy(opt.state_dict()["state"])
+    a[1].grad[2] = float("inf")
+    opt.step()
+    assert opt.skipped_steps == 1
+    _assert_unchanged(a, snap, opt, state)
+    a[1].grad[2] = 0.0
+    opt.step()
+    assert float(opt.state[a[0]]["step"]) == 3.0

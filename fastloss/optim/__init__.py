@@ -28,13 +28,23 @@ returns False.
 
 Performance notes
 -----------------
-Kernels release the GIL and use ``fastloss.get_num_threads()`` threads above
-``_kernels_numba.PARALLEL_THRESHOLD`` (16384) elements, a serial twin below.
-Stepping tensor by tensor costs ~5 us of Python per tensor (validation,
-dispatch); a model of many small tensors should go through ``Arena`` (one
-kernel call for the whole model). On an oversubscribed machine (more runnable
+One ``step`` makes one native call per param group and kernel variant (dtype,
+option flags, per-step scalars): all tensors of the group in one Numba kernel
+over a table of buffer addresses, the work cut by element count across tensor
+boundaries into one part per thread (``fastloss.get_num_threads()``) when the
+group holds at least ``_kernels_numba.PARALLEL_THRESHOLD`` (16384) elements,
+else one serial part. What remains per tensor is checking its grad and reading
+its address (well under a microsecond), so a model of many small tensors no
+longer needs the ``Arena``. Results do not depend on the split: each element's
+update reads only that element. On an oversubscribed machine (more runnable
 threads than cores) a parallel kernel can stall for a scheduler time slice;
 ``fastloss.set_num_threads(1)`` avoids that.
+
+Functional core
+---------------
+``fastloss.optim.functional``: ``init(opt, params)`` and
+``update(opt, params, grads, state, hyperparams, step)`` for every optimizer, the
+same logic and kernels as the classes (see that module).
 
 Numba cache
 -----------
@@ -54,14 +64,18 @@ Editing ``_kernels_numba.py`` invalidates the cache (Numba checks the source
 file's timestamp). Warm-cache start-up, measured on the 2-core dev machine:
 ``import numba`` ~0.35 s (paid at the first native optimizer's construction;
 ``import fastloss`` and ``import fastloss.optim`` do not import Numba), then the
-first step ~0.6 s, of which ~0.45 s is Numba importing ``scipy.linalg`` for its
-BLAS check when SciPy is installed (~0.4 s first step without SciPy); later
-steps cost microseconds.
+first step ~0.6 s with the per-array kernels alone, of which ~0.45 s is Numba
+importing ``scipy.linalg`` for its BLAS check when SciPy is installed; the
+multi-tensor launch adds the loading of its own cached variant and helpers
+(~1 s in all for the first Adam step, measured on the loaded shared machine);
+later steps cost microseconds. Editing ``_multi.py`` invalidates its entries
+the same way.
 """
 from ._clip import clip_grad_norm
 from ._base import Optimizer
 from ._optimizers import SGD, Adagrad, Adam, Adamax, AdamW, Lion, NAdam, RMSprop
 from .arena import Arena
+from . import functional
 
 __all__ = ["Optimizer", "SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "Adamax", "NAdam",
-           "Lion", "Arena", "clip_grad_norm"]
+           "Lion", "Arena", "clip_grad_norm", "functional"]

@@ -2,7 +2,7 @@
 
 A concrete optimizer only says what PyTorch's does: its defaults, how to
 check a group's hyper-parameters, which state buffers a parameter gets, and
-which kernel to call with which scalars (``_scalars``, ``_arrays``). Everything else
+which kernel to call with which scalars (``_scalars``, ``_buffers``). Everything else
 lives here, once:
 
 * ``step(grads)`` validates *everything* (grads' count, shapes and dtypes;
@@ -22,9 +22,13 @@ import math
 import numbers
 from collections.abc import Iterable, Mapping
 
+from itertools import chain
+from operator import is_ as _is
+
 import numpy as np
 
 from .. import _backend, _threads, _validate
+from . import _engine
 
 __all__ = ["Optimizer", "numba_available"]
 
@@ -111,6 +115,7 @@ class Optimizer:
 
     _defaults: dict = {}
     _keras_modes = ("torch",)
+    _constant_key = False  # True: _advance is constant after the first step (SGD)
 
     def __init__(self, params, defaults: dict, *, backend=None, max_grad_norm=None,
                  skip_nonfinite=False):
@@ -127,7 +132,6 @@ class Optimizer:
         self._params: list[np.ndarray] = []
         self.skipped_steps = 0
         self.last_grad_norm = None
-        self._dummies: dict = {}
 
         if isinstance(params, np.ndarray) or not isinstance(params, Iterable):
             raise TypeError("params must be a list of arrays or a list of param-group dicts, "
@@ -203,66 +207,36 @@ class Optimizer:
         Computed once per group, step and dtype, not per parameter."""
         raise NotImplementedError
 
-    def _arrays(self, p, g, st, flags):
-        """The kernel's array arguments: flat views of param, grad and state buffers
-        (allocating buffers an option needs on first use)."""
+    def _buffers(self, p, st, flags):
+        """The kernel's state buffers, after param and grad, in its argument order
+        (``None`` for one the flags switch off), allocating those an option needs on
+        first use."""
         raise NotImplementedError
 
-    def _dummy(self, dt):
-        """A 1-element buffer standing in for state an option turns off."""
-        d = self._dummies.get(dt)
-        if d is None:
-            d = self._dummies[dt] = np.zeros(1, dt)
-        return d
-
     # -- the step --------------------------------------------------------------
-    def _check_grads(self, grads):
-        if isinstance(grads, np.ndarray) or not isinstance(grads, Iterable):
-            raise TypeError("grads must be a list of arrays, one per parameter")
-        grads = list(grads)
-        if len(grads) != len(self._params):
-            raise ValueError(f"got {len(grads)} grads for {len(self._params)} parameters")
-        flat = []
-        for i, (p, g) in enumerate(zip(self._params, grads)):
-            if type(g) is not np.ndarray and not isinstance(g, np.ndarray):
-                raise TypeError(f"grads[{i}] must be a numpy.ndarray, got {type(g).__name__}")
-            if g.dtype != p.dtype:
-                if g.dtype.newbyteorder("=") != p.dtype:
-                    raise TypeError(f"grads[{i}] has dtype {g.dtype}, its parameter has {p.dtype}")
-                g = g.astype(p.dtype)  # non-native byte order: a native copy
-            if g.shape != p.shape:
-                raise ValueError(f"grads[{i}] has shape {g.shape}, its parameter has {p.shape}")
-            pf = p.flags
-            if not pf.writeable or not pf.c_contiguous:
-                raise ValueError(f"params[{i}] became read-only or non-contiguous")
-            if np.may_share_memory(g, p):
-                raise ValueError(f"grads[{i}] shares memory with its parameter")
-            flat.append(g.reshape(-1) if g.flags.c_contiguous else np.ravel(g))
-        return flat
+    def _check_grads(self, grads, native):
+        paddrs = self.__dict__.get("_paddrs")
+        if native and paddrs is None:  # a param's buffer never moves (we hold a reference)
+            paddrs = self._paddrs = param_addresses(self._params)
+        return check_grads(self._params, grads, native, paddrs,
+                           not native or self.max_grad_norm is not None or self.skip_nonfinite)
 
     def step(self, grads) -> bool:
         """One update of every parameter with ``grads`` (same order as the params).
 
         Returns True, or False when ``skip_nonfinite`` skipped the step.
         """
-        flat = self._check_grads(grads)
+        native = self.backend == "native"
+        flat, gaddrs = self._check_grads(grads, native)
         for group in self.param_groups:
             # re-validate a group only when one of its options changed since last time
             sig = tuple(_frozen(group.get(k)) for k in self._defaults)
             if sig != group.get("_checked"):
                 self._check_group(group)
                 group["_checked"] = sig
-        native = self.backend == "native"
-        threads_set = False
-        if native:
-            K = _kernels()
-        else:
-            from . import _reference as K
-
-        gscale = 1.0
         if native and (self.max_grad_norm is not None or self.skip_nonfinite):
             _threads.numba_threads()
-            threads_set = True
+        gscale = 1.0
         if self.max_grad_norm is not None:
             norm = _global_norm(flat, native)
             self.last_grad_norm = norm
@@ -274,28 +248,21 @@ class Optimizer:
             self.skipped_steps += 1
             return False
 
+        rows = self.__dict__.setdefault("_rows", {})
+        tables = self.__dict__.setdefault("_tables", {}) if native else None
+        replays = self.__dict__.setdefault("_replays", {})
         for group in self.param_groups:
-            gs = -gscale if group.get("maximize", False) else gscale
-            memo = {}
-            for i, p in zip(group["_index"], group["params"]):
-                st = self.state[i]
-                key = (self._advance(st, group), p.dtype)
-                sc = memo.get(key)
-                if sc is None:
-                    name, flags, scalars = self._scalars(group, key[0], p.dtype.type, gs)
-                    # plain bools: the flags key the compiled variants (and Numba's cache)
-                    sc = memo[key] = (name, tuple(bool(f) for f in flags), scalars)
-                name, flags, scalars = sc
-                arrays = self._arrays(p, flat[i], st, flags)
-                if native:
-                    n = p.size
-                    if n >= K.PARALLEL_THRESHOLD and not threads_set:
-                        _threads.numba_threads()  # per calling thread; only for parallel kernels
-                        threads_set = True
-                    K.kernel(name, flags, n)(*arrays, *scalars)
-                else:
-                    with np.errstate(all="ignore"):  # NaN/Inf propagate silently, as native
-                        getattr(K, name)(*arrays, *scalars, *flags)
+            entry = replays.get(id(group)) if native else None
+            if entry is not None and entry[0] is group and entry[1].run(self, group, gaddrs,
+                                                                        gscale):
+                continue
+            launches = apply(self, group, group["params"], group["_index"], flat, gaddrs,
+                             self.state, gscale, rows, tables)
+            rec = _Replay.record(self, group, launches, tables) if native else None
+            if rec is None:
+                replays.pop(id(group), None)
+            else:
+                replays[id(group)] = (group, rec)
         return True
 
     def zero_state(self) -> None:
@@ -380,6 +347,170 @@ class Optimizer:
                              if key not in ("params", "_index", "_checked"))
             lines.append(f"  group {k}: {len(g['params'])} params; {opts}")
         return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------
+# the per-optimizer logic without an instance's params
+
+_rules: dict = {}
+
+
+def rule(cls):
+    """A parameter-less instance of an optimizer class: its per-optimizer methods
+    (``_check_group``, ``_new_state``, ``_advance``, ``_scalars``, ``_buffers``) without the
+    param groups of ``__init__``. The functional API and the torch adapter use it."""
+    obj = _rules.get(cls)
+    if obj is None:
+        obj = _rules[cls] = object.__new__(cls)
+        obj.defaults = dict(cls._defaults)
+    return obj
+
+
+# ---------------------------------------------------------------------------
+# gradients
+
+def param_addresses(params):
+    """(address, bytes) of each param, for the grads' aliasing check."""
+    return [(_engine.address(p), p.nbytes) for p in params]
+
+
+def check_grads(params, grads, native, paddrs, flat_needed=True):
+    """Validate every grad against its param (``paddrs``: ``param_addresses(params)`` when
+    ``native``); return the grads as flat views (as given when not ``flat_needed``: the
+    native step only needs the addresses) and (native) their addresses."""
+    if isinstance(grads, np.ndarray) or not isinstance(grads, Iterable):
+        raise TypeError("grads must be a list of arrays, one per parameter")
+    grads = list(grads)
+    if len(grads) != len(params):
+        raise ValueError(f"got {len(grads)} grads for {len(params)} parameters")
+    flat, addrs = [], []
+    address = _engine.address_of() if native else None
+    for i, (p, g) in enumerate(zip(params, grads)):
+        if type(g) is not np.ndarray and not isinstance(g, np.ndarray):
+            raise TypeError(f"grads[{i}] must be a numpy.ndarray, got {type(g).__name__}")
+        pdt = p.dtype
+        if g.dtype is not pdt and g.dtype != pdt:
+            if g.dtype.newbyteorder("=") != pdt:
+                raise TypeError(f"grads[{i}] has dtype {g.dtype}, its parameter has {pdt}")
+            g = g.astype(pdt)  # non-native byte order: a native copy
+        if g.shape != p.shape:
+            raise ValueError(f"grads[{i}] has shape {g.shape}, its parameter has {p.shape}")
+        pf = p.flags
+        if not pf.writeable or not pf.c_contiguous:
+            raise ValueError(f"params[{i}] became read-only or non-contiguous")
+        if g.flags.c_contiguous:
+            if native:
+                ga = address(g)
+                pa, nb = paddrs[i]
+                if ga < pa + nb and pa < ga + nb:
+                    raise ValueError(f"grads[{i}] shares memory with its parameter")
+                addrs.append(ga)
+            elif np.may_share_memory(g, p):
+                raise ValueError(f"grads[{i}] shares memory with its parameter")
+            if flat_needed:
+                g = g.reshape(-1)
+        else:
+            if np.may_share_memory(g, p):
+                raise ValueError(f"grads[{i}] shares memory with its parameter")
+            g = np.ravel(g)  # a contiguous copy
+            if native:
+                addrs.append(address(g))
+        flat.append(g)
+    return flat, addrs
+
+
+# ---------------------------------------------------------------------------
+# one group's update: the core the classes, the functional API and the torch adapter share
+
+def apply(rule, group, params, index, flat, gaddrs, state, gscale, rows, tables):
+    """Update ``params`` (their positions ``index`` in ``flat``, ``gaddrs`` and ``state``)
+    with the options ``group`` by the optimizer ``rule`` (its ``_advance``, ``_scalars``
+    and ``_buffers``), after everything was validated: one native call per kernel variant
+    (``tables`` a dict caching address tables; ``gaddrs`` the grads' addresses), or the
+    NumPy reference tensor by tensor when ``tables`` is None. ``rows`` caches each
+    tensor's addresses by position."""
+    native = tables is not None
+    gs = -gscale if group.get("maximize", False) else gscale
+    launches = {}
+    for i, p in zip(index, params):
+        st = state[i]
+        key = (rule._advance(st, group), p.dtype)
+        la = launches.get(key)
+        if la is None:
+            name, flags, scalars = rule._scalars(group, key[0], p.dtype.type, gs)
+            # plain bools: the flags key the compiled variants (and Numba's cache)
+            la = launches[key] = _engine.Launch(name, tuple(bool(f) for f in flags), scalars)
+        bufs = rule._buffers(p, st, la.flags)
+        if native:
+            row = rows.get(i)
+            if row is None or not row.same(p, bufs):
+                row = rows[i] = _engine.Row(p, bufs)
+            la.add_native(row, gaddrs[i])
+        else:
+            la.add_numpy(p, flat[i], bufs)
+    for (_, dt), la in launches.items():
+        la.run(tables.setdefault((id(group), la.name, la.flags, dt), {}) if native else None)
+    return launches
+
+
+class _Replay:
+    """A group's last native step, replayed while its state holds the same buffer objects
+    and every step count is equal: what is left per tensor is its grad's check and
+    address (``check_grads``). Kept for optimizers whose per-step key is the step count
+    or constant (SGD) when the group used one kernel variant."""
+
+    __slots__ = ("index", "live", "states", "n", "bufpos", "bufs", "steppos", "rows", "dt",
+                 "flags", "table")
+
+    @classmethod
+    def record(cls, opt, group, launches, tables):
+        const = opt._constant_key
+        if len(launches) != 1 or not (const or type(opt)._advance is Optimizer._advance):
+            return None
+        (_, dt), la = next(iter(launches.items()))
+        r = cls()
+        r.index = list(group["_index"])
+        r.states = [opt.state[i] for i in r.index]
+        vals = [(k, v) for st in r.states for k, v in st.items()]
+        r.n = len(vals)
+        r.steppos = [j for j, (k, _) in enumerate(vals) if k == "step"]
+        if len(r.steppos) != (0 if const else len(r.states)):
+            return None
+        r.bufpos = [j for j, (k, _) in enumerate(vals) if k != "step"]
+        r.bufs = [vals[j][1] for j in r.bufpos]
+        r.live = [i for i, p in zip(r.index, group["params"]) if p.size]
+        r.rows, r.dt, r.flags = la.rows, dt, la.flags
+        r.table = tables[(id(group), la.name, la.flags, dt)]
+        return r
+
+    def run(self, opt, group, gaddrs, gscale) -> bool:
+        """Step the group if nothing changed (True), else change nothing (False)."""
+        states = list(map(opt.state.__getitem__, self.index))
+        if not all(map(_is, states, self.states)):
+            return False
+        vals = list(chain.from_iterable(map(dict.values, states)))
+        if len(vals) != self.n or not all(map(_is, [vals[j] for j in self.bufpos], self.bufs)):
+            return False
+        if self.steppos:
+            steps = [vals[j] for j in self.steppos]
+            key = steps[0] + 1
+            if steps.count(steps[0]) != len(steps):
+                return False
+        else:
+            key = False  # SGD after its first momentum step
+        gs = -gscale if group.get("maximize", False) else gscale
+        name, flags, scalars = opt._scalars(group, key, self.dt.type, gs)
+        flags = tuple(bool(f) for f in flags)
+        if flags != self.flags:  # another kernel variant (its buffers may differ)
+            return False
+        la = _engine.Launch(name, flags, scalars)
+        la.rows = self.rows
+        la.gaddrs = [gaddrs[i] for i in self.live]
+        la.run(self.table)
+        if self.steppos:
+            for st in states:
+                st["step"] = key
+        return True
 
 
 # ---------------------------------------------------------------------------

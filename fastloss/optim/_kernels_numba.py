@@ -15,6 +15,10 @@ variant on first use, ``parallel`` (``prange``, Numba's thread pool) for
 ``n >= PARALLEL_THRESHOLD`` else a ``serial`` twin (same source compiled
 without ``parallel``: a thread-pool launch costs more than small work).
 
+These per-array kernels are also the bodies of the multi-tensor launch
+(``_multi``): its serial twin runs on ``numba.carray`` views of each tensor's
+share of a part.
+
 Shared pieces of the element update:
 
 * ``d = g * gscale``: ``gscale`` folds ``maximize`` (-1) and a fused

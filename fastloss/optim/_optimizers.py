@@ -36,6 +36,7 @@ class SGD(Optimizer):
 
     _defaults = dict(lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False,
                      maximize=False)
+    _constant_key = True
 
     def __init__(self, params, lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0,
                  nesterov=False, *, maximize=False, **kw):
@@ -66,12 +67,12 @@ class SGD(Optimizer):
         return "sgd", flags, (dt(group["lr"]), dt(mom), dt(1 - group["dampening"]), dt(wd),
                               dt(gscale))
 
-    def _arrays(self, p, g, st, flags):
+    def _buffers(self, p, st, flags):
         if not flags[1]:
-            return p.reshape(-1), g, self._dummy(p.dtype)
+            return (None,)
         if flags[2]:
             st["momentum_buffer"] = np.empty_like(p)
-        return p.reshape(-1), g, st["momentum_buffer"].reshape(-1)
+        return (st["momentum_buffer"],)
 
 
 class Adagrad(Optimizer):
@@ -103,8 +104,8 @@ class Adagrad(Optimizer):
         wd = group["weight_decay"]
         return "adagrad", (wd != 0,), (dt(clr), dt(wd), dt(group["eps"]), dt(gscale))
 
-    def _arrays(self, p, g, st, flags):
-        return p.reshape(-1), g, st["sum"].reshape(-1)
+    def _buffers(self, p, st, flags):
+        return (st["sum"],)
 
 
 class RMSprop(Optimizer):
@@ -147,16 +148,14 @@ class RMSprop(Optimizer):
         return "rmsprop", flags, (dt(group["lr"]), omw, w, dt(group["eps"]), dt(wd),
                                   dt(group["momentum"]), dt(gscale))
 
-    def _arrays(self, p, g, st, flags):
+    def _buffers(self, p, st, flags):
         centered, use_m = flags[2], flags[3]
         if use_m and "momentum_buffer" not in st:
             st["momentum_buffer"] = np.zeros_like(p)
         if centered and "grad_avg" not in st:
             st["grad_avg"] = np.zeros_like(p)
-        d = self._dummy(p.dtype)
-        return (p.reshape(-1), g, st["square_avg"].reshape(-1),
-                st["grad_avg"].reshape(-1) if centered else d,
-                st["momentum_buffer"].reshape(-1) if use_m else d)
+        return (st["square_avg"], st["grad_avg"] if centered else None,
+                st["momentum_buffer"] if use_m else None)
 
 
 class Adam(Optimizer):
@@ -217,14 +216,10 @@ class Adam(Optimizer):
         return "adam", flags, (dt(step_size), w, omw, dt(b2), dt(1 - b2), dt(eps_t), dt(wd),
                                dt(decay_mul), dt(gscale))
 
-    def _arrays(self, p, g, st, flags):
-        if flags[2]:
-            if "max_exp_avg_sq" not in st:
-                st["max_exp_avg_sq"] = np.zeros_like(p)
-            vmax = st["max_exp_avg_sq"].reshape(-1)
-        else:
-            vmax = self._dummy(p.dtype)
-        return p.reshape(-1), g, st["exp_avg"].reshape(-1), st["exp_avg_sq"].reshape(-1), vmax
+    def _buffers(self, p, st, flags):
+        if flags[2] and "max_exp_avg_sq" not in st:
+            st["max_exp_avg_sq"] = np.zeros_like(p)
+        return st["exp_avg"], st["exp_avg_sq"], st["max_exp_avg_sq"] if flags[2] else None
 
 
 class AdamW(Adam):
@@ -269,8 +264,8 @@ class Adamax(Optimizer):
         return "adamax", (small, wd != 0), (dt(clr), w, omw, dt(b2), dt(group["eps"]), dt(wd),
                                             dt(gscale))
 
-    def _arrays(self, p, g, st, flags):
-        return p.reshape(-1), g, st["exp_avg"].reshape(-1), st["exp_inf"].reshape(-1)
+    def _buffers(self, p, st, flags):
+        return st["exp_avg"], st["exp_inf"]
 
 
 class NAdam(Optimizer):
@@ -324,8 +319,8 @@ class NAdam(Optimizer):
             dt(c_grad), dt(c_avg), w, omw, dt(b2), dt(1 - b2), dt(1 - b2 ** t), dt(group["eps"]),
             dt(wd), dt(decay_mul), dt(gscale))
 
-    def _arrays(self, p, g, st, flags):
-        return p.reshape(-1), g, st["exp_avg"].reshape(-1), st["exp_avg_sq"].reshape(-1)
+    def _buffers(self, p, st, flags):
+        return st["exp_avg"], st["exp_avg_sq"]
 
 
 class Lion(Optimizer):
@@ -360,5 +355,5 @@ class Lion(Optimizer):
         w2, omw2, s2 = lerp_weights(b2, dt)
         return "lion", (s1, s2), (dt(lr), w1, omw1, w2, omw2, dt(1 - lr * wd), dt(gscale))
 
-    def _arrays(self, p, g, st, flags):
-        return p.reshape(-1), g, st["exp_avg"].reshape(-1)
+    def _buffers(self, p, st, flags):
+        return (st["exp_avg"],)

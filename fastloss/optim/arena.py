@@ -1,8 +1,9 @@
 """Flat arena: a model's parameters (and gradients) in one contiguous buffer each.
 
-Stepping a model of many small tensors one tensor at a time costs a Python
-dispatch per tensor; packing them into one buffer lets one kernel call step
-the whole model::
+The optimizers step all tensors of a group in one kernel call already; an
+arena additionally keeps a model's parameters (and gradients) contiguous, which
+saves the per-tensor grad checks and lets other code treat the model as one
+vector::
 
     arena = Arena(params)              # copies the values once
     params = arena.params              # views of the original shapes: use these from now on

@@ -12,6 +12,11 @@ the NumPy reference before anything is timed, so a fast wrong kernel cannot win:
   the second moment, so a single step would check little). The instances that
   are then timed are separate ones.
 
+* models (``--models``): an Adam step (lr 1e-3, float32, gradients already set) on
+  whole models, fastloss (``fastloss.torch.optim.Adam`` on the module's parameters, or
+  ``fastloss.optim.Adam`` on NumPy arrays) against ``torch.optim.Adam(fused=True)``
+  at the same thread count; three steps of fresh instances must agree first.
+
 Reported per case: median time per call of each peer (the peers are timed in
 alternating rounds, so load on a shared machine falls on all of them alike),
 the speed-up of native
@@ -180,8 +185,10 @@ def ce_cases(shapes, dtypes, torch=None):
 
 OPTIMIZERS = {  # name: (fastloss.optim class, torch.optim class, kwargs, state buffers)
     "adam": ("Adam", "Adam", {"lr": 1e-3}, 2),
+    "adamw": ("AdamW", "AdamW", {"lr": 1e-3}, 2),
     "sgd_momentum": ("SGD", "SGD", {"lr": 1e-2, "momentum": 0.9}, 1),
     "rmsprop": ("RMSprop", "RMSprop", {"lr": 1e-3}, 1),
+    "adagrad": ("Adagrad", "Adagrad", {"lr": 1e-2}, 1),
 }
 CHECK_STEPS = 3
 
@@ -267,6 +274,116 @@ def optim_cases(sizes, dtypes, torch=None, names=None):
                            _optim_check(peers, p0, grads, np.dtype(dt).name))
 
 
+# --- optimizer steps on whole models (``--models``) --------------------------------------
+
+MODELS = {  # name: what is stepped (float32, Adam lr=1e-3, gradients already set)
+    "transformer": "nn.TransformerEncoder, 6 layers, d_model 128, ff 256",
+    "mlp100": "100 x nn.Linear(64, 64)",
+    "embedding": "nn.Embedding(1_000_000, 64)",
+    "tensors1000x500": "1000 tensors x 500 (module parameters, no arena)",
+    "tensors1000x10": "1000 tensors x 10",
+    "numpy200x2048": "fastloss.optim.Adam on 200 NumPy arrays of 2048",
+}
+
+
+def _model_tensors(name, torch):
+    """The model's float32 parameters as fresh tensors (seeded), and their gradients."""
+    nn = torch.nn
+    torch.manual_seed(0)
+    if name == "transformer":
+        layer = nn.TransformerEncoderLayer(128, 8, 256, batch_first=True)
+        ps = list(nn.TransformerEncoder(layer, 6, enable_nested_tensor=False).parameters())
+    elif name == "mlp100":
+        ps = list(nn.Sequential(*[nn.Linear(64, 64) for _ in range(100)]).parameters())
+    elif name == "embedding":
+        ps = list(nn.Embedding(1_000_000, 64).parameters())
+    else:
+        count, size = {"tensors1000x500": (1000, 500), "tensors1000x10": (1000, 10),
+                       "numpy200x2048": (200, 2048)}[name]
+        ps = [torch.randn(size) for _ in range(count)]
+    values = [p.detach().clone() for p in ps]
+    grads = [torch.randn_like(v) * 0.1 for v in values]
+    return values, grads
+
+
+def _model_peers(name, torch):
+    """{peer: factory() -> (step() -> None, params() -> [ndarray])}, fresh each call."""
+    values, grads = _model_tensors(name, torch)
+
+    def torch_side(make_opt):
+        def make():
+            ps = [torch.nn.Parameter(v.clone()) for v in values]
+            for p, g in zip(ps, grads):
+                p.grad = g.clone()
+            opt = make_opt(ps)
+            return opt.step, (lambda: [p.detach().numpy() for p in ps])
+        return make
+
+    peers = {}
+    if name.startswith("numpy"):
+        def native():
+            import fastloss.optim as optim
+
+            ps = [v.numpy().copy() for v in values]
+            gs = [g.numpy().copy() for g in grads]
+            opt = optim.Adam(ps, lr=1e-3)
+            return (lambda: opt.step(gs)), (lambda: ps)
+        peers["native"] = native
+    else:
+        import fastloss.torch.optim as ftoptim
+
+        peers["native"] = torch_side(lambda ps: ftoptim.Adam(ps, lr=1e-3))
+    peers["torch_fused"] = torch_side(lambda ps: torch.optim.Adam(ps, lr=1e-3, fused=True))
+    return peers
+
+
+def _model_check(peers):
+    """Fresh instances take three steps; fastloss's params must match torch fused's."""
+    def check():
+        out = {}
+        for peer, make in peers.items():
+            step, params = make()
+            p0 = [np.array(p, np.float64) for p in params()]
+            for _ in range(CHECK_STEPS):
+                step()
+            out[peer] = [np.asarray(p, np.float64) - q for p, q in zip(params(), p0)]
+            scale = max(float(np.max(np.abs(q))) if q.size else 0.0 for q in p0)
+        ref = out.pop("torch_fused")
+        eps = float(np.finfo(np.float32).eps)
+        for peer, moved in out.items():
+            for k, (d, r) in enumerate(zip(moved, ref)):
+                atol = 4 * (CHECK_STEPS + 1) * eps * scale + 1e-4 * float(np.max(np.abs(r)))
+                if not np.allclose(d, r, rtol=0, atol=atol):
+                    raise AssertionError(f"{peer}: tensor {k} after {CHECK_STEPS} steps differs "
+                                         "from torch fused Adam")
+    return check
+
+
+def model_cases(names, torch):
+    """One case per model: ``native`` (fastloss) vs ``torch_fused``, Adam, float32."""
+    for name in names:
+        peers = _model_peers(name, torch)
+        runners = {}
+        nparams = 0
+        for peer, make in peers.items():
+            step, params = make()
+            runners[peer] = step
+            nparams = sum(p.size for p in params())
+        yield Case(name, _fmt_size(nparams), "float32", 28 * nparams, "inplace", runners,
+                   _model_check(peers))
+
+
+def _model_selection(models):
+    if not models:
+        return []
+    names = list(MODELS) if models in (["all"], "all") else list(models)
+    unknown = sorted(set(names) - set(MODELS))
+    if unknown:
+        raise ValueError(f"unknown model(s) {', '.join(unknown)}; "
+                         f"choose from {', '.join(MODELS)} or all")
+    return names
+
+
 # --- the sweep -------------------------------------------------------------------------
 
 KERNELS = (*ELEMENTWISE, "cross_entropy", *OPTIMIZERS)
@@ -284,28 +401,36 @@ def _selection(kernels, dtypes):
         raise ValueError(f"dtypes must be among {', '.join(DTYPES)}, got {', '.join(dtypes)}")
 
 
-def count_cases(preset, dtypes, kernels=None):
+def count_cases(preset, dtypes, kernels=None, models=None):
     """How many cases :func:`all_cases` will yield (without building any)."""
     _selection(kernels, dtypes)
+    extra = len(_model_selection(models))
 
     def n(names):
         return sum(1 for k in names if not kernels or k in kernels)
 
-    return len(dtypes) * (n(ELEMENTWISE) * len(preset["elementwise"]) +
-                          n(["cross_entropy"]) * len(preset["ce"]) +
-                          n(OPTIMIZERS) * len(preset["optim"]))
+    if kernels == []:  # only the models
+        return extra
+    return extra + len(dtypes) * (n(ELEMENTWISE) * len(preset["elementwise"]) +
+                                  n(["cross_entropy"]) * len(preset["ce"]) +
+                                  n(OPTIMIZERS) * len(preset["optim"]))
 
 
-def all_cases(preset, dtypes, with_torch=True, kernels=None):
-    """Every case of a size preset (a dict of ``SIZES``), optionally only the named kernels.
+def all_cases(preset, dtypes, with_torch=True, kernels=None, models=None):
+    """Every case of a size preset (a dict of ``SIZES``), optionally only the named kernels
+    (``[]``: none), then the named ``models`` (``MODELS`` names or ``['all']``; they need
+    torch).
 
     Lazily: a case's arrays are built when it is reached, so the full preset never holds
     more than one case in memory. With torch, torch's thread count is set to fastloss's."""
     _selection(kernels, dtypes)
-    return _all_cases(preset, dtypes, with_torch, kernels)
+    names = _model_selection(models)
+    if names and (not with_torch or _torch() is None):
+        raise ValueError("the model cases compare with torch.optim: they need torch")
+    return _all_cases(preset, dtypes, with_torch, kernels, names)
 
 
-def _all_cases(preset, dtypes, with_torch, kernels):
+def _all_cases(preset, dtypes, with_torch, kernels, models=()):
     torch = _torch() if with_torch else None
     if torch is not None:
         from .. import _threads
@@ -316,12 +441,16 @@ def _all_cases(preset, dtypes, with_torch, kernels):
         return not kernels or any(k in kernels for k in names)
 
     groups = []
+    if kernels == []:
+        wanted = lambda *names: False  # noqa: E731 - only the models
     if wanted(*ELEMENTWISE):
         groups.append(elementwise_cases(preset["elementwise"], dtypes, torch, kernels))
     if wanted("cross_entropy"):
         groups.append(ce_cases(preset["ce"], dtypes, torch))
     if wanted(*OPTIMIZERS):
         groups.append(optim_cases(preset["optim"], dtypes, torch, kernels))
+    if models:
+        groups.append(model_cases(models, torch))
     for group in groups:
         yield from group
 

@@ -116,10 +116,13 @@ def cmd_bench(args) -> int:
     preset = benchmark.SIZES[name]
     dtypes = [d.strip() for d in args.dtypes.split(",") if d.strip()]
     kernels = [k.strip() for k in args.kernels.split(",") if k.strip()] or None
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    if models and kernels is None:
+        kernels = []  # --models alone: only the models
     try:  # cases are built one at a time as the sweep reaches them
-        total = benchmark.count_cases(preset, dtypes, kernels)
+        total = benchmark.count_cases(preset, dtypes, kernels, models)
         cases = benchmark.all_cases(preset, dtypes, with_torch=not args.no_torch,
-                                    kernels=kernels)
+                                    kernels=kernels, models=models)
     except ValueError as exc:
         print(f"fastloss bench: {exc}", file=sys.stderr)
         return 2
@@ -138,9 +141,11 @@ def cmd_bench(args) -> int:
         bar.close()
     print(benchmark.format_rows(rows))
     print("x vs peer = peer time / native time (> 1: native is faster); every peer's result "
-          "was checked against the NumPy reference before timing")
+          "was checked against the NumPy reference before timing" +
+          (" (models: against torch fused Adam)" if models else ""))
     if args.json:
-        meta = {**info(), "preset": name, "dtypes": dtypes, "kernels": kernels or "all",
+        meta = {**info(), "preset": name, "dtypes": dtypes,
+                "kernels": "all" if kernels is None else kernels, "models": models,
                 "torch": not args.no_torch and benchmark._torch() is not None,
                 "threads": threads,
                 "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
@@ -167,7 +172,7 @@ def _positive_int(text):
 
 
 def main(argv=None) -> int:
-    from .benchmark import KERNELS
+    from .benchmark import KERNELS, MODELS
 
     parser = argparse.ArgumentParser(prog="fastloss", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -183,6 +188,10 @@ def main(argv=None) -> int:
                    help="comma-separated, float32 and/or float64 (default float32)")
     p.add_argument("--kernels", default="",
                    help=f"comma-separated subset of {','.join(KERNELS)} (default: all)")
+    p.add_argument("--models", default="",
+                   help=f"comma-separated subset of {','.join(MODELS)} or 'all': Adam "
+                   "steps on whole models vs torch.optim.Adam(fused=True) (alone unless "
+                   "--kernels is given too)")
     p.add_argument("--threads", type=_positive_int, default=0,
                    help="thread count for every peer (default: fastloss's setting)")
     p.add_argument("--no-torch", action="store_true", help="skip PyTorch even if installed")

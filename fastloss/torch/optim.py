@@ -5,8 +5,9 @@ constructor, defaults, param groups, hooks, ``zero_grad``, ``state_dict`` and
 ``load_state_dict`` (torch's own code), so it works with
 ``torch.optim.lr_scheduler`` and exchanges state with ``torch.optim.Adam``
 both ways. Only ``step`` differs: every parameter with a gradient is updated
-in place by one fused kernel call on zero-copy NumPy views of ``p``,
-``p.grad`` and the state tensors (torch's keys: ``step`` as a float scalar
+in place, all tensors of a param group that share a dtype in one multi-tensor
+kernel call (``fastloss.optim._engine``) on the memory of ``p``, ``p.grad`` and
+the state tensors (torch's keys: ``step`` as a float scalar
 tensor, ``exp_avg``, ``exp_avg_sq``, ``max_exp_avg_sq``, ``momentum_buffer``,
 ``sum``, ``square_avg``, ``grad_avg``, ``exp_inf``, ``mu_product``).
 
@@ -16,49 +17,51 @@ module only maps torch's param groups and state onto it.
 
 Each step first validates every group and every parameter with a gradient
 (CPU, float32/float64, dense gradient of the parameter's dtype and shape,
-state of the right shapes) and raises before anything is changed.
+state of the right shapes) and raises before anything is changed. What was
+checked is cached per parameter (``_slots.Slot``: keyed on the tensor and its data
+pointer, the state dict and its tensors) and per group (``_slots.Fast``: the last
+step replayed while the same parameters, state objects and options hold; new
+gradient tensors cost a few attribute reads each), so a step's Python work per
+tensor is reading ``p.grad`` and checking it.
+
+Two keywords beyond torch's, as in ``fastloss.optim``: ``max_grad_norm=`` clips
+inside the step by the global gradient norm (``clip_grad_norm_``'s rule; the grads
+are not written; the norm is in ``last_grad_norm``) and ``skip_nonfinite=True``
+skips a step whose gradients hold NaN/Inf (counted in ``skipped_steps``).
+
+Sharded tensors (``_distributed``): DTensor parameters (FSDP2's ``fully_shard``) are
+stepped on each rank's local shard (``_local``; such groups are not replayed), their
+state kept as DTensors placed like them (as ``torch.optim`` does), and the norm
+(``_grad_norm``) summed across shards. Under
+``torch.distributed.optim.ZeroRedundancyOptimizer(params, optimizer_class=Adam, ...)``
+each rank's instance steps its partition of the parameters, and the norm sums over
+the partitions of ZeRO's process group; a non-finite norm is then seen by every rank,
+so ``skip_nonfinite`` skips on all or none.
+
 ``foreach`` and ``fused`` are accepted and ignored (there is one
 implementation); ``differentiable=True`` is refused. Hyper-parameters given
 as tensors are read as Python numbers at each step.
-
-One keyword beyond torch's: ``max_grad_norm=`` clips inside the step by the global
-gradient norm (``clip_grad_norm_``'s rule; the grads are not written; the norm is
-in ``last_grad_norm``). DTensor parameters (FSDP2's ``fully_shard``) are stepped
-on each rank's local shard, their state kept as DTensors placed like them (as
-``torch.optim`` does), and the norm summed across shards (``_distributed``).
-Under ``torch.distributed.optim.ZeroRedundancyOptimizer(params,
-optimizer_class=Adam, ...)`` each rank's instance steps its partition of the
-parameters, and ``max_grad_norm`` sums the norm over the partitions of ZeRO's
-process group.
 """
 from __future__ import annotations
+
+import math
+from functools import partial
+from operator import is_ as _is
 
 import numpy as np
 import torch
 
 from .. import _threads, _validate
+from ..optim import _engine
 from ..optim import _optimizers as _core
-from ..optim._base import _clip_scale, _kernels, _sumsq
-from . import _distributed
+from ..optim._base import _clip_scale, _sumsq
+from ..optim._base import rule as _rule
+from . import _distributed, _slots
+from ._slots import FLOAT as _FLOAT, SCALAR_KEYS as _SCALAR_KEYS, scalar_dtype as _scalar_dtype
 
 __all__ = ["SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "Adamax", "NAdam"]
 
-_FLOAT = (torch.float32, torch.float64)
-_SCALAR_KEYS = ("step", "mu_product")  # scalar state; every other tensor is shaped like p
-_logic_cache: dict = {}
-
-
-def _logic(cls):
-    """A parameter-less instance of a ``fastloss.optim`` class: its per-optimizer
-    methods (checks, state layout, per-step scalars, kernel arguments) without the
-    NumPy param-group machinery of ``__init__``."""
-    obj = _logic_cache.get(cls)
-    if obj is None:
-        obj = object.__new__(cls)
-        obj._dummies = {}
-        obj.defaults = dict(cls._defaults)
-        _logic_cache[cls] = obj
-    return obj
+_PLAIN = (torch.Tensor, torch.nn.Parameter)
 
 
 def _plain(v):
@@ -68,11 +71,6 @@ def _plain(v):
     if isinstance(v, (tuple, list)):
         return tuple(_plain(x) for x in v)
     return v
-
-
-def _scalar_dtype():
-    """The dtype torch gives ``state['step']`` (and NAdam's ``mu_product``)."""
-    return torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
 
 
 def _check_param(p, name):
@@ -103,100 +101,54 @@ def _check_grad(p, g, name, opt_name):
                          f"{tuple(p.shape)}")
 
 
-def _grad_sumsq(g):
-    """Sum of squares of a (local) gradient tensor: fastloss's float64 chunked sum."""
-    g = g.detach()
-    return _sumsq((g if g.is_contiguous() else g.contiguous()).numpy().reshape(-1), True)
+def _local(t):
+    """The tensor whose memory the kernels read or update, for a parameter or a
+    gradient: ``t`` itself, or this rank's local shard of a DTensor (same storage)."""
+    if type(t) is torch.Tensor or type(t) is torch.nn.Parameter:
+        return t
+    return _distributed.local(t)
 
 
-class _Views:
-    """NumPy views of one parameter and its torch state, reused while neither changes.
-
-    Valid while ``state`` is the same dict holding the same tensor objects and ``p``
-    still points at the same memory (``p.data = ...`` or ``load_state_dict`` rebuild it).
-    """
-
-    __slots__ = ("state", "n", "ptr", "p_np", "tensors", "arrays", "scalars", "others")
-
-    def valid(self, p, state):
-        if self.state is not state or len(state) != self.n or p.data_ptr() != self.ptr:
-            return False
-        get = state.get
-        for key, t in self.tensors.items():
-            if get(key) is not t:
-                return False
-        return True
-
-    def numpy_state(self):
-        """The state as fastloss.optim holds it: arrays, Python scalars (read each step)."""
-        st = dict(self.arrays)
-        if self.others:
-            st.update(self.others)
-        for key, v in self.scalars.items():
-            st[key] = int(v) if key == "step" else float(v)
-        return st
+def _local_pair(p, g, name):
+    """``(local param, local grad)``; raises unless both are plain tensors or both
+    DTensors placed alike."""
+    if type(g) is torch.Tensor and type(p) in _PLAIN:
+        return p, g
+    return _distributed.local_param_grad(p, g, name)
 
 
-def _build_views(p, lp, state, name, required):
-    """Check a parameter's existing torch state and make its views (state tensors of
-    another dtype or layout are replaced by contiguous copies of the same values).
-    ``lp``: the tensor stepped, ``p`` itself or its local shard when ``p`` is a DTensor."""
-    for key in required:
-        if key not in state:
-            raise ValueError(f"the state of {name} has no {key!r} (a state_dict of another "
-                             f"optimizer?)")
-    for key, v in state.items():
-        if isinstance(v, torch.Tensor):
-            v = _distributed.local_state(p, key, v, name)  # [distributed] DTensor state: local
-            if not v.is_cpu:
-                raise ValueError(f"state {key!r} of {name} is on device {v.device}")
-            if key in _SCALAR_KEYS:
-                if v.numel() != 1:
-                    raise ValueError(f"state {key!r} of {name} has shape {tuple(v.shape)}, "
-                                     f"expected a scalar")
-            elif v.shape != lp.shape:
-                raise ValueError(f"state {key!r} of {name} has shape {tuple(v.shape)}, the "
-                                 f"parameter {tuple(lp.shape)}")
-    e = _Views()
-    e.tensors, e.arrays, e.scalars, e.others = {}, {}, {}, {}
-    for key in list(state):
-        v = state[key]
-        if isinstance(v, torch.Tensor):
-            lv = _distributed.local_state(p, key, v, name)  # [distributed] DTensor state: local
-            if key in _SCALAR_KEYS:
-                if lv.dtype not in _FLOAT or lv.dim() != 0:
-                    v = state[key] = lv = lv.detach().reshape(()).to(
-                        lv.dtype if lv.dtype in _FLOAT else _scalar_dtype())
-                e.scalars[key] = lv.detach().numpy()
-            else:
-                if lv.dtype is not p.dtype or not lv.is_contiguous():
-                    lv = lv.detach().to(p.dtype).contiguous()
-                    v = state[key] = _distributed.wrap_like(p, lv)  # [distributed] re-wrap
-                e.arrays[key] = lv.detach().numpy()
-            e.tensors[key] = v
-        else:
-            e.others[key] = v
-    e.state, e.n, e.ptr = state, len(state), lp.data_ptr()
-    pd = lp.detach()
-    e.p_np = pd.numpy() if pd.is_contiguous() else None
-    return e
+def _grad_norm(pairs, partition_group) -> float:
+    """L2 norm of all gradients, ``pairs``: (parameter, flat local grad as NumPy), in
+    float64 over fixed chunks, summed across DTensor shards and over ZeRO's partitions
+    (``partition_group``); the same order on every rank."""
+    _threads.numba_threads()
+    return _distributed.global_grad_norm(pairs, partial(_sumsq, native=True),
+                                         partition_group)
 
 
 class _FastlossStep:
     """Mixin replacing ``torch.optim.<Name>.step`` by fastloss kernels."""
 
     _core_cls = None  # the fastloss.optim class with the same math
+    max_grad_norm = None
+    skip_nonfinite = False
+    skipped_steps = 0
+    last_grad_norm = None
+    _fl_norm_group = None
 
-    def __init__(self, params, *args, max_grad_norm=None, **kwargs):
-        # fused clipping by the global gradient norm (across shards for DTensor parameters)
+    def __init__(self, params, *args, max_grad_norm=None, skip_nonfinite=False, **kwargs):
+        """torch's constructor, plus fastloss.optim's ``max_grad_norm`` (clip the global
+        gradient norm inside the step, grads unchanged) and ``skip_nonfinite`` (a step
+        whose gradients hold NaN/Inf changes nothing; counted in ``skipped_steps``)."""
         if max_grad_norm is not None:
             max_grad_norm = _validate.real_scalar(max_grad_norm, "max_grad_norm", low=0.0,
                                                   low_open=True)
         self.max_grad_norm = max_grad_norm
-        self.last_grad_norm = None
-        # [distributed] built by ZeroRedundancyOptimizer: the norm sums over its partitions
+        self.skip_nonfinite = _validate.boolean(skip_nonfinite, "skip_nonfinite")
+        # built by ZeroRedundancyOptimizer: the norm sums over its partitions (found here,
+        # called directly from __init__: it looks a fixed number of frames up)
         self._fl_norm_group = (_distributed.zero_partition_group()
-                               if max_grad_norm is not None else None)
+                               if max_grad_norm is not None or self.skip_nonfinite else None)
         super().__init__(params, *args, **kwargs)
 
     def add_param_group(self, param_group):
@@ -213,7 +165,18 @@ class _FastlossStep:
         """torch's ``load_state_dict`` (tensors cast to each parameter's dtype)."""
         self.__dict__.pop("_fl_views", None)
         self.__dict__.pop("_fl_checked", None)
+        self.__dict__.pop("_fl_fast", None)
+        self.__dict__.pop("_fl_tables", None)
         super().load_state_dict(state_dict)
+
+    def zero_grad(self, set_to_none: bool = True):
+        """torch's ``zero_grad``; also drops the references to the gradients kept to
+        skip re-checking an unchanged ``p.grad``."""
+        super().zero_grad(set_to_none)
+        if set_to_none:
+            self.__dict__.pop("_fl_fast", None)
+        for e in self.__dict__.get("_fl_views", {}).values():
+            e.g = e.gnp = None
 
     def _check_torch_group(self, group, k):
         if group.get("differentiable", False):
@@ -223,7 +186,7 @@ class _FastlossStep:
         core._check_group(cg)
         n0 = sum(len(g["params"]) for g in self.param_groups[:k])
         for j, p in enumerate(group["params"]):
-            _check_param(p, f"params[{n0 + j}]")
+            _check_param(_local(p), f"params[{n0 + j}]")
 
     # -- mapping torch's groups and state onto fastloss.optim's logic ----------
     def _core_class(self, group):
@@ -231,7 +194,7 @@ class _FastlossStep:
 
     def _core_group(self, group):
         """(logic instance, group dict with the fastloss.optim keys) for a torch group."""
-        core = _logic(self._core_class(group))
+        core = _rule(self._core_class(group))
         cg = {k: _plain(group.get(k, default)) for k, default in core._defaults.items()}
         if "epsilon_mode" in cg:
             cg["epsilon_mode"] = "torch"
@@ -239,16 +202,16 @@ class _FastlossStep:
 
     def _plan(self):
         """Validate every group and every parameter that will be stepped; nothing is
-        changed (beyond the view cache)."""
+        changed (beyond the caches of slots and gradient checks)."""
         views = self.__dict__.setdefault("_fl_views", {})
         checked = self.__dict__.setdefault("_fl_checked", {})
         opt_name = type(self).__name__
+        state_get = self.state.get
         plan = []
         index = 0
         for group in self.param_groups:
             core, cg = self._core_group(group)
-            sig = (group.get("differentiable", False), type(core),
-                   tuple(cg.values()))
+            sig = (group.get("differentiable", False), type(core), tuple(cg.values()))
             memo = checked.get(id(group))
             if memo is None or memo[0] is not group or memo[1] != sig:
                 if sig[0]:
@@ -257,61 +220,90 @@ class _FastlossStep:
                 core._check_group(cg)
                 memo = checked[id(group)] = (group, sig, {})
             required = memo[2]
-            sharded = _distributed.group_has_dtensors(group["params"])  # [distributed]
             items = []
             for p in group["params"]:
                 g = p.grad
                 if g is None:
                     index += 1
                     continue
-                name = f"params[{index}]"
-                index += 1
-                # [distributed] a DTensor and its grad: step this rank's shards
-                lp, lg = _distributed.local_param_grad(p, g, name) if sharded else (p, g)
-                _check_param(lp, name)
-                _check_grad(lp, lg, name, opt_name)
-                state = self.state.get(p)
-                e = None
-                if state:
-                    e = views.get(p)
-                    if e is None or not e.valid(lp, state):
-                        dt = p.dtype
+                e = views.get(p)
+                state = state_get(p)
+                if e is None or _local(p).data_ptr() != e.ptr or not e.same_state(state):
+                    name = f"params[{index}]"
+                    lp = _local(p)
+                    _check_param(lp, name)
+                    if state:
+                        dt = lp.dtype
                         if dt not in required:
                             tiny = np.zeros(1, np.float32 if dt is torch.float32 else np.float64)
                             required[dt] = [k for k, v in core._new_state(tiny, cg).items()
                                             if v is not None]
-                        e = views[p] = _build_views(p, lp, state, name, required[dt])
-                items.append((p, lp, lg, e))
-            if items:
-                gs = -1.0 if cg.get("maximize", False) else 1.0
-                plan.append((core, cg, gs, items))
+                        _slots.check_state(p, lp, state, name, required[dt])
+                    e = views[p] = _slots.build_slot(p, lp, state)
+                if g is not e.g or g.data_ptr() != e.gptr:
+                    self._check_new_grad(p, g, e, f"params[{index}]", opt_name)
+                index += 1
+                items.append((p, e))
+            gs = -1.0 if cg.get("maximize", False) else 1.0
+            plan.append((group, sig, core, cg, gs, items))
         return plan
+
+    @staticmethod
+    def _check_new_grad(p, g, e, name, opt_name):
+        """Check a gradient not seen before and remember it with its address."""
+        lp, lg = _local_pair(p, g, name)
+        _check_grad(lp, lg, name, opt_name)
+        gd = lg.detach()
+        # a plain gradient used in place is not checked again while p.grad is it
+        keep = g if lg is g else None
+        if not gd.is_contiguous():
+            gd = gd.contiguous()
+            keep = None  # a copy: made again each step
+        gnp = gd.numpy().reshape(-1)
+        ga = gd.data_ptr()
+        nb = gnp.nbytes
+        if nb and ga < e.ptr + nb and e.ptr < ga + nb:
+            raise ValueError(f"{name}.grad shares memory with its parameter")
+        e.g, e.gptr, e.gnp, e.gaddr = keep, lg.data_ptr(), gnp, ga
 
     def _advance(self, core, cg, st, p):
         return core._advance(st, cg)
 
-    def _store(self, p, st, e):
-        """Write the step count back and adopt state the kernel arguments created;
-        returns True when the torch state gained or replaced an entry."""
+    def _new_slot(self, p, core, cg, views):
+        """Create torch's state for a parameter's first step (zeros, as torch) and its
+        slot; keeps the gradient already checked."""
+        old = views[p]
+        lp = _local(p)
+        pd = lp.detach()
+        tmp = np.empty(pd.shape, np.float32 if lp.dtype is torch.float32 else np.float64)
         state = self.state[p]
-        changed = False
+        new = core._new_state(tmp, cg)
+        for key, v in new.items():
+            if isinstance(v, np.ndarray):
+                state[key] = _distributed.wrap_like(p, torch.from_numpy(v))
+            elif key in _SCALAR_KEYS:
+                state[key] = torch.tensor(float(v), dtype=_scalar_dtype())
+            elif v is not None:
+                state[key] = v
+        e = views[p] = _slots.build_slot(p, lp, state)
+        e.fresh = False
+        for key, v in new.items():
+            if v is None:
+                e.st[key] = None
+        e.g, e.gptr, e.gnp, e.gaddr = old.g, old.gptr, old.gnp, old.gaddr
+        return e
+
+    def _adopt(self, p, e, st):
+        """Put buffers the kernel arguments created (first momentum step, amsgrad switched
+        on) into torch's state and refresh the slot."""
+        state = self.state[p]
+        tensors = dict(e.tensors)
         for key, v in st.items():
-            if key == "step":
-                sv = None if e is None else e.scalars.get("step")
-                if sv is not None:
-                    sv[()] = v
-                else:
-                    state["step"] = torch.tensor(float(v), dtype=_scalar_dtype())
-                    changed = True
-            elif isinstance(v, np.ndarray):
-                if e is None or e.arrays.get(key) is not v:
-                    # [distributed] state of a DTensor is a DTensor placed like it
-                    state[key] = _distributed.wrap_like(p, torch.from_numpy(v))
-                    changed = True
+            if isinstance(v, np.ndarray) and key not in tensors:
+                state[key] = tensors[key] = _distributed.wrap_like(p, torch.from_numpy(v))
             elif key not in state and v is not None:
                 state[key] = v
-                changed = True
-        return changed
+        e.tensors, e.n = tuple(tensors.items()), len(state)
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -321,58 +313,91 @@ class _FastlossStep:
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        plan = self._plan()
-        threads_set = False
-        gscale = 1.0
-        if self.max_grad_norm is not None:  # before the return below: ranks all take part
-            _threads.numba_threads()
-            threads_set = True
-            # [distributed] the norm over all ranks' shards (or ZeRO's partitions)
-            norm = _distributed.global_grad_norm(
-                [(p, g) for _, _, _, items in plan for p, _, g, _ in items], _grad_sumsq,
-                self._fl_norm_group)
-            self.last_grad_norm = norm
-            gscale = _clip_scale(norm, self.max_grad_norm)
-        if not plan:
+        fast = self.__dict__.setdefault("_fl_fast", {})
+        clip = self.max_grad_norm is not None or self.skip_nonfinite
+        if fast and not clip and self._step_fast(fast):
             return loss
-        K = _kernels()
+        plan = self._plan()
+        gscale = 1.0
+        if clip:
+            # every rank of a sharded or ZeRO run gets here each step (the all-reduces)
+            norm = self.last_grad_norm = _grad_norm(
+                [(p, e.gnp) for *_, items in plan for p, e in items], self._fl_norm_group)
+            if self.skip_nonfinite and not math.isfinite(norm):
+                self.skipped_steps += 1
+                return loss
+            if self.max_grad_norm is not None:
+                gscale = _clip_scale(norm, self.max_grad_norm)
         views = self._fl_views
-        for core, cg, gs, items in plan:
-            gs *= gscale
-            memo = {}
-            for p, lp, g, e in items:
-                pw = None
-                if e is not None and e.p_np is not None:
-                    p_np = e.p_np
-                else:
-                    pd = lp.detach()
-                    if pd.is_contiguous():
-                        p_np = pd.numpy()
-                    else:
-                        pw = pd.contiguous()
-                        p_np = pw.numpy()
-                if g.is_contiguous() and not g.requires_grad:
-                    g_np = g.numpy().reshape(-1)
-                else:
-                    g_np = g.detach().contiguous().numpy().reshape(-1)
-                st = e.numpy_state() if e is not None else core._new_state(p_np, cg)
+        tables = self.__dict__.setdefault("_fl_tables", {})
+        copies = []
+        fast.clear()
+        replayable = type(self)._advance is _FastlossStep._advance
+        for group, sig, core, cg, gs, items in plan:
+            launches = {}
+            for p, e in items:
+                if e.fresh:
+                    e = self._new_slot(p, core, cg, views)
+                st = e.st
+                sv = e.step
+                if sv is not None:
+                    st["step"] = int(sv)
+                p_np = e.p_np
+                if p_np is None:  # a non-contiguous parameter: step a contiguous copy
+                    pw = _local(p).detach().contiguous()
+                    copies.append((p, pw))
+                    p_np = pw.numpy()
                 key = (self._advance(core, cg, st, p), p_np.dtype)
-                sc = memo.get(key)
-                if sc is None:
-                    name, flags, scalars = core._scalars(cg, key[0], p_np.dtype.type, gs)
-                    sc = memo[key] = (name, tuple(bool(f) for f in flags), scalars)
-                name, flags, scalars = sc
-                arrays = core._arrays(p_np, g_np, st, flags)
-                n = p_np.size
-                if n >= K.PARALLEL_THRESHOLD and not threads_set:
-                    _threads.numba_threads()
-                    threads_set = True
-                K.kernel(name, flags, n)(*arrays, *scalars)
-                if self._store(p, st, e):
-                    views.pop(p, None)
-                if pw is not None:
-                    lp.detach().copy_(pw)
+                la = launches.get(key)
+                if la is None:
+                    name, flags, scalars = core._scalars(cg, key[0], p_np.dtype.type,
+                                                         gs * gscale)
+                    la = launches[key] = _engine.Launch(name, tuple(bool(f) for f in flags),
+                                                        scalars)
+                bufs = core._buffers(p_np, st, la.flags)
+                row = e.row
+                if row is None or not row.same(p_np, bufs):
+                    self._adopt(p, e, st)
+                    row = e.row = _engine.Row(p_np, bufs)
+                la.add_native(row, e.gaddr)
+                if sv is not None:
+                    sv[()] = st["step"]
+            for (_, dt), la in launches.items():
+                la.run(tables.setdefault((la.name, la.flags, dt, id(group)), {}))
+            c = None if copies or not replayable else _slots.record(
+                self.state, group, sig, core, gs, items, launches, tables)
+            if c is not None:
+                fast[id(group)] = (group, c)
+        for p, pw in copies:
+            _local(p).detach().copy_(pw)
+        if len(fast) != len(self.param_groups):
+            fast.clear()
+        self._fl_states = list(self.state.values())
         return loss
+
+    def _step_fast(self, fast) -> bool:
+        """Replay every group's last step if all qualify (``_slots.Fast``); else False, having
+        changed nothing."""
+        states = self.__dict__.get("_fl_states")
+        if states is None or len(self.state) != len(states) or \
+                not all(map(_is, self.state.values(), states)):
+            return False  # a parameter's state dict was replaced
+        keys = []
+        for group in self.param_groups:
+            entry = fast.get(id(group))
+            if entry is None or entry[0] is not group:
+                return False
+            c = entry[1]
+            core, cg = self._core_group(group)
+            if (group.get("differentiable", False), type(core), tuple(cg.values())) != c.sig:
+                return False
+            key = c.check(self, group, cg)
+            if key is None:
+                return False
+            keys.append((c, core, cg, key))
+        for c, core, cg, key in keys:
+            c.run(core, cg, key)
+        return True
 
 
 class SGD(_FastlossStep, torch.optim.SGD):
@@ -434,7 +459,8 @@ class NAdam(_FastlossStep, torch.optim.NAdam):
         if not isinstance(mp, torch.Tensor):
             mp = state["mu_product"] = torch.tensor(
                 1.0 if mp is None else float(mp), dtype=_scalar_dtype())
-            self._fl_views.pop(p, None)
+            e = self._fl_views[p]
+            e.tensors, e.n = (*e.tensors, ("mu_product", mp)), len(state)
         mp *= mu  # as torch: in the tensor's dtype
         prod = st["mu_product"] = mp.item()
         return t, prod

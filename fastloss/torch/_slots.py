@@ -1,0 +1,235 @@
+"""The caches behind ``fastloss.torch.optim``'s step: per parameter (``Slot``) and per group
+(``Fast``).
+
+A ``Slot`` holds what was checked about one parameter (its local tensor's NumPy view and
+address, its torch state and a NumPy mirror of it, the last gradient seen) so a step
+re-checks only what changed. A ``Fast`` replays a param group's last native launch
+while the same parameters, state objects, options and step counts hold (plain CPU
+tensors only: groups holding DTensors always take the general path).
+
+For a DTensor parameter (FSDP2) the slot views its local shard, and its state tensors
+are DTensors placed like it (``_distributed.local_state`` / ``wrap_like``), except the
+scalar ``step`` and ``mu_product``, plain tensors as torch keeps them.
+"""
+from __future__ import annotations
+
+from itertools import chain
+from operator import is_ as _is
+
+import numpy as np
+import torch
+
+from ..optim import _engine
+from ..optim import _optimizers as _core
+from . import _distributed
+
+FLOAT = (torch.float32, torch.float64)
+SCALAR_KEYS = ("step", "mu_product")  # scalar state; every other tensor is shaped like p
+_chain = chain.from_iterable
+_data_ptr = torch.Tensor.data_ptr
+
+
+def scalar_dtype():
+    """The dtype torch gives ``state['step']`` (and NAdam's ``mu_product``)."""
+    return torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
+
+
+class Slot:
+    """One parameter as the kernels see it, reused while nothing changed: its NumPy
+    view, its torch state and a NumPy mirror of that state (``st``: the arrays are views
+    of the (local) state tensors, ``step`` a Python number read from the tensor each
+    step), and the last gradient seen with its address.
+
+    Valid while ``state`` is the same dict holding the same tensor objects and the
+    parameter still points at the same memory (``p.data = ...`` or ``load_state_dict``
+    rebuild it); the gradient's checks are redone when ``p.grad`` is another tensor or
+    points elsewhere (always for a DTensor gradient: ``g`` is then None).
+    """
+
+    __slots__ = ("state", "n", "ptr", "p_np", "tensors", "st", "step", "row", "g", "gptr",
+                 "gaddr", "gnp", "fresh")
+
+    def same_state(self, state):
+        if state is not self.state:
+            return False
+        if state is None:
+            return True
+        if len(state) != self.n:
+            return False
+        get = state.get
+        for key, t in self.tensors:
+            if get(key) is not t:
+                return False
+        return True
+
+
+def check_state(p, lp, state, name, required):
+    """Raise before anything changes if the torch state of parameter ``p`` (``lp``: its
+    local tensor) cannot be stepped."""
+    for key in required:
+        if key not in state:
+            raise ValueError(f"the state of {name} has no {key!r} (a state_dict of another "
+                             f"optimizer?)")
+    for key, v in state.items():
+        if isinstance(v, torch.Tensor):
+            v = _distributed.local_state(p, key, v, name)
+            if not v.is_cpu:
+                raise ValueError(f"state {key!r} of {name} is on device {v.device}")
+            if key in SCALAR_KEYS:
+                if v.numel() != 1:
+                    raise ValueError(f"state {key!r} of {name} has shape {tuple(v.shape)}, "
+                                     f"expected a scalar")
+            elif v.shape != lp.shape:
+                raise ValueError(f"state {key!r} of {name} has shape {tuple(v.shape)}, the "
+                                 f"parameter {tuple(lp.shape)}")
+
+
+def build_slot(p, lp, state):
+    """A slot for a checked parameter ``p`` (``lp``: its local tensor) and its checked
+    state (state tensors of another dtype or layout are replaced by contiguous copies of
+    the same values, placed like ``p``)."""
+    e = Slot()
+    e.st, tensors = {}, []
+    e.step = None
+    if state is not None:
+        for key in list(state):
+            v = state[key]
+            if isinstance(v, torch.Tensor):
+                lv = _distributed.local(v)  # checked: placed like p, or a plain scalar
+                if key in SCALAR_KEYS:
+                    if lv.dtype not in FLOAT or lv.dim() != 0:
+                        v = state[key] = lv = lv.detach().reshape(()).to(
+                            lv.dtype if lv.dtype in FLOAT else scalar_dtype())
+                    a = lv.detach().numpy()
+                    if key == "step":
+                        e.step = a
+                        e.st[key] = 0
+                    else:
+                        e.st[key] = float(a)
+                else:
+                    if lv.dtype is not lp.dtype or not lv.is_contiguous():
+                        lv = lv.detach().to(lp.dtype).contiguous()
+                        v = state[key] = _distributed.wrap_like(p, lv)
+                    e.st[key] = lv.detach().numpy()
+                tensors.append((key, v))
+            else:
+                e.st[key] = v
+    e.n = 0 if state is None else len(state)
+    e.fresh = not state  # torch's rule: an empty state is a first step
+    e.state, e.tensors = state, tuple(tensors)
+    e.ptr = lp.data_ptr()
+    pd = lp.detach()
+    e.p_np = pd.numpy() if pd.is_contiguous() else None
+    e.row = e.g = e.gnp = None
+    e.gptr = e.gaddr = 0
+    return e
+
+
+class Fast:
+    """A param group's last step, replayed while nothing that was checked changed.
+
+    Kept after a step of the general path that used one kernel variant for the group
+    (one dtype, no copies, no DTensors) and whose optimizer's per-step key is the step
+    count (Adam, AdamW, Adagrad, RMSprop, Adamax) or constant (SGD). Valid while the group
+    holds the same parameters at the same addresses, the same ones have gradients
+    (plain CPU tensors, contiguous, of the parameter's dtype and shape: new gradient
+    tensors are checked here, a few attribute reads each), the state dicts are the
+    same holding the same objects, the options are the same and every step count is
+    equal (read in one native call). Anything else goes through the general path.
+    """
+
+    __slots__ = ("sig", "params", "grads", "mask", "stepped", "sgrads", "gptrs", "meta",
+                 "ptrs", "states", "nstate", "vals", "steps", "like", "rows", "gaddrs",
+                 "table", "dt", "gs")
+
+    def check(self, opt, group, cg):
+        """Return the step key (or () when nothing has a gradient), or None to fall back;
+        changes nothing but this cache."""
+        ps = group["params"]
+        if len(ps) != len(self.params) or not all(map(_is, ps, self.params)):
+            return None
+        grads = [p.grad for p in ps]
+        if all(map(_is, grads, self.grads)):
+            if list(map(_data_ptr, self.sgrads)) != self.gptrs:  # moved: check again
+                return None
+        else:
+            if [g is None for g in grads] != self.mask:
+                return None
+            sgrads = [g for g in grads if g is not None]
+            gaddrs = []
+            for g, (dt, shape, pa, nb) in zip(sgrads, self.meta):
+                if type(g) is not torch.Tensor or g.dtype is not dt or not g.is_cpu \
+                        or g.layout is not torch.strided or g.shape != shape \
+                        or not g.is_contiguous():
+                    return None
+                if nb:  # (empty tensors are not in the launch)
+                    ga = g.data_ptr()
+                    if ga < pa + nb and pa < ga + nb:
+                        return None
+                    gaddrs.append(ga)
+            self.grads, self.sgrads, self.gaddrs = grads, sgrads, gaddrs
+            self.gptrs = list(map(_data_ptr, sgrads))
+        if not self.stepped:
+            return ()
+        if list(map(_data_ptr, self.stepped)) != self.ptrs:
+            return None
+        states = self.states  # the same dicts (checked once for all groups by the caller)
+        if sum(map(len, states)) != self.nstate or \
+                not all(map(_is, _chain(map(dict.values, states)), self.vals)):
+            return None
+        if self.steps is None:
+            return False
+        t = _engine.common_value(self.steps, self.like)
+        return None if t != t else int(t) + 1
+
+    def run(self, core, cg, key):
+        if key == ():
+            return
+        name, flags, scalars = core._scalars(cg, key, self.dt.type, self.gs)
+        la = _engine.Launch(name, tuple(bool(f) for f in flags), scalars)
+        la.rows, la.gaddrs = self.rows, self.gaddrs
+        la.run(self.table)
+        if self.steps is not None:
+            _engine.store_value(self.steps, self.like.dtype.type(key))
+
+
+def record(state, group, sig, core, gs, items, launches, tables):
+    """A ``Fast`` for ``group`` after a general step (``state``: the optimizer's), or None
+    when it does not qualify (the caller has checked the optimizer's ``_advance`` is the
+    plain one)."""
+    if len(launches) > 1 or _distributed.group_has_dtensors(group["params"]):
+        return None
+    c = Fast()
+    c.sig, c.gs = sig, gs
+    c.params = list(group["params"])
+    c.grads = [p.grad for p in c.params]
+    c.mask = [g is None for g in c.grads]
+    c.stepped = [p for p, _ in items]
+    c.sgrads = [g for g in c.grads if g is not None]
+    c.gptrs = list(map(_data_ptr, c.sgrads))
+    slots = [e for _, e in items]
+    if any(e.p_np is None or e.g is None or type(e.g) is not torch.Tensor for e in slots):
+        return None
+    c.meta = [(p.dtype, p.shape, e.ptr, e.p_np.nbytes) for p, e in items]
+    c.ptrs = [e.ptr for e in slots]
+    c.states = [state.get(p) for p in c.stepped]
+    c.nstate = sum(map(len, c.states))
+    c.vals = [v for st in c.states for v in st.values()]
+    steps = [st.get("step") for st in c.states]
+    if not items:
+        c.steps = None
+    elif all(isinstance(t, torch.Tensor) for t in steps) and \
+            type(core)._advance is _core.Optimizer._advance:
+        if len({t.dtype for t in steps}) != 1:
+            return None
+        c.steps = np.array([t.data_ptr() for t in steps], np.int64)
+        c.like = (np.float32 if steps[0].dtype is torch.float32 else np.float64)(0)
+    elif isinstance(core, _core.SGD) and all(t is None for t in steps):
+        c.steps = None
+    else:
+        return None
+    if launches:
+        (key, dt), la = next(iter(launches.items()))
+        c.rows, c.gaddrs, c.dt = la.rows, la.gaddrs, dt
+        c.table = tables[(la.name, la.flags, dt, id(group))]
+    return c
