@@ -11,7 +11,7 @@ numpy, torch for-loop (the CPU default), torch foreach, torch fused where it exi
 ``<opt>-1000x500`` (a model of 1000 tensors x 500 elements: fastloss through the
 arena, fastloss tensor by tensor, torch fused / foreach), ``threshold`` (serial vs
 parallel kernel around ``PARALLEL_THRESHOLD``), ``model-<name>`` (an Adam step on the
-whole models of ``fastloss.benchmark.MODELS``: fastloss vs ``torch.optim.Adam(fused=True)``,
+whole models of ``fastloss.tools.benchmark.MODELS``: fastloss vs ``torch.optim.Adam(fused=True)``,
 gradients already set, as ``fastloss bench --models all``). torch runs with the same thread count
 (``torch.set_num_threads(fastloss.get_num_threads())``). Every configuration is checked
 against the reference (one step, same inputs) before it is timed.
@@ -30,7 +30,7 @@ import pytest
 
 import fastloss
 import fastloss.optim as fo
-from fastloss import benchmark as fbench
+from fastloss.tools import benchmark as fbench
 from fastloss.optim import _kernels_numba as K
 
 torch = pytest.importorskip("torch") if __name__ != "__main__" else None

@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-from fastloss import benchmark, cli
+from fastloss.tools import benchmark, cli
 
 torch = pytest.importorskip("torch")
 
