@@ -293,3 +293,52 @@ def test_dtensor_2d_mesh_hsdp_placements(one_rank):
         assert opt.last_grad_norm == popt.last_grad_norm
     for d, p in zip(dps, plain):
         assert torch.equal(d.to_local(), p.detach())
+
+
+@pytest.mark.parametrize("clip", [None, 0.5])
+def test_dtensor_skip_nonfinite_like_plain_tensors(one_rank, clip):
+    """skip_nonfinite on DTensor params: a step with a NaN in one shard's gradient
+    changes no param and no state and is counted, as for plain tensors; later steps
+    match the plain run."""
+    from torch.distributed.tensor import DTensor
+
+    params, grads = _problem()
+    grads[2][1][0] = math.nan
+    dps = _dtensor_params(one_rank, params)
+    plain = [p.clone().requires_grad_() for p in params]
+    opt = FO.AdamW(dps, lr=0.1, max_grad_norm=clip, skip_nonfinite=True)
+    popt = FO.AdamW(plain, lr=0.1, max_grad_norm=clip, skip_nonfinite=True)
+    for k, gs in enumerate(grads):
+        for d, p, g in zip(dps, plain, gs):
+            d.grad = DTensor.from_local(g.clone(), one_rank, d.placements)
+            p.grad = g.clone()
+        before = [d.to_local().clone() for d in dps]
+        opt.step()
+        popt.step()
+        if k == 2:
+            assert opt.skipped_steps == popt.skipped_steps == 1
+            assert math.isnan(opt.last_grad_norm)
+            for d, b in zip(dps, before):
+                assert torch.equal(d.to_local(), b)
+            assert all(int(opt.state[d]["step"]) == 2 for d in dps)
+    for d, p in zip(dps, plain):
+        assert torch.equal(d.to_local(), p.detach())
+
+
+def test_zero_finds_its_group_for_skip_nonfinite(one_rank):
+    """ZeroRedundancyOptimizer(optimizer_class=FO.Adam, skip_nonfinite=True): the inner
+    optimizer sums the norm over ZeRO's group and skips a non-finite step."""
+    from torch.distributed.optim import ZeroRedundancyOptimizer
+
+    params, grads = _problem()
+    ps = [p.clone().requires_grad_() for p in params]
+    zero = ZeroRedundancyOptimizer(ps, optimizer_class=FO.Adam, lr=0.1, skip_nonfinite=True)
+    assert zero.optim._fl_norm_group is zero.process_group
+    for p, g in zip(ps, grads[0]):
+        p.grad = g.clone()
+    zero.step()
+    before = [p.detach().clone() for p in ps]
+    ps[0].grad[0, 0] = math.inf
+    zero.step()
+    assert zero.optim.skipped_steps == 1
+    assert all(torch.equal(p.detach(), b) for p, b in zip(ps, before))

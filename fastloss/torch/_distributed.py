@@ -50,8 +50,8 @@ def is_dtensor(t) -> bool:
 
 
 def group_has_dtensors(params) -> bool:
-    """True when any tensor of ``params`` (a param group's list) is a DTensor: only such
-    groups need the per-parameter calls below."""
+    """True when any tensor of ``params`` (a param group's list) is a DTensor (such a
+    group is not replayed by ``fastloss.torch.optim``'s fast path)."""
     cls = _dtensor_cls()
     return cls is not None and any(issubclass(t, cls) for t in set(map(type, params)))
 
@@ -157,9 +157,10 @@ def global_grad_norm(pairs, local_sumsq, partition_group=None) -> float:
     """
     total = 0.0
     sharded: dict = {}  # (mesh, shard dims) -> local sum, in first-appearance order
+    cls = _dtensor_cls()  # (looked up once: this runs over every gradient of a step)
     for p, g in pairs:
         s = local_sumsq(g)
-        if not is_dtensor(p):
+        if cls is None or not isinstance(p, cls):
             total += s
             continue
         dims = tuple(d for d, pl in enumerate(p.placements) if pl.is_shard())

@@ -61,7 +61,7 @@ from ._slots import FLOAT as _FLOAT, SCALAR_KEYS as _SCALAR_KEYS, scalar_dtype a
 
 __all__ = ["SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "Adamax", "NAdam"]
 
-_PLAIN = (torch.Tensor, torch.nn.Parameter)
+_Tensor, _Parameter = torch.Tensor, torch.nn.Parameter  # plain tensors' exact types
 
 
 def _plain(v):
@@ -104,7 +104,7 @@ def _check_grad(p, g, name, opt_name):
 def _local(t):
     """The tensor whose memory the kernels read or update, for a parameter or a
     gradient: ``t`` itself, or this rank's local shard of a DTensor (same storage)."""
-    if type(t) is torch.Tensor or type(t) is torch.nn.Parameter:
+    if type(t) is _Parameter or type(t) is _Tensor:
         return t
     return _distributed.local(t)
 
@@ -112,7 +112,7 @@ def _local(t):
 def _local_pair(p, g, name):
     """``(local param, local grad)``; raises unless both are plain tensors or both
     DTensors placed alike."""
-    if type(g) is torch.Tensor and type(p) in _PLAIN:
+    if type(g) is _Tensor and (type(p) is _Parameter or type(p) is _Tensor):
         return p, g
     return _distributed.local_param_grad(p, g, name)
 
