@@ -71,14 +71,19 @@ def run(rank, world_size, init_method, steps=10, result_path=None):
         dist.destroy_process_group()
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__)
+def parse_args(doc):
+    """The examples' command line (this one's, fsdp_train.py's, zero_train.py's); rank
+    and world size come from the environment torchrun sets. Returns (args, rank, world)."""
+    parser = argparse.ArgumentParser(description=doc)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--init-method", default="env://",
                         help="torch.distributed init method (torchrun sets env://)")
-    parser.add_argument("--save", default=None, help="rank 0 saves its parameters here")
-    args = parser.parse_args()
-    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    parser.add_argument("--save", default=None, help="rank 0 saves its results here")
+    return parser.parse_args(), int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+
+
+def main():
+    args, rank, world = parse_args(__doc__)
     params = run(rank, world, args.init_method, args.steps, result_path=args.save)
     if rank == 0:
         x, y = make_problem()

@@ -14,7 +14,6 @@ Rank 0 prints how far the sharded runs end from single-process full-batch traini
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import datetime
 import gc
@@ -31,7 +30,7 @@ import fastloss.torch as FT
 import fastloss.torch.optim as FO
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ddp_train import make_model, make_problem  # noqa: E402  (same data and model as DDP)
+from ddp_train import make_model, make_problem, parse_args  # noqa: E402  (as DDP)
 
 LR = 1e-2
 CLIP = 0.05  # below the gradient norm of most steps: clipping is active
@@ -147,13 +146,7 @@ def run(rank, world_size, init_method, steps=20, result_path=None):
 
 def main(doc=__doc__, run=run, runs=RUNS):
     """Command line of this example and of zero_train.py."""
-    parser = argparse.ArgumentParser(description=doc)
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--init-method", default="env://",
-                        help="torch.distributed init method (torchrun sets env://)")
-    parser.add_argument("--save", default=None, help="rank 0 saves its results here")
-    args = parser.parse_args()
-    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    args, rank, world = parse_args(doc)
     results = run(rank, world, args.init_method, args.steps, result_path=args.save)
     if rank == 0:
         for name in runs:
