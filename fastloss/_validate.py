@@ -92,6 +92,16 @@ def out_array(out, name: str, shape: tuple, dtype: np.dtype) -> np.ndarray:
     return writable_array(out, name)
 
 
+def out_overlap(out: np.ndarray, **arrays) -> None:
+    """The one rule for ``out=`` buffers: ``out`` may be one of the inputs exactly
+    (same address and strides: kernels read each block before writing it), but must
+    not partly overlap any input (that would be a race); None entries are skipped."""
+    for name, a in arrays.items():
+        if a is not None and np.may_share_memory(out, a) and not (
+                a.ctypes.data == out.ctypes.data and a.strides == out.strides):
+            raise ValueError(f"out overlaps {name} without being the same array")
+
+
 def reduction(value) -> str:
     if value not in REDUCTIONS:
         raise ValueError(f"reduction must be one of {REDUCTIONS}, got {value!r}")

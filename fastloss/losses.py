@@ -58,15 +58,6 @@ def _sample_weight(w, dtype, shape):
     )
 
 
-def _check_overlap(out, **arrays):
-    """``out`` may be one of the inputs exactly (each block is read before it is
-    written), but must not partly overlap one: that would be a race."""
-    for name, a in arrays.items():
-        if a is not None and np.may_share_memory(out, a) and not (
-                a.ctypes.data == out.ctypes.data and a.strides == out.strides):
-            raise ValueError(f"out overlaps {name} without being the same array")
-
-
 def _range_text(o):
     parts = [f"{'>' if o.low_open else '>='} {o.low}" if o.low is not None else "",
              f"{'<' if o.high_open else '<='} {o.high}" if o.high is not None else ""]
@@ -167,7 +158,7 @@ def _evaluate(loss, pred, target, options, reduction, sample_weight, return_grad
     v.out_needs_grad(out, return_grad)
     if out is not None:
         v.out_array(out, "out", shape, dtype)
-        _check_overlap(out, pred=pred, target=target, sample_weight=weight, grad_output=go)
+        v.out_overlap(out, pred=pred, target=target, sample_weight=weight, grad_output=go)
     if loss.pred == "probability":
         _check_probabilities(loss, pred)
     if loss.target == "labels":
