@@ -9,7 +9,15 @@ Each :class:`Loss` holds, side by side,
   ``fl_<f>_T(...)`` calls the float/double helper of ``native/elementwise_math.h``;
 * ``reference``: the same formula in NumPy, ``(p, t, **options) -> (l, g)``,
   and ``hessian``, ``(p, t, **options) -> h``;
-* whether it is transcendental (exp/log: the kernel runs it on more threads sooner).
+* ``coefficients``: constants the body needs that are derived from the options
+  (e.g. ``qm1 = q - 1``): computed in double from the options as given and
+  rounded once to ``T``, as the NumPy reference gets them when it combines a
+  Python float option with an array (``(q - 1) * r``). The body receives them by
+  name after the options. So both backends use the same float32 coefficients,
+  also for an option float32 cannot hold (q = 1 - 1e-8: 1 - q is 1e-8, not 0);
+* whether it is transcendental (exp/log: the kernel runs it on more threads sooner);
+* ``torch_weight``: the function also takes PyTorch's ``weight=``, broadcast
+  against the input (beside the Keras-style ``sample_weight``).
 
 Everything else is derived from this table: the native kernel's dispatch and
 kind numbers (``native/elementwise_codegen.py`` writes
@@ -68,12 +76,14 @@ class Loss:
     fused_grad_store: bool = False  # compute-bound: write gscale * g inside the loop (measured)
     aliases: tuple = ()             # other public names of the function
     cls_aliases: tuple = ()         # ... and of the class
+    coefficients: tuple = ()        # (name, options -> float): derived constants, see above
+    torch_weight: bool = False      # takes PyTorch's weight= (broadcast against the input)
 
     @property
     def params(self):
         """Names the native body receives, in order."""
-        return tuple(o.name for o in self.options) + (
-            ("zero_one",) if self.target == "labels" else ())
+        return (tuple(o.name for o in self.options) + tuple(c[0] for c in self.coefficients)
+                + (("zero_one",) if self.target == "labels" else ()))
 
 
 def _nan_or(x, v):
@@ -281,8 +291,9 @@ PSEUDO_HUBER = Loss(
         T s = big ? a * q : q;
         *g = big ? delta * fl_sgn_T(r) / q : d / s;
         *h = (T)1 / (s * s * s);
-        return big ? delta * delta * (s - (T)1) : d * d / (s + (T)1);
+        return big ? delta2 * (s - (T)1) : d * d / (s + (T)1);
     """,
+    coefficients=(("delta2", lambda o: o["delta"] * o["delta"]),),
     reference=_pseudo_huber, hessian=_pseudo_huber_h,
 )
 
@@ -307,11 +318,13 @@ QUANTILE = Loss(
     """,
     options=(Option("q", 0.5, low=0.0, high=1.0, low_open=True, high_open=True,
                     examples=(0.1, 0.9)),),
+    coefficients=(("qm1", lambda o: o["q"] - 1.0),),
+    # q - 1 rounded once from the exact q (float32: q = 1 - 1e-8 is held as 1)
     native="""
         T r = t - p;
-        *g = r > 0 ? -q : (r < 0 ? (T)1 - q : r * (T)0);
+        *g = r > 0 ? -q : (r < 0 ? -qm1 : r * (T)0);
         *h = fl_nan_or_T(r, 0);
-        return r >= 0 ? q * r : (q - (T)1) * r;
+        return r >= 0 ? q * r : qm1 * r;
     """,
     reference=_quantile, hessian=lambda p, t, **_: _nan_or(t - p, 0),
 )
@@ -391,8 +404,13 @@ BCE = Loss(
     """Binary cross-entropy on probabilities, p clipped to [eps, 1 - eps]:
     l = -(t log p + (1 - t) log(1 - p)); dl/dp = (p - t) / (p (1 - p)) at the clipped p.
 
-    PyTorch ``binary_cross_entropy`` (its ``weight=`` is ``sample_weight``);
-    Keras ``BinaryCrossentropy`` (``epsilon``). Clipping as the seeds do keeps
+    PyTorch ``binary_cross_entropy``; Keras ``BinaryCrossentropy`` (``epsilon``).
+    WEIGHTS (both multiply l; 'mean' divides by the element count either way):
+    ``weight`` is PyTorch's, any shape broadcasting to the input from the last
+    axis ((1,), (C,), (1, C), (N, C)...); ``sample_weight`` is Keras', the
+    input's shape or (N,) for a 2-D input: one weight per ROW, where a (C,)
+    ``weight`` is one per column. Given both, the loss is multiplied by both.
+    Clipping as the seeds do keeps
     the loss finite; the gradient (and hessian, t/p^2 + (1 - t)/(1 - p)^2) is
     taken at the clipped value. ``eps`` must be
     in (0, 0.5); the bounds are taken in the input's dtype and kept strictly
@@ -411,7 +429,7 @@ BCE = Loss(
         return -(t * fl_log_T(pc) + ((T)1 - t) * fl_log_T(qc));
     """,
     reference=_bce, hessian=_bce_h, transcendental=True,
-    pred="probability", target="probability", pred_name="input",
+    pred="probability", target="probability", pred_name="input", torch_weight=True,
 )
 
 
@@ -445,6 +463,9 @@ BCE_LOGITS = Loss(
 
     PyTorch ``binary_cross_entropy_with_logits`` (``pos_weight`` broadcasts
     along the last axis); Keras ``BinaryCrossentropy(from_logits=True)``.
+    ``weight`` (PyTorch's, broadcast against the input from the last axis) and
+    ``sample_weight`` (Keras', per element or per row of a 2-D input) multiply
+    l, as for :func:`binary_cross_entropy`.
     """,
     options=(Option("pos_weight", 1.0, low=0.0, per_element=True, examples=(2.5,)),),
     # both terms of l >= 0 for t in [0, 1]: no cancellation; g = (1 - t) sigmoid(x) -
@@ -467,6 +488,7 @@ BCE_LOGITS = Loss(
     """,
     reference=_bce_logits, hessian=_bce_logits_h, transcendental=True,
     pred="logit", target="probability", pred_name="input", fused_grad_store=True,
+    torch_weight=True,
 )
 
 

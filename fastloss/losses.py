@@ -19,11 +19,15 @@ and returns the reduced loss (a NumPy scalar of ``pred``'s dtype for
 ``'mean'``/``'sum'``, an array for ``'none'``), or ``(loss, grad)`` with
 ``return_grad=True``, computed in one fused pass. ``grad`` is
 d(reduced loss)/d(pred); ``'mean'`` divides by the element count as PyTorch
-does. ``sample_weight`` (same shape as ``pred``, or ``(N,)`` for a 2-D
-``pred``) multiplies each element's loss; ``'mean'`` still divides by the
-element count (PyTorch's ``weight=``, Keras' ``sample_weight``).
+does. ``sample_weight`` (Keras': same shape as ``pred``, or ``(N,)`` for a
+2-D ``pred``, one weight per row) multiplies each element's loss; ``'mean'``
+still divides by the element count. The binary cross-entropies also take
+PyTorch's ``weight`` (any shape that broadcasts to ``pred`` from the last axis:
+``(1,)``, ``(C,)``, ``(1, C)``, ``(N, C)``...; so a 1-D weight is per column
+there and per row as ``sample_weight``); given both, they multiply.
 ``out`` receives the gradient (it may be ``pred`` itself, for an in-place
-gradient, but may not partly overlap an input); ``grad_output`` is the upstream gradient: an
+gradient, but may not partly overlap any array the kernel reads: pred, target,
+weights, ``pos_weight``, grad_output); ``grad_output`` is the upstream gradient: an
 array of ``pred``'s shape for ``'none'``, a scalar otherwise.
 
 Inputs of any memory layout and byte order are accepted (copied to C order
@@ -56,6 +60,29 @@ def _sample_weight(w, dtype, shape):
         f"sample_weight has shape {w.shape}, expected {shape}"
         + (f" or {shape[:1]}" if len(shape) == 2 else "")
     )
+
+
+def _broadcast(a, name, loss, shape):
+    """Array ``a`` broadcast (as NumPy and PyTorch do) to the input's ``shape``, C order."""
+    try:
+        return np.ascontiguousarray(np.broadcast_to(a, shape))
+    except ValueError:
+        raise ValueError(f"{name} of shape {a.shape} does not broadcast to "
+                         f"{loss.pred_name} of shape {shape}") from None
+
+
+def _weights(loss, sample_weight, weight, dtype, shape):
+    """The per-element weights the loss is multiplied by, as ``(name, array)`` (the
+    name for the out= rule; ``(None, None)`` when unweighted): ``sample_weight``
+    (Keras: the input's shape, or (N,) per row of a 2-D input), PyTorch's
+    ``weight`` (broadcast against the input from the last axis), or both multiplied."""
+    sw = _sample_weight(sample_weight, dtype, shape)
+    if weight is None:
+        return ("sample_weight", sw) if sw is not None else (None, None)
+    if not loss.torch_weight:
+        raise TypeError(f"{loss.name}() got an unexpected keyword argument 'weight'")
+    w = _broadcast(v.float_like(weight, "weight", dtype), "weight", loss, shape)
+    return ("weight", w) if sw is None else ("sample_weight * weight", sw * w)
 
 
 def _range_text(o):
@@ -99,11 +126,7 @@ def _per_element_option(loss, opts, pred):
     for o in loss.options:
         if o.per_element and not isinstance(opts[o.name], float):
             a = v.float_like(opts[o.name], o.name, pred.dtype)
-            try:
-                aux = np.ascontiguousarray(np.broadcast_to(a, pred.shape))
-            except ValueError:
-                raise ValueError(f"{o.name} of shape {a.shape} does not broadcast to "
-                                 f"{loss.pred_name} of shape {pred.shape}") from None
+            aux = _broadcast(a, o.name, loss, pred.shape)
             if np.any(_outside(o, a)):
                 raise ValueError(f"{o.name} must be finite and {_range_text(o)}")
             opts[o.name] = o.default
@@ -142,23 +165,29 @@ def _native_kind(loss):
 
 
 def _evaluate(loss, pred, target, options, reduction, sample_weight, return_grad, out,
-              grad_output, backend, hessian=False):
+              grad_output, backend, hessian=False, weight=None):
     """Loss ``loss`` (an entry of the table) with its ``options`` (name -> value),
     as the public functions document. With ``hessian=True`` (loss objects'
-    gradient_hessian) returns ``(loss, grad, hess)``, hess scaled as grad."""
+    gradient_hessian) returns ``(loss, grad, hess)``, hess scaled as grad.
+    ``weight``: PyTorch's (only for a loss with ``torch_weight``)."""
     opts = _scalar_options(loss, options)
+    for name, coefficient in loss.coefficients:
+        opts[name] = float(coefficient(opts))
     pred = v.float_input(pred, loss.pred_name)
     dtype, shape = pred.dtype, pred.shape
     aux_name, aux = _per_element_option(loss, opts, pred)
     target = v.float_like(target, "target", dtype, shape)
     red = v.reduction(reduction)
     return_grad = v.boolean(return_grad, "return_grad") or hessian
-    weight = _sample_weight(sample_weight, dtype, shape)
+    weight_name, weight = _weights(loss, sample_weight, weight, dtype, shape)
     go, go_scale = R.split_grad_output(grad_output, red, dtype, shape, strict=False)
     v.out_needs_grad(out, return_grad)
     if out is not None:
         v.out_array(out, "out", shape, dtype)
-        v.out_overlap(out, pred=pred, target=target, sample_weight=weight, grad_output=go)
+        # every array the kernel reads
+        v.out_overlap(out, pred=pred, target=target, grad_output=go,
+                      **{name: a for name, a in ((weight_name, weight), (aux_name, aux))
+                         if a is not None})
     if loss.pred == "probability":
         _check_probabilities(loss, pred)
     if loss.target == "labels":
@@ -207,11 +236,12 @@ def _public_function(loss):
                       for o in loss.options)
     passed = ", ".join(f"{o.name!r}: {o.name}" for o in loss.options)
     x = loss.pred_name
+    weight = ("weight=None, ", ", weight=weight") if loss.torch_weight else ("", "")
     source = (f"def {loss.name}({x}, target, *, {options}reduction={loss.reduction!r},\n"
-              "        sample_weight=None, return_grad=False, out=None, grad_output=None,\n"
-              "        backend=None):\n"
+              f"        sample_weight=None, {weight[0]}return_grad=False, out=None,\n"
+              "        grad_output=None, backend=None):\n"
               f"    return _evaluate(LOSS, {x}, target, {{{passed}}}, reduction, sample_weight,\n"
-              "                     return_grad, out, grad_output, backend)\n")
+              f"                     return_grad, out, grad_output, backend{weight[1]})\n")
     namespace = {"_evaluate": _evaluate, "LOSS": loss}
     exec(compile(source, f"<fastloss.losses: {loss.name}>", "exec"), namespace)
     fn = namespace[loss.name]
