@@ -23,7 +23,8 @@ class ElementwiseLoss:
     """Base class: ``function`` is the wrapped loss, e.g. :func:`fastloss.mse`.
 
     ``reduction`` (default: the function's), ``backend`` and the loss options
-    (``delta=``, ``pos_weight=``...) are fixed at construction and checked at once.
+    (``delta=``, ``pos_weight=``, PyTorch's ``weight=`` for the binary
+    cross-entropies...) are fixed at construction and checked at once.
     """
 
     function = None  # set by each subclass (a staticmethod)
@@ -39,6 +40,8 @@ class ElementwiseLoss:
         # validate reduction, backend and options now, not at the first training step
         # (an array option, e.g. pos_weight, must broadcast along the probe's last axis)
         arrays = [np.shape(options.get(o.name)) for o in self.spec.options if o.per_element]
+        if self.spec.torch_weight:
+            arrays.append(np.shape(options.get("weight")))
         probe = np.empty((0,) + max(arrays, key=len, default=()))
         self.function(probe, probe, reduction=self.reduction, backend=backend, **options)
 
@@ -64,9 +67,11 @@ class ElementwiseLoss:
         ``pred`` is diagonal, returned as one d2 loss / d pred_i^2 per element and
         scaled as the gradient ('mean': 1/n; ``sample_weight`` multiplies). For Newton
         steps and gradient boosting; the gradient goes into ``out`` when given."""
+        options = dict(self.options)
+        weight = options.pop("weight", None)
         _, grad, hess = losses._evaluate(
-            self.spec, pred, target, self.options, self.reduction, sample_weight, True, out,
-            None, self.backend, hessian=True)
+            self.spec, pred, target, options, self.reduction, sample_weight, True, out,
+            None, self.backend, hessian=True, weight=weight)
         return grad, hess
 
     def forward(self, pred, target, sample_weight=None, out=None):

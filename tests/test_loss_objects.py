@@ -99,3 +99,24 @@ def test_gradient_hessian_gradient_is_the_gradient(cls, fn, opts, rng):
         g, h = crit.gradient_hessian(p, t, sample_weight=w, out=out)
         assert g is out and h.shape == p.shape and h.dtype == p.dtype
         np.testing.assert_array_equal(g, crit.gradient(p, t, sample_weight=w))
+
+
+@pytest.mark.parametrize("cls", [CLASSES["BCELoss"], CLASSES["BCEWithLogitsLoss"]],
+                         ids=["BCELoss", "BCEWithLogitsLoss"])
+def test_bce_objects_take_torch_weight(cls, rng):
+    """PyTorch's weight= fixed at construction, broadcast against each input; checked early."""
+    p, t = rng.uniform(0.05, 0.95, (10, 3)), rng.uniform(0, 1, (10, 3))
+    w, sw = np.array([0.5, 1.0, 2.0]), rng.uniform(size=10)
+    crit = cls("sum", weight=w)
+    fn = cls.function
+    np.testing.assert_array_equal(crit.loss(p, t, sample_weight=sw),
+                                  fn(p, t, weight=w, sample_weight=sw, reduction="sum"))
+    g, h = crit.gradient_hessian(p, t)
+    g2, h2 = cls("sum").gradient_hessian(p, t, sample_weight=np.broadcast_to(w, p.shape))
+    np.testing.assert_array_equal(g, g2)
+    np.testing.assert_array_equal(h, h2)
+    cls(weight=np.ones((4, 3)))  # broadcasts against an input of 4 rows: fine later
+    with pytest.raises(TypeError, match="weight must be a real numeric array"):
+        cls(weight=np.array(["a"]))
+    with pytest.raises(ValueError, match="weight of shape"):
+        cls(weight=np.ones((4, 3))).loss(p, t)

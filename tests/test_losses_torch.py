@@ -111,3 +111,76 @@ def test_empty_matches_torch(case, backends):
             loss = ours(p, p, reduction=reduction, backend=backend, **opts)
             np.testing.assert_array_equal(loss, tl.detach().numpy())
 
+
+
+# --- PyTorch's weight= on the binary cross-entropies (issue 15) ------------------
+
+BCE_PAIRS = {
+    "bce": (fastloss.binary_cross_entropy, F.binary_cross_entropy),
+    "bce_logits": (fastloss.binary_cross_entropy_with_logits, F.binary_cross_entropy_with_logits),
+}
+# (input shape, weight shape): every shape torch broadcasts against the input
+WEIGHT_SHAPES = [((6, 4), ()), ((6, 4), (1,)), ((6, 4), (4,)), ((6, 4), (1, 4)),
+                 ((6, 4), (6, 4)), ((6, 4), (6, 1)), ((5,), (5,)), ((5,), (1,)),
+                 ((3, 2, 4), (4,)), ((3, 2, 4), (2, 1)), ((3, 2, 4), (3, 1, 4)), ((4, 4), (4,))]
+
+
+def _bce_data(rng, name, shape, dtype):
+    x = rng.normal(size=shape) * 2
+    p = 1 / (1 + np.exp(-x)) if name == "bce" else x
+    return p.astype(dtype), rng.random(shape).astype(dtype)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("shape,wshape", WEIGHT_SHAPES, ids=[f"{s}-w{w}" for s, w in WEIGHT_SHAPES])
+@pytest.mark.parametrize("name", list(BCE_PAIRS))
+def test_bce_torch_weight_matches_torch(name, shape, wshape, dtype, reduction, rng, backends):
+    """weight= broadcast against the input exactly as torch does (a (4,) weight on a
+    (4, 4) input is per column, not per row as sample_weight would be)."""
+    ours, theirs = BCE_PAIRS[name]
+    p, t = _bce_data(rng, name, shape, dtype)
+    w = rng.uniform(0, 2, wshape).astype(dtype)
+    go = rng.uniform(-2, 2, shape).astype(dtype) if reduction == "none" else dtype(0.7)
+    tp = torch.tensor(p, requires_grad=True)
+    tl = theirs(tp, torch.tensor(t), weight=torch.tensor(w), reduction=reduction)
+    tl.backward(torch.as_tensor(go))
+    rtol = 2e-5 if dtype == np.float32 else 1e-10
+    for backend in backends:
+        loss, grad = ours(p, t, weight=w, reduction=reduction, return_grad=True,
+                          grad_output=go, backend=backend)
+        assert loss.dtype == grad.dtype == dtype and np.shape(loss) == tuple(tl.shape)
+        want = tl.detach().numpy()
+        np.testing.assert_allclose(loss, want, rtol=rtol, atol=rtol * np.abs(want).max(),
+                                   err_msg=backend)
+        want = tp.grad.numpy()
+        np.testing.assert_allclose(grad, want, rtol=rtol, atol=rtol * np.abs(want).max(),
+                                   err_msg=backend)
+
+
+@pytest.mark.parametrize("name", list(BCE_PAIRS))
+def test_bce_weight_and_sample_weight_multiply(name, rng, backend):
+    """Both given: the loss is multiplied by both (sample_weight per row, weight per column)."""
+    ours, _ = BCE_PAIRS[name]
+    p, t = _bce_data(rng, name, (6, 4), np.float64)
+    w, sw = rng.uniform(0, 2, 4), rng.uniform(0, 2, 6)
+    both = ours(p, t, weight=w, sample_weight=sw, reduction="none", return_grad=True,
+                backend=backend)
+    one = ours(p, t, weight=w[None, :] * sw[:, None], reduction="none", return_grad=True,
+               backend=backend)
+    for a, b in zip(both, one):
+        np.testing.assert_allclose(a, b, rtol=1e-15)
+
+
+@pytest.mark.parametrize("name", list(BCE_PAIRS))
+def test_bce_weight_bad_input(name, backend):
+    ours, _ = BCE_PAIRS[name]
+    p = np.full((6, 4), 0.5)
+    with pytest.raises(ValueError, match=r"weight of shape \(6,\) does not broadcast"):
+        ours(p, p, weight=np.ones(6), backend=backend)
+    with pytest.raises(ValueError, match=r"weight of shape \(2, 6, 4\) does not broadcast"):
+        ours(p, p, weight=np.ones((2, 6, 4)), backend=backend)
+    with pytest.raises(TypeError, match="weight must be a real numeric array"):
+        ours(p, p, weight=np.ones(4, complex), backend=backend)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'weight'"):
+        fastloss.mse(p, p, weight=np.ones(4))

@@ -254,3 +254,40 @@ def test_classification_clear_errors():
         FT.cross_entropy(x, torch.full_like(y, 5))
     with pytest.raises(ValueError, match="shape"):
         FT.cross_entropy(x, y[:3])
+
+
+WEIGHT_SHAPES = [(), (1,), (5,), (1, 5), (7, 5), (7, 1)]
+
+
+@pytest.mark.parametrize("backend", ["numpy"] + (["native"] if fastloss.native_available() else []))
+@pytest.mark.parametrize("wshape", WEIGHT_SHAPES, ids=str)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_bce_weight_broadcasts_as_torch(reduction, dtype, wshape, backend):
+    """torch's weight= goes through unexpanded (fastloss broadcasts it as torch);
+    the modules keep it as a buffer."""
+    x, t, tb, _, pw = _data(dtype)
+    w = torch.rand(wshape, dtype=dtype, generator=torch.Generator().manual_seed(3)) + 0.1
+    fastloss.set_backend(backend)
+    try:
+        _assert_same_as_torch("bce", FT.binary_cross_entropy, TF.binary_cross_entropy,
+                              torch.sigmoid(x), tb, reduction, {"weight": w}, dtype)
+        _assert_same_as_torch("bce_logits", FT.binary_cross_entropy_with_logits,
+                              TF.binary_cross_entropy_with_logits, x, tb, reduction,
+                              {"weight": w, "pos_weight": pw}, dtype)
+        for ours, theirs, inp in (
+                (FT.BCELoss(weight=w, reduction=reduction),
+                 torch.nn.BCELoss(weight=w, reduction=reduction), torch.sigmoid(x)),
+                (FT.BCEWithLogitsLoss(weight=w, reduction=reduction),
+                 torch.nn.BCEWithLogitsLoss(weight=w, reduction=reduction), x)):
+            torch.testing.assert_close(ours(inp, tb), theirs(inp, tb))
+    finally:
+        fastloss.set_backend(None)
+
+
+def test_bce_weight_needing_grad_is_refused():
+    x, _, tb, w, _ = _data(torch.float64)
+    with pytest.raises(ValueError, match="with respect to weight"):
+        FT.binary_cross_entropy_with_logits(x, tb, weight=w.requires_grad_())
+    with pytest.raises(ValueError, match="does not broadcast"):
+        FT.binary_cross_entropy_with_logits(x, tb, weight=torch.ones(7))

@@ -76,11 +76,13 @@ def _scaled(grad, grad_out, class_axis=None):
     return grad * grad_out
 
 
-def _apply_elementwise(fn, input, target, reduction, weight=None, weight_name="sample_weight",
+def _apply_elementwise(fn, input, target, reduction, full_weight=None, weight_name="sample_weight",
            weighted_average=False, **kwargs):
+    """``fn`` through :class:`_FusedLoss`; ``full_weight`` (torch's weight of a loss that
+    fastloss takes as ``sample_weight``) expanded to the input's shape first."""
     weight_mean = None
-    if weight is not None:
-        w = as_numpy(weight.expand_as(input), "weight")
+    if full_weight is not None:
+        w = as_numpy(full_weight.expand_as(input), "weight")
         kwargs[weight_name] = w
         if weighted_average and reduction == "mean":
             reduction = "sum"
@@ -112,21 +114,32 @@ def smooth_l1_loss(input, target, size_average=None, reduce=None, reduction="mea
                   beta=beta)
 
 
+def _tensor_options(**tensors):
+    """The given tensor options as NumPy arrays, as they are (fastloss broadcasts them)."""
+    kwargs = {}
+    for name, t in tensors.items():
+        if t is not None:
+            _no_grad(t, name)
+            kwargs[name] = as_numpy(t, name)
+    return kwargs
+
+
 def binary_cross_entropy(input, target, weight=None, size_average=None, reduce=None,
                          reduction="mean"):
-    """``torch.nn.functional.binary_cross_entropy`` (probabilities clipped to [1e-12, 1-1e-12])."""
+    """``torch.nn.functional.binary_cross_entropy`` (probabilities clipped to [1e-12, 1-1e-12]);
+    ``weight`` broadcasts against the input as in torch."""
     return _apply_elementwise(_losses.binary_cross_entropy, input, target,
-                  _reduction(size_average, reduce, reduction), weight, eps=1e-12)
+                  _reduction(size_average, reduce, reduction), eps=1e-12,
+                  **_tensor_options(weight=weight))
 
 
 def binary_cross_entropy_with_logits(input, target, weight=None, size_average=None,
                                      reduce=None, reduction="mean", pos_weight=None):
-    """``torch.nn.functional.binary_cross_entropy_with_logits``."""
-    kwargs = {}
-    if pos_weight is not None:
-        kwargs["pos_weight"] = as_numpy(pos_weight, "pos_weight")
+    """``torch.nn.functional.binary_cross_entropy_with_logits``; ``weight`` broadcasts
+    against the input, ``pos_weight`` along its last axis, as in torch."""
     return _apply_elementwise(_losses.binary_cross_entropy_with_logits, input, target,
-                  _reduction(size_average, reduce, reduction), weight, **kwargs)
+                  _reduction(size_average, reduce, reduction),
+                  **_tensor_options(weight=weight, pos_weight=pos_weight))
 
 
 # --- classification ----------------------------------------------------------------
