@@ -63,7 +63,10 @@ def _sample_weight(w, dtype, shape):
 
 
 def _broadcast(a, name, loss, shape):
-    """Array ``a`` broadcast (as NumPy and PyTorch do) to the input's ``shape``, C order."""
+    """Array ``a`` broadcast (as NumPy and PyTorch do) to the input's ``shape``, C order
+    (``a`` itself when it has that shape: it stays an exact alias for the out= rule)."""
+    if a.shape == shape:
+        return a
     try:
         return np.ascontiguousarray(np.broadcast_to(a, shape))
     except ValueError:
