@@ -110,3 +110,25 @@ def test_bad_values():
     with pytest.raises(ValueError, match="num_threads"):
         fastloss.num_threads(0)
     assert _threads.numba_threads() >= 1
+
+
+def test_asyncio_tasks_keep_their_own_value():
+    import asyncio
+
+    fastloss.set_num_threads(3)
+
+    async def task(n, gate, seen):
+        with fastloss.num_threads(n):
+            await gate.wait()  # the other task runs its block meanwhile
+            seen.append((n, fastloss.get_num_threads()))
+
+    async def main():
+        gate, seen = asyncio.Event(), []
+        jobs = [asyncio.create_task(task(n, gate, seen)) for n in (1, 2)]
+        await asyncio.sleep(0)
+        gate.set()
+        await asyncio.gather(*jobs)
+        return seen
+
+    assert sorted(asyncio.run(main())) == [(1, 1), (2, 2)]
+    assert fastloss.get_num_threads() == 3
