@@ -76,14 +76,14 @@ def _scaled(grad, grad_out, class_axis=None):
     return grad * grad_out
 
 
-def _apply_elementwise(fn, input, target, reduction, full_weight=None, weight_name="sample_weight",
-           weighted_average=False, **kwargs):
+def _apply_elementwise(fn, input, target, reduction, full_weight=None, weighted_average=False,
+                       **kwargs):
     """``fn`` through :class:`_FusedLoss`; ``full_weight`` (torch's weight of a loss that
     fastloss takes as ``sample_weight``) expanded to the input's shape first."""
     weight_mean = None
     if full_weight is not None:
         w = as_numpy(full_weight.expand_as(input), "weight")
-        kwargs[weight_name] = w
+        kwargs["sample_weight"] = w
         if weighted_average and reduction == "mean":
             reduction = "sum"
             weight_mean = float(w.sum(dtype="float64"))
@@ -93,14 +93,16 @@ def _apply_elementwise(fn, input, target, reduction, full_weight=None, weight_na
 
 def mse_loss(input, target, size_average=None, reduce=None, reduction="mean", weight=None):
     """``torch.nn.functional.mse_loss``; with ``weight`` the mean is sum(w l) / sum(w) as torch."""
-    return _apply_elementwise(_losses.mse, input, target, _reduction(size_average, reduce, reduction),
-                  weight, weighted_average=True)
+    return _apply_elementwise(_losses.mse, input, target,
+                              _reduction(size_average, reduce, reduction), weight,
+                              weighted_average=True)
 
 
 def l1_loss(input, target, size_average=None, reduce=None, reduction="mean", weight=None):
     """``torch.nn.functional.l1_loss``; with ``weight`` the mean is sum(w l) / sum(w) as torch."""
-    return _apply_elementwise(_losses.mae, input, target, _reduction(size_average, reduce, reduction),
-                  weight, weighted_average=True)
+    return _apply_elementwise(_losses.mae, input, target,
+                              _reduction(size_average, reduce, reduction), weight,
+                              weighted_average=True)
 
 
 def huber_loss(input, target, reduction="mean", delta=1.0, weight=None):
@@ -110,8 +112,8 @@ def huber_loss(input, target, reduction="mean", delta=1.0, weight=None):
 
 def smooth_l1_loss(input, target, size_average=None, reduce=None, reduction="mean", beta=1.0):
     """``torch.nn.functional.smooth_l1_loss``."""
-    return _apply_elementwise(_losses.smooth_l1, input, target, _reduction(size_average, reduce, reduction),
-                  beta=beta)
+    return _apply_elementwise(_losses.smooth_l1, input, target,
+                              _reduction(size_average, reduce, reduction), beta=beta)
 
 
 def _tensor_options(**tensors):
@@ -129,8 +131,8 @@ def binary_cross_entropy(input, target, weight=None, size_average=None, reduce=N
     """``torch.nn.functional.binary_cross_entropy`` (probabilities clipped to [1e-12, 1-1e-12]);
     ``weight`` broadcasts against the input as in torch."""
     return _apply_elementwise(_losses.binary_cross_entropy, input, target,
-                  _reduction(size_average, reduce, reduction), eps=1e-12,
-                  **_tensor_options(weight=weight))
+                              _reduction(size_average, reduce, reduction), eps=1e-12,
+                              **_tensor_options(weight=weight))
 
 
 def binary_cross_entropy_with_logits(input, target, weight=None, size_average=None,
@@ -138,8 +140,8 @@ def binary_cross_entropy_with_logits(input, target, weight=None, size_average=No
     """``torch.nn.functional.binary_cross_entropy_with_logits``; ``weight`` broadcasts
     against the input, ``pos_weight`` along its last axis, as in torch."""
     return _apply_elementwise(_losses.binary_cross_entropy_with_logits, input, target,
-                  _reduction(size_average, reduce, reduction),
-                  **_tensor_options(weight=weight, pos_weight=pos_weight))
+                              _reduction(size_average, reduce, reduction),
+                              **_tensor_options(weight=weight, pos_weight=pos_weight))
 
 
 # --- classification ----------------------------------------------------------------
