@@ -91,7 +91,7 @@ def _label_error(labels, flat, bad, C, ignore_index, name):
 def _labels(target, C, name="target"):
     """Class indices: int32/int64 kept, other integer dtypes cast to int64 (uint64
     values above int64, which no class or ignore_index can be, are refused first)."""
-    t = target if isinstance(target, np.ndarray) else np.asarray(target)
+    t = v._as_array(target, name)
     if t.dtype.kind in "iu":
         if t.dtype.kind == "u" and t.dtype.itemsize == 8:
             flat = t.reshape(-1)
@@ -143,7 +143,7 @@ def _ignore_index(value):
 def _weight(weight, C, dtype):
     if weight is None:
         return None
-    w = weight if isinstance(weight, np.ndarray) else np.asarray(weight)
+    w = v._as_array(weight, "weight")
     if w.dtype.kind not in "fiu":
         raise TypeError(f"weight must be a real float or integer array, got dtype {w.dtype}")
     if w.ndim != 1 or w.shape[0] != C:
@@ -168,8 +168,6 @@ class _Problem:
 
 def _classification_input(logits, target, name="input", allow_probs=True):
     """Validate logits/targets of any torch layout; returns a _Problem."""
-    if np.ndim(logits) == 0:
-        raise ValueError(f"{name} must have at least one dimension (classes), got a scalar")
     x = v.float_input(logits, name)
     P = _Problem()
     P.x, P.dtype, P.shape = x, x.dtype, x.shape
@@ -182,7 +180,7 @@ def _classification_input(logits, target, name="input", allow_probs=True):
         raise ValueError(f"{name} has no classes (size 0 on the class axis)")
     loss_shape = x.shape[:P.axis] + x.shape[P.axis + 1:]
     P.loss_shape = loss_shape
-    t = target if isinstance(target, np.ndarray) else np.asarray(target)
+    t = v._as_array(target, "target")
     if t.dtype.kind == "f" and allow_probs:
         if t.shape == loss_shape:
             raise TypeError(f"target holds floats ({t.dtype}) of shape {t.shape} where class "
@@ -533,8 +531,9 @@ def multi_margin(input, target, *, p=1, margin=1.0, weight=None, reduction="mean
     if x.ndim not in (1, 2):
         raise ValueError(f"input must be (N, C) or (C,), got shape {x.shape}")
     # one sample: torch takes a target of shape () or (1,) for (C,) and (1, C) alike
+    target = v._as_array(target, "target")
     one = x.ndim == 1 or x.shape[0] == 1
-    xs = x.reshape((1, -1) if np.ndim(target) == 1 else -1) if one and x.size else x
+    xs = x.reshape((1, -1) if target.ndim == 1 else -1) if one and x.size else x
     P = _classification_input(xs, target, "input", allow_probs=False)
     P.x, P.shape = x, x.shape
     dtype, C = P.dtype, P.C

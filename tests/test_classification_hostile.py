@@ -441,3 +441,34 @@ def test_property_out_overlapping_any_input_works_exactly_or_raises(
     np.testing.assert_array_equal(g, exp_grad)
     if isinstance(got, tuple):
         np.testing.assert_array_equal(got[0], expected[0])
+
+
+# --- every error for bad input: ValueError/TypeError naming the argument ---------------------
+
+_RAGGED = [[1], [1, 2]]
+
+
+@pytest.mark.parametrize("fname", ["cross_entropy", "nll_loss", "categorical_cross_entropy",
+                                   "multi_margin"])
+def test_ragged_or_odd_arguments_raise_errors_naming_them(backend, fname):
+    fn = getattr(fl, fname)
+    x = np.full((3, 4), 0.25)
+    y = np.array([0, 1, 2])
+    cases = [("target", dict(target=_RAGGED)), ("target", dict(target=[0, 1, 2 ** 64])),
+             ("target", dict(target=np.array(["a", "b", "c"]))),
+             ("grad_output", dict(grad_output=_RAGGED, reduction="none")),
+             ("grad_output", dict(grad_output=np.array(True))),
+             ("grad_output", dict(grad_output=object())),
+             ("grad_output", dict(grad_output=np.ones(2), reduction="none"))]
+    if fname != "categorical_cross_entropy":
+        cases += [("weight", dict(weight=_RAGGED)), ("weight", dict(weight="abc"))]
+    for argname, kw in cases:
+        kw = dict(kw)
+        t = kw.pop("target", y)
+        with pytest.raises((ValueError, TypeError), match=argname):
+            fn(x, t, return_grad=True, backend=backend, **kw)
+    with pytest.raises((ValueError, TypeError), match="probs|input|logits|log_probs"):
+        fn(_RAGGED, y, backend=backend)
+    for bw in (fl.softmax_backward, fl.log_softmax_backward):
+        with pytest.raises((ValueError, TypeError), match="grad_output"):
+            bw(x, _RAGGED, backend=backend)
