@@ -348,7 +348,7 @@ def cross_entropy(logits, target, *, weight=None, ignore_index=-100, label_smoot
         # the kernel reads targets and weights again after writing the gradient rows
         v.out_overlap(logits if inplace else out, exact_ok=() if inplace else ("logits",),
                       out_name="logits" if inplace else "out", logits=None if inplace else P.x,
-                      target=P.target, weight=w, grad_output=go)
+                      target=P.target, weight=w, grad_output=_go_memory(grad_output, go))
     if go is not None:
         go = go.reshape(M)
     sce, sz = R.grad_factor(red, go_scale, wsum), R.grad_factor(red, go_scale, count)
@@ -423,7 +423,7 @@ def nll_loss(log_probs, target, *, weight=None, ignore_index=-100, reduction="me
     count, wsum = _check_label_range(P.labels.reshape(P.loss_shape), C, ignore_index,
                                      None if w is None else w.astype(np.float64))
     scale = _row_scale(red, grad_output, P, wsum) if return_grad else None
-    _check_out(out, P, "log_probs", weight=w, grad_output=scale)
+    _check_out(out, P, "log_probs", weight=w, grad_output=_go_memory(grad_output, scale))
     row, wy = _ref.nll_rows(P.rows, P.labels, weight=w, ignore_index=ignore_index)
     loss = R.reduced_loss(red, row, R.total(row), wsum, dtype, P.loss_shape)
     if not return_grad:
@@ -434,6 +434,17 @@ def nll_loss(log_probs, target, *, weight=None, ignore_index=-100, reduction="me
     with np.errstate(all="ignore"):
         g[idx, P.labels[idx]] = (-wy[idx] * scale[idx] if np.ndim(scale) else -wy[idx] * scale)
     return loss, _put(_unrows(g, P.shape, P.axis), out)
+
+
+def _go_memory(grad_output, go):
+    """The memory grad_output occupies, for the out= overlap rule: the per-sample array
+    ``go`` when there is one, else the caller's 0-d array (its value is read first,
+    but the rule does not depend on that)."""
+    if go is not None and np.ndim(go):
+        return go
+    if grad_output is None or isinstance(grad_output, (numbers.Number, np.generic)):
+        return None
+    return v._as_array(grad_output, "grad_output")
 
 
 def _check_out(out, P, name, **others):
@@ -500,7 +511,7 @@ def categorical_cross_entropy(probs, target, *, eps=1e-7, normalize=False, reduc
     if P.labels is not None:
         _check_label_range(P.labels.reshape(P.loss_shape), C, None)
     scale = _row_scale(red, grad_output, P, M) if return_grad else None
-    _check_out(out, P, "probs", grad_output=scale)
+    _check_out(out, P, "probs", grad_output=_go_memory(grad_output, scale))
     if P.probs is not None:
         t = P.probs
     else:
@@ -540,7 +551,7 @@ def multi_margin(input, target, *, p=1, margin=1.0, weight=None, reduction="mean
     w = _weight(weight, C, dtype)
     _check_label_range(P.labels.reshape(P.loss_shape), C, None)
     scale = _row_scale(red, grad_output, P, P.rows.shape[0]) if return_grad else None
-    _check_out(out, P, "input", weight=w, grad_output=scale)
+    _check_out(out, P, "input", weight=w, grad_output=_go_memory(grad_output, scale))
     with np.errstate(all="ignore"):
         row, g = _ref.multi_margin(P.rows, P.labels, p=p, margin=margin, weight=w)
     return _reduce_rows(red, row, g, P, scale, out)

@@ -3,7 +3,7 @@ inputs, non-finite class weights, labels outside int64, torch/Keras parity gaps,
 and a property test of the out= overlap rule over every function with out=."""
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 import fastloss as fl
@@ -333,8 +333,8 @@ def test_categorical_cross_entropy_normalize_gradient_by_finite_differences(rng,
 # --- property: out= overlapping any input either works exactly or raises ValueError ---------
 
 def _calls():
-    """(name, main input, other arrays, function of the arrays and out) for every
-    classification function with out=; ``aliasable``: the inputs out may be exactly."""
+    """(name, call, main input, other inputs, the inputs out may be exactly, target kind,
+    K-dim inputs allowed) for every classification function with out=."""
     def ce(a, out, be):
         return cross_entropy(a["logits"], a["target"], weight=a.get("weight"),
                              return_grad=True, out=out, backend=be, label_smoothing=0.1)
@@ -348,10 +348,11 @@ def _calls():
                              grad_output=a["grad_output"], out=out, backend=be)
 
     def sm(fn):
-        return lambda a, out, be: fn(a["x"], out=out, backend=be)
+        return lambda a, out, be: fn(a["x"], axis=a["axis"], out=out, backend=be)
 
     def smb(fn, yname):
-        return lambda a, out, be: fn(a[yname], a["grad_output"], out=out, backend=be)
+        return lambda a, out, be: fn(a[yname], a["grad_output"], axis=a["axis"], out=out,
+                                     backend=be)
 
     def nll(a, out, be):
         return nll_loss(a["log_probs"], a["target"], weight=a.get("weight"),
@@ -366,48 +367,53 @@ def _calls():
                             return_grad=True, out=out, backend=be)
 
     return [
-        ("cross_entropy", ce, "logits", ("target", "weight"), ("logits",), "labels"),
-        ("cross_entropy_soft", ce_soft, "logits", ("target", "weight"), ("logits",), "probs"),
+        ("cross_entropy", ce, "logits", ("target", "weight"), ("logits",), "labels", True),
+        ("cross_entropy_soft", ce_soft, "logits", ("target", "weight"), ("logits",), "probs",
+         True),
         ("cross_entropy_none", ce_none, "logits", ("target", "grad_output"), ("logits",),
-         "labels"),
-        ("softmax", sm(softmax), "x", (), ("x",), None),
-        ("log_softmax", sm(log_softmax), "x", (), ("x",), None),
+         "labels", True),
+        ("softmax", sm(softmax), "x", (), ("x",), None, True),
+        ("log_softmax", sm(log_softmax), "x", (), ("x",), None, True),
         ("softmax_backward", smb(softmax_backward, "y"), "y", ("grad_output",),
-         ("y", "grad_output"), None),
+         ("y", "grad_output"), None, True),
         ("log_softmax_backward", smb(log_softmax_backward, "log_probs"), "log_probs",
-         ("grad_output",), ("log_probs", "grad_output"), None),
-        ("nll_loss", nll, "log_probs", ("target", "weight"), ("log_probs",), "labels"),
-        ("categorical_cross_entropy", cce, "probs", ("target",), ("probs",), "probs"),
-        ("multi_margin", mm, "input", ("target", "weight"), ("input",), "labels"),
+         ("grad_output",), ("log_probs", "grad_output"), None, True),
+        ("nll_loss", nll, "log_probs", ("target", "weight"), ("log_probs",), "labels", True),
+        ("categorical_cross_entropy", cce, "probs", ("target",), ("probs",), "probs", False),
+        ("multi_margin", mm, "input", ("target", "weight"), ("input",), "labels", False),
     ]
 
 
 _CALLS = _calls()
 
 
-@settings(max_examples=400, deadline=None, derandomize=True)
+@settings(max_examples=2000, deadline=None, derandomize=True)
 @given(k=st.integers(0, len(_CALLS) - 1), n=st.integers(1, 5), c=st.integers(1, 12),
-       f32=st.booleans(), unbatched=st.booleans(), which=st.integers(0, 2),
-       shift=st.integers(-40, 40), seed=st.integers(0, 2 ** 16), native=st.booleans())
+       f32=st.booleans(), layout=st.sampled_from(["unbatched", "2d", "kdim"]),
+       which=st.integers(0, 3), shift=st.integers(-40, 40), seed=st.integers(0, 2 ** 16),
+       native=st.booleans())
 def test_property_out_overlapping_any_input_works_exactly_or_raises(
-        k, n, c, f32, unbatched, which, shift, seed, native):
-    name, call, main, others, aliasable, target_kind = _CALLS[k]
+        k, n, c, f32, layout, which, shift, seed, native):
+    name, call, main, others, aliasable, target_kind, kdim_ok = _CALLS[k]
     be = "native" if native and fl.native_available() else "numpy"
-    dtype = np.float32 if f32 else np.float64
+    dtype, itype = (np.float32, np.int32) if f32 else (np.float64, np.int64)
     rng = np.random.default_rng(seed)
-    shape = (c,) if unbatched else (n, c)
-    lshape = shape[:-1]
-    a = {}
+    if layout == "kdim" and not kdim_ok:
+        layout = "2d"
+    shape = {"unbatched": (c,), "2d": (n, c), "kdim": (n, c, 3)}[layout]
+    axis = 0 if layout == "unbatched" else 1
+    lshape = shape[:axis] + shape[axis + 1:]
+    a = {"axis": axis}
     x = rng.normal(size=shape).astype(dtype)
     if main in ("probs", "y"):
-        x = softmax(x)
+        x = softmax(x, axis=axis)
     elif main == "log_probs":
-        x = log_softmax(x)
+        x = log_softmax(x, axis=axis)
     a[main] = x
     if target_kind == "labels":
-        a["target"] = rng.integers(0, c, size=lshape)
+        a["target"] = rng.integers(0, c, size=lshape).astype(itype)
     elif target_kind == "probs":
-        a["target"] = softmax(rng.normal(size=shape).astype(dtype))
+        a["target"] = softmax(rng.normal(size=shape).astype(dtype), axis=axis)
     if "weight" in others:
         a["weight"] = (rng.random(c) + 0.5).astype(dtype)
     if "grad_output" in others:
@@ -415,27 +421,30 @@ def test_property_out_overlapping_any_input_works_exactly_or_raises(
                                       ).astype(dtype)
     expected = call(a, None, be)
     exp_grad = expected[1] if isinstance(expected, tuple) else expected
-    # put out and one float input (the victim) in one buffer at a random offset
-    floats = [m for m in (main,) + others if m in a and a[m].dtype == dtype
-              and not (m == "target" and target_kind == "labels")]
-    victim = floats[which % len(floats)]
-    v = a[victim]
+    # out and one input (the victim; int labels as a view of the same bytes) in one
+    # buffer, the victim at a random offset from out
+    victims = [m for m in (main,) + others if m in a]
+    victim = victims[which % len(victims)]
+    vsrc = a[victim]
     size = int(np.prod(shape))
     lo = min(0, shift)
-    buf = np.zeros(max(size, v.size) + abs(shift) + size, dtype)
+    buf = np.zeros(max(size, vsrc.size) + abs(shift) + size, dtype)
     out = buf[-lo:-lo + size].reshape(shape)
-    vv = buf[shift - lo:shift - lo + v.size].reshape(v.shape)
-    vv[...] = v
-    a2 = dict(a, **{victim: vv})
+    vbuf = buf if vsrc.dtype == dtype else buf.view(itype)
+    vv = vbuf[shift - lo:shift - lo + vsrc.size].reshape(vsrc.shape)
+    vv[...] = vsrc
     overlaps = np.shares_memory(out, vv)
-    exact = overlaps and shift == 0 and vv.shape == out.shape
+    exact = overlaps and shift == 0 and vv.shape == out.shape and vv.dtype == out.dtype
     try:
-        got = call(a2, out, be)
+        got = call(dict(a, **{victim: vv}), out, be)
     except ValueError as e:
         assert overlaps and not (exact and victim in aliasable), (name, victim, shift, e)
         assert f"out overlaps {victim}" in str(e)
+        event("raised ValueError (partial overlap)" if not exact
+              else "raised ValueError (exact alias not supported)")
         return
     assert not overlaps or (exact and victim in aliasable), (name, victim, shift)
+    event("exact alias: same result" if overlaps else "no overlap: same result")
     g = got[1] if isinstance(got, tuple) else got
     assert g is out
     np.testing.assert_array_equal(g, exp_grad)
