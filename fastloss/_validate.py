@@ -108,9 +108,9 @@ def out_overlap(out: np.ndarray, *, exact_ok=None, out_name: str = "out", **arra
         if not exact:
             raise ValueError(f"{out_name} overlaps {name} without being the same array")
         if exact_ok is not None and name not in exact_ok:
-            allowed = " or ".join(exact_ok) if exact_ok else "none of the inputs"
-            raise ValueError(f"{out_name} overlaps {name} (it is {name} itself): "
-                             f"{out_name} may be {allowed}, not {name}; pass another array")
+            why = (f"only {' or '.join(exact_ok)} may be passed as {out_name}" if exact_ok
+                   else f"{out_name} is written while {name} is still read")
+            raise ValueError(f"{out_name} overlaps {name} (it is {name} itself): {why}")
 
 
 def reduction(value) -> str:

@@ -309,8 +309,9 @@ def cross_entropy(logits, target, *, weight=None, ignore_index=-100, label_smoot
     logits-sized array is allocated for 2-D and unbatched inputs (K-dim inputs
     use a transposed copy). ``out`` may be ``logits`` itself (as ``inplace``);
     ``out`` (or the logits, with ``inplace``) overlapping the target, the weights
-    or grad_output, or partly overlapping the logits, raises ValueError. Keras: ``SparseCategoricalCrossentropy(from_logits=True)``
-    / ``CategoricalCrossentropy(from_logits=True)``.
+    or grad_output, or partly overlapping the logits, raises ValueError. Keras:
+    ``SparseCategoricalCrossentropy(from_logits=True)`` /
+    ``CategoricalCrossentropy(from_logits=True)``.
     """
     red = v.reduction(reduction)
     return_grad = v.boolean(return_grad, "return_grad")
