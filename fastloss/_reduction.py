@@ -15,6 +15,7 @@ may instead be an array of the losses' shape (:func:`split_grad_output`).
 from __future__ import annotations
 
 import math
+import numbers
 
 import numpy as np
 
@@ -55,15 +56,18 @@ def split_grad_output(grad_output, reduction: str, dtype: np.dtype, shape: tuple
 
     None -> (None, 1.0); a scalar -> (None, its value); an array needs
     reduction 'none' and the losses' ``shape``, and is cast to ``dtype``.
-    ``strict``: the scalar must be a real number (not bool, not NaN), as the
-    classification losses check it; ``strict=False``: any real numeric 0-d
+    ``strict``: the scalar (a number or a 0-d array) must be real (not bool, not
+    NaN), as the classification losses check it; ``strict=False``: any real numeric 0-d
     value, cast to float64, NaN and Inf kept (the element-wise losses' check).
     """
     if grad_output is None:
         return None, 1.0
+    if not isinstance(grad_output, (numbers.Number, np.generic, np.ndarray)):
+        grad_output = v._as_array(grad_output, "grad_output")   # lists, tensors: named errors
     if np.ndim(grad_output) == 0:
-        if strict:
-            return None, v.real_scalar(grad_output, "grad_output", finite=False)
+        if strict:      # a number, or a 0-d array (e.g. torch's backward): its value
+            value = grad_output[()] if isinstance(grad_output, np.ndarray) else grad_output
+            return None, v.real_scalar(value, "grad_output", finite=False)
         return None, float(v.float_like(grad_output, "grad_output",
                                         np.dtype(np.float64)).reshape(-1)[0])
     if reduction != "none":

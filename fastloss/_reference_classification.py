@@ -110,11 +110,18 @@ def nll_rows(lp, labels, *, weight=None, ignore_index=-100):
     return np.where(valid, -wy * lp[np.arange(M), y], 0).astype(lp.dtype), wy
 
 
-def categorical_cross_entropy(p, t, eps):
-    """The seeds' cross_entropy_error, clipped: l_i = -sum_c t_c log(clip(p_c, eps, 1));
-    dl/dp = -t / clip(p, eps, 1) (taken at the clipped value). t is (M, C)."""
-    pc = np.clip(p, p.dtype.type(eps), p.dtype.type(1))
-    return -np.sum(t * np.log(pc), axis=1), -t / pc
+def categorical_cross_entropy(p, t, eps, normalize=False):
+    """The seeds' cross_entropy_error, clipped: l_i = -sum_c t_c log(clip(q_c, eps, 1))
+    with q = p (or q = p / sum_c p_c with ``normalize``, as Keras); the gradient
+    G = -t / clip(q, eps, 1) (taken at the clipped value), through the
+    normalisation (G - sum_c G_c q_c) / sum_c p_c. t is (M, C)."""
+    s = np.sum(p, axis=1, keepdims=True) if normalize else None
+    q = p / s if normalize else p
+    qc = np.clip(q, q.dtype.type(eps), q.dtype.type(1))
+    g = -t / qc
+    if normalize:
+        g = (g - np.sum(g * q, axis=1, keepdims=True)) / s
+    return -np.sum(t * np.log(qc), axis=1), g
 
 
 def multi_margin(x, labels, *, p=1, margin=1.0, weight=None):

@@ -92,14 +92,25 @@ def out_array(out, name: str, shape: tuple, dtype: np.dtype) -> np.ndarray:
     return writable_array(out, name)
 
 
-def out_overlap(out: np.ndarray, **arrays) -> None:
+def out_overlap(out: np.ndarray, *, exact_ok=None, out_name: str = "out", **arrays) -> None:
     """The one rule for ``out=`` buffers: ``out`` may be one of the inputs exactly
-    (same address and strides: kernels read each block before writing it), but must
-    not partly overlap any input (that would be a race); None entries are skipped."""
+    (same address, strides, shape and dtype: kernels read each block before writing
+    it), but must not partly overlap any input (that would be a race); None entries
+    are skipped. ``exact_ok``: the names of the inputs ``out`` may be exactly (None:
+    all of them; a kernel that reads an input again after writing ``out`` leaves its
+    name out). ``out_name`` names the buffer in the message (e.g. ``logits`` for an
+    in-place gradient)."""
     for name, a in arrays.items():
-        if a is not None and np.may_share_memory(out, a) and not (
-                a.ctypes.data == out.ctypes.data and a.strides == out.strides):
-            raise ValueError(f"out overlaps {name} without being the same array")
+        if a is None or not np.may_share_memory(out, a):
+            continue
+        exact = (a.ctypes.data == out.ctypes.data and a.strides == out.strides
+                 and a.shape == out.shape and a.dtype == out.dtype)
+        if not exact:
+            raise ValueError(f"{out_name} overlaps {name} without being the same array")
+        if exact_ok is not None and name not in exact_ok:
+            why = (f"only {' or '.join(exact_ok)} may be passed as {out_name}" if exact_ok
+                   else f"{out_name} is written while {name} is still read")
+            raise ValueError(f"{out_name} overlaps {name} (it is {name} itself): {why}")
 
 
 def reduction(value) -> str:

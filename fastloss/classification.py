@@ -57,8 +57,8 @@ def _unrows(r, shape, axis):
 
 def _put(result, out, name="out"):
     """Copy ``result`` into ``out`` (when given) and return the array to hand back."""
-    if out is None:
-        return np.ascontiguousarray(result)
+    if out is None:     # (np.ascontiguousarray would make a 0-d result 1-d)
+        return result if result.flags.c_contiguous else np.ascontiguousarray(result)
     if result is not out:
         np.copyto(out, result)
     return out
@@ -75,10 +75,29 @@ def _int_scalar(value, name):
 _INDEX_DTYPES = (np.dtype(np.int32), np.dtype(np.int64))
 
 
-def _labels(target, name="target"):
-    """Class indices: int32/int64 kept, other integer dtypes cast to int64."""
-    t = target if isinstance(target, np.ndarray) else np.asarray(target)
+_INT64_MAX = 2 ** 63 - 1
+
+
+def _label_error(labels, flat, bad, C, ignore_index, name):
+    """ValueError for the label at flat position ``bad``, with its true value."""
+    pos = np.unravel_index(bad, labels.shape) if labels.ndim > 1 else (bad,)
+    pos = tuple(int(p) for p in pos)
+    ignored = "" if ignore_index is None else f" (ignore_index={ignore_index})"
+    return ValueError(f"{name} holds class index {int(flat[bad])} at position "
+                      f"{pos if len(pos) > 1 else (pos[0] if pos else ())}, outside [0, {C})"
+                      f"{ignored}")
+
+
+def _labels(target, C, name="target"):
+    """Class indices: int32/int64 kept, other integer dtypes cast to int64 (uint64
+    values above int64, which no class or ignore_index can be, are refused first)."""
+    t = v._as_array(target, name)
     if t.dtype.kind in "iu":
+        if t.dtype.kind == "u" and t.dtype.itemsize == 8:
+            flat = t.reshape(-1)
+            big = flat > _INT64_MAX
+            if big.any():
+                raise _label_error(t, flat, int(np.argmax(big)), C, None, name)
         if t.dtype not in _INDEX_DTYPES:
             t = t.astype(np.int64)
         if t.flags.c_contiguous and t.dtype.isnative:
@@ -92,8 +111,14 @@ def _labels(target, name="target"):
 
 
 def _check_label_range(labels, C, ignore_index, weight64=None, name="target"):
-    """First bad label raises; returns (count of non-ignored, sum of their weights)."""
+    """First bad label raises; returns (count of non-ignored, sum of their weights).
+    ``ignore_index`` None: no label is ignored."""
     flat = labels.reshape(-1)
+    if ignore_index is None:
+        badmask = (flat < 0) | (flat >= C)
+        if badmask.any():
+            raise _label_error(labels, flat, int(np.argmax(badmask)), C, None, name)
+        return flat.size, float(flat.size)
     if _backend.kernels is not None:
         bad, count, wsum = _backend.kernels.ce_check_labels(flat, C, ignore_index, weight64)
     else:
@@ -103,18 +128,22 @@ def _check_label_range(labels, C, ignore_index, weight64=None, name="target"):
         count = int(np.count_nonzero(valid))
         wsum = float(np.sum(weight64[flat[valid]])) if weight64 is not None else float(count)
     if bad >= 0:
-        pos = np.unravel_index(bad, labels.shape) if labels.ndim > 1 else (bad,)
-        pos = tuple(int(p) for p in pos)
-        raise ValueError(f"{name} holds class index {int(flat[bad])} at position "
-                         f"{pos if len(pos) > 1 else (pos[0] if pos else ())}, outside [0, {C}) "
-                         f"(ignore_index={ignore_index})")
+        raise _label_error(labels, flat, bad, C, ignore_index, name)
     return count, wsum
+
+
+def _ignore_index(value):
+    """ignore_index: an integer within int64 (labels are int64)."""
+    i = _int_scalar(value, "ignore_index")
+    if not -_INT64_MAX - 1 <= i <= _INT64_MAX:
+        raise ValueError(f"ignore_index must fit in int64, got {i}")
+    return i
 
 
 def _weight(weight, C, dtype):
     if weight is None:
         return None
-    w = weight if isinstance(weight, np.ndarray) else np.asarray(weight)
+    w = v._as_array(weight, "weight")
     if w.dtype.kind not in "fiu":
         raise TypeError(f"weight must be a real float or integer array, got dtype {w.dtype}")
     if w.ndim != 1 or w.shape[0] != C:
@@ -134,13 +163,11 @@ class _Problem:
     """Logits and targets validated and laid out as rows (M, C)."""
 
     __slots__ = ("x", "rows", "C", "axis", "shape", "loss_shape", "labels", "probs",
-                 "unbatched", "dtype")
+                 "unbatched", "dtype", "target")
 
 
 def _classification_input(logits, target, name="input", allow_probs=True):
     """Validate logits/targets of any torch layout; returns a _Problem."""
-    if np.ndim(logits) == 0:
-        raise ValueError(f"{name} must have at least one dimension (classes), got a scalar")
     x = v.float_input(logits, name)
     P = _Problem()
     P.x, P.dtype, P.shape = x, x.dtype, x.shape
@@ -153,7 +180,7 @@ def _classification_input(logits, target, name="input", allow_probs=True):
         raise ValueError(f"{name} has no classes (size 0 on the class axis)")
     loss_shape = x.shape[:P.axis] + x.shape[P.axis + 1:]
     P.loss_shape = loss_shape
-    t = target if isinstance(target, np.ndarray) else np.asarray(target)
+    t = v._as_array(target, "target")
     if t.dtype.kind == "f" and allow_probs:
         if t.shape == loss_shape:
             raise TypeError(f"target holds floats ({t.dtype}) of shape {t.shape} where class "
@@ -163,10 +190,11 @@ def _classification_input(logits, target, name="input", allow_probs=True):
             raise ValueError(f"class-probability target has shape {t.shape}, expected the "
                              f"{name}' shape {x.shape} (or pass int class indices of shape "
                              f"{loss_shape})")
-        P.probs = _rows(v.float_like(t, "target", x.dtype), P.axis)
+        P.target = v.float_like(t, "target", x.dtype)
+        P.probs = _rows(P.target, P.axis)
         P.labels = None
     else:
-        lab = _labels(t)
+        lab = P.target = _labels(t, P.C)
         if lab.shape != loss_shape:
             raise ValueError(f"target has shape {lab.shape}, expected {loss_shape} class "
                              f"indices for {name} of shape {x.shape}")
@@ -180,13 +208,14 @@ def _classification_input(logits, target, name="input", allow_probs=True):
 
 def _softmax_impl(x, axis, out, backend, log_out, name):
     x = v.float_input(x, name)
-    if x.ndim == 0:
-        raise ValueError(f"{name} must have at least one dimension")
-    ax = _axis(axis, x.ndim)
+    shape = x.shape
+    ax = _axis(axis, max(x.ndim, 1))
     if out is not None:
-        v.out_array(out, "out", x.shape, x.dtype)
+        v.out_array(out, "out", shape, x.dtype)
+        v.out_overlap(out, exact_ok=(name,), **{name: x})
     if x.size == 0:
         return _put(np.empty(x.shape, x.dtype), out)
+    x = x.reshape(shape or (1,))    # a 0-d input is one class (as torch: 1.0 / 0.0)
     rows = _rows(x, ax)
     if _backend.resolve(backend) == "native":
         direct = out is not None and ax == x.ndim - 1
@@ -195,14 +224,16 @@ def _softmax_impl(x, axis, out, backend, log_out, name):
     else:
         with np.errstate(all="ignore"):
             r = (_ref.log_softmax if log_out else _ref.softmax)(rows)
-    return _put(_unrows(r, x.shape, ax), out)
+    return _put(_unrows(r, x.shape, ax).reshape(shape), out)
 
 
 def softmax(x, axis=-1, *, out=None, backend=None):
     """softmax(x)_c = exp(x_c - m) / sum_k exp(x_k - m) along ``axis`` (m = max).
 
     Stable for any finite x; masked entries (-inf) get probability 0; a NaN,
-    a +inf, or a row of only -inf gives NaN for that row (as PyTorch).
+    a +inf, or a row of only -inf gives NaN for that row (as PyTorch). A 0-d x
+    is one class (axis 0 or -1): 1.0 (log_softmax: 0.0), as PyTorch. ``out`` may
+    be ``x`` itself; any other overlap with ``x`` raises ValueError.
     """
     return _softmax_impl(x, axis, out, backend, False, "x")
 
@@ -214,14 +245,15 @@ def log_softmax(x, axis=-1, *, out=None, backend=None):
 
 def _softmax_backward_impl(y, grad_output, axis, out, backend, log_in, name):
     y = v.float_input(y, name)
-    if y.ndim == 0:
-        raise ValueError(f"{name} must have at least one dimension")
+    shape = y.shape
     g = v.float_like(grad_output, "grad_output", y.dtype, y.shape)
-    ax = _axis(axis, y.ndim)
+    ax = _axis(axis, max(y.ndim, 1))
     if out is not None:
         v.out_array(out, "out", y.shape, y.dtype)
+        v.out_overlap(out, exact_ok=(name, "grad_output"), **{name: y, "grad_output": g})
     if y.size == 0:
         return _put(np.empty(y.shape, y.dtype), out)
+    y, g = y.reshape(shape or (1,)), g.reshape(shape or (1,))
     yr, gr = _rows(y, ax), _rows(g, ax)
     if _backend.resolve(backend) == "native":
         direct = out is not None and ax == y.ndim - 1
@@ -230,18 +262,20 @@ def _softmax_backward_impl(y, grad_output, axis, out, backend, log_in, name):
     else:
         with np.errstate(all="ignore"):
             r = (_ref.log_softmax_backward if log_in else _ref.softmax_backward)(yr, gr)
-    return _put(_unrows(r, y.shape, ax), out)
+    return _put(_unrows(r, y.shape, ax).reshape(shape), out)
 
 
 def softmax_backward(y, grad_output, axis=-1, *, out=None, backend=None):
     """Backward of softmax given its output y = softmax(x) and the upstream
-    gradient: dx = y (grad_output - sum(grad_output y)) along ``axis``."""
+    gradient: dx = y (grad_output - sum(grad_output y)) along ``axis``. ``out``
+    may be ``y`` or ``grad_output`` itself; any other overlap raises ValueError."""
     return _softmax_backward_impl(y, grad_output, axis, out, backend, False, "y")
 
 
 def log_softmax_backward(log_probs, grad_output, axis=-1, *, out=None, backend=None):
     """Backward of log_softmax given its output and the upstream gradient:
-    dx = grad_output - exp(log_probs) sum(grad_output) along ``axis``."""
+    dx = grad_output - exp(log_probs) sum(grad_output) along ``axis``. ``out``
+    may be ``log_probs`` or ``grad_output`` itself; any other overlap raises ValueError."""
     return _softmax_backward_impl(log_probs, grad_output, axis, out, backend, True, "log_probs")
 
 
@@ -273,13 +307,16 @@ def cross_entropy(logits, target, *, weight=None, ignore_index=-100, label_smoot
     ``inplace=True`` (needs ``return_grad=True``) writes the gradient over
     ``logits`` (a C-contiguous, writable float array) and returns it: no
     logits-sized array is allocated for 2-D and unbatched inputs (K-dim inputs
-    use a transposed copy). Keras: ``SparseCategoricalCrossentropy(from_logits=True)``
-    / ``CategoricalCrossentropy(from_logits=True)``.
+    use a transposed copy). ``out`` may be ``logits`` itself (as ``inplace``);
+    ``out`` (or the logits, with ``inplace``) overlapping the target, the weights
+    or grad_output, or partly overlapping the logits, raises ValueError. Keras:
+    ``SparseCategoricalCrossentropy(from_logits=True)`` /
+    ``CategoricalCrossentropy(from_logits=True)``.
     """
     red = v.reduction(reduction)
     return_grad = v.boolean(return_grad, "return_grad")
     inplace = v.boolean(inplace, "inplace")
-    ignore_index = _int_scalar(ignore_index, "ignore_index")
+    ignore_index = _ignore_index(ignore_index)
     eps = _scalar(label_smoothing, "label_smoothing", 0.0, 1.0)
     zl = _scalar(z_loss, "z_loss", 0.0)
     cap = None if softcap is None else _scalar(softcap, "softcap", 0.0, low_open=True)
@@ -308,6 +345,11 @@ def cross_entropy(logits, target, *, weight=None, ignore_index=-100, label_smoot
         count = M
         wsum = float(M)
     go, go_scale = R.split_grad_output(grad_output, red, dtype, P.loss_shape)
+    if out is not None or inplace:
+        # the kernel reads targets and weights again after writing the gradient rows
+        v.out_overlap(logits if inplace else out, exact_ok=() if inplace else ("logits",),
+                      out_name="logits" if inplace else "out", logits=None if inplace else P.x,
+                      target=P.target, weight=w, grad_output=_go_memory(grad_output, go))
     if go is not None:
         go = go.reshape(M)
     sce, sz = R.grad_factor(red, go_scale, wsum), R.grad_factor(red, go_scale, count)
@@ -369,24 +411,24 @@ def nll_loss(log_probs, target, *, weight=None, ignore_index=-100, reduction="me
 
     Both backends run the same NumPy code: the work is O(N) gathers plus the
     zero fill of the gradient, which NumPy already does at memory speed.
+    ``out`` may be ``log_probs`` itself; any other overlap raises ValueError.
     """
     red = v.reduction(reduction)
     return_grad = v.boolean(return_grad, "return_grad")
-    ignore_index = _int_scalar(ignore_index, "ignore_index")
+    ignore_index = _ignore_index(ignore_index)
     v.out_needs_grad(out, return_grad)
     _backend.resolve(backend)
     P = _classification_input(log_probs, target, "log_probs", allow_probs=False)
     dtype, C = P.dtype, P.C
     w = _weight(weight, C, dtype)
-    if out is not None:
-        v.out_array(out, "out", P.shape, dtype)
     count, wsum = _check_label_range(P.labels.reshape(P.loss_shape), C, ignore_index,
                                      None if w is None else w.astype(np.float64))
+    scale = _row_scale(red, grad_output, P, wsum) if return_grad else None
+    _check_out(out, P, "log_probs", weight=w, grad_output=_go_memory(grad_output, scale))
     row, wy = _ref.nll_rows(P.rows, P.labels, weight=w, ignore_index=ignore_index)
     loss = R.reduced_loss(red, row, R.total(row), wsum, dtype, P.loss_shape)
     if not return_grad:
         return loss
-    scale = _row_scale(red, grad_output, P, wsum)
     g = np.zeros(P.rows.shape, dtype)
     valid = P.labels != ignore_index
     idx = np.nonzero(valid)[0]
@@ -395,14 +437,34 @@ def nll_loss(log_probs, target, *, weight=None, ignore_index=-100, reduction="me
     return loss, _put(_unrows(g, P.shape, P.axis), out)
 
 
-def _reduce_rows(red, row, g, P, return_grad, grad_output, out):
-    """Reduce per-row losses ``row`` (mean over the M rows) and, when asked, scale the
-    per-row gradients ``g`` of the reduced loss into ``out``."""
+def _go_memory(grad_output, go):
+    """The memory grad_output occupies, for the out= overlap rule: the per-sample array
+    ``go`` when there is one, else the caller's 0-d array (its value is read first,
+    but the rule does not depend on that)."""
+    if go is not None and np.ndim(go):
+        return go
+    if grad_output is None or isinstance(grad_output, (numbers.Number, np.generic)):
+        return None
+    return v._as_array(grad_output, "grad_output")
+
+
+def _check_out(out, P, name, **others):
+    """out= of the NumPy-computed losses: shape and dtype of the input ``name``, which
+    it may be exactly; no other overlap with it, the target or ``others``."""
+    if out is None:
+        return
+    v.out_array(out, "out", P.shape, P.dtype)
+    v.out_overlap(out, exact_ok=(name,), **{name: P.x}, target=P.target, **others)
+
+
+def _reduce_rows(red, row, g, P, scale, out):
+    """Reduce per-row losses ``row`` (mean over the M rows) and, when ``scale`` (the
+    per-row factor of :func:`_row_scale`) is given, scale the per-row gradients ``g``
+    of the reduced loss into ``out``."""
     M = P.rows.shape[0]
     loss = R.reduced_loss(red, row, R.total(row), M, P.dtype, P.loss_shape)
-    if not return_grad:
+    if scale is None:
         return loss
-    scale = _row_scale(red, grad_output, P, M)
     with np.errstate(all="ignore"):
         g = g * (scale[:, None] if np.ndim(scale) else scale)
     return loss, _put(g.astype(P.dtype, copy=False).reshape(P.shape), out)
@@ -414,48 +476,61 @@ def _row_scale(red, grad_output, P, denom):
     return scale.reshape(P.rows.shape[0]) if np.ndim(scale) else scale
 
 
-def categorical_cross_entropy(probs, target, *, eps=1e-7, reduction="mean", return_grad=False,
-                              out=None, grad_output=None, backend=None):
+def categorical_cross_entropy(probs, target, *, eps=1e-7, normalize=False, reduction="mean",
+                              return_grad=False, out=None, grad_output=None, backend=None):
     """Cross-entropy on probabilities (the seeds' ``cross_entropy_error``):
-    l_i = -sum_c t_c log(clip(p_c, eps, 1)), batch mean for ``'mean'``.
+    l_i = -sum_c t_c log(clip(q_c, eps, 1)), batch mean for ``'mean'``, with
+    q = p, or q = p / sum_c p_c with ``normalize=True``.
 
-    ``probs`` is (N, C) or one sample (C,); ``target`` is one-hot / class
+    ``probs`` is (N, C) or one sample (C,), in [0, 1] (``normalize=True``: any
+    values >= 0, e.g. unnormalised scores); ``target`` is one-hot / class
     probabilities of the same shape, or int class indices (N,) / (). The
-    gradient is -t / clip(p, eps, 1), taken at the clipped value (as
-    ``binary_cross_entropy``). The seeds add ``delta`` (log(p + 1e-7)) instead
-    of clipping; the two agree to within eps / p. Keras:
-    ``CategoricalCrossentropy`` / ``SparseCategoricalCrossentropy``.
+    gradient is G = -t / clip(q, eps, 1), taken at the clipped value (as
+    ``binary_cross_entropy``); with ``normalize``, (G - sum_c G_c q_c) / sum_c p_c.
+    The seeds add ``delta`` (log(p + 1e-7)) instead of clipping; the two agree to
+    within eps / p. Keras: ``CategoricalCrossentropy`` (pass ``normalize=True``:
+    Keras divides by the row sum; it clips to [eps, 1 - eps], a difference of at most
+    eps per row) / ``SparseCategoricalCrossentropy``. ``out`` may be ``probs``
+    itself; any other overlap raises ValueError.
     """
     red = v.reduction(reduction)
     return_grad = v.boolean(return_grad, "return_grad")
+    normalize = v.boolean(normalize, "normalize")
     e = v.real_scalar(eps, "eps", low=0.0, high=1.0, low_open=True, high_open=True)
     v.out_needs_grad(out, return_grad)
     _backend.resolve(backend)
     p = v.float_input(probs, "probs")
     if p.ndim not in (1, 2):
         raise ValueError(f"probs must be (N, C) or (C,), got shape {p.shape}")
-    if np.any((p < 0) | (p > 1)):
-        raise ValueError("probs must hold probabilities in [0, 1] (use cross_entropy for logits)")
+    if normalize and np.any(p < 0):
+        raise ValueError("probs must be >= 0 with normalize=True (use cross_entropy for logits)")
+    if not normalize and np.any((p < 0) | (p > 1)):
+        raise ValueError("probs must hold probabilities in [0, 1] (use cross_entropy for logits, "
+                         "normalize=True for unnormalised scores)")
     P = _classification_input(p, target, "probs")
     dtype, C, M = P.dtype, P.C, P.rows.shape[0]
-    if out is not None:
-        v.out_array(out, "out", P.shape, dtype)
+    if P.labels is not None:
+        _check_label_range(P.labels.reshape(P.loss_shape), C, None)
+    scale = _row_scale(red, grad_output, P, M) if return_grad else None
+    _check_out(out, P, "probs", grad_output=_go_memory(grad_output, scale))
     if P.probs is not None:
         t = P.probs
     else:
-        _check_label_range(P.labels.reshape(P.loss_shape), C, -(2 ** 63))
         t = np.zeros(P.rows.shape, dtype)
         t[np.arange(M), P.labels] = 1
     with np.errstate(all="ignore"):
-        row, g = _ref.categorical_cross_entropy(P.rows, t, e)
-    return _reduce_rows(red, row, g, P, return_grad, grad_output, out)
+        row, g = _ref.categorical_cross_entropy(P.rows, t, e, normalize)
+    return _reduce_rows(red, row, g, P, scale, out)
 
 
 def multi_margin(input, target, *, p=1, margin=1.0, weight=None, reduction="mean",
                  return_grad=False, out=None, grad_output=None, backend=None):
     """Multi-class hinge, PyTorch's ``F.multi_margin_loss``:
     l_i = sum_{j != y} w_y max(0, margin - x_y + x_j)^p / C, p in {1, 2};
-    ``'mean'`` divides by N (not by the weights). ``input`` is (N, C) or (C,).
+    ``'mean'`` divides by N (not by the weights). ``input`` is (N, C) or (C,);
+    ``target`` (N,), or for one sample (C,) / (1, C) of shape () or (1,) (the
+    loss, for ``'none'``, has the target's shape, as PyTorch). ``out`` may be
+    ``input`` itself; any other overlap raises ValueError.
     """
     red = v.reduction(reduction)
     return_grad = v.boolean(return_grad, "return_grad")
@@ -467,12 +542,17 @@ def multi_margin(input, target, *, p=1, margin=1.0, weight=None, reduction="mean
     x = v.float_input(input, "input")
     if x.ndim not in (1, 2):
         raise ValueError(f"input must be (N, C) or (C,), got shape {x.shape}")
-    P = _classification_input(x, target, "input", allow_probs=False)
+    # one sample: torch takes a target of shape () or (1,) for (C,) and (1, C) alike
+    target = v._as_array(target, "target")
+    one = x.ndim == 1 or x.shape[0] == 1
+    xs = x.reshape((1, -1) if target.ndim == 1 else -1) if one and x.size else x
+    P = _classification_input(xs, target, "input", allow_probs=False)
+    P.x, P.shape = x, x.shape
     dtype, C = P.dtype, P.C
     w = _weight(weight, C, dtype)
-    if out is not None:
-        v.out_array(out, "out", P.shape, dtype)
-    _check_label_range(P.labels.reshape(P.loss_shape), C, -(2 ** 63))
+    _check_label_range(P.labels.reshape(P.loss_shape), C, None)
+    scale = _row_scale(red, grad_output, P, P.rows.shape[0]) if return_grad else None
+    _check_out(out, P, "input", weight=w, grad_output=_go_memory(grad_output, scale))
     with np.errstate(all="ignore"):
         row, g = _ref.multi_margin(P.rows, P.labels, p=p, margin=margin, weight=w)
-    return _reduce_rows(red, row, g, P, return_grad, grad_output, out)
+    return _reduce_rows(red, row, g, P, scale, out)

@@ -90,16 +90,19 @@ def test_categorical_matches_seeds(rng, dtype):
 def test_categorical_gradient_and_errors(rng):
     p = rng.dirichlet(np.ones(4), 3)
     t = rng.dirichlet(np.ones(4), 3)
-    for red in ("mean", "sum"):
-        _, g = categorical_cross_entropy(p, t, reduction=red, return_grad=True)
+    # normalize=True (Keras' renormalisation, issue 15): also on scores above 1
+    for red, norm, scale in (("mean", False, 1), ("sum", False, 1), ("mean", True, 3),
+                             ("sum", True, 1)):
+        kw = dict(reduction=red, normalize=norm)
+        _, g = categorical_cross_entropy(p * scale, t, return_grad=True, **kw)
         h = 1e-7
         num = np.zeros_like(p)
         for idx in np.ndindex(p.shape):
-            a, b = p.copy(), p.copy()
+            a, b = p * scale, p * scale
             a[idx] += h
             b[idx] -= h
-            num[idx] = (categorical_cross_entropy(a, t, reduction=red)
-                        - categorical_cross_entropy(b, t, reduction=red)) / (2 * h)
+            num[idx] = (categorical_cross_entropy(a, t, **kw)
+                        - categorical_cross_entropy(b, t, **kw)) / (2 * h)
         np.testing.assert_allclose(g, num, rtol=1e-5)
     with pytest.raises(ValueError, match="probabilities"):
         categorical_cross_entropy(p * 3, t)

@@ -229,7 +229,8 @@ cdef void _ce_row_loss(const CeConf* cf, Py_ssize_t i, const label_t* lab, const
         loss = (1.0 - cf.eps) * wy * ((m - zy[i]) + ls)
         if cf.eps > 0:
             loss = loss + cf.eps / C * (cf.W * lse - az)
-        A = (1.0 - cf.eps) * wy + cf.eps / C * cf.W
+        # (no eps/C W term without smoothing: W may be inf from a class no row uses)
+        A = (1.0 - cf.eps) * wy + (cf.eps / C * cf.W if cf.eps > 0 else 0.0)
     cr[CF_ZLOSS] = 0.0
     if cf.zl != 0:
         cr[CF_ZLOSS] = cf.zl * lse * lse
