@@ -11,7 +11,8 @@ def pytest_report_header(config):
 
     i = info()
     return [f"fastloss {i['fastloss']}: backends {i['backends']}, threads {i['num_threads']}, "
-            f"openmp {i.get('extension_openmp')}, simd {i.get('extension_simd')}"]
+            f"openmp {i.get('extension_openmp')}, simd level {i.get('simd_level')} "
+            f"(built {i.get('simd_compiled')}, cpu {i.get('simd_cpu')})"]
 
 
 def pytest_sessionstart(session):

@@ -1,5 +1,5 @@
 # Cross-entropy: spreading the steps of _ce_steps.pxi over rows and threads
-# (included by _kernels.pyx).
+# (included by _kernels.pxi).
 #
 # Four schedules, chosen by _ce_schedule from N, C and the thread count; all
 # give the same bits (the steps' sums never depend on the split):

@@ -1,4 +1,4 @@
-# Cross-entropy: the three steps of one row (included by _kernels.pyx).
+# Cross-entropy: the three steps of one row (included by _kernels.pxi).
 #
 # Rows of C classes are cut into fixed chunks of SM_CHUNK classes. Every
 # cross-entropy call runs the same three steps, in this order, whatever the

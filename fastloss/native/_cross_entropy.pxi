@@ -1,4 +1,4 @@
-# Cross-entropy: the public kernels (included by _kernels.pyx).
+# Cross-entropy: the public kernels (included by _kernels.pxi).
 #
 # ce_check_labels scans the targets before any logit is read; cross_entropy
 # packs its arguments into a CeConf, allocates the per-(row, chunk) statistics

@@ -1,5 +1,5 @@
 # Softmax and log-softmax, forward and backward: the public kernels (included
-# by _kernels.pyx). Rows are chunked exactly like the cross-entropy (the row
+# by _kernels.pxi). Rows are chunked exactly like the cross-entropy (the row
 # primitives of _softmax_rows.pxi), rows spread over threads (static schedule).
 
 

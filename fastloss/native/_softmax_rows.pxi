@@ -1,4 +1,4 @@
-# Row primitives of softmax and the cross-entropy family (included by _kernels.pyx).
+# Row primitives of softmax and the cross-entropy family (included by _kernels.pxi).
 #
 # One row, or one chunk of a row, at a time and without threads: the max, the
 # sum of exp (storing the exps when asked), the plain and weighted sums the

@@ -1,4 +1,4 @@
-# Fused-type wrappers over fastloss/_vmath.h (included by _kernels.pyx).
+# Fused-type wrappers over fastloss/_vmath.h (included by _kernels.pxi).
 #
 # _vmath.h holds branch-free exp/expm1/log/log1p/tanh/sigmoid that GCC
 # auto-vectorises inside element loops (no -ffast-math: NaN/Inf preserved,

@@ -8,7 +8,9 @@ import sys
 
 
 def info() -> dict:
-    """Versions, live backends, threads, and how the extension was built."""
+    """Versions, live backends, threads, how the extension was built, and the
+instruction-set levels: built (simd_compiled), run by this CPU (simd_cpu), asked
+for with FASTLOSS_SIMD (simd_requested), in use (simd_level)."""
     import numpy
 
     from .. import __version__, _backend, _threads
@@ -23,6 +25,7 @@ def info() -> dict:
         "num_threads": _threads.get_num_threads(),
     }
     if _backend.native_available():
+        out.update(_backend.simd_info())
         out.update({f"extension_{k}": v for k, v in _backend.kernels.build_info().items()})
     else:
         out["extension_error"] = _backend.native_error
