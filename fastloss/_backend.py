@@ -35,8 +35,13 @@ def _import_level(level):
 def _compiled_levels():
     """The level modules present in the package (found, not imported: a module
     built for a level the CPU lacks may execute its instructions while loading)."""
-    return tuple(lv for lv in SIMD_LEVELS
-                 if importlib.util.find_spec(f"{__package__}._kernels_{lv}") is not None)
+    found = []
+    for lv in SIMD_LEVELS:
+        try:
+            found += [lv] if importlib.util.find_spec(f"{__package__}._kernels_{lv}") else []
+        except (ImportError, ValueError):  # blocked in sys.modules (None)
+            pass
+    return tuple(found)
 
 
 def _check_level(name, source):
@@ -111,7 +116,8 @@ except Exception as exc:  # ImportError, or a broken build
 def simd_info() -> dict:
     """The instruction-set levels: built, run by this CPU, asked for, in use."""
     return {"simd_compiled": list(_compiled), "simd_cpu": list(_cpu),
-            "simd_requested": _simd_env or "auto", "simd_level": simd_level}
+            "simd_usable": list(_usable_levels()), "simd_requested": _simd_env or "auto",
+            "simd_level": simd_level}
 
 
 def set_simd_level(level: str | None) -> None:

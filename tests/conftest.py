@@ -16,11 +16,16 @@ def pytest_report_header(config):
 
 
 def pytest_sessionstart(session):
-    if os.environ.get("FASTLOSS_REQUIRE_NATIVE") and not fastloss.native_available():
-        from fastloss import _backend
+    from fastloss import _backend
 
+    if os.environ.get("FASTLOSS_REQUIRE_NATIVE") and not fastloss.native_available():
         pytest.exit(f"FASTLOSS_REQUIRE_NATIVE is set but the extension is missing: "
                     f"{_backend.native_error}", returncode=3)
+    # a run per level (FASTLOSS_SIMD=avx2 pytest ...) must not test another level
+    forced = _backend.simd_info()["simd_requested"]
+    if fastloss.native_available() and forced != "auto" and _backend.simd_level != forced:
+        pytest.exit(f"FASTLOSS_SIMD={forced} but the {_backend.simd_level} kernels loaded: "
+                    f"this machine runs {_backend.simd_info()['simd_usable']}", returncode=3)
 
 
 @pytest.fixture
