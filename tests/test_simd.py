@@ -65,6 +65,7 @@ def test_set_level_switches_and_rejects(level_restored):
 
 
 def test_unusable_level_raises_or_warns(level_restored, monkeypatch):
+    monkeypatch.setattr(_backend, "_compiled", ("baseline", "avx2", "avx512"))
     monkeypatch.setattr(_backend, "_cpu", ("baseline",))
     with pytest.raises(RuntimeError, match="cannot run here"):
         _backend.set_simd_level("avx512")
