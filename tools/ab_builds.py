@@ -11,7 +11,7 @@ modules: ``/tmp/base``, its fastloss/_kernels*.so):
     cp -r fastloss /tmp/base/                      # a copy of the old build (with its .so)
     python setup.py build_ext --inplace --force    # the new build, here
     python tools/ab_builds.py avx512 /tmp/base:avx512 4096x1000   # cross-entropy N x C
-    python tools/ab_builds.py avx2 /tmp/base:avx2 bce [threads]   # mse | huber | bce (10M float32)
+    python tools/ab_builds.py avx2 /tmp/base:avx2 bce [threads]   # mse | huber | bce | bce_prob | log_cosh (10M float32)
 
 Prints the median (and min) per build and B/A (> 1: build A, the first, is faster).
 """
@@ -40,14 +40,19 @@ def load(name):
 
 
 def runner(K, what, nt, rng):
-    if what in ("bce", "mse", "huber"):
+    if what in ("bce", "mse", "huber", "log_cosh", "bce_prob"):
         n = 10_000_000
         x = rng.normal(size=n).astype(np.float32) * 3
         t = (rng.random(n) < 0.5).astype(np.float32)
+        a, b = 1.0, 0.0
+        if what == "bce_prob":  # probabilities, clipped to [eps, 1 - eps]
+            x = rng.random(n).astype(np.float32)
+            a, b = 1e-7, 1 - 1e-7
         g = np.empty_like(x)
-        name = {"bce": "binary_cross_entropy_with_logits"}.get(what, what)
+        name = {"bce": "binary_cross_entropy_with_logits",
+                "bce_prob": "binary_cross_entropy"}.get(what, what)
         kind = K.ELEMENTWISE_KINDS[name]
-        return (lambda: K.elementwise(kind, x, t, None, None, None, g, None, 1.0, 0.0,
+        return (lambda: K.elementwise(kind, x, t, None, None, None, g, None, a, b,
                                       1.0 / n, nt)), 12 * n
     N, C = map(int, what.split("x"))
     x = (rng.normal(size=(N, C)) * 3).astype(np.float32)
