@@ -77,7 +77,8 @@ FL_INLINE void fl_vd16_store(double *p, fl_vd16 a) { _mm512_storeu_pd(p, a.a); _
 #elif defined(FL_SM_VEC)
 /* ---- fl_vf on AVX2 + FMA: two ymm halves (lanes 0-7, 8-15) ---- */
 typedef struct { __m256 lo, hi; } fl_vf;
-typedef struct { __m256i lo, hi; } fl_vmask;     /* all-ones lanes are in */
+/* the lanes of a partial vector: all-ones lanes are in, n of them (the first n) */
+typedef struct { __m256i lo, hi; Py_ssize_t n; } fl_vmask;
 typedef struct { __m256d a, b, c, d; } fl_vd16;  /* lanes 0-3, 4-7, 8-11, 12-15 */
 #define FL_VF_2(expr_lo, expr_hi) do { r.lo = (expr_lo); r.hi = (expr_hi); } while (0)
 FL_INLINE fl_vf fl_vf_set1(float x) { fl_vf r; r.lo = r.hi = _mm256_set1_ps(x); return r; }
@@ -114,19 +115,33 @@ FL_INLINE fl_vmask fl_vmask_first(Py_ssize_t r)
     __m256i n = _mm256_set1_epi32((int)r); fl_vmask k;
     k.lo = _mm256_cmpgt_epi32(n, _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
     k.hi = _mm256_cmpgt_epi32(n, _mm256_setr_epi32(8, 9, 10, 11, 12, 13, 14, 15));
+    k.n = r;
     return k;
 }
-/* vmaskmovps: lanes outside k neither read nor fault */
+/* vmaskmovps (lanes outside k neither read nor fault) only on a half that is
+ * partly in: a full half takes a plain load / store, an empty one nothing
+ * (AMD cores run a masked store as a long microcoded sequence, even with an
+ * all-ones or all-zero mask) */
 FL_INLINE fl_vf fl_vf_load_pad(const float *p, fl_vmask k, fl_vf pad)
 {
-    fl_vf r;
-    FL_VF_2(_mm256_blendv_ps(pad.lo, _mm256_maskload_ps(p, k.lo), _mm256_castsi256_ps(k.lo)),
-            _mm256_blendv_ps(pad.hi, _mm256_maskload_ps(p + 8, k.hi), _mm256_castsi256_ps(k.hi)));
+    fl_vf r = pad;
+    if (k.n >= 8) {
+        r.lo = _mm256_loadu_ps(p);
+        if (k.n > 8)
+            r.hi = _mm256_blendv_ps(pad.hi, _mm256_maskload_ps(p + 8, k.hi), _mm256_castsi256_ps(k.hi));
+    } else {
+        r.lo = _mm256_blendv_ps(pad.lo, _mm256_maskload_ps(p, k.lo), _mm256_castsi256_ps(k.lo));
+    }
     return r;
 }
 FL_INLINE void fl_vf_store_mask(float *p, fl_vmask k, fl_vf v)
 {
-    _mm256_maskstore_ps(p, k.lo, v.lo); _mm256_maskstore_ps(p + 8, k.hi, v.hi);
+    if (k.n >= 8) {
+        _mm256_storeu_ps(p, v.lo);
+        if (k.n > 8) _mm256_maskstore_ps(p + 8, k.hi, v.hi);
+    } else {
+        _mm256_maskstore_ps(p, k.lo, v.lo);
+    }
 }
 FL_INLINE float fl_vf_reduce_max(fl_vf v)
 {
