@@ -3,34 +3,131 @@
 Order of precedence: the ``backend=`` argument of a call, then
 :func:`set_backend`, then the ``FASTLOSS_BACKEND`` environment variable, then
 ``native`` when the compiled extension imported, else ``numpy``.
+
+The native kernels come as one module per instruction-set level
+(``_kernels_baseline``, ``_kernels_avx2``, ``_kernels_avx512``: the same code
+built for x86-64, x86-64-v3, x86-64-v4); ``kernels`` is the best one that was
+built and that the CPU runs, or the level ``FASTLOSS_SIMD`` asks for (a lower
+one: for tests and for users who need it).
 """
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import os
 import warnings
 
-__all__ = ["BACKENDS", "get_backend", "set_backend", "native_available", "resolve"]
+__all__ = ["BACKENDS", "SIMD_LEVELS", "get_backend", "set_backend", "native_available",
+           "resolve", "simd_info", "set_simd_level", "load_level"]
 
 BACKENDS = ("numpy", "native")
+SIMD_LEVELS = ("baseline", "avx2", "avx512")   # lowest first
 
 
 class FastlossWarning(UserWarning):
     """Warnings issued by fastloss (for example, a missing native extension)."""
 
 
+def _import_level(level):
+    return importlib.import_module(f"{__package__}._kernels_{level}")
+
+
+def _compiled_levels():
+    """The level modules present in the package (found, not imported: a module
+    built for a level the CPU lacks may execute its instructions while loading)."""
+    found = []
+    for lv in SIMD_LEVELS:
+        try:
+            found += [lv] if importlib.util.find_spec(f"{__package__}._kernels_{lv}") else []
+        except (ImportError, ValueError):  # blocked in sys.modules (None)
+            pass
+    return tuple(found)
+
+
+def _check_level(name, source):
+    if name not in SIMD_LEVELS:
+        raise ValueError(f"{source} must be one of {SIMD_LEVELS}, got {name!r}")
+    return name
+
+
+def _usable_levels():
+    return tuple(lv for lv in _compiled if lv in _cpu)
+
+
+def load_level(level: str):
+    """The kernel module of one level (for tools that time levels against each other).
+    Raises ValueError for an unknown name, RuntimeError for a level not built or
+    not supported by this CPU."""
+    _check_level(level, "level")
+    if level not in _usable_levels():
+        raise RuntimeError(f"the {level!r} kernels cannot run here: built {_compiled}, "
+                           f"this CPU runs {_cpu}")
+    return _import_level(level)
+
+
+def _choose_level(requested):
+    """The best usable level not above ``requested`` (None: the best usable); warns
+    when the requested level itself is not usable."""
+    usable = _usable_levels()
+    if requested is None:
+        return usable[-1]
+    below = [lv for lv in usable if SIMD_LEVELS.index(lv) <= SIMD_LEVELS.index(requested)]
+    if requested not in usable:
+        why = "was not built" if requested not in _compiled else "is not supported by this CPU"
+        warnings.warn(f"fastloss: FASTLOSS_SIMD={requested}: that level {why} (built "
+                      f"{_compiled}, this CPU runs {_cpu}); using {below[-1]}",
+                      FastlossWarning, stacklevel=3)
+    return below[-1]
+
+
+kernels = None
+native_error = None
+simd_level = None       # the level of ``kernels``
+_cpu = ()               # levels the CPU runs (asked from the baseline module)
+_compiled = ()          # level modules present
+_simd_env = os.environ.get("FASTLOSS_SIMD", "").strip().lower() or None
+if _simd_env == "auto":
+    _simd_env = None
+if _simd_env is not None:
+    _check_level(_simd_env, "FASTLOSS_SIMD")
 try:  # the compiled extension is optional: fall back to NumPy, warn once
-    from . import _kernels as kernels  # type: ignore[attr-defined]
-    native_error = None
+    _baseline = _import_level("baseline")
+    _cpu, _compiled = tuple(_baseline.cpu_levels()), _compiled_levels()
+    simd_level = _choose_level(_simd_env)
+    try:
+        kernels = _baseline if simd_level == "baseline" else _import_level(simd_level)
+    except Exception as exc:  # a broken level module: the baseline still works
+        warnings.warn(f"fastloss: the {simd_level} kernels failed to load "
+                      f"({type(exc).__name__}: {exc}); using the baseline level",
+                      FastlossWarning, stacklevel=2)
+        kernels, simd_level = _baseline, "baseline"
 except Exception as exc:  # ImportError, or a broken build
     kernels = None
     native_error = f"{type(exc).__name__}: {exc}"
     warnings.warn(
-        "fastloss: the compiled extension fastloss._kernels is not available "
+        "fastloss: the compiled extension fastloss._kernels_baseline is not available "
         f"({native_error}); using the NumPy backend. Reinstall with a C compiler "
         "to get the native kernels.",
         FastlossWarning,
         stacklevel=2,
     )
+
+
+def simd_info() -> dict:
+    """The instruction-set levels: built, run by this CPU, asked for, in use."""
+    return {"simd_compiled": list(_compiled), "simd_cpu": list(_cpu),
+            "simd_usable": list(_usable_levels()), "simd_requested": _simd_env or "auto",
+            "simd_level": simd_level}
+
+
+def set_simd_level(level: str | None) -> None:
+    """Use the kernels of ``level`` from now on (None: the best usable one). Raises
+    like :func:`load_level`; the NumPy-only build raises RuntimeError."""
+    global kernels, simd_level
+    if kernels is None:
+        raise RuntimeError(f"the native backend is not available: {native_error}")
+    level = _usable_levels()[-1] if level is None else level
+    kernels, simd_level = load_level(level), level
 
 
 def native_available() -> bool:

@@ -50,7 +50,7 @@ def test_num_threads_context():
 def test_import_without_extension_warns_once(tmp_path):
     code = (
         "import sys, warnings\n"
-        "sys.modules['fastloss._kernels'] = None\n"  # makes the import fail
+        "sys.modules['fastloss._kernels_baseline'] = None\n"  # makes the import fail
         "with warnings.catch_warnings(record=True) as w:\n"
         "    warnings.simplefilter('always')\n"
         "    import fastloss\n"

@@ -1,6 +1,7 @@
 """Accuracy and special values of the vectorised math in fastloss/native/_vmath.h.
 
-The kernels are reached through the test hook ``_kernels.vmath_apply(name, x, out)``.
+The kernels are reached through the test hook ``vmath_apply(name, x, out)`` of the level
+module in use (``_backend.kernels``; FASTLOSS_SIMD picks another level).
 References are computed one precision up: float64 NumPy for float32, np.longdouble
 (x87 80-bit on x86) for float64. Errors are measured in units in the last place of
 the correctly rounded result (so subnormal results are judged on the subnormal grid).
@@ -13,7 +14,8 @@ and ``-ffinite-math-only`` breaks the special-value tests. The header also refus
 compile under those flags (``test_header_refuses_unsafe_math``).
 
 Vectorisation is checked outside the test suite (compiler-dependent): compile
-fastloss/_kernels.c with the build flags plus -fopt-info-vec-optimized and look for
+fastloss/_kernels_<level>.c with the level's flags plus -fopt-info-vec-optimized
+(tools/vec_report.py --level avx2) and look for
 "loop vectorized using 32 byte vectors" at the native/_vmath.pxi / native/elementwise.pxi loops.
 """
 import os

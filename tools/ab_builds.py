@@ -1,46 +1,64 @@
-"""Time two builds of fastloss._kernels against each other in ONE process.
+"""Time two kernel modules against each other in ONE process.
 
 On a shared, noisy machine two separate benchmark runs differ by more than most
-changes are worth; loading both extension builds into one process and
-alternating between them in short blocks puts both under the same load.
+changes are worth; loading both modules into one process and alternating
+between them in short blocks puts both under the same load. A module is named
+by a level of this tree's build (``avx2``: fastloss._kernels_avx2) or by another
+build's root and a level (``/tmp/base:avx512``; a build from before the level
+modules: ``/tmp/base``, its fastloss/_kernels*.so):
 
+    python tools/ab_builds.py avx2 avx512 4096x1000          # the two levels here
     cp -r fastloss /tmp/base/                      # a copy of the old build (with its .so)
     python setup.py build_ext --inplace --force    # the new build, here
-    python tools/ab_builds.py . /tmp/base 4096x1000       # cross-entropy N x C
-    python tools/ab_builds.py . /tmp/base bce [threads]   # mse | huber | bce (10M float32)
+    python tools/ab_builds.py avx512 /tmp/base:avx512 4096x1000   # cross-entropy N x C
+    python tools/ab_builds.py avx2 /tmp/base:avx2 bce [threads]   # mse | huber | bce | bce_prob | log_cosh (10M float32)
 
 Prints the median (and min) per build and B/A (> 1: build A, the first, is faster).
 """
 import glob
 import importlib.util
+import os
 import sys
 import time
 
 import numpy as np
 
 
-def load(root):
-    path = glob.glob(root + "/fastloss/_kernels*.so")[0]
-    spec = importlib.util.spec_from_file_location("_kernels", path)
+def load(name):
+    root, _, level = name.rpartition(":") if ":" in name else ("", "", name)
+    if not root and not os.path.isdir(level):
+        from fastloss import _backend
+
+        return _backend.load_level(level)
+    if not root:  # an old single-module build
+        root, level = level, ""
+    path = glob.glob(f"{root}/fastloss/_kernels{'_' + level if level else ''}.*so")[0]
+    spec = importlib.util.spec_from_file_location(os.path.basename(path).split(".")[0], path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
 
 
 def runner(K, what, nt, rng):
-    if what in ("bce", "mse", "huber"):
+    if what in ("bce", "mse", "huber", "log_cosh", "bce_prob"):
         n = 10_000_000
         x = rng.normal(size=n).astype(np.float32) * 3
         t = (rng.random(n) < 0.5).astype(np.float32)
+        a, b = 1.0, 0.0
+        if what == "bce_prob":  # probabilities, clipped to [eps, 1 - eps]
+            x = rng.random(n).astype(np.float32)
+            a, b = 1e-7, 1 - 1e-7
         g = np.empty_like(x)
-        name = {"bce": "binary_cross_entropy_with_logits"}.get(what, what)
+        name = {"bce": "binary_cross_entropy_with_logits",
+                "bce_prob": "binary_cross_entropy"}.get(what, what)
         kind = K.ELEMENTWISE_KINDS[name]
         if hasattr(K, "ELEMENTWISE_PARAMS"):  # options by name, in a tuple
-            params = tuple(1.0 for _ in K.ELEMENTWISE_PARAMS[name])  # delta, pos_weight = 1
+            # eps for bce_prob; delta, pos_weight... = 1
+            params = tuple(a if p == "eps" else 1.0 for p in K.ELEMENTWISE_PARAMS[name])
             return (lambda: K.elementwise(kind, x, t, None, None, None, g, None, params,
                                           1.0 / n, nt)), 12 * n
         # older builds: generic option slots a, b
-        return (lambda: K.elementwise(kind, x, t, None, None, None, g, None, 1.0, 0.0,
+        return (lambda: K.elementwise(kind, x, t, None, None, None, g, None, a, b,
                                       1.0 / n, nt)), 12 * n
     N, C = map(int, what.split("x"))
     x = (rng.normal(size=(N, C)) * 3).astype(np.float32)

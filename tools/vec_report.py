@@ -1,14 +1,16 @@
 """Which loops of the .pxi kernels did GCC vectorise?
 
-Compiles the Cython-generated fastloss/_kernels.c (run ``python setup.py
-build_ext --inplace`` first) with the build's flags plus
+Compiles the Cython-generated C of one level module, fastloss/_kernels_<level>.c
+(run ``python setup.py build_ext --inplace`` first), with that level's flags plus
 ``-fopt-info-vec-optimized`` and maps each "loop vectorized" note back to the
 .pxi source line through the ``/* "fastloss/x.pxi":N`` comments Cython leaves
 (x: a path under fastloss/, e.g. ``native/_ce_steps.pxi``); loops in the C
 headers (``native/*.h``, the generated element-wise one included) are reported
 at their own lines.
 
-    python tools/vec_report.py [native/elementwise.pxi | native/_ce_steps.pxi | native/elementwise_losses.h]
+    python tools/vec_report.py [native/elementwise.pxi | native/_ce_steps.pxi | native/elementwise_losses.h] [--level avx2]
+
+(level: avx512, the default, avx2 or baseline; the flags are setup.py's SIMD_LEVEL_FLAGS)
 """
 import os
 import re
@@ -19,15 +21,16 @@ import tempfile
 
 import numpy as np
 
-FLAGS = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-march=native", "-mprefer-vector-width=512",
-         "-fopenmp", "-fPIC"]
+FLAGS = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-fopenmp", "-fPIC"]
+LEVEL_FLAGS = {"baseline": ["-march=x86-64"], "avx2": ["-march=x86-64-v3"],
+               "avx512": ["-march=x86-64-v4", "-mprefer-vector-width=512"]}
 
 
-def main(only=None):
+def main(only=None, level="avx512"):
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    c_file = os.path.join(root, "fastloss", "_kernels.c")
+    c_file = os.path.join(root, "fastloss", f"_kernels_{level}.c")
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = ["gcc", "-c", *FLAGS, "-I" + sysconfig.get_paths()["include"],
+        cmd = ["gcc", "-c", *FLAGS, *LEVEL_FLAGS[level], "-I" + sysconfig.get_paths()["include"],
                "-I" + np.get_include(), "-I" + os.path.join(root, "fastloss"),
                "-I" + os.path.join(root, "fastloss", "native"),
                "-DNPY_NO_DEPRECATED_API=NPY_1_7_API_VERSION", c_file,
@@ -42,7 +45,8 @@ def main(only=None):
             where[i] = cur
     found = {}
     for line in notes.splitlines():
-        m = re.match(r".*_kernels\.c:(\d+):\d+: optimized: loop vectorized using (\d+) byte", line)
+        m = re.match(r".*_kernels_\w+\.c:(\d+):\d+: optimized: loop vectorized using (\d+) byte",
+                     line)
         h = re.match(r".*fastloss/((?:\w+/)?\w+\.h):(\d+):\d+: optimized: loop vectorized "
                      r"using (\d+) byte", line)
         if h:
@@ -66,4 +70,10 @@ def main(only=None):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else None)
+    args = sys.argv[1:]
+    lvl = "avx512"
+    if "--level" in args:
+        k = args.index("--level")
+        lvl = args[k + 1]
+        del args[k:k + 2]
+    main(args[0] if args else None, lvl)

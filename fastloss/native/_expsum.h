@@ -18,11 +18,10 @@
  * runs; the hardware prefetcher stops at every 4 KiB page, which a row of 1000
  * float32 crosses once per row. Pass z / e when there is none.
  *
- * Layout: the scalar exp (shared), then one `fl_sm_expsum_vec` per instruction
- * set (the full 16-value vectors; AVX-512 also the masked tail and the sg
- * scaling), then the shared driver (scalar tail, sg scaling, fold). An AVX2
- * variant adds an `#elif defined(__AVX2__)` fl_sm_expsum_vec (two 8-float halves
- * per 16-lane vector) and reuses the rest.
+ * Layout: the scalar exp (shared), then one `fl_sm_expsum_vec` per kind of
+ * vector code (the full 16-value vectors; AVX2 / AVX-512, written once on the
+ * fl_vf layer of _simd.h, also the masked tail and the sg scaling), then the
+ * shared driver (scalar tail, sg scaling, fold).
  */
 #ifndef FASTLOSS_EXPSUM_H
 #define FASTLOSS_EXPSUM_H
@@ -46,86 +45,78 @@ FL_INLINE float fl_sm_expnegf(float x)
  * 16 lane sums in a[16] and returns how many values it did (the driver does
  * the rest one by one, into the same lanes). FL_SM_EXPSUM_SCALES_SG: the
  * variant did the sg scaling itself. */
-#if defined(__AVX512F__)
+#if defined(FL_SM_VEC)
 #define FL_SM_EXPSUM_SCALES_SG 1
 
-/* exp(x) of 16 values x <= 0 (or NaN): the reduction of fl__reduce_f, e^r as
- * one degree-6 polynomial (0.89 ulp on |r| <= ln2/2; 6 FMAs instead of the
- * expm1 core's 7 operations and the + 1), 2^k from the exponent bits; x < -87.3
- * (and -inf) gives 0, NaN stays NaN. About 15% fewer instructions per vector
- * than what GCC makes of fl_sm_expnegf: two threads on this kind of 2-core VM
- * share one core's vector ports. */
-static inline __m512 fl_sm_exp16(__m512 x)
+/* exp(x) of 16 values x <= 0 (or NaN), AVX2 and AVX-512 alike (the fl_vf layer
+ * of _simd.h: the same operations, so the same bits): k = round(x log2 e) as in
+ * fl__reduce_f, but r = x - k ln2 in ONE FMA with ln2 rounded to float (not the
+ * hi/lo pair: the AVX2 level runs at the limit of the FMA ports, and one FMA less
+ * is 10% on cross-entropy 4096 x 1000); e^r as one degree-6 polynomial (6 FMAs
+ * instead of the expm1 core's 7 operations and the + 1); 2^k from the exponent
+ * bits; x < -87.3 (and -inf) gives 0, NaN stays NaN. Error (tools/expsum_accuracy.py,
+ * 6M points on [-87.3, 0] against float64 exp): at most 1.2 ulp for x > -10; below,
+ * where |k| ln2's rounding error grows, at most 4.5 ulp on values under 5e-5 of the
+ * row maximum. About 15% fewer instructions per vector than what GCC makes of
+ * fl_sm_expnegf: two threads on this kind of 2-core VM share one core's vector
+ * ports. */
+FL_INLINE fl_vf fl_sm_exp16(fl_vf x)
 {
-    __mmask16 ok = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-87.3f), _CMP_NLT_UQ);
-    __m512 kf = _mm512_fmadd_ps(x, _mm512_set1_ps(FL_LOG2EF), _mm512_set1_ps(FL_SHIFTF));
-    __m512 kk = _mm512_sub_ps(kf, _mm512_set1_ps(FL_SHIFTF));
-    __m512 r = _mm512_fnmadd_ps(kk, _mm512_set1_ps(FL_LN2HIF), x);
-    r = _mm512_fnmadd_ps(kk, _mm512_set1_ps(FL_LN2LOF), r);
-    __m512 p = _mm512_fmadd_ps(_mm512_set1_ps(0.0013941118959337473f), r,
-                               _mm512_set1_ps(0.008375134319067001f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.04166635125875473f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.16666415333747864f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    __m512i b = _mm512_slli_epi32(_mm512_add_epi32(_mm512_castps_si512(kf),
-        _mm512_set1_epi32((int)(127u - fl_f2u(FL_SHIFTF)))), 23);
-    return _mm512_maskz_mul_ps(ok, p, _mm512_castsi512_ps(b));
-}
-/* the low / high 8 floats of a vector, widened to double */
-static inline __m512d fl_sm_lo8(__m512 f) { return _mm512_cvtps_pd(_mm512_castps512_ps256(f)); }
-static inline __m512d fl_sm_hi8(__m512 f)
-{
-    return _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(f), 1)));
+    fl_vf kf = fl_vf_fmadd(x, fl_vf_set1(FL_LOG2EF), fl_vf_set1(FL_SHIFTF));
+    fl_vf kk = fl_vf_sub(kf, fl_vf_set1(FL_SHIFTF));
+    fl_vf r = fl_vf_fnmadd(kk, fl_vf_set1(0.693147182464599609375f), x);
+    fl_vf p = fl_vf_fmadd(fl_vf_set1(0.0013941118959337473f), r,
+                          fl_vf_set1(0.008375134319067001f));
+    p = fl_vf_fmadd(p, r, fl_vf_set1(0.04166635125875473f));
+    p = fl_vf_fmadd(p, r, fl_vf_set1(0.16666415333747864f));
+    p = fl_vf_fmadd(p, r, fl_vf_set1(0.5f));
+    p = fl_vf_fmadd(p, r, fl_vf_set1(1.0f));
+    p = fl_vf_fmadd(p, r, fl_vf_set1(1.0f));
+    return fl_vf_mul_or0(p, fl_vf_pow2_bits(kf, (int)(127u - fl_f2u(FL_SHIFTF))), x, -87.3f);
 }
 
-/* AVX-512: all n values (the last n % 16 by masked loads and stores); sg
- * scaled in the same loop, its loads and stores overlapping the exp arithmetic */
+/* AVX2 / AVX-512: all n values (the last n % 16 by masked loads and stores);
+ * sg scaled in the same loop, its loads and stores overlapping the exp arithmetic */
 FL_INLINE Py_ssize_t fl_sm_expsum_vec(const float *z, float *e, Py_ssize_t n, float m,
                                       const float *pz, float *pe, float *sg, float sK,
                                       double *a)
 {
     Py_ssize_t i = 0, j;
-    __m512 mv = _mm512_set1_ps(m), kv = _mm512_set1_ps(sK), v, f;
-    __m512d a0 = _mm512_setzero_pd(), a1 = _mm512_setzero_pd();
+    fl_vf mv = fl_vf_set1(m), kv = fl_vf_set1(sK), v, f;
+    fl_vd16 acc = fl_vd16_zero();
     for (; i + 16 <= n; i = j) {
         Py_ssize_t end = i + 128 <= n ? i + 128 : i + ((n - i) & ~(Py_ssize_t)15);
-        f = _mm512_setzero_ps();
+        f = fl_vf_set1(0.0f);
         for (j = i; j < end; j += 16) {
-            v = fl_sm_exp16(_mm512_sub_ps(_mm512_loadu_ps(z + j), mv));
-            _mm512_storeu_ps(e + j, v);
+            v = fl_sm_exp16(fl_vf_sub(fl_vf_load(z + j), mv));
+            fl_vf_store(e + j, v);
             if (sg != NULL)
-                _mm512_storeu_ps(sg + j, _mm512_mul_ps(_mm512_loadu_ps(sg + j), kv));
+                fl_vf_store(sg + j, fl_vf_mul(fl_vf_load(sg + j), kv));
             __builtin_prefetch(pz + j, 0, 3);
             __builtin_prefetch(pe + j, 1, 3);
-            f = _mm512_add_ps(f, v);
+            f = fl_vf_add(f, v);
         }
-        a0 = _mm512_add_pd(a0, fl_sm_lo8(f));
-        a1 = _mm512_add_pd(a1, fl_sm_hi8(f));
+        acc = fl_vd16_add_f(acc, f);
     }
     if (i < n) {
-        __mmask16 k = (__mmask16)((1u << (unsigned)(n - i)) - 1u);
+        fl_vmask k = fl_vmask_first(n - i);
         __builtin_prefetch(pz + i, 0, 3);
         __builtin_prefetch(pe + i, 1, 3);
-        v = fl_sm_exp16(_mm512_sub_ps(
-            _mm512_mask_loadu_ps(_mm512_set1_ps(-INFINITY), k, z + i), mv));
-        _mm512_mask_storeu_ps(e + i, k, v);
+        v = fl_sm_exp16(fl_vf_sub(fl_vf_load_pad(z + i, k, fl_vf_set1(-INFINITY)), mv));
+        fl_vf_store_mask(e + i, k, v);
         if (sg != NULL)
-            _mm512_mask_storeu_ps(sg + i, k, _mm512_mul_ps(_mm512_maskz_loadu_ps(k, sg + i), kv));
-        a0 = _mm512_add_pd(a0, fl_sm_lo8(v));
-        a1 = _mm512_add_pd(a1, fl_sm_hi8(v));
+            fl_vf_store_mask(sg + i, k, fl_vf_mul(fl_vf_load_pad(sg + i, k, fl_vf_set1(0.0f)), kv));
+        acc = fl_vd16_add_f(acc, v);
         i = n;
     }
-    _mm512_storeu_pd(a, a0);
-    _mm512_storeu_pd(a + 8, a1);
+    fl_vd16_store(a, acc);
     return i;
 }
 
 #elif defined(__GNUC__) && !defined(__clang__)
 #define FL_SM_EXPSUM_SCALES_SG 0
 
-/* GCC vectors (AVX2, SSE, NEON): all n values (the last n % 16 as one vector
+/* GCC vectors (SSE, NEON): all n values (the last n % 16 as one vector
  * padded with -inf, exp = 0); accumulators kept in vector registers (an array
  * would be spilled: a store-to-load chain per iteration) */
 FL_INLINE Py_ssize_t fl_sm_expsum_vec(const float *z, float *e, Py_ssize_t n, float m,

@@ -46,29 +46,27 @@
     return r;
 
 /* ---- float ------------------------------------------------------------- */
-#if defined(__GNUC__) && defined(__AVX512F__)
-/* AVX-512: vmaxps(x, a) is "x > a ? x : a" in one instruction (a NaN x keeps
- * a); the last n - i < 16 values through a masked load padded with -inf */
+#if defined(FL_SM_VEC)
+/* AVX2 / AVX-512 (the fl_vf layer of _simd.h): vmaxps(x, a) is "x > a ? x : a"
+ * in one instruction (a NaN x keeps a); the last n - i < 16 values through a
+ * masked load padded with -inf */
 static inline float fl_sm_maxf(const float *z, Py_ssize_t n) {
-    __m512 a0 = _mm512_set1_ps(-INFINITY), a1 = a0, a2 = a0, a3 = a0;
+    fl_vf a0 = fl_vf_set1(-INFINITY), a1 = a0, a2 = a0, a3 = a0;
     Py_ssize_t i = 0;
     for (; i + 64 <= n; i += 64) {
-        a0 = _mm512_max_ps(_mm512_loadu_ps(z + i), a0);
-        a1 = _mm512_max_ps(_mm512_loadu_ps(z + i + 16), a1);
-        a2 = _mm512_max_ps(_mm512_loadu_ps(z + i + 32), a2);
-        a3 = _mm512_max_ps(_mm512_loadu_ps(z + i + 48), a3);
+        a0 = fl_vf_max(fl_vf_load(z + i), a0);
+        a1 = fl_vf_max(fl_vf_load(z + i + 16), a1);
+        a2 = fl_vf_max(fl_vf_load(z + i + 32), a2);
+        a3 = fl_vf_max(fl_vf_load(z + i + 48), a3);
     }
-    for (; i + 16 <= n; i += 16) a0 = _mm512_max_ps(_mm512_loadu_ps(z + i), a0);
-    if (i < n) {
-        __mmask16 k = (__mmask16)((1u << (unsigned)(n - i)) - 1u);
-        a0 = _mm512_max_ps(_mm512_mask_loadu_ps(a1, k, z + i), a0);
-    }
-    a0 = _mm512_max_ps(a1, a0);
-    a2 = _mm512_max_ps(a3, a2);
-    return _mm512_reduce_max_ps(_mm512_max_ps(a2, a0));
+    for (; i + 16 <= n; i += 16) a0 = fl_vf_max(fl_vf_load(z + i), a0);
+    if (i < n) a0 = fl_vf_max(fl_vf_load_pad(z + i, fl_vmask_first(n - i), a1), a0);
+    a0 = fl_vf_max(a1, a0);
+    a2 = fl_vf_max(a3, a2);
+    return fl_vf_reduce_max(fl_vf_max(a2, a0));
 }
 #elif defined(__GNUC__)
-/* GCC vectors (AVX2, SSE, NEON): 16 floats per accumulator */
+/* GCC vectors (SSE, NEON): 16 floats per accumulator */
 static inline float fl_sm_maxf(const float *z, Py_ssize_t n) {
     FL_SM_MAX_BODY(fl_sm_v16f, fl_sm_v16i, float, 16)
 }
@@ -81,7 +79,7 @@ static inline float fl_sm_maxf(const float *z, Py_ssize_t n) {
 
 /* ---- double ------------------------------------------------------------ */
 #if defined(__GNUC__)
-/* GCC vectors on every x86 level (AVX-512 included): 8 doubles per accumulator */
+/* GCC vectors on every level (AVX2 and AVX-512 included): 8 doubles per accumulator */
 static inline double fl_sm_max(const double *z, Py_ssize_t n) {
     FL_SM_MAX_BODY(fl_sm_v8d, fl_sm_v8l, double, 8)
 }

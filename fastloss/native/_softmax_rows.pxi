@@ -5,7 +5,7 @@
 # losses need, soft-capping. Every sum accumulates in double over 16 partial
 # sums (element i in lane i % 16) folded in one fixed order, so no result
 # depends on how rows or chunks are spread over threads. The float32 max and
-# exp pass are C: _rowmax.h and _expsum.h (AVX-512 intrinsics, GCC vector
+# exp pass are C: _rowmax.h and _expsum.h (AVX2 / AVX-512 intrinsics, GCC vector
 # extensions or plain C, chosen at compile time in those headers).
 
 from libc.math cimport log as _c_log, exp as _c_exp

@@ -8,7 +8,9 @@ import sys
 
 
 def info() -> dict:
-    """Versions, live backends, threads, and how the extension was built."""
+    """Versions, live backends, threads, how the extension was built, and the
+instruction-set levels: built (simd_compiled), run by this CPU (simd_cpu), asked
+for with FASTLOSS_SIMD (simd_requested), in use (simd_level)."""
     import numpy
 
     from .. import __version__, _backend, _threads
@@ -23,6 +25,7 @@ def info() -> dict:
         "num_threads": _threads.get_num_threads(),
     }
     if _backend.native_available():
+        out.update(_backend.simd_info())
         out.update({f"extension_{k}": v for k, v in _backend.kernels.build_info().items()})
     else:
         out["extension_error"] = _backend.native_error
@@ -99,11 +102,31 @@ def _busy_warning(threads):
     return ""
 
 
+def _simd_level_text(forced):
+    """Use the forced level (``--simd``), if any; describe the level in use. None
+    (after printing why) when the level cannot run here."""
+    from .. import _backend
+
+    if forced:
+        try:
+            _backend.set_simd_level(forced)
+        except (RuntimeError, ValueError) as exc:
+            print(f"fastloss bench --simd {forced}: {exc}", file=sys.stderr)
+            return None
+    if not _backend.native_available():
+        return f"not available ({_backend.native_error}): NumPy backend"
+    i = _backend.simd_info()
+    how = "forced with --simd" if forced else (
+        f"FASTLOSS_SIMD={i['simd_requested']}" if i["simd_requested"] != "auto" else "automatic")
+    return (f"{i['simd_level']} level ({how}; built {', '.join(i['simd_compiled'])}; "
+            f"this CPU runs {', '.join(i['simd_cpu'])})")
+
+
 def cmd_bench(args) -> int:
     import datetime
     import os
 
-    from .. import _threads
+    from .. import _backend, _threads
     from . import benchmark
 
     if args.plot and importlib.util.find_spec("matplotlib") is None:
@@ -112,6 +135,9 @@ def cmd_bench(args) -> int:
         return 2
     if args.threads:
         _threads.set_num_threads(args.threads)
+    level = _simd_level_text(args.simd)
+    if level is None:
+        return 2
     name = "tiny" if args.tiny else "quick" if args.quick else "full"
     preset = benchmark.SIZES[name]
     dtypes = [d.strip() for d in args.dtypes.split(",") if d.strip()]
@@ -133,6 +159,7 @@ def cmd_bench(args) -> int:
     bandwidth = benchmark.measure_bandwidth(preset)
     print(f"streaming bandwidth ({_threads_text(bandwidth['threads'])}, best of the repeats): "
           f"triad {bandwidth['triad']:.1f} GB/s, in-place update {bandwidth['inplace']:.1f} GB/s")
+    print(f"native kernels: {level}")
     bar = _Progress(total, f"bench ({name}, {_threads_text(threads)})")
     try:
         rows = benchmark.run_cases(cases, bandwidth, min_rounds=preset["rounds"],
@@ -156,7 +183,8 @@ def cmd_bench(args) -> int:
         print(f"results: {args.json}")
     if args.plot:
         benchmark.plot_rows(rows, args.plot, title="fastloss native speed-up, peer time / "
-                            f"native time ({name} preset, {_threads_text(threads)})")
+                            f"native time ({name} preset, {_threads_text(threads)}, "
+                            f"{_backend.simd_level or 'no'} kernels)")
         print(f"plot: {args.plot}")
     return 0
 
@@ -172,6 +200,7 @@ def _positive_int(text):
 
 
 def main(argv=None) -> int:
+    from .._backend import SIMD_LEVELS
     from .benchmark import KERNELS, MODELS
 
     parser = argparse.ArgumentParser(prog="fastloss", description=__doc__)
@@ -195,6 +224,9 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=_positive_int, default=0,
                    help="thread count for every peer (default: fastloss's setting)")
     p.add_argument("--no-torch", action="store_true", help="skip PyTorch even if installed")
+    p.add_argument("--simd", choices=SIMD_LEVELS, default=None,
+                   help="run the native kernels of this instruction-set level (default: the "
+                        "best this CPU runs, or FASTLOSS_SIMD)")
     p.add_argument("--json", metavar="FILE", help="save the results as JSON")
     p.add_argument("--plot", metavar="FILE", help="draw the speed-ups as a PNG")
     p.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # tests only

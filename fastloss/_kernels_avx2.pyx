@@ -1,0 +1,7 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""fastloss native kernels compiled for x86-64-v3 (AVX2 + FMA).
+
+The code is _kernels.pyx, shared by every level module; setup.py sets the
+instruction set, fastloss/_backend.py picks the module at import.
+"""
+include "_kernels.pyx"

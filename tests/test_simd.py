@@ -1,0 +1,140 @@
+"""Instruction-set levels: the loader (FASTLOSS_SIMD, what is built, what the CPU runs),
+switching levels in a process, every level against the NumPy reference, and the
+AVX2 and AVX-512 levels giving the same bits. The full kernel tests run once per
+level in CI (.ci/run: FASTLOSS_SIMD=<level> pytest ...)."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import fastloss
+from fastloss import _backend
+from fastloss.tools import cli
+
+pytestmark = pytest.mark.skipif(not fastloss.native_available(), reason="no native extension")
+
+_ENV = {**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(fastloss.__file__))}
+USABLE = _backend.simd_info()["simd_usable"] if fastloss.native_available() else []
+
+
+@pytest.fixture
+def level_restored():
+    before = _backend.simd_level
+    yield
+    _backend.set_simd_level(before)
+
+
+def _run(code, **env):
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**_ENV, **env}, timeout=120)
+    return out
+
+
+def test_info_lists_levels():
+    i = _backend.simd_info()
+    assert i["simd_compiled"][0] == "baseline" and i["simd_cpu"][0] == "baseline"
+    assert i["simd_usable"] == [lv for lv in i["simd_compiled"] if lv in i["simd_cpu"]]
+    assert i["simd_level"] in i["simd_usable"]
+    if i["simd_requested"] == "auto":
+        assert i["simd_level"] == i["simd_usable"][-1]   # the best one
+    out = cli.info()
+    assert out["simd_level"] == i["simd_level"] and "extension_simd" in out
+
+
+@pytest.mark.parametrize("level", USABLE)
+def test_level_modules_say_what_they_are(level):
+    k = _backend.load_level(level)
+    simd = k.build_info()["simd"]
+    assert simd == {"avx512": "avx512", "avx2": "avx2+fma"}.get(level, simd)
+    if level == "baseline":
+        assert "avx" not in simd
+    assert tuple(k.cpu_levels()) == tuple(_backend.simd_info()["simd_cpu"])
+
+
+def test_set_level_switches_and_rejects(level_restored):
+    for level in USABLE:
+        _backend.set_simd_level(level)
+        assert _backend.simd_level == level
+        assert _backend.kernels is _backend.load_level(level)
+    _backend.set_simd_level(None)
+    assert _backend.simd_level == USABLE[-1]
+    with pytest.raises(ValueError, match="level must be one of"):
+        _backend.set_simd_level("sse9")
+
+
+def test_unusable_level_raises_or_warns(level_restored, monkeypatch):
+    monkeypatch.setattr(_backend, "_compiled", ("baseline", "avx2", "avx512"))
+    monkeypatch.setattr(_backend, "_cpu", ("baseline",))
+    with pytest.raises(RuntimeError, match="cannot run here"):
+        _backend.set_simd_level("avx512")
+    with pytest.warns(fastloss.FastlossWarning, match="not supported by this CPU"):
+        assert _backend._choose_level("avx512") == "baseline"
+    monkeypatch.setattr(_backend, "_cpu", ("baseline", "avx2", "avx512"))
+    monkeypatch.setattr(_backend, "_compiled", ("baseline",))
+    with pytest.warns(fastloss.FastlossWarning, match="was not built"):
+        assert _backend._choose_level("avx2") == "baseline"
+
+
+def test_env_forces_a_level_in_a_fresh_process():
+    code = "from fastloss import _backend; print(_backend.simd_level)"
+    out = _run(code, FASTLOSS_SIMD="baseline")
+    assert out.returncode == 0 and out.stdout.strip() == "baseline", out.stderr
+    out = _run(code, FASTLOSS_SIMD="sse9")
+    assert out.returncode != 0 and "FASTLOSS_SIMD must be one of" in out.stderr
+    # the avx512 module hidden: a clear warning, the best level below it
+    out = _run("import sys; sys.modules['fastloss._kernels_avx512'] = None\n" + code,
+               FASTLOSS_SIMD="avx512")
+    assert out.returncode == 0 and "FASTLOSS_SIMD=avx512" in out.stderr, out.stderr
+    assert out.stdout.strip() == ("avx2" if "avx2" in USABLE else "baseline")
+
+
+@pytest.mark.parametrize("level", USABLE)
+def test_bench_reports_and_forces_the_level(level, capsys, level_restored):
+    assert cli.main(["bench", "--tiny", "--no-torch", "--kernels", "mse",
+                     "--simd", level]) == 0
+    assert f"native kernels: {level} level (forced with --simd" in capsys.readouterr().out
+
+
+def _cases(rng):
+    """(name, call) pairs over the float32 and float64 kernels with exp/log in them."""
+    out = []
+    for dt in (np.float32, np.float64):
+        for n, c in ((64, 10), (33, 1000), (3, 9001)):
+            x = (rng.normal(size=(n, c)) * 4).astype(dt)
+            y = rng.integers(0, c, n)
+            out.append((f"ce {n}x{c} {dt.__name__}",
+                        lambda b, x=x, y=y: fastloss.cross_entropy(x, y, return_grad=True,
+                                                                   backend=b)))
+            out.append((f"log_softmax {n}x{c} {dt.__name__}",
+                        lambda b, x=x: (fastloss.log_softmax(x, backend=b),)))
+        p = (rng.normal(size=20011) * 5).astype(dt)
+        t = (rng.random(20011) < 0.5).astype(dt)
+        for f in (fastloss.binary_cross_entropy_with_logits, fastloss.log_cosh):
+            out.append((f"{f.__name__} {dt.__name__}",
+                        lambda b, f=f, p=p, t=t: f(p, t, return_grad=True, backend=b)))
+    return out
+
+
+@pytest.mark.parametrize("level", USABLE)
+def test_every_level_matches_the_reference(level, level_restored):
+    _backend.set_simd_level(level)
+    for name, call in _cases(np.random.default_rng(7)):
+        ref, got = call("numpy"), call("native")
+        for r, g in zip(ref, got):
+            dt = np.asarray(g).dtype
+            tol = dict(rtol=2e-5, atol=1e-6) if dt == np.float32 else dict(rtol=1e-10, atol=1e-12)
+            np.testing.assert_allclose(np.asarray(g, np.float64), np.asarray(r, np.float64),
+                                       err_msg=f"{level}: {name}", **tol)
+
+
+@pytest.mark.skipif(not {"avx2", "avx512"} <= set(USABLE), reason="needs both levels")
+def test_avx2_and_avx512_give_the_same_bits(level_restored):
+    res = {}
+    for level in ("avx2", "avx512"):
+        _backend.set_simd_level(level)
+        res[level] = [call("native") for _, call in _cases(np.random.default_rng(8))]
+    for (name, _), a, b in zip(_cases(np.random.default_rng(8)), res["avx2"], res["avx512"]):
+        for u, v in zip(a, b):
+            assert np.array_equal(u, v), name
