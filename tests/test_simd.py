@@ -27,8 +27,10 @@ def level_restored():
 
 
 def _run(code, **env):
+    # run where the imported fastloss lives: from a checkout's root `python -c` would
+    # import the uncompiled source tree instead of the installed package
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         env={**_ENV, **env}, timeout=120)
+                         env={**_ENV, **env}, timeout=120, cwd=_ENV["PYTHONPATH"])
     return out
 
 
