@@ -1,0 +1,320 @@
+"""fastloss.optim and fastloss.torch.optim under hostile input (issue 15): replaced or resized
+parameters, bad gradient types, broken state, and a property test that a bad gradient anywhere
+in a list changes nothing; max_grad_norm bit-identity; the Keras epsilon placements."""
+import math
+import pickle
+
+import numpy as np
+import pytest
+
+import fastloss.optim as fo
+from fastloss.optim import _base
+
+NAMES = ["SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "Adamax", "NAdam", "Lion"]
+BACKENDS = ["native", "numpy"]
+
+
+def _bytes(opt):
+    """Every param and state buffer as bytes (plus the scalar state), for bitwise comparison."""
+    ps = [p.tobytes() for p in opt._params]
+    st = {i: {k: (v.tobytes() if isinstance(v, np.ndarray) else v) for k, v in s.items()}
+          for i, s in opt.state.items()}
+    return ps, pickle.dumps(st)
+
+
+def _make(name, params, backend, **kw):
+    extra = dict(momentum=0.9) if name == "SGD" else {}
+    extra.update(kw)
+    return getattr(fo, name)(params, lr=0.01, backend=backend, **extra)
+
+
+# ---------------------------------------------------------------------------
+# 1. a parameter replaced in param_groups after construction
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("size", [3, 40], ids=["smaller", "larger"])
+def test_replaced_param_of_another_size_raises_before_writing(name, backend, size):
+    params = [np.ones(10), np.ones(20), np.ones(5)]
+    opt = _make(name, params, backend)
+    grads = [np.full(10, 0.5), np.full(20, 0.5), np.full(5, 0.5)]
+    opt.step(grads)
+    opt.step(grads)  # (native: the group's replay is recorded)
+    new = np.ones(size)
+    opt.param_groups[0]["params"][1] = new
+    before = _bytes(opt)
+    with pytest.raises(ValueError, match=r"params\[1\]"):
+        opt.step([np.full(10, 0.5), np.full(size, 0.5), np.full(5, 0.5)])
+    assert _bytes(opt) == before
+    np.testing.assert_array_equal(new, np.ones(size))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("name", NAMES)
+def test_replaced_param_of_the_same_shape_is_the_one_stepped(name, backend):
+    """Loading weights by swapping arrays (as torch users do): the new array is updated,
+    with the state the slot had; the same result as stepping that array all along."""
+    p0 = [np.ones(10), np.ones(20)]
+    ref = [np.ones(10), np.ones(20)]
+    opt, opt_ref = _make(name, p0, backend), _make(name, ref, backend)
+    grads = [np.full(10, 0.5), np.full(20, -0.25)]
+    for _ in range(2):
+        opt.step(grads)
+        opt_ref.step(grads)
+    new = ref[1].copy()
+    old = p0[1].copy()
+    opt.param_groups[0]["params"][1] = new
+    for _ in range(2):
+        opt.step(grads)
+        opt_ref.step(grads)
+    np.testing.assert_array_equal(new, ref[1])
+    np.testing.assert_array_equal(p0[1], old)  # the replaced array is left alone
+    np.testing.assert_array_equal(p0[0], ref[0])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_param_list_grown_or_bad_replacement_raises(backend):
+    params = [np.ones(4), np.ones(6)]
+    opt = fo.Adam(params, backend=backend)
+    opt.step([np.ones(4), np.ones(6)])
+    before = _bytes(opt)
+    opt.param_groups[0]["params"].append(np.ones(3))
+    with pytest.raises(ValueError, match="params"):
+        opt.step([np.ones(4), np.ones(6), np.ones(3)])
+    opt.param_groups[0]["params"].pop()
+    for bad, exc in [(np.ones(6, np.float32), TypeError), (params[0], ValueError),
+                     (np.ones(12)[::2], ValueError), ([1.0] * 6, TypeError)]:
+        opt.param_groups[0]["params"][1] = bad
+        with pytest.raises(exc, match="params"):
+            opt.step([np.ones(4), np.ones(6)])
+        assert _bytes(opt)[1] == before[1]
+    opt.param_groups[0]["params"][1] = params[1]
+    opt.step([np.ones(4), np.ones(6)])
+
+
+# ---------------------------------------------------------------------------
+# 2. max_grad_norm: native and NumPy identical bits
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", ["Adam", "SGD"])
+def test_max_grad_norm_native_equals_numpy_bitwise(name, dtype):
+    sizes = [(300, 70), (5000,), (7,)]
+    out = {}
+    for backend in BACKENDS:
+        rng = np.random.default_rng(3)
+        ps = [rng.standard_normal(s).astype(dtype) for s in sizes]
+        r = np.random.default_rng(4)
+        opt = getattr(fo, name)(ps, lr=0.01, max_grad_norm=0.5, backend=backend)
+        norms = []
+        for _ in range(3):
+            opt.step([(r.standard_normal(s) * 3).astype(dtype) for s in sizes])
+            norms.append(opt.last_grad_norm)
+        out[backend] = ([p.tobytes() for p in ps], norms)
+    assert out["native"][1] == out["numpy"][1]
+    assert out["native"][0] == out["numpy"][0]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_clip_grad_norm_native_equals_numpy_bitwise(dtype):
+    rng = np.random.default_rng(5)
+    gs = [(rng.standard_normal(s) * 7).astype(dtype) for s in [(9000,), (33, 129), (1,)]]
+    a, b = [g.copy() for g in gs], [g.copy() for g in gs]
+    assert fo.clip_grad_norm(a, 1.0, backend="native") == fo.clip_grad_norm(b, 1.0,
+                                                                            backend="numpy")
+    assert [g.tobytes() for g in a] == [g.tobytes() for g in b]
+
+
+# ---------------------------------------------------------------------------
+# 3. a failed step changes nothing
+
+def _bad_subclass_grads():
+    return [("matrix", lambda g: np.asmatrix(g.reshape(1, -1)).reshape(g.shape)
+             if g.ndim == 2 else np.asmatrix(g)),
+            ("masked", lambda g: np.ma.masked_array(g, mask=np.zeros(g.shape, bool)))]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("kind,make", _bad_subclass_grads(), ids=["matrix", "masked"])
+def test_matrix_and_masked_grads_rejected_up_front(name, backend, kind, make):
+    params = [np.ones((2, 3)), np.ones((4, 5)), np.ones((1, 3))]
+    opt = _make(name, params, backend)
+    opt.step([np.ones((2, 3)), np.ones((4, 5)), np.ones((1, 3))])
+    before = _bytes(opt)
+    for _ in range(2):  # the second call too (Numba's compiled variant would take it)
+        with pytest.raises(TypeError, match=r"grads\[2\]"):
+            opt.step([np.ones((2, 3)), np.ones((4, 5)), make(np.ones((1, 3)))])
+        assert _bytes(opt) == before
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_matrix_and_masked_params_rejected(backend):
+    with pytest.raises(TypeError, match=r"params\[0\]"):
+        fo.Adam([np.asmatrix(np.ones((2, 2)))], backend=backend)
+    with pytest.raises(TypeError, match=r"params\[1\]"):
+        fo.Adam([np.ones(2), np.ma.masked_array(np.ones(2))], backend=backend)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("name", ["Adam", "Adagrad", "RMSprop", "Adamax", "NAdam", "Lion"])
+def test_read_only_state_buffer_after_load_state_dict_rejected(name, backend):
+    params = [np.ones(5), np.ones(7)]
+    opt = _make(name, params, backend)
+    opt.step([np.ones(5), np.ones(7)])
+    opt.step([np.ones(5), np.ones(7)])
+    opt.load_state_dict(opt.state_dict())
+    key = next(k for k, v in opt.state[1].items() if isinstance(v, np.ndarray))
+    opt.state[1][key].flags.writeable = False
+    before = _bytes(opt)
+    with pytest.raises(ValueError, match=rf"state.*{key}"):
+        opt.step([np.ones(5), np.ones(7)])
+    assert _bytes(opt) == before
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("name,key", [("Adam", "step"), ("Adam", "exp_avg_sq"),
+                                      ("NAdam", "mu_product"), ("Adagrad", "sum"),
+                                      ("Lion", "exp_avg")])
+def test_load_state_dict_with_a_missing_key_rejected(name, key, backend):
+    params = [np.ones(5), np.ones(7)]
+    opt = _make(name, params, backend)
+    opt.step([np.ones(5), np.ones(7)])
+    sd = opt.state_dict()
+    del sd["state"][1][key]
+    before = _bytes(opt)
+    with pytest.raises(ValueError, match=key):
+        opt.load_state_dict(sd)
+    assert _bytes(opt) == before
+    opt.step([np.ones(5), np.ones(7)])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("name", NAMES)
+def test_zero_d_params_after_state_dict_round_trip(name, backend):
+    ps = [np.array(1.5), np.ones(3)]
+    ref = [np.array(1.5), np.ones(3)]
+    opt, opt_ref = _make(name, ps, backend), _make(name, ref, backend)
+    grads = [np.array(0.25), np.full(3, 0.5)]
+    opt.step(grads)
+    opt_ref.step(grads)
+    opt.load_state_dict(opt.state_dict())
+    for st in opt.state.values():
+        for k, v in st.items():
+            if k not in ("step", "mu_product") and v is not None:
+                assert isinstance(v, np.ndarray), (k, v)
+    opt.step(grads)
+    opt_ref.step(grads)
+    assert [p.tobytes() for p in ps] == [p.tobytes() for p in ref]
+
+
+# ---------------------------------------------------------------------------
+# 4. Keras 3's epsilon placements (NumPy transcriptions of keras/src/optimizers/*.py)
+
+def _keras_adagrad(p, grads, lr, eps, init):
+    acc = np.full_like(p, init)
+    for g in grads:
+        acc = acc + g * g
+        p = p - lr * g / np.sqrt(acc + eps)
+    return p
+
+
+def _keras_adamax(p, grads, lr, b1, b2, eps):
+    m, u = np.zeros_like(p), np.zeros_like(p)
+    for t, g in enumerate(grads, 1):
+        m = m + (g - m) * (1 - b1)
+        u = np.maximum(b2 * u, np.abs(g))
+        p = p - lr * m / ((1 - b1 ** t) * (u + eps))
+    return p
+
+
+def _keras_nadam(p, grads, lr, b1, b2, eps):
+    m, v, prod = np.zeros_like(p), np.zeros_like(p), 1.0
+    for t, g in enumerate(grads, 1):
+        prod = prod * b1 * (1.0 - 0.5 * 0.96 ** t)
+        u_t = b1 * (1.0 - 0.5 * 0.96 ** t)
+        u_t1 = b1 * (1.0 - 0.5 * 0.96 ** (t + 1))
+        m = m + (g - m) * (1 - b1)
+        v = v + (g * g - v) * (1 - b2)
+        m_hat = u_t1 * m / (1 - prod * u_t1) + (1 - u_t) * g / (1 - prod)
+        v_hat = v / (1 - b2 ** t)
+        p = p - m_hat * lr / (np.sqrt(v_hat) + eps)
+    return p
+
+
+def _keras_problem(n=200, steps=15):
+    rng = np.random.default_rng(11)
+    p0 = rng.standard_normal(n)
+    grads = [rng.standard_normal(n) * 10.0 ** rng.uniform(-4, 1, n) for _ in range(steps)]
+    return p0, grads
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_keras_adagrad_eps_inside_sqrt(backend):
+    p0, grads = _keras_problem()
+    p = p0.copy()
+    opt = fo.Adagrad([p], lr=0.05, eps=1e-7, initial_accumulator_value=0.1,
+                     epsilon_mode="keras", backend=backend)
+    for g in grads:
+        opt.step([g])
+    np.testing.assert_allclose(p, _keras_adagrad(p0, grads, 0.05, 1e-7, 0.1), rtol=1e-13)
+    # eps matters in this mode: the torch placement gives a different answer
+    q = p0.copy()
+    o = fo.Adagrad([q], lr=0.05, eps=1.0, initial_accumulator_value=0.1, backend=backend)
+    for g in grads:
+        o.step([g])
+    assert not np.allclose(q, _keras_adagrad(p0, grads, 0.05, 1.0, 0.1), rtol=1e-6)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_keras_adamax_eps_outside_max(backend):
+    p0, grads = _keras_problem()
+    p = p0.copy()
+    opt = fo.Adamax([p], lr=0.01, betas=(0.9, 0.999), eps=1e-3, epsilon_mode="keras",
+                    backend=backend)
+    for g in grads:
+        opt.step([g])
+    np.testing.assert_allclose(p, _keras_adamax(p0, grads, 0.01, 0.9, 0.999, 1e-3),
+                               rtol=1e-13)
+    # the state holds Keras' u (no eps inside the max)
+    u = np.zeros_like(p0)
+    for g in grads:
+        u = np.maximum(0.999 * u, np.abs(g))
+    np.testing.assert_allclose(opt.state[0]["exp_inf"], u, rtol=1e-14)
+
+
+@pytest.mark.parametrize("name", ["Adagrad", "Adamax"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_keras_modes_native_equals_numpy_bitwise(name, dtype):
+    p0, grads = _keras_problem(70, 6)
+    out = []
+    for backend in BACKENDS:
+        p = p0.astype(dtype)
+        opt = getattr(fo, name)([p], lr=0.01, weight_decay=0.1, eps=1e-3,
+                                epsilon_mode="keras", backend=backend)
+        for g in grads:
+            opt.step([g.astype(dtype)])
+        out.append(p.tobytes())
+    assert out[0] == out[1]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_keras_nadam_is_nadam_with_momentum_decay_one(backend):
+    """Keras 3's Nadam is torch's NAdam with momentum_decay=1.0: the same formula (its
+    moment updates are written a + (b - a)(1 - beta): equal up to rounding)."""
+    p0, grads = _keras_problem()
+    p = p0.copy()
+    opt = fo.NAdam([p], lr=0.01, eps=1e-7, momentum_decay=1.0, backend=backend)
+    for g in grads:
+        opt.step([g])
+    np.testing.assert_allclose(p, _keras_nadam(p0, grads, 0.01, 0.9, 0.999, 1e-7),
+                               rtol=1e-12)
+
+
+def test_keras_table_names_existing_schedules():
+    import fastloss.schedules as S
+
+    doc = fo.__doc__
+    assert "schedules.InverseTimeDecay``:" not in doc  # (the fastloss column named it)
+    assert "schedules.InverseTimeLR(opt, decay)" in doc and hasattr(S, "InverseTimeLR")
+    for word in ("Nadam", "weight_decay", "Adagrad", "Adamax", "0.004", "0.1"):
+        assert word in doc
