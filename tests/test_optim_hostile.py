@@ -1,6 +1,7 @@
 """fastloss.optim and fastloss.torch.optim under hostile input (issue 15): replaced or resized
 parameters, bad gradient types, broken state, and a property test that a bad gradient anywhere
 in a list changes nothing; max_grad_norm bit-identity; the Keras epsilon placements."""
+import copy
 import math
 import pickle
 
@@ -318,3 +319,66 @@ def test_keras_table_names_existing_schedules():
     assert "schedules.InverseTimeLR(opt, decay)" in doc and hasattr(S, "InverseTimeLR")
     for word in ("Nadam", "weight_decay", "Adagrad", "Adamax", "0.004", "0.1"):
         assert word in doc
+
+
+# ---------------------------------------------------------------------------
+# 1 (torch): a parameter whose data is replaced or resized after steps
+
+TORCH_NAMES = ["SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "Adamax", "NAdam"]
+
+
+def _torch_opt(name, ps, **kw):
+    import fastloss.torch.optim as FO
+
+    extra = dict(momentum=0.9) if name == "SGD" else {}
+    extra.update(kw)
+    return getattr(FO, name)(ps, lr=0.01, **extra)
+
+
+def _torch_bytes(opt, ps):
+    import torch
+
+    out = [p.detach().numpy().tobytes() for p in ps]
+    for p in ps:
+        for k, v in sorted(opt.state.get(p, {}).items()):
+            out.append((k, v.detach().numpy().tobytes() if isinstance(v, torch.Tensor) else v))
+    return out
+
+
+@pytest.mark.parametrize("name", TORCH_NAMES)
+@pytest.mark.parametrize("how", ["bigger", "smaller", "view", "transpose"])
+def test_torch_param_data_replaced_after_steps(name, how):
+    torch = pytest.importorskip("torch")
+    ps = [torch.nn.Parameter(torch.ones(6, 6, dtype=torch.float64)),
+          torch.nn.Parameter(torch.ones(4, dtype=torch.float64))]
+    opt = _torch_opt(name, ps)
+    for _ in range(3):
+        for p in ps:
+            p.grad = torch.linspace(-1, 2, p.numel(), dtype=torch.float64).reshape(p.shape)
+        opt.step()
+    p = ps[0]
+    if how == "bigger":
+        p.data = torch.ones(9, 9, dtype=torch.float64)
+    elif how == "smaller":
+        p.data = torch.ones(3, dtype=torch.float64)
+    elif how == "view":  # the same address, fewer elements
+        p.data = p.data.reshape(-1)[:10]
+    else:  # the same address and shape, another layout
+        p.data = p.data.t()
+    p.grad = torch.linspace(-1, 1, p.numel(), dtype=torch.float64).reshape(p.shape)
+    if how == "transpose":
+        # handled: the step sees the new layout (same result as torch.optim)
+        ref = [torch.nn.Parameter(q.detach().clone()) for q in ps]
+        ropt = getattr(torch.optim, name)(ref, lr=0.01, **(dict(momentum=0.9)
+                                                             if name == "SGD" else {}))
+        ropt.load_state_dict(copy.deepcopy(opt.state_dict()))  # (torch shares tensors)
+        for r, q in zip(ref, ps):
+            r.grad = q.grad.clone()
+        opt.step()
+        ropt.step()
+        torch.testing.assert_close(ps[0].detach(), ref[0].detach(), rtol=1e-10, atol=1e-12)
+        return
+    before = _torch_bytes(opt, ps)
+    with pytest.raises(ValueError, match=r"params\[0\]"):
+        opt.step()
+    assert _torch_bytes(opt, ps) == before

@@ -41,12 +41,12 @@ class Slot:
     step), and the last gradient seen with its address.
 
     Valid while ``state`` is the same dict holding the same tensor objects and the
-    parameter still points at the same memory (``p.data = ...`` or ``load_state_dict``
-    rebuild it); the gradient's checks are redone when ``p.grad`` is another tensor or
+    parameter still points at the same memory with the same shape and strides
+    (``layout``; ``p.data = ...`` or ``load_state_dict`` rebuild it); the gradient's checks are redone when ``p.grad`` is another tensor or
     points elsewhere (always for a DTensor gradient: ``g`` is then None).
     """
 
-    __slots__ = ("state", "n", "ptr", "p_np", "tensors", "st", "step", "row", "g", "gptr",
+    __slots__ = ("state", "n", "ptr", "layout", "p_np", "tensors", "st", "step", "row", "g", "gptr",
                  "gaddr", "gnp", "fresh")
 
     def same_state(self, state):
@@ -118,6 +118,7 @@ def build_slot(p, lp, state):
     e.fresh = not state  # torch's rule: an empty state is a first step
     e.state, e.tensors = state, tuple(tensors)
     e.ptr = lp.data_ptr()
+    e.layout = (lp.shape, lp.stride())
     pd = lp.detach()
     e.p_np = pd.numpy() if pd.is_contiguous() else None
     e.row = e.g = e.gnp = None
@@ -131,7 +132,8 @@ class Fast:
     Kept after a step of the general path that used one kernel variant for the group
     (one dtype, no copies, no DTensors) and whose optimizer's per-step key is the step
     count (Adam, AdamW, Adagrad, RMSprop, Adamax) or constant (SGD). Valid while the group
-    holds the same parameters at the same addresses, the same ones have gradients
+    holds the same parameters at the same addresses (and, when the gradients are new
+    tensors, still contiguous), the same ones have gradients
     (plain CPU tensors, contiguous, of the parameter's dtype and shape: new gradient
     tensors are checked here, a few attribute reads each), the state dicts are the
     same holding the same objects, the options are the same and every step count is
@@ -157,11 +159,11 @@ class Fast:
                 return None
             sgrads = [g for g in grads if g is not None]
             gaddrs = []
-            for g, (dt, shape, pa, nb) in zip(sgrads, self.meta):
+            for g, p, (dt, shape, pa, nb) in zip(sgrads, self.stepped, self.meta):
                 if type(g) is not torch.Tensor or g.dtype is not dt or not g.is_cpu \
                         or g.layout is not torch.strided or g.shape != shape \
-                        or not g.is_contiguous():
-                    return None
+                        or not g.is_contiguous() or not p.is_contiguous():
+                    return None  # (p: `p.data = p.data.t()` keeps the address)
                 if nb:  # (empty tensors are not in the launch)
                     ga = g.data_ptr()
                     if ga < pa + nb and pa < ga + nb:

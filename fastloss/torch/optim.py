@@ -228,9 +228,10 @@ class _FastlossStep:
                     continue
                 e = views.get(p)
                 state = state_get(p)
-                if e is None or _local(p).data_ptr() != e.ptr or not e.same_state(state):
+                lp = _local(p)
+                if e is None or lp.data_ptr() != e.ptr or not e.same_state(state) or \
+                        (lp.shape, lp.stride()) != e.layout:
                     name = f"params[{index}]"
-                    lp = _local(p)
                     _check_param(lp, name)
                     if state:
                         dt = lp.dtype
