@@ -11,6 +11,9 @@ import pytest
 import fastloss.optim as fo
 from fastloss.optim import _base
 
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:the matrix subclass:PendingDeprecationWarning")
+
 NAMES = ["SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "Adamax", "NAdam", "Lion"]
 BACKENDS = ["native", "numpy"]
 
@@ -380,5 +383,137 @@ def test_torch_param_data_replaced_after_steps(name, how):
         return
     before = _torch_bytes(opt, ps)
     with pytest.raises(ValueError, match=r"params\[0\]"):
+        opt.step()
+    assert _torch_bytes(opt, ps) == before
+
+
+# ---------------------------------------------------------------------------
+# 5. property: a bad gradient anywhere in a list changes nothing, and the error names it
+
+from hypothesis import HealthCheck, given, settings, strategies as hs  # noqa: E402
+
+PROP_OPTIONS = [
+    ("SGD", dict()), ("SGD", dict(momentum=0.9)), ("SGD", dict(momentum=0.9, nesterov=True,
+                                                               weight_decay=0.1)),
+    ("Adagrad", dict()), ("Adagrad", dict(epsilon_mode="keras")),
+    ("RMSprop", dict(centered=True, momentum=0.5)), ("RMSprop", dict(epsilon_mode="keras")),
+    ("Adam", dict()), ("Adam", dict(amsgrad=True)), ("AdamW", dict()),
+    ("Adamax", dict()), ("Adamax", dict(epsilon_mode="keras")), ("NAdam", dict()),
+    ("Lion", dict()),
+]
+SHAPES = [(), (0,), (1,), (7,), (3, 5), (2, 1, 4)]
+BAD_GRADS = ["shape", "dtype", "int", "complex", "matrix", "masked", "list", "alias",
+             "readonly_param", "count"]
+PROP = settings(max_examples=60, deadline=None, database=None,
+                suppress_health_check=[HealthCheck.too_slow])
+
+
+def _bad_grad(kind, p, dtype):
+    other = np.float32 if dtype == np.float64 else np.float64
+    if kind == "shape":
+        return np.zeros(p.shape + (2,), dtype)
+    if kind == "dtype":
+        return np.zeros(p.shape, other)
+    if kind == "int":
+        return np.zeros(p.shape, np.int64)
+    if kind == "complex":
+        return np.zeros(p.shape, np.complex128)
+    if kind == "matrix":
+        return np.asmatrix(np.zeros(p.shape, dtype).reshape(1, -1) if p.ndim else [[0.0]])
+    if kind == "masked":
+        return np.ma.masked_array(np.zeros(p.shape, dtype), mask=np.ones(p.shape, bool))
+    if kind == "list":
+        return np.zeros(p.shape, dtype).tolist()
+    if kind == "alias":
+        return p
+    raise AssertionError(kind)
+
+
+@PROP
+@given(data=hs.data())
+def test_property_bad_grad_anywhere_changes_nothing(data):
+    name, kw = data.draw(hs.sampled_from(PROP_OPTIONS), label="optimizer")
+    backend = data.draw(hs.sampled_from(BACKENDS), label="backend")
+    dtype = data.draw(hs.sampled_from([np.float32, np.float64]), label="dtype")
+    shapes = data.draw(hs.lists(hs.sampled_from(SHAPES), min_size=1, max_size=5),
+                       label="shapes")
+    good_steps = data.draw(hs.integers(0, 2), label="good steps")
+    rng = np.random.default_rng(0)
+    params = [rng.standard_normal(s).astype(dtype) for s in shapes]
+    opt = getattr(fo, name)(params, lr=0.01, backend=backend, **kw)
+    grads = [rng.standard_normal(s).astype(dtype) for s in shapes]
+    for _ in range(good_steps):
+        opt.step(grads)
+    pos = data.draw(hs.integers(0, len(shapes) - 1), label="position")
+    kind = data.draw(hs.sampled_from(BAD_GRADS), label="kind")
+    if kind == "alias" and params[pos].size == 0:
+        kind = "shape"  # an empty array shares no memory
+    bad = list(grads)
+    if kind == "count":
+        bad.append(grads[pos])
+        where = "grads"
+    elif kind == "readonly_param":
+        params[pos].flags.writeable = False
+        where = rf"params\[{pos}\]"
+    else:
+        bad[pos] = _bad_grad(kind, params[pos], dtype)
+        where = rf"grads\[{pos}\]"
+    before = _bytes(opt)
+    with pytest.raises((ValueError, TypeError), match=where):
+        opt.step(bad)
+    assert _bytes(opt) == before
+    params[pos].flags.writeable = True
+    opt.step(grads)  # the optimizer still works
+
+
+TORCH_PROP_OPTIONS = [(n, kw) for n, kw in PROP_OPTIONS
+                      if n in TORCH_NAMES and "epsilon_mode" not in kw]
+TORCH_BAD = ["shape", "dtype", "sparse", "alias", "state_shape", "state_missing"]
+
+
+@PROP
+@given(data=hs.data())
+def test_property_torch_bad_grad_anywhere_changes_nothing(data):
+    torch = pytest.importorskip("torch")
+    name, kw = data.draw(hs.sampled_from(TORCH_PROP_OPTIONS), label="optimizer")
+    dtype = data.draw(hs.sampled_from([torch.float32, torch.float64]), label="dtype")
+    shapes = data.draw(hs.lists(hs.sampled_from(SHAPES[2:]), min_size=1, max_size=5),
+                       label="shapes")
+    good_steps = data.draw(hs.integers(1, 2), label="good steps")
+    gen = torch.Generator().manual_seed(0)
+    ps = [torch.nn.Parameter(torch.randn(s, generator=gen, dtype=dtype)) for s in shapes]
+    opt = _torch_opt(name, ps, **kw)
+    for _ in range(good_steps):
+        for p in ps:
+            p.grad = torch.randn(p.shape, generator=gen, dtype=dtype)
+        opt.step()
+    for p in ps:
+        p.grad = torch.randn(p.shape, generator=gen, dtype=dtype)
+    pos = data.draw(hs.integers(0, len(shapes) - 1), label="position")
+    kind = data.draw(hs.sampled_from(TORCH_BAD), label="kind")
+    p = ps[pos]
+    state = opt.state[p]
+    # the shaped state tensors (SGD's momentum_buffer may be missing: torch's first step)
+    keys = [k for k, v in state.items() if isinstance(v, torch.Tensor) and v.dim()
+            and not (kind == "state_missing" and k == "momentum_buffer")]
+    if kind in ("state_shape", "state_missing") and not keys:
+        kind = "sparse"
+    if kind == "shape":
+        p.grad.data = torch.zeros(p.numel() + 1, dtype=dtype)
+    elif kind == "dtype":
+        p.grad.data = torch.zeros(p.shape, dtype=torch.float64 if dtype == torch.float32
+                                  else torch.float32)
+    elif kind == "sparse":
+        p.grad = torch.zeros(p.shape, dtype=dtype).to_sparse()
+    elif kind == "alias":
+        p.grad = p.detach()
+    else:
+        key = keys[0]
+        if kind == "state_shape":
+            state[key] = torch.zeros(p.numel() + 1, dtype=dtype)
+        else:
+            del state[key]
+    before = _torch_bytes(opt, ps)
+    with pytest.raises((ValueError, TypeError), match=rf"params\[{pos}\]"):
         opt.step()
     assert _torch_bytes(opt, ps) == before
