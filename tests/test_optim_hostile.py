@@ -517,3 +517,20 @@ def test_property_torch_bad_grad_anywhere_changes_nothing(data):
     with pytest.raises((ValueError, TypeError), match=rf"params\[{pos}\]"):
         opt.step()
     assert _torch_bytes(opt, ps) == before
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_functional_failed_update_with_step_changes_nothing(backend):
+    from fastloss.optim import functional as F
+
+    params = [np.ones(3), np.ones(4)]
+    state = F.init("adam", params)
+    F.update("adam", params, [np.ones(3), np.ones(4)], state, backend=backend)
+    del state[1]["exp_avg"]
+    snap = pickle.dumps(state), [p.tobytes() for p in params]
+    with pytest.raises(ValueError, match=r"params\[1\].*exp_avg"):
+        F.update("adam", params, [np.ones(3), np.ones(4)], state, step=7, backend=backend)
+    assert (pickle.dumps(state), [p.tobytes() for p in params]) == snap
+    with pytest.raises(TypeError, match=r"grads\[0\]"):
+        F.update("adam", params, [np.ma.masked_array(np.ones(3)), np.ones(4)], state,
+                 backend=backend)
