@@ -403,8 +403,8 @@ PROP_OPTIONS = [
 ]
 SHAPES = [(), (0,), (1,), (7,), (3, 5), (2, 1, 4)]
 BAD_GRADS = ["shape", "dtype", "int", "complex", "matrix", "masked", "list", "alias",
-             "readonly_param", "count"]
-PROP = settings(max_examples=60, deadline=None, database=None,
+             "readonly_param", "count", "state_readonly", "state_missing", "state_shape"]
+PROP = settings(max_examples=80, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.too_slow])
 
 
@@ -438,9 +438,12 @@ def test_property_bad_grad_anywhere_changes_nothing(data):
     shapes = data.draw(hs.lists(hs.sampled_from(SHAPES), min_size=1, max_size=5),
                        label="shapes")
     good_steps = data.draw(hs.integers(0, 2), label="good steps")
+    split = data.draw(hs.integers(0, len(shapes) - 1), label="second group from")
     rng = np.random.default_rng(0)
     params = [rng.standard_normal(s).astype(dtype) for s in shapes]
-    opt = getattr(fo, name)(params, lr=0.01, backend=backend, **kw)
+    groups = [{"params": params[:split]}] if split else []
+    groups.append({"params": params[split:], "lr": 0.02})  # (a group each side of a split)
+    opt = getattr(fo, name)(groups, lr=0.01, backend=backend, **kw)
     grads = [rng.standard_normal(s).astype(dtype) for s in shapes]
     for _ in range(good_steps):
         opt.step(grads)
@@ -455,6 +458,24 @@ def test_property_bad_grad_anywhere_changes_nothing(data):
     elif kind == "readonly_param":
         params[pos].flags.writeable = False
         where = rf"params\[{pos}\]"
+    elif kind.startswith("state_"):
+        st = opt.state[pos]
+        keys = [k for k, v in st.items() if isinstance(v, np.ndarray)]
+        if kind == "state_missing":
+            keys += [k for k in ("step",) if k in st]
+        if not keys:  # (plain SGD keeps no state)
+            bad.append(grads[pos])
+            kind, where = "count", "grads"
+        else:
+            key = keys[0] if kind != "state_missing" else keys[-1]
+            where = rf"params\[{pos}\]"
+            if kind == "state_readonly":
+                st[key] = st[key].copy()
+                st[key].flags.writeable = False
+            elif kind == "state_shape":
+                st[key] = np.zeros(params[pos].size + 1, dtype)
+            else:
+                del st[key]
     else:
         bad[pos] = _bad_grad(kind, params[pos], dtype)
         where = rf"grads\[{pos}\]"
@@ -463,7 +484,8 @@ def test_property_bad_grad_anywhere_changes_nothing(data):
         opt.step(bad)
     assert _bytes(opt) == before
     params[pos].flags.writeable = True
-    opt.step(grads)  # the optimizer still works
+    if not kind.startswith("state_"):
+        opt.step(grads)  # the optimizer still works
 
 
 TORCH_PROP_OPTIONS = [(n, kw) for n, kw in PROP_OPTIONS
@@ -480,9 +502,12 @@ def test_property_torch_bad_grad_anywhere_changes_nothing(data):
     shapes = data.draw(hs.lists(hs.sampled_from(SHAPES[2:]), min_size=1, max_size=5),
                        label="shapes")
     good_steps = data.draw(hs.integers(1, 2), label="good steps")
+    split = data.draw(hs.integers(0, len(shapes) - 1), label="second group from")
     gen = torch.Generator().manual_seed(0)
     ps = [torch.nn.Parameter(torch.randn(s, generator=gen, dtype=dtype)) for s in shapes]
-    opt = _torch_opt(name, ps, **kw)
+    groups = [{"params": ps[:split]}] if split else []
+    groups.append({"params": ps[split:], "lr": 0.02})
+    opt = _torch_opt(name, groups, **kw)
     for _ in range(good_steps):
         for p in ps:
             p.grad = torch.randn(p.shape, generator=gen, dtype=dtype)
