@@ -349,7 +349,18 @@ class Optimizer:
 
         A ``torch.optim`` state_dict of the same optimizer loads too (tensors are
         converted; PyTorch-only group keys such as ``foreach`` are dropped)."""
+        if not isinstance(state_dict, Mapping):
+            raise TypeError(f"state_dict must be a dict, got {type(state_dict).__name__}")
+        for key in ("state", "param_groups"):
+            if key not in state_dict:
+                raise ValueError(f"state_dict has no {key!r}")
         groups = state_dict["param_groups"]
+        if not isinstance(state_dict["state"], Mapping):
+            raise TypeError("state_dict['state'] must be a dict")
+        if isinstance(groups, (str, bytes, Mapping)) or not isinstance(groups, Iterable) or \
+                not all(isinstance(g, Mapping) and "params" in g for g in groups):
+            raise ValueError("state_dict['param_groups'] must be a list of dicts with 'params'")
+        groups = list(groups)
         if len(groups) != len(self.param_groups):
             raise ValueError(f"state_dict has {len(groups)} param groups, "
                              f"the optimizer has {len(self.param_groups)}")

@@ -46,7 +46,7 @@ class Slot:
     points elsewhere (always for a DTensor gradient: ``g`` is then None).
     """
 
-    __slots__ = ("state", "n", "ptr", "layout", "p_np", "tensors", "st", "step", "row", "g", "gptr",
+    __slots__ = ("state", "n", "ptr", "layout", "p_np", "tensors", "tptrs", "st", "step", "row", "g", "gptr",
                  "gaddr", "gnp", "fresh")
 
     def same_state(self, state):
@@ -60,7 +60,15 @@ class Slot:
         for key, t in self.tensors:
             if get(key) is not t:
                 return False
-        return True
+        ptrs = tensor_ptrs(self.tensors)  # (`t.data = ...`, `t.resize_()` move the memory)
+        if self.tptrs is None:  # (tensors just added by the step)
+            self.tptrs = ptrs
+        return ptrs == self.tptrs
+
+
+def tensor_ptrs(tensors):
+    """The data pointers of a slot's state tensors (their local shards)."""
+    return tuple(_data_ptr(_distributed.local(t)) for _, t in tensors)
 
 
 def check_state(p, lp, state, name, required):
@@ -117,6 +125,7 @@ def build_slot(p, lp, state):
     e.n = 0 if state is None else len(state)
     e.fresh = not state  # torch's rule: an empty state is a first step
     e.state, e.tensors = state, tuple(tensors)
+    e.tptrs = tensor_ptrs(e.tensors)
     e.ptr = lp.data_ptr()
     e.layout = (lp.shape, lp.stride())
     pd = lp.detach()

@@ -304,7 +304,7 @@ class _FastlossStep:
                 state[key] = tensors[key] = _distributed.wrap_like(p, torch.from_numpy(v))
             elif key not in state and v is not None:
                 state[key] = v
-        e.tensors, e.n = tuple(tensors.items()), len(state)
+        e.tensors, e.n, e.tptrs = tuple(tensors.items()), len(state), None
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -461,7 +461,7 @@ class NAdam(_FastlossStep, torch.optim.NAdam):
             mp = state["mu_product"] = torch.tensor(
                 1.0 if mp is None else float(mp), dtype=_scalar_dtype())
             e = self._fl_views[p]
-            e.tensors, e.n = (*e.tensors, ("mu_product", mp)), len(state)
+            e.tensors, e.n, e.tptrs = (*e.tensors, ("mu_product", mp)), len(state), None
         mp *= mu  # as torch: in the tensor's dtype
         prod = st["mu_product"] = mp.item()
         return t, prod
