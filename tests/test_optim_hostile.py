@@ -627,3 +627,32 @@ def test_torch_state_tensor_moved_after_steps(how, clip):
     for p, r in zip(ps, ref):
         torch.testing.assert_close(p.detach(), r.detach(), rtol=1e-12, atol=1e-14)
     torch.testing.assert_close(opt.state[ps[1]]["exp_avg"], ropt.state[ref[1]]["exp_avg"])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("change", ["removed", "reordered", "raw-dict", "not-a-dict",
+                                    "params-not-list"])
+def test_param_groups_edited_around_add_param_group_raise(change, backend):
+    a, b, c = np.ones(3), np.ones(4), np.ones(5)
+    opt = fo.Adam([{"params": [a, b]}, {"params": [c], "lr": 0.1}], backend=backend)
+    opt.step([np.ones(3), np.ones(4), np.ones(5)])
+    opt.step([np.ones(3), np.ones(4), np.ones(5)])
+    before = _bytes(opt)
+    if change == "removed":
+        del opt.param_groups[0]
+        grads = [np.ones(5)]
+    elif change == "reordered":
+        opt.param_groups.reverse()
+        grads = [np.ones(5), np.ones(3), np.ones(4)]
+    elif change == "raw-dict":
+        opt.param_groups.append({"params": [np.ones(2)], "lr": 0.1})
+        grads = [np.ones(3), np.ones(4), np.ones(5), np.ones(2)]
+    elif change == "not-a-dict":
+        opt.param_groups[1] = [c]
+        grads = [np.ones(3), np.ones(4), np.ones(5)]
+    else:
+        opt.param_groups[1]["params"] = c
+        grads = [np.ones(3), np.ones(4), np.ones(5)]
+    with pytest.raises((ValueError, TypeError), match="param_groups|params"):
+        opt.step(grads)
+    assert _bytes(opt) == before

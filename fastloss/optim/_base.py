@@ -219,21 +219,39 @@ class Optimizer:
         """The params the step will update: ``param_groups`` as they are now. A param
         replaced there (as when loading weights) is checked like a new one and must have
         the shape and dtype of the array it replaces (its state is kept); the caches of
-        addresses and replays are dropped. Raises before anything is changed."""
+        addresses and replays are then dropped. Groups must be the ones ``add_param_group``
+        made, in order (each param's position indexes the grads and the state). Raises
+        before anything is changed."""
         groups, known = self.param_groups, self._params
-        ps = groups[0]["params"] if len(groups) == 1 else \
-            list(chain.from_iterable(g["params"] for g in groups))
-        if len(ps) == len(known) and all(map(_is, ps, known)):
-            return known
-        new = []
+        try:
+            pos = 0
+            for g in groups:  # (a few operations per group)
+                gi = g["_index"]
+                if len(g["params"]) != len(gi) or (gi and gi[0] != pos):
+                    break
+                pos += len(gi)
+            else:
+                ps = groups[0]["params"] if len(groups) == 1 else \
+                    list(chain.from_iterable(g["params"] for g in groups))
+                if pos == len(known) and len(ps) == pos and all(map(_is, ps, known)):
+                    return known
+        except (LookupError, TypeError):
+            pass
+        new, pos = [], 0
         for k, g in enumerate(groups):
-            gp = g["params"]
-            if isinstance(gp, np.ndarray) or not isinstance(gp, Iterable) or \
-                    len(gp) != len(g["_index"]):
-                raise ValueError(f"params: param group {k} no longer holds the "
-                                 f"{len(g['_index'])} arrays it was built with (use "
-                                 f"add_param_group to add params)")
-            for i, p in zip(g["_index"], gp):
+            if not isinstance(g, dict) or "_index" not in g or "params" not in g:
+                raise ValueError(f"param_groups[{k}] was not made by add_param_group (add "
+                                 f"groups with opt.add_param_group)")
+            gp, gi = g["params"], g["_index"]
+            if isinstance(gp, np.ndarray) or not isinstance(gp, (list, tuple)):
+                raise TypeError(f"param_groups[{k}]['params'] must be a list of arrays, got "
+                                f"{type(gp).__name__}")
+            if len(gp) != len(gi) or list(gi) != list(range(pos, pos + len(gi))):
+                raise ValueError(f"param_groups[{k}] holds {len(gp)} params at positions "
+                                 f"{gi[:1]}...: groups were removed, reordered or resized "
+                                 f"(build a new optimizer, or use add_param_group)")
+            pos += len(gi)
+            for i, p in zip(gi, gp):
                 old = known[i]
                 if p is not old:
                     self._check_param(p, f"params[{i}]")
@@ -244,6 +262,9 @@ class Optimizer:
                         raise ValueError(f"params[{i}] was replaced by an array of shape "
                                          f"{p.shape}; its optimizer state is for {old.shape}")
                 new.append(p)
+        if pos != len(known):
+            raise ValueError(f"param_groups hold {pos} params, the optimizer was built with "
+                             f"{len(known)}: groups were removed (build a new optimizer)")
         if len({id(p) for p in new}) != len(new):
             raise ValueError("a parameter appears more than once in the param groups")
         known[:] = new
