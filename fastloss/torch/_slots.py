@@ -27,6 +27,7 @@ FLOAT = (torch.float32, torch.float64)
 SCALAR_KEYS = ("step", "mu_product")  # scalar state; every other tensor is shaped like p
 _chain = chain.from_iterable
 _data_ptr = torch.Tensor.data_ptr
+_T = torch.Tensor
 
 
 def scalar_dtype():
@@ -41,7 +42,7 @@ class Slot:
     step), and the last gradient seen with its address.
 
     Valid while ``state`` is the same dict holding the same tensor objects and the
-    parameter still points at the same memory with the same shape and strides
+    parameter still points at the same memory with the same size and contiguity
     (``layout``; ``p.data = ...`` or ``load_state_dict`` rebuild it); the gradient's checks are redone when ``p.grad`` is another tensor or
     points elsewhere (always for a DTensor gradient: ``g`` is then None).
     """
@@ -57,18 +58,21 @@ class Slot:
         if len(state) != self.n:
             return False
         get = state.get
-        for key, t in self.tensors:
+        ptrs = self.tptrs
+        if ptrs is None:  # (tensors just added by the step)
+            ptrs = self.tptrs = tensor_ptrs(self.tensors)
+        for (key, t), ptr in zip(self.tensors, ptrs):
             if get(key) is not t:
                 return False
-        ptrs = tensor_ptrs(self.tensors)  # (`t.data = ...`, `t.resize_()` move the memory)
-        if self.tptrs is None:  # (tensors just added by the step)
-            self.tptrs = ptrs
-        return ptrs == self.tptrs
+            # (`t.data = ...` moves the memory)
+            if (_data_ptr(t) if type(t) is _T else _data_ptr(_distributed.local(t))) != ptr:
+                return False
+        return True
 
 
 def tensor_ptrs(tensors):
     """The data pointers of a slot's state tensors (their local shards)."""
-    return tuple(_data_ptr(_distributed.local(t)) for _, t in tensors)
+    return [_data_ptr(_distributed.local(t)) for _, t in tensors]
 
 
 def check_state(p, lp, state, name, required):
@@ -127,7 +131,7 @@ def build_slot(p, lp, state):
     e.state, e.tensors = state, tuple(tensors)
     e.tptrs = tensor_ptrs(e.tensors)
     e.ptr = lp.data_ptr()
-    e.layout = (lp.shape, lp.stride())
+    e.layout = (lp.numel(), lp.is_contiguous())
     pd = lp.detach()
     e.p_np = pd.numpy() if pd.is_contiguous() else None
     e.row = e.g = e.gnp = None

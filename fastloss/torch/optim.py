@@ -230,7 +230,7 @@ class _FastlossStep:
                 state = state_get(p)
                 lp = _local(p)
                 if e is None or lp.data_ptr() != e.ptr or not e.same_state(state) or \
-                        (lp.shape, lp.stride()) != e.layout:
+                        (lp.numel(), lp.is_contiguous()) != e.layout:
                     name = f"params[{index}]"
                     _check_param(lp, name)
                     if state:
