@@ -20,11 +20,12 @@ Keras 3                  fastloss
                          ``opt.step``: lr / (1 + decay * iterations) (Keras 3:
                          ``schedules.InverseTimeDecay``)
 ``weight_decay``         decoupled on every Keras 3 optimizer (``p -= lr wd p`` before
-                         the update): ``AdamW`` for Adam (``AdamW(..., weight_decay=wd,
-                         epsilon_mode='keras')``; Keras' AdamW default wd 0.004,
-                         PyTorch's 0.01), ``NAdam(decoupled_weight_decay=True)``,
-                         ``Lion``; fastloss's ``weight_decay`` elsewhere is PyTorch's
-                         (coupled, added to the gradient)
+                         the update). Keras ``Adam(weight_decay=wd)`` and ``AdamW``:
+                         ``AdamW(..., weight_decay=wd, epsilon_mode='keras')`` (Keras'
+                         AdamW default wd 0.004, PyTorch's 0.01); Nadam:
+                         ``NAdam(decoupled_weight_decay=True)``; ``Lion`` decays alike.
+                         fastloss's ``weight_decay`` on SGD, Adagrad, RMSprop, Adam,
+                         Adamax is PyTorch's (coupled: added to the gradient)
 ``Adam``                 ``Adam(..., epsilon_mode='keras', eps=1e-7)`` (eps added to
                          sqrt(v), bias correction folded in lr_t); default ``'torch'``
 ``RMSprop`` (tf.keras,   ``RMSprop(..., alpha=0.9, eps=1e-7, epsilon_mode='keras')``
