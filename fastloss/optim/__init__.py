@@ -7,19 +7,37 @@ Names, defaults and semantics of ``torch.optim``; see each class.
 Keras -> fastloss
 -----------------
 =======================  =======================================================
-Keras                    fastloss
+Keras 3                  fastloss
 =======================  =======================================================
 ``learning_rate``/``lr`` ``lr``
 ``beta_1, beta_2``       ``betas=(beta_1, beta_2)``
 ``epsilon`` (1e-7)       ``eps`` (PyTorch defaults differ: 1e-8, Adagrad 1e-10)
-``rho`` (RMSprop)        ``alpha``
+``rho`` (RMSprop, 0.9)   ``alpha`` (PyTorch's default 0.99: pass ``alpha=0.9``)
 ``momentum`` (SGD)       ``momentum`` (lr outside the buffer; same for constant lr)
 ``nesterov``             ``nesterov``
 ``amsgrad``              ``amsgrad``
-``decay``                ``schedules.InverseTimeDecay``: lr / (1 + decay * iterations)
-Adam epsilon placement   ``epsilon_mode='keras'`` (eps added to sqrt(v), bias correction
-                         folded in lr_t); default ``'torch'``
-RMSprop (tf.keras/K3)    ``epsilon_mode='keras'`` (sqrt(v + eps), lr in momentum buffer)
+``decay`` (Keras 2)      ``schedules.InverseTimeLR(opt, decay)`` stepped after each
+                         ``opt.step``: lr / (1 + decay * iterations) (Keras 3:
+                         ``schedules.InverseTimeDecay``)
+``weight_decay``         decoupled on every Keras 3 optimizer (``p -= lr wd p`` before
+                         the update). Keras ``Adam(weight_decay=wd)`` and ``AdamW``:
+                         ``AdamW(..., weight_decay=wd, epsilon_mode='keras')`` (Keras'
+                         AdamW default wd 0.004, PyTorch's 0.01); Nadam:
+                         ``NAdam(decoupled_weight_decay=True)``; ``Lion`` decays alike.
+                         fastloss's ``weight_decay`` on SGD, Adagrad, RMSprop, Adam,
+                         Adamax is PyTorch's (coupled: added to the gradient)
+``Adam``                 ``Adam(..., epsilon_mode='keras', eps=1e-7)`` (eps added to
+                         sqrt(v), bias correction folded in lr_t); default ``'torch'``
+``RMSprop`` (tf.keras,   ``RMSprop(..., alpha=0.9, eps=1e-7, epsilon_mode='keras')``
+K3)                      (sqrt(v + eps), lr in the momentum buffer)
+``Adagrad``              ``Adagrad(..., initial_accumulator_value=0.1, eps=1e-7,
+                         epsilon_mode='keras')`` (lr d / sqrt(acc + eps))
+``Adamax``               ``Adamax(..., eps=1e-7, epsilon_mode='keras')``
+                         (u = max(b2 u, |d|), lr_t m / (u + eps))
+``Nadam``                ``NAdam(..., eps=1e-7, momentum_decay=1.0)``: the same
+                         formula (mu_t = b1 (1 - 0.5 * 0.96^t)); equal up to
+                         rounding (Keras writes its moment updates as
+                         ``m + (g - m)(1 - b1)``)
 =======================  =======================================================
 
 NaN/Inf in grads propagate to params and state (as PyTorch) unless the optimizer

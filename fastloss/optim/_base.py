@@ -29,6 +29,8 @@ import numpy as np
 
 from .. import _backend, _threads, _validate
 from . import _engine
+from ._checks import (SCALAR_KEYS, check_buffers, check_grads, param_addresses,  # noqa: F401
+                      plain_array)
 
 __all__ = ["Optimizer", "numba_available"]
 
@@ -111,6 +113,12 @@ class Optimizer:
     * ``skip_nonfinite``: if any grad holds NaN/Inf, change nothing, count
       it in ``skipped_steps`` and return False from ``step``. Without it,
       NaN/Inf in grads propagate into params and state, as in PyTorch.
+
+    A param may be replaced in ``param_groups`` (loading weights) by a writable
+    C-contiguous array of the same shape and dtype: the next step updates the new array
+    with the state of the old one. Anything else (another shape, groups removed or
+    reordered, a group not made by ``add_param_group``) raises at the next step, before
+    anything is written.
     """
 
     _defaults: dict = {}
@@ -180,6 +188,7 @@ class Optimizer:
 
     @staticmethod
     def _check_param(p, name):
+        plain_array(p, name)
         _validate.writable_array(p, name, " (it is updated in place)")
         if p.dtype not in _validate.FLOAT_DTYPES:
             raise TypeError(f"{name} must be float32 or float64, got dtype {p.dtype}")
@@ -214,17 +223,77 @@ class Optimizer:
         raise NotImplementedError
 
     # -- the step --------------------------------------------------------------
+    def _current_params(self):
+        """The params the step will update: ``param_groups`` as they are now. A param
+        replaced there (as when loading weights) is checked like a new one and must have
+        the shape and dtype of the array it replaces (its state is kept); the caches of
+        addresses and replays are then dropped. Groups must be the ones ``add_param_group``
+        made, in order (each param's position indexes the grads and the state). Raises
+        before anything is changed."""
+        groups, known = self.param_groups, self._params
+        try:
+            pos = 0
+            for g in groups:  # (a few operations per group)
+                gi = g["_index"]
+                if len(g["params"]) != len(gi) or (gi and gi[0] != pos):
+                    break
+                pos += len(gi)
+            else:
+                ps = groups[0]["params"] if len(groups) == 1 else \
+                    list(chain.from_iterable(g["params"] for g in groups))
+                if pos == len(known) and len(ps) == pos and all(map(_is, ps, known)):
+                    return known
+        except (LookupError, TypeError):
+            pass
+        new, pos = [], 0
+        for k, g in enumerate(groups):
+            if not isinstance(g, dict) or "_index" not in g or "params" not in g:
+                raise ValueError(f"param_groups[{k}] was not made by add_param_group (add "
+                                 f"groups with opt.add_param_group)")
+            gp, gi = g["params"], g["_index"]
+            if isinstance(gp, np.ndarray) or not isinstance(gp, (list, tuple)):
+                raise TypeError(f"param_groups[{k}]['params'] must be a list of arrays, got "
+                                f"{type(gp).__name__}")
+            if len(gp) != len(gi) or list(gi) != list(range(pos, pos + len(gi))):
+                raise ValueError(f"param_groups[{k}] holds {len(gp)} params at positions "
+                                 f"{gi[:1]}...: groups were removed, reordered or resized "
+                                 f"(build a new optimizer, or use add_param_group)")
+            pos += len(gi)
+            for i, p in zip(gi, gp):
+                old = known[i]
+                if p is not old:
+                    self._check_param(p, f"params[{i}]")
+                    if p.dtype != old.dtype:
+                        raise TypeError(f"params[{i}] was replaced by an array of dtype "
+                                        f"{p.dtype}; its optimizer state is {old.dtype}")
+                    if p.shape != old.shape:
+                        raise ValueError(f"params[{i}] was replaced by an array of shape "
+                                         f"{p.shape}; its optimizer state is for {old.shape}")
+                new.append(p)
+        if pos != len(known):
+            raise ValueError(f"param_groups hold {pos} params, the optimizer was built with "
+                             f"{len(known)}: groups were removed (build a new optimizer)")
+        if len({id(p) for p in new}) != len(new):
+            raise ValueError("a parameter appears more than once in the param groups")
+        known[:] = new
+        for key in ("_paddrs", "_replays", "_rows", "_tables"):
+            self.__dict__.pop(key, None)
+        return known
+
     def _check_grads(self, grads, native):
+        params = self._current_params()
         paddrs = self.__dict__.get("_paddrs")
-        if native and paddrs is None:  # a param's buffer never moves (we hold a reference)
-            paddrs = self._paddrs = param_addresses(self._params)
-        return check_grads(self._params, grads, native, paddrs,
+        if native and paddrs is None:  # refreshed when a param is replaced
+            paddrs = self._paddrs = param_addresses(params)
+        return check_grads(params, grads, native, paddrs,
                            not native or self.max_grad_norm is not None or self.skip_nonfinite)
 
     def step(self, grads) -> bool:
         """One update of every parameter with ``grads`` (same order as the params).
 
-        Returns True, or False when ``skip_nonfinite`` skipped the step.
+        Returns True, or False when ``skip_nonfinite`` skipped the step. Everything is
+        checked (grads, params, state buffers, options) before anything is written: a
+        step that raises changes nothing.
         """
         native = self.backend == "native"
         flat, gaddrs = self._check_grads(grads, native)
@@ -251,14 +320,30 @@ class Optimizer:
         rows = self.__dict__.setdefault("_rows", {})
         tables = self.__dict__.setdefault("_tables", {}) if native else None
         replays = self.__dict__.setdefault("_replays", {})
-        for group in self.param_groups:
-            entry = replays.get(id(group)) if native else None
-            if entry is not None and entry[0] is group and entry[1].run(self, group, gaddrs,
-                                                                        gscale):
+        # phase 1, every group: the launches (replayed, or planned with the step counts
+        # advanced and the buffers checked); undone if anything raises
+        todo, undo = [], []
+        try:
+            for group in self.param_groups:
+                entry = replays.get(id(group)) if native else None
+                if entry is not None and entry[0] is group:
+                    la = entry[1].plan(self, group, gaddrs, gscale)
+                    if la is not None:
+                        todo.append((group, entry[1], la))
+                        continue
+                todo.append((group, None, plan(self, group, group["params"], group["_index"],
+                                               flat, gaddrs, self.state, gscale, rows,
+                                               native, undo)))
+        except BaseException:
+            restore(undo)
+            raise
+        # phase 2: run them
+        for group, rep, la in todo:
+            if rep is not None:
+                rep.run(la)
                 continue
-            launches = apply(self, group, group["params"], group["_index"], flat, gaddrs,
-                             self.state, gscale, rows, tables)
-            rec = _Replay.record(self, group, launches, tables) if native else None
+            run(la, group, tables)
+            rec = _Replay.record(self, group, la, tables) if native else None
             if rec is None:
                 replays.pop(id(group), None)
             else:
@@ -293,7 +378,18 @@ class Optimizer:
 
         A ``torch.optim`` state_dict of the same optimizer loads too (tensors are
         converted; PyTorch-only group keys such as ``foreach`` are dropped)."""
+        if not isinstance(state_dict, Mapping):
+            raise TypeError(f"state_dict must be a dict, got {type(state_dict).__name__}")
+        for key in ("state", "param_groups"):
+            if key not in state_dict:
+                raise ValueError(f"state_dict has no {key!r}")
         groups = state_dict["param_groups"]
+        if not isinstance(state_dict["state"], Mapping):
+            raise TypeError("state_dict['state'] must be a dict")
+        if isinstance(groups, (str, bytes, Mapping)) or not isinstance(groups, Iterable) or \
+                not all(isinstance(g, Mapping) and "params" in g for g in groups):
+            raise ValueError("state_dict['param_groups'] must be a list of dicts with 'params'")
+        groups = list(groups)
         if len(groups) != len(self.param_groups):
             raise ValueError(f"state_dict has {len(groups)} param groups, "
                              f"the optimizer has {len(self.param_groups)}")
@@ -321,21 +417,36 @@ class Optimizer:
                 if st is None:
                     new_state[i] = self._new_state(p, g)
                     continue
+                if not isinstance(st, Mapping):
+                    raise TypeError(f"state of param {i} in the state_dict must be a dict, "
+                                    f"got {type(st).__name__}")
+                fresh = self._new_state(np.zeros(0, p.dtype), g)  # (its keys)
+                missing = [key for key in fresh if key not in st]
+                if missing:
+                    raise ValueError(f"state of param {i} in the state_dict has no "
+                                     f"{missing[0]!r} (a state_dict of another optimizer?)")
                 restored = {}
                 for key, v in st.items():
-                    if v is None or isinstance(v, (bool, numbers.Number)):
+                    if key in SCALAR_KEYS or v is None or isinstance(v, bool):
+                        if v is not None and not isinstance(v, (numbers.Number, bool)):
+                            a = np.asarray(v)
+                            if a.size != 1:
+                                raise ValueError(f"state {key!r} of param {i} must be a "
+                                                 f"number, got shape {a.shape}")
+                            v = a.item()
+                        if v is not None and (isinstance(v, bool) or
+                                              not isinstance(v, numbers.Real)):
+                            raise TypeError(f"state {key!r} of param {i} must be a real "
+                                            f"number, got {v!r}")
                         restored[key] = v
-                    else:
-                        a = np.asarray(v)
-                        if a.ndim == 0:
-                            restored[key] = a.item()
-                            continue
-                        if a.shape != p.shape:
-                            raise ValueError(f"state {key!r} of param {i} has shape {a.shape}, "
-                                             f"the param has {p.shape}")
-                        restored[key] = np.array(a, dtype=p.dtype, order="C", copy=True)
-                if "step" in restored:
-                    restored["step"] = int(restored["step"])
+                        continue
+                    a = np.asarray(v)
+                    if a.shape != p.shape:
+                        raise ValueError(f"state {key!r} of param {i} has shape {a.shape}, "
+                                         f"the param has {p.shape}")
+                    if a.dtype.kind not in "fiu":
+                        raise TypeError(f"state {key!r} of param {i} has dtype {a.dtype}")
+                    restored[key] = np.array(a, dtype=p.dtype, order="C", copy=True)
                 new_state[i] = restored
         self.param_groups = [g for g, _ in new_groups]
         self.state = new_state
@@ -367,89 +478,71 @@ def rule(cls):
 
 
 # ---------------------------------------------------------------------------
-# gradients
-
-def param_addresses(params):
-    """(address, bytes) of each param, for the grads' aliasing check."""
-    return [(_engine.address(p), p.nbytes) for p in params]
-
-
-def check_grads(params, grads, native, paddrs, flat_needed=True):
-    """Validate every grad against its param (``paddrs``: ``param_addresses(params)`` when
-    ``native``); return the grads as flat views (as given when not ``flat_needed``: the
-    native step only needs the addresses) and (native) their addresses."""
-    if isinstance(grads, np.ndarray) or not isinstance(grads, Iterable):
-        raise TypeError("grads must be a list of arrays, one per parameter")
-    grads = list(grads)
-    if len(grads) != len(params):
-        raise ValueError(f"got {len(grads)} grads for {len(params)} parameters")
-    flat, addrs = [], []
-    address = _engine.address_of() if native else None
-    for i, (p, g) in enumerate(zip(params, grads)):
-        if type(g) is not np.ndarray and not isinstance(g, np.ndarray):
-            raise TypeError(f"grads[{i}] must be a numpy.ndarray, got {type(g).__name__}")
-        pdt = p.dtype
-        if g.dtype is not pdt and g.dtype != pdt:
-            if g.dtype.newbyteorder("=") != pdt:
-                raise TypeError(f"grads[{i}] has dtype {g.dtype}, its parameter has {pdt}")
-            g = g.astype(pdt)  # non-native byte order: a native copy
-        if g.shape != p.shape:
-            raise ValueError(f"grads[{i}] has shape {g.shape}, its parameter has {p.shape}")
-        pf = p.flags
-        if not pf.writeable or not pf.c_contiguous:
-            raise ValueError(f"params[{i}] became read-only or non-contiguous")
-        if g.flags.c_contiguous:
-            if native:
-                ga = address(g)
-                pa, nb = paddrs[i]
-                if ga < pa + nb and pa < ga + nb:
-                    raise ValueError(f"grads[{i}] shares memory with its parameter")
-                addrs.append(ga)
-            elif np.may_share_memory(g, p):
-                raise ValueError(f"grads[{i}] shares memory with its parameter")
-            if flat_needed:
-                g = g.reshape(-1)
-        else:
-            if np.may_share_memory(g, p):
-                raise ValueError(f"grads[{i}] shares memory with its parameter")
-            g = np.ravel(g)  # a contiguous copy
-            if native:
-                addrs.append(address(g))
-        flat.append(g)
-    return flat, addrs
-
-
-# ---------------------------------------------------------------------------
 # one group's update: the core the classes, the functional API and the torch adapter share
 
-def apply(rule, group, params, index, flat, gaddrs, state, gscale, rows, tables):
-    """Update ``params`` (their positions ``index`` in ``flat``, ``gaddrs`` and ``state``)
-    with the options ``group`` by the optimizer ``rule`` (its ``_advance``, ``_scalars``
-    and ``_buffers``), after everything was validated: one native call per kernel variant
-    (``tables`` a dict caching address tables; ``gaddrs`` the grads' addresses), or the
-    NumPy reference tensor by tensor when ``tables`` is None. ``rows`` caches each
-    tensor's addresses by position."""
-    native = tables is not None
+def plan(rule, group, params, index, flat, gaddrs, state, gscale, rows, native, undo):
+    """The launches that update ``params`` (their positions ``index`` in ``flat``,
+    ``gaddrs`` and ``state``) with the options ``group`` by the optimizer ``rule`` (its
+    ``_advance``, ``_scalars`` and ``_buffers``): one per kernel variant. Advances the step
+    counts (each state dict is first saved in ``undo``, see ``restore``) and checks every
+    state buffer (``check_buffers``) before anything is written. ``rows`` caches each
+    tensor's native addresses by position (``native``); else the NumPy reference arrays."""
     gs = -gscale if group.get("maximize", False) else gscale
     launches = {}
     for i, p in zip(index, params):
         st = state[i]
-        key = (rule._advance(st, group), p.dtype)
+        undo.append((st, dict(st)))
+        try:
+            key = (rule._advance(st, group), p.dtype)
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise ValueError(f"the state of params[{i}] cannot be stepped ({exc!r}): "
+                             f"a state_dict of another optimizer?") from None
         la = launches.get(key)
         if la is None:
             name, flags, scalars = rule._scalars(group, key[0], p.dtype.type, gs)
             # plain bools: the flags key the compiled variants (and Numba's cache)
             la = launches[key] = _engine.Launch(name, tuple(bool(f) for f in flags), scalars)
-        bufs = rule._buffers(p, st, la.flags)
+        try:
+            bufs = rule._buffers(p, st, la.flags)
+        except KeyError as exc:
+            raise ValueError(f"the state of params[{i}] has no {exc.args[0]!r}") from None
         if native:
             row = rows.get(i)
             if row is None or not row.same(p, bufs):
+                check_buffers(i, p, st, bufs)
                 row = rows[i] = _engine.Row(p, bufs)
             la.add_native(row, gaddrs[i])
         else:
+            check_buffers(i, p, st, bufs)
             la.add_numpy(p, flat[i], bufs)
+    return launches
+
+
+def run(launches, group, tables):
+    """Run what ``plan`` prepared (``tables``: the native address tables' cache, None for
+    the NumPy reference)."""
     for (_, dt), la in launches.items():
-        la.run(tables.setdefault((id(group), la.name, la.flags, dt), {}) if native else None)
+        la.run(tables.setdefault((id(group), la.name, la.flags, dt), {})
+               if tables is not None else None)
+
+
+def restore(undo):
+    """Put back the state dicts ``plan`` saved (a step that raised changes nothing)."""
+    for st, saved in reversed(undo):
+        st.clear()
+        st.update(saved)
+
+
+def apply(rule, group, params, index, flat, gaddrs, state, gscale, rows, tables):
+    """``plan`` then ``run`` for one group (native when ``tables`` is a dict)."""
+    undo = []
+    try:
+        launches = plan(rule, group, params, index, flat, gaddrs, state, gscale, rows,
+                        tables is not None, undo)
+    except BaseException:
+        restore(undo)
+        raise
+    run(launches, group, tables)
     return launches
 
 
@@ -483,34 +576,37 @@ class _Replay:
         r.table = tables[(id(group), la.name, la.flags, dt)]
         return r
 
-    def run(self, opt, group, gaddrs, gscale) -> bool:
-        """Step the group if nothing changed (True), else change nothing (False)."""
+    def plan(self, opt, group, gaddrs, gscale):
+        """The group's launch if nothing changed, else None; changes nothing."""
         states = list(map(opt.state.__getitem__, self.index))
         if not all(map(_is, states, self.states)):
-            return False
+            return None
         vals = list(chain.from_iterable(map(dict.values, states)))
         if len(vals) != self.n or not all(map(_is, [vals[j] for j in self.bufpos], self.bufs)):
-            return False
+            return None
         if self.steppos:
             steps = [vals[j] for j in self.steppos]
             key = steps[0] + 1
             if steps.count(steps[0]) != len(steps):
-                return False
+                return None
         else:
             key = False  # SGD after its first momentum step
         gs = -gscale if group.get("maximize", False) else gscale
         name, flags, scalars = opt._scalars(group, key, self.dt.type, gs)
         flags = tuple(bool(f) for f in flags)
         if flags != self.flags:  # another kernel variant (its buffers may differ)
-            return False
+            return None
         la = _engine.Launch(name, flags, scalars)
         la.rows = self.rows
         la.gaddrs = [gaddrs[i] for i in self.live]
+        return la, key, states
+
+    def run(self, planned) -> None:
+        la, key, states = planned
         la.run(self.table)
         if self.steppos:
             for st in states:
                 st["step"] = key
-        return True
 
 
 # ---------------------------------------------------------------------------

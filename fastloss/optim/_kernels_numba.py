@@ -78,9 +78,10 @@ def sgd(wd_on, use_momentum, first, nesterov):
     return sgd
 
 
-def adagrad(wd_on):
+def adagrad(wd_on, keras):
     def adagrad(p, g, acc, clr, wd, eps, gscale):
-        """d = g*gscale (+ wd p); acc += d^2; p -= clr d / (sqrt(acc) + eps)."""
+        """d = g*gscale (+ wd p); acc += d^2; p -= clr d / (sqrt(acc) + eps)
+        (keras: p -= clr d / sqrt(acc + eps))."""
         for i in prange(p.shape[0]):
             pi = p[i]
             d = g[i] * gscale
@@ -88,7 +89,11 @@ def adagrad(wd_on):
                 d = d + wd * pi
             a = acc[i] + d * d
             acc[i] = a
-            p[i] = pi - clr * (d / (math.sqrt(a) + eps))
+            if keras:
+                den = math.sqrt(a + eps)
+            else:
+                den = math.sqrt(a) + eps
+            p[i] = pi - clr * (d / den)
     return adagrad
 
 
@@ -154,10 +159,10 @@ def adam(w_small, wd_on, amsgrad):
     return adam
 
 
-def adamax(w_small, wd_on):
+def adamax(w_small, wd_on, keras):
     def adamax(p, g, m, u, clr, w1, omw1, beta2, eps, wd, gscale):
         """d = g*gscale (+ wd p); m = lerp(m, d, 1-b1); u = max(b2 u, |d| + eps);
-        p -= clr m/u."""
+        p -= clr m/u (keras: u = max(b2 u, |d|); p -= clr m/(u + eps))."""
         for i in prange(p.shape[0]):
             pi = p[i]
             d = g[i] * gscale
@@ -166,10 +171,15 @@ def adamax(w_small, wd_on):
             mi = _lerp(m[i], d, w1, omw1, w_small)
             m[i] = mi
             a = u[i] * beta2
-            b = abs(d) + eps
+            if keras:
+                b = abs(d)
+            else:
+                b = abs(d) + eps
             if b > a or b != b:
                 a = b
             u[i] = a
+            if keras:
+                a = a + eps
             p[i] = pi - clr * (mi / a)
     return adamax
 
@@ -224,7 +234,7 @@ def scale():
     return scale
 
 
-CHUNK = 4096  # fixed reduction chunk: results independent of the thread count
+from ._reference import CHUNK  # fixed reduction chunk: results independent of thread count
 
 
 def _sumsq_chunks(g, out):

@@ -77,19 +77,25 @@ class SGD(Optimizer):
 
 class Adagrad(Optimizer):
     """AdaGrad: ``d = g + wd p; G += d^2; p -= lr_t d / (sqrt(G) + eps)`` with
-    ``lr_t = lr / (1 + (t - 1) lr_decay)``."""
+    ``lr_t = lr / (1 + (t - 1) lr_decay)``.
+
+    ``epsilon_mode='keras'`` reproduces Keras 3: ``p -= lr_t d / sqrt(G + eps)`` (Keras'
+    defaults: ``initial_accumulator_value=0.1``, ``eps=1e-7``, lr 1e-3)."""
 
     _defaults = dict(lr=1e-2, lr_decay=0.0, weight_decay=0.0, initial_accumulator_value=0.0,
-                     eps=1e-10, maximize=False)
+                     eps=1e-10, maximize=False, epsilon_mode="torch")
+    _keras_modes = ("torch", "keras")
 
     def __init__(self, params, lr=1e-2, lr_decay=0.0, weight_decay=0.0,
-                 initial_accumulator_value=0.0, eps=1e-10, *, maximize=False, **kw):
+                 initial_accumulator_value=0.0, eps=1e-10, *, maximize=False,
+                 epsilon_mode="torch", **kw):
         extra = _split(kw)
         if kw:
             raise TypeError(f"Adagrad got unexpected arguments {sorted(kw)}")
         super().__init__(params, dict(lr=lr, lr_decay=lr_decay, weight_decay=weight_decay,
                                       initial_accumulator_value=initial_accumulator_value,
-                                      eps=eps, maximize=maximize), **extra)
+                                      eps=eps, maximize=maximize, epsilon_mode=epsilon_mode),
+                         **extra)
 
     def _check_group(self, group):
         super()._check_group(group)
@@ -102,7 +108,8 @@ class Adagrad(Optimizer):
     def _scalars(self, group, t, dt, gscale):
         clr = group["lr"] / (1 + (t - 1) * group["lr_decay"])
         wd = group["weight_decay"]
-        return "adagrad", (wd != 0,), (dt(clr), dt(wd), dt(group["eps"]), dt(gscale))
+        return "adagrad", (wd != 0, group["epsilon_mode"] == "keras"), (
+            dt(clr), dt(wd), dt(group["eps"]), dt(gscale))
 
     def _buffers(self, p, st, flags):
         return (st["sum"],)
@@ -235,17 +242,23 @@ class AdamW(Adam):
 
 
 class Adamax(Optimizer):
-    """Adamax: ``m = lerp(m, d, 1 - b1); u = max(b2 u, |d| + eps); p -= lr/(1 - b1^t) m/u``."""
+    """Adamax: ``m = lerp(m, d, 1 - b1); u = max(b2 u, |d| + eps); p -= lr/(1 - b1^t) m/u``.
 
-    _defaults = dict(lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, maximize=False)
+    ``epsilon_mode='keras'`` reproduces Keras 3: ``u = max(b2 u, |d|)`` (no eps in the
+    state) and ``p -= lr/(1 - b1^t) m/(u + eps)`` (Keras' defaults: eps 1e-7, lr 1e-3)."""
+
+    _defaults = dict(lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, maximize=False,
+                     epsilon_mode="torch")
+    _keras_modes = ("torch", "keras")
 
     def __init__(self, params, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, *,
-                 maximize=False, **kw):
+                 maximize=False, epsilon_mode="torch", **kw):
         extra = _split(kw)
         if kw:
             raise TypeError(f"Adamax got unexpected arguments {sorted(kw)}")
         super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps,
-                                      weight_decay=weight_decay, maximize=maximize), **extra)
+                                      weight_decay=weight_decay, maximize=maximize,
+                                      epsilon_mode=epsilon_mode), **extra)
 
     def _check_group(self, group):
         super()._check_group(group)
@@ -261,8 +274,8 @@ class Adamax(Optimizer):
         clr = group["lr"] / (1 - b1 ** t)
         w, omw, small = lerp_weights(b1, dt)
         wd = group["weight_decay"]
-        return "adamax", (small, wd != 0), (dt(clr), w, omw, dt(b2), dt(group["eps"]), dt(wd),
-                                            dt(gscale))
+        return "adamax", (small, wd != 0, group["epsilon_mode"] == "keras"), (
+            dt(clr), w, omw, dt(b2), dt(group["eps"]), dt(wd), dt(gscale))
 
     def _buffers(self, p, st, flags):
         return st["exp_avg"], st["exp_inf"]

@@ -40,10 +40,10 @@ def sgd(p, g, buf, lr, momentum, omdamp, wd, gscale, wd_on, use_momentum, first,
     p -= lr * d
 
 
-def adagrad(p, g, acc, clr, wd, eps, gscale, wd_on):
+def adagrad(p, g, acc, clr, wd, eps, gscale, wd_on, keras):
     d = _grad(p, g, wd, gscale, wd_on)
     acc += d * d
-    p -= clr * (d / (np.sqrt(acc) + eps))
+    p -= clr * (d / (np.sqrt(acc + eps) if keras else np.sqrt(acc) + eps))
 
 
 def rmsprop(p, g, sq, gavg, buf, lr, alpha, omalpha, eps, wd, momentum, gscale,
@@ -78,11 +78,11 @@ def adam(p, g, m, v, vmax, step_size, w1, omw1, beta2, ombeta2, eps_t, wd, decay
     p -= step_size * (m / (np.sqrt(v) + eps_t))
 
 
-def adamax(p, g, m, u, clr, w1, omw1, beta2, eps, wd, gscale, w_small, wd_on):
+def adamax(p, g, m, u, clr, w1, omw1, beta2, eps, wd, gscale, w_small, wd_on, keras):
     d = _grad(p, g, wd, gscale, wd_on)
     m[...] = _lerp(m, d, w1, omw1, w_small)
-    np.maximum(u * beta2, np.abs(d) + eps, out=u)
-    p -= clr * (m / u)
+    np.maximum(u * beta2, np.abs(d) if keras else np.abs(d) + eps, out=u)
+    p -= clr * (m / (u + eps if keras else u))
 
 
 def nadam(p, g, m, v, c_grad, c_avg, w1, omw1, beta2, ombeta2, bc2, eps, wd, decay_mul,
@@ -108,10 +108,23 @@ def scale(g, c):
     g *= c
 
 
+CHUNK = 4096  # the native reduction's chunk (``_kernels_numba`` imports it)
+
+
 def sumsq(g):
-    """Sum of squares of ``g`` accumulated in float64."""
-    g = g.astype(np.float64, copy=False)
-    return float(np.sum(np.square(g)))  # pairwise summation: deterministic
+    """Sum of squares of ``g`` in float64, in the native kernel's order: each chunk of
+    CHUNK elements summed in index order (``cumsum`` is sequential; the zero padding adds
+    nothing), then the chunks' sums in order. Bit for bit the native result."""
+    n = g.shape[0]
+    if n == 0:
+        return 0.0
+    sq = np.zeros(-(-n // CHUNK) * CHUNK, np.float64)
+    x = g.astype(np.float64)
+    np.multiply(x, x, out=sq[:n])
+    s = 0.0
+    for part in np.cumsum(sq.reshape(-1, CHUNK), axis=1)[:, -1].tolist():
+        s += part
+    return s
 
 
 def nonfinite(g):

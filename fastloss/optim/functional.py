@@ -131,9 +131,16 @@ def update(opt, params, grads, state, hyperparams=None, step=None, *, backend=No
     native = name == "native"
     flat, gaddrs = check_grads(params, grads, native,
                                param_addresses(params) if native else None)
+    saved = [st["step"] for st in state] if step is not None else None
     if step is not None:
         for st in state:
             st["step"] = int(step) - 1
-    apply(rule(cls), hp, params, range(len(params)), flat, gaddrs, state, 1.0, {},
-          {} if native else None)
+    try:
+        apply(rule(cls), hp, params, range(len(params)), flat, gaddrs, state, 1.0, {},
+              {} if native else None)
+    except BaseException:
+        if saved is not None:  # (apply restored the rest)
+            for st, t in zip(state, saved):
+                st["step"] = t
+        raise
     return state

@@ -27,6 +27,7 @@ FLOAT = (torch.float32, torch.float64)
 SCALAR_KEYS = ("step", "mu_product")  # scalar state; every other tensor is shaped like p
 _chain = chain.from_iterable
 _data_ptr = torch.Tensor.data_ptr
+_T = torch.Tensor
 
 
 def scalar_dtype():
@@ -41,12 +42,12 @@ class Slot:
     step), and the last gradient seen with its address.
 
     Valid while ``state`` is the same dict holding the same tensor objects and the
-    parameter still points at the same memory (``p.data = ...`` or ``load_state_dict``
-    rebuild it); the gradient's checks are redone when ``p.grad`` is another tensor or
+    parameter still points at the same memory with the same size and contiguity
+    (``layout``; ``p.data = ...`` or ``load_state_dict`` rebuild it); the gradient's checks are redone when ``p.grad`` is another tensor or
     points elsewhere (always for a DTensor gradient: ``g`` is then None).
     """
 
-    __slots__ = ("state", "n", "ptr", "p_np", "tensors", "st", "step", "row", "g", "gptr",
+    __slots__ = ("state", "n", "ptr", "layout", "p_np", "tensors", "tptrs", "st", "step", "row", "g", "gptr",
                  "gaddr", "gnp", "fresh")
 
     def same_state(self, state):
@@ -57,10 +58,21 @@ class Slot:
         if len(state) != self.n:
             return False
         get = state.get
-        for key, t in self.tensors:
+        ptrs = self.tptrs
+        if ptrs is None:  # (tensors just added by the step)
+            ptrs = self.tptrs = tensor_ptrs(self.tensors)
+        for (key, t), ptr in zip(self.tensors, ptrs):
             if get(key) is not t:
                 return False
+            # (`t.data = ...` moves the memory)
+            if (_data_ptr(t) if type(t) is _T else _data_ptr(_distributed.local(t))) != ptr:
+                return False
         return True
+
+
+def tensor_ptrs(tensors):
+    """The data pointers of a slot's state tensors (their local shards)."""
+    return [_data_ptr(_distributed.local(t)) for _, t in tensors]
 
 
 def check_state(p, lp, state, name, required):
@@ -117,7 +129,9 @@ def build_slot(p, lp, state):
     e.n = 0 if state is None else len(state)
     e.fresh = not state  # torch's rule: an empty state is a first step
     e.state, e.tensors = state, tuple(tensors)
+    e.tptrs = tensor_ptrs(e.tensors)
     e.ptr = lp.data_ptr()
+    e.layout = (lp.numel(), lp.is_contiguous())
     pd = lp.detach()
     e.p_np = pd.numpy() if pd.is_contiguous() else None
     e.row = e.g = e.gnp = None
@@ -131,7 +145,8 @@ class Fast:
     Kept after a step of the general path that used one kernel variant for the group
     (one dtype, no copies, no DTensors) and whose optimizer's per-step key is the step
     count (Adam, AdamW, Adagrad, RMSprop, Adamax) or constant (SGD). Valid while the group
-    holds the same parameters at the same addresses, the same ones have gradients
+    holds the same parameters at the same addresses (and, when the gradients are new
+    tensors, still contiguous), the same ones have gradients
     (plain CPU tensors, contiguous, of the parameter's dtype and shape: new gradient
     tensors are checked here, a few attribute reads each), the state dicts are the
     same holding the same objects, the options are the same and every step count is
@@ -157,11 +172,11 @@ class Fast:
                 return None
             sgrads = [g for g in grads if g is not None]
             gaddrs = []
-            for g, (dt, shape, pa, nb) in zip(sgrads, self.meta):
+            for g, p, (dt, shape, pa, nb) in zip(sgrads, self.stepped, self.meta):
                 if type(g) is not torch.Tensor or g.dtype is not dt or not g.is_cpu \
                         or g.layout is not torch.strided or g.shape != shape \
-                        or not g.is_contiguous():
-                    return None
+                        or not g.is_contiguous() or not p.is_contiguous():
+                    return None  # (p: `p.data = p.data.t()` keeps the address)
                 if nb:  # (empty tensors are not in the launch)
                     ga = g.data_ptr()
                     if ga < pa + nb and pa < ga + nb:

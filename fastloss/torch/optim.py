@@ -228,9 +228,10 @@ class _FastlossStep:
                     continue
                 e = views.get(p)
                 state = state_get(p)
-                if e is None or _local(p).data_ptr() != e.ptr or not e.same_state(state):
+                lp = _local(p)
+                if e is None or lp.data_ptr() != e.ptr or not e.same_state(state) or \
+                        (lp.numel(), lp.is_contiguous()) != e.layout:
                     name = f"params[{index}]"
-                    lp = _local(p)
                     _check_param(lp, name)
                     if state:
                         dt = lp.dtype
@@ -303,7 +304,7 @@ class _FastlossStep:
                 state[key] = tensors[key] = _distributed.wrap_like(p, torch.from_numpy(v))
             elif key not in state and v is not None:
                 state[key] = v
-        e.tensors, e.n = tuple(tensors.items()), len(state)
+        e.tensors, e.n, e.tptrs = tuple(tensors.items()), len(state), None
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -460,7 +461,7 @@ class NAdam(_FastlossStep, torch.optim.NAdam):
             mp = state["mu_product"] = torch.tensor(
                 1.0 if mp is None else float(mp), dtype=_scalar_dtype())
             e = self._fl_views[p]
-            e.tensors, e.n = (*e.tensors, ("mu_product", mp)), len(state)
+            e.tensors, e.n, e.tptrs = (*e.tensors, ("mu_product", mp)), len(state), None
         mp *= mu  # as torch: in the tensor's dtype
         prod = st["mu_product"] = mp.item()
         return t, prod
