@@ -34,17 +34,22 @@ from .classification import _check_label_range, _int_scalar, _labels, _scalar, _
 
 __all__ = ["linear_cross_entropy"]
 
-# default chunk: about this many bytes of logits per chunk (L2/L3-sized, and big
-# enough for BLAS to run the three matmuls at full speed); at least _MIN_ROWS rows
-_CHUNK_BYTES = 8 << 20
-_MIN_ROWS = 64
+# default chunk: about _CHUNK_BYTES of logits, at least _MIN_ROWS rows (the
+# grad_weight matmul has K = rows, BLAS wants K in the hundreds), at most a tenth
+# of the rows (the memory goal: extra memory <= 1/8 of the logits); one chunk
+# when the whole logits fit in _CHUNK_BYTES
+_CHUNK_BYTES = 16 << 20
+_MIN_ROWS = 256
 # grad_weight is accumulated through a scratch of this many bytes at most
-_BLOCK_BYTES = 2 << 20
+_BLOCK_BYTES = 4 << 20
 
 
 def _chunk_rows(chunk_size, N, V, itemsize):
     if chunk_size is None:
-        return max(1, min(N, max(_MIN_ROWS, _CHUNK_BYTES // max(1, V * itemsize))))
+        row = max(1, V * itemsize)
+        if N * row <= _CHUNK_BYTES:
+            return max(1, N)
+        return max(1, min(max(_MIN_ROWS, _CHUNK_BYTES // row), N // 10))
     if isinstance(chunk_size, (bool, np.bool_)) or not isinstance(chunk_size, numbers.Integral):
         raise TypeError(f"chunk_size must be a positive integer or None, got {chunk_size!r}")
     if chunk_size < 1:
@@ -223,8 +228,8 @@ def linear_cross_entropy(input, linear_weight, target, *, linear_bias=None, weig
     class probabilities (N, V) / (V,). ``weight``, ``ignore_index``,
     ``label_smoothing``, ``z_loss``, ``softcap``, ``reduction`` and ``grad_output``
     are those of :func:`fastloss.cross_entropy`. ``chunk_size``: rows per chunk (the
-    only N x V-sized memory is one chunk_size x V buffer); None picks about 8 MB of
-    logits per chunk, at least 64 rows.
+    only N x V-sized memory is one chunk_size x V buffer); None picks about 16 MB
+    of logits, at least 256 rows, at most a tenth of the rows.
 
     Returns the loss, or with ``return_grad=True`` the tuple
     ``(loss, grad_input, grad_linear_weight, grad_linear_bias)`` (the last None
