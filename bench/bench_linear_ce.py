@@ -15,9 +15,10 @@ of input and linear_weight (2048 x 512 -> 32000 unless told):
     python -m pytest bench/bench_linear_ce.py --benchmark-enable
 
 Timing: rounds alternate between the peers in one process, medians compared.
-Memory: each (peer, size) in a fresh subprocess: tracemalloc peak for the NumPy
-API, peak-RSS delta for the torch peers, minus the gradients returned (input and
-linear_weight), against the bar of 1/8 of the N x V float32 logits.
+Memory: each (peer, size) in a fresh subprocess: tracemalloc peak (NumPy's
+allocations) and peak-RSS delta (everything, BLAS workspace and allocator slack
+included), minus the gradients returned (input and linear_weight), against the
+bar of 1/8 of the N x V float32 logits.
 """
 from __future__ import annotations
 
@@ -120,43 +121,57 @@ def _peak_rss_bytes():
 
 
 def measure_memory(impl, N, D, V):
-    """Peak extra bytes of one fwd+bwd beyond the inputs and the returned gradients."""
+    """Peak extra bytes of one fwd+bwd beyond the inputs and the returned gradients:
+    (tracemalloc peak, peak-RSS delta). tracemalloc sees every NumPy allocation (all
+    of fastloss's, also behind the torch adapter, whose tensors are NumPy views) but
+    not torch's own; the RSS delta sees everything, BLAS workspace included."""
+    import tracemalloc
+
     h, W, y = _data(N, D, V)
     returned = h.nbytes + W.nbytes  # grad_input, grad_weight
     if impl == "fastloss":
-        import tracemalloc
-
-        fastloss.linear_cross_entropy(h[:8], W[:64], y[:8] % 64, return_grad=True)  # warm
-        tracemalloc.start()
-        out = fastloss.linear_cross_entropy(h, W, y, return_grad=True)
-        peak = tracemalloc.get_traced_memory()[1]
-        tracemalloc.stop()
-        del out
-        return peak - returned
-    import torch
-
-    torch.set_num_threads(fastloss.get_num_threads())
-    ht = torch.from_numpy(h).requires_grad_()
-    Wt = torch.from_numpy(W).requires_grad_()
-    yt = torch.from_numpy(y)
-    if impl == "fastloss.torch":
-        import fastloss.torch as ft
-
-        fn = ft.linear_cross_entropy
+        def fn(a, b, t):
+            return fastloss.linear_cross_entropy(a, b, t, return_grad=True)
+        args = (h, W, y)
+        small = (h[:8], W[:64], y[:8] % 64)
     else:
-        opts = torch.nn.LinearCrossEntropyOptions() if impl == "torch-chunked" else None
+        import torch
+
+        torch.set_num_threads(fastloss.get_num_threads())
+        if impl == "fastloss.torch":
+            import fastloss.torch as ft
+
+            loss_fn = ft.linear_cross_entropy
+        else:
+            opts = torch.nn.LinearCrossEntropyOptions() if impl == "torch-chunked" else None
+
+            def loss_fn(a, b, t):
+                return torch.nn.functional.linear_cross_entropy(a, b, t, options=opts)
 
         def fn(a, b, t):
-            return torch.nn.functional.linear_cross_entropy(a, b, t, options=opts)
-    small = (torch.from_numpy(h[:8]).requires_grad_(), torch.from_numpy(W[:64]).requires_grad_())
-    fn(*small, yt[:8] % 64).backward()  # warm: thread pools, lazy imports
+            a, b = torch.from_numpy(a).requires_grad_(), torch.from_numpy(b).requires_grad_()
+            loss_fn(a, b, torch.from_numpy(t)).backward()
+            return a.grad, b.grad
+        args = (h, W, y)
+        small = (h[:8], W[:64], y[:8] % 64)
+    fn(*small)  # warm: thread pools, lazy imports
     before = _peak_rss_bytes()
-    fn(ht, Wt, yt).backward()
-    return _peak_rss_bytes() - before - returned
+    tracemalloc.start()
+    out = fn(*args)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    rss = _peak_rss_bytes() - before
+    del out
+    # the returned gradients count in the RSS delta; in tracemalloc only when NumPy made them
+    traced_returned = returned if impl.startswith("fastloss") else 0
+    return peak - traced_returned, rss - returned
 
 
 def memory_table(impls=("fastloss", "fastloss.torch", "torch", "torch-chunked")):
-    print(f"{'size':>22} {'impl':>15} {'peak extra':>11} {'/ logits':>9}  (bar 1/8 = 0.125)")
+    print("peak extra memory of fwd+bwd beyond inputs and returned gradients, "
+          "as a fraction of the N x V float32 logits (bar: 1/8 = 0.125)")
+    print(f"{'size':>22} {'impl':>15} {'tracemalloc':>12} {'fraction':>9} {'RSS delta':>10} "
+          f"{'fraction':>9}")
     for N, D, V in MEMORY_SIZES:
         logits = 4 * N * V
         for impl in impls:
@@ -165,8 +180,9 @@ def memory_table(impls=("fastloss", "fastloss.torch", "torch", "torch-chunked"))
             if r.returncode:
                 print(f"{N}x{D}->{V} {impl}: failed: {r.stderr.strip().splitlines()[-1:]}")
                 continue
-            extra = json.loads(r.stdout.strip().splitlines()[-1])["extra"]
-            print(f"{f'{N}x{D}->{V}':>22} {impl:>15} {extra / 2**20:9.1f}MB {extra / logits:9.3f}")
+            traced, rss = json.loads(r.stdout.strip().splitlines()[-1])["extra"]
+            print(f"{f'{N}x{D}->{V}':>22} {impl:>15} {traced / 2**20:10.1f}MB "
+                  f"{traced / logits:9.3f} {rss / 2**20:8.1f}MB {rss / logits:9.3f}")
 
 
 # --- timing table ---------------------------------------------------------------------------

@@ -47,7 +47,9 @@ class _LinearCE(torch.autograd.Function):
             loss = _run(P, False)[0]
         else:
             loss, *grads = _run(P, any(needs), needs)
-            ctx.save_for_backward(*_tensors(grads))
+            # held on ctx, not saved: backward hands them over, so autograd accumulates
+            # them into .grad without a copy (a saved tensor would be cloned)
+            ctx.grads = _tensors(grads)
         return from_numpy(loss)
 
     @staticmethod
@@ -59,7 +61,12 @@ class _LinearCE(torch.autograd.Function):
             P = _problem(input, linear_weight, linear_bias, target, weight, ctx.opts, go)
             grads = _tensors(_run(P, True, tuple(ctx.needs_input_grad[:3]))[1:])
         else:
-            grads = tuple(None if g is None else _scaled(g, grad_out) for g in ctx.saved_tensors)
+            if ctx.grads is None:
+                raise RuntimeError("fastloss.torch.linear_cross_entropy: backward ran twice; its "
+                                   "gradients are handed over on the first backward "
+                                   "(retain_graph is not supported)")
+            grads, ctx.grads = ctx.grads, None
+            grads = tuple(None if g is None else _scaled(g, grad_out) for g in grads)
         return (*grads, None, None, None)
 
 
