@@ -5,7 +5,7 @@ optimizer updates as Numba kernels; NumPy is the reference and the fallback.
 """
 from ._backend import FastlossWarning, get_backend, native_available, set_backend
 from ._threads import get_num_threads, num_threads, set_num_threads
-from .linear_cross_entropy import linear_cross_entropy
+from .linear_ce import linear_cross_entropy
 from .classification import (
     categorical_cross_entropy,
     cross_entropy,

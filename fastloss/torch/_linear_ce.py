@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from ..linear_cross_entropy import _run, _validate
+from ..linear_ce import _run, _validate
 from ._bridge import as_numpy, from_numpy
 from .functional import _ignore_index, _no_grad, _scaled
 
@@ -47,9 +47,7 @@ class _LinearCE(torch.autograd.Function):
             loss = _run(P, False)[0]
         else:
             loss, *grads = _run(P, any(needs), needs)
-            # held on ctx, not saved: backward hands them over, so autograd accumulates
-            # them into .grad without a copy (a saved tensor would be cloned)
-            ctx.grads = _tensors(grads)
+            ctx.save_for_backward(*_tensors(grads))
         return from_numpy(loss)
 
     @staticmethod
@@ -61,12 +59,7 @@ class _LinearCE(torch.autograd.Function):
             P = _problem(input, linear_weight, linear_bias, target, weight, ctx.opts, go)
             grads = _tensors(_run(P, True, tuple(ctx.needs_input_grad[:3]))[1:])
         else:
-            if ctx.grads is None:
-                raise RuntimeError("fastloss.torch.linear_cross_entropy: backward ran twice; its "
-                                   "gradients are handed over on the first backward "
-                                   "(retain_graph is not supported)")
-            grads, ctx.grads = ctx.grads, None
-            grads = tuple(None if g is None else _scaled(g, grad_out) for g in grads)
+            grads = tuple(None if g is None else _scaled(g, grad_out) for g in ctx.saved_tensors)
         return (*grads, None, None, None)
 
 

@@ -34,13 +34,14 @@ from .classification import _check_label_range, _int_scalar, _labels, _scalar, _
 
 __all__ = ["linear_cross_entropy"]
 
-# default chunk: about _CHUNK_BYTES of logits, at least _MIN_ROWS rows (the
-# grad_weight matmul has K = rows, BLAS wants K in the hundreds), at most a tenth
-# of the rows (the memory goal: extra memory <= 1/8 of the logits); one chunk
-# when the whole logits fit in _CHUNK_BYTES
+# default chunk: about _CHUNK_BYTES of logits, but at most a tenth of the rows (the
+# memory goal: extra memory <= 1/8 of the logits) and at least _MIN_ROWS rows (each
+# chunk costs a handful of BLAS calls, and the grad_weight matmul has K = rows);
+# one chunk when the whole logits fit in _CHUNK_BYTES
 _CHUNK_BYTES = 16 << 20
-_MIN_ROWS = 256
-# grad_weight is accumulated through a scratch of this many bytes at most
+_MIN_ROWS = 192
+# grad_weight is accumulated through a scratch of this many bytes at most (and at
+# most a quarter of the chunk buffer)
 _BLOCK_BYTES = 4 << 20
 
 
@@ -49,7 +50,7 @@ def _chunk_rows(chunk_size, N, V, itemsize):
         row = max(1, V * itemsize)
         if N * row <= _CHUNK_BYTES:
             return max(1, N)
-        return max(1, min(max(_MIN_ROWS, _CHUNK_BYTES // row), N // 10))
+        return max(min(_CHUNK_BYTES // row, N // 10), min(_MIN_ROWS, N), 1)
     if isinstance(chunk_size, (bool, np.bool_)) or not isinstance(chunk_size, numbers.Integral):
         raise TypeError(f"chunk_size must be a positive integer or None, got {chunk_size!r}")
     if chunk_size < 1:
@@ -181,7 +182,8 @@ def _run(P, want_grad, needs=(True, True, True)):
     colsum = np.empty(V, dtype) if need_b else None
     scratch = None
     if need_w and N > n:
-        scratch = np.empty((max(1, min(V, _BLOCK_BYTES // max(1, D * dtype.itemsize))), D), dtype)
+        rows = min(V, _BLOCK_BYTES // max(1, D * dtype.itemsize), n * V // max(1, 4 * D))
+        scratch = np.empty((max(1, rows), D), dtype)
     total = ztotal = 0.0
     WT = P.W.T
     for r0 in range(0, N, n):
@@ -229,7 +231,7 @@ def linear_cross_entropy(input, linear_weight, target, *, linear_bias=None, weig
     ``label_smoothing``, ``z_loss``, ``softcap``, ``reduction`` and ``grad_output``
     are those of :func:`fastloss.cross_entropy`. ``chunk_size``: rows per chunk (the
     only N x V-sized memory is one chunk_size x V buffer); None picks about 16 MB
-    of logits, at least 256 rows, at most a tenth of the rows.
+    of logits or a tenth of the rows, whichever is less, but at least 192 rows.
 
     Returns the loss, or with ``return_grad=True`` the tuple
     ``(loss, grad_input, grad_linear_weight, grad_linear_bias)`` (the last None
