@@ -48,6 +48,22 @@ def _data(N, D, V):
     return h, W, y
 
 
+def _torch_loss(impl):
+    """The torch peer's loss function (input, linear_weight, target) -> loss."""
+    import torch
+
+    torch.set_num_threads(fastloss.get_num_threads())
+    if impl == "fastloss.torch":
+        import fastloss.torch as ft
+
+        return ft.linear_cross_entropy
+    opts = torch.nn.LinearCrossEntropyOptions() if impl == "torch-chunked" else None
+
+    def fn(a, b, t):
+        return torch.nn.functional.linear_cross_entropy(a, b, t, options=opts)
+    return fn
+
+
 def make_runner(impl, N, D, V):
     """(run, result): one fwd+bwd step, and one returning (loss, grad_input, grad_weight)."""
     h, W, y = _data(N, D, V)
@@ -65,19 +81,10 @@ def make_runner(impl, N, D, V):
             np.matmul(Z.T, h, out=gW)
         return run, None
     torch = pytest.importorskip("torch")
-    torch.set_num_threads(fastloss.get_num_threads())
+    fn = _torch_loss(impl)
     ht = torch.from_numpy(h).requires_grad_()
     Wt = torch.from_numpy(W).requires_grad_()
     yt = torch.from_numpy(y)
-    if impl == "fastloss.torch":
-        import fastloss.torch as ft
-
-        fn = ft.linear_cross_entropy
-    else:
-        opts = torch.nn.LinearCrossEntropyOptions() if impl == "torch-chunked" else None
-
-        def fn(a, b, t):
-            return torch.nn.functional.linear_cross_entropy(a, b, t, options=opts)
 
     def result():
         ht.grad = Wt.grad = None
@@ -137,16 +144,7 @@ def measure_memory(impl, N, D, V):
     else:
         import torch
 
-        torch.set_num_threads(fastloss.get_num_threads())
-        if impl == "fastloss.torch":
-            import fastloss.torch as ft
-
-            loss_fn = ft.linear_cross_entropy
-        else:
-            opts = torch.nn.LinearCrossEntropyOptions() if impl == "torch-chunked" else None
-
-            def loss_fn(a, b, t):
-                return torch.nn.functional.linear_cross_entropy(a, b, t, options=opts)
+        loss_fn = _torch_loss(impl)
 
         def fn(a, b, t):
             a, b = torch.from_numpy(a).requires_grad_(), torch.from_numpy(b).requires_grad_()
