@@ -198,7 +198,9 @@ def _run(P, want_grad, needs=(True, True, True)):
         total += t
         ztotal += zt
         if need_i:
-            np.matmul(Z, P.W, out=gi[r0:r1])
+            # as grad_input^T = W^T G^T: OpenBLAS is many times slower on G W itself
+            # (few rows, K = V), the same product as one transposed call is not
+            np.matmul(WT, Z.T, out=gi[r0:r1].T)
         if need_w:
             if r0 == 0:
                 np.matmul(Z.T, h, out=gW)
