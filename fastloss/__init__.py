@@ -5,6 +5,7 @@ optimizer updates as Numba kernels; NumPy is the reference and the fallback.
 """
 from ._backend import FastlossWarning, get_backend, native_available, set_backend
 from ._threads import get_num_threads, num_threads, set_num_threads
+from .linear_ce import linear_cross_entropy
 from .classification import (
     categorical_cross_entropy,
     cross_entropy,
@@ -39,5 +40,5 @@ __all__ = [
     "get_num_threads", "set_num_threads", "num_threads", "optim", "schedules",
     *_losses.__all__, *_loss_objects.__all__,
     "softmax", "log_softmax", "softmax_backward", "log_softmax_backward", "cross_entropy",
-    "nll_loss", "categorical_cross_entropy", "multi_margin",
+    "nll_loss", "categorical_cross_entropy", "multi_margin", "linear_cross_entropy",
 ]

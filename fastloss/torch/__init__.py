@@ -21,6 +21,7 @@ from .functional import (
     nll_loss,
     smooth_l1_loss,
 )
+from ._linear_ce import LinearCrossEntropyLoss, linear_cross_entropy
 from .nn import (BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, HuberLoss, L1Loss, MSELoss,
                  NLLLoss, SmoothL1Loss)
 
@@ -28,5 +29,5 @@ __all__ = [
     "functional", "nn", "optim", "mse_loss", "l1_loss", "huber_loss", "smooth_l1_loss",
     "binary_cross_entropy", "binary_cross_entropy_with_logits", "cross_entropy", "nll_loss",
     "MSELoss", "L1Loss", "HuberLoss", "SmoothL1Loss", "BCELoss", "BCEWithLogitsLoss",
-    "CrossEntropyLoss", "NLLLoss",
+    "CrossEntropyLoss", "NLLLoss", "linear_cross_entropy", "LinearCrossEntropyLoss",
 ]

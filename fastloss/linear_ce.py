@@ -1,0 +1,248 @@
+"""Fused linear + cross-entropy: the loss of ``input @ linear_weight.T + linear_bias``
+and its three gradients without ever holding the N x V logits.
+
+The rows are processed in chunks of ``chunk_size`` samples. For a chunk h_k (n, D):
+
+    Z   = h_k W^T + b                  (n, V), BLAS through np.matmul, into one reused buffer
+    G   = dL/dZ                        written over Z by the cross-entropy kernel
+    grad_input[k]  = G W               (BLAS, straight into the returned array)
+    grad_weight   += G^T h_k           (BLAS, in class blocks into a small scratch)
+    grad_bias     += sum_rows G
+
+so the extra memory is one (n, V) buffer plus O(V + D) scratch, whatever N is.
+
+A row's softmax needs its whole row of logits, and a chunk holds whole rows: no
+online max/sum across class chunks is needed, each logit is computed once (three
+matmuls in all, the minimum), and the existing cross-entropy kernel runs
+unchanged on every chunk. The 'mean' denominators (the summed class weights of
+the non-ignored targets for the cross-entropy part, the non-ignored count for
+the z-loss part) are global: they come from one scan of the labels before any
+work, and are passed to the kernel as its two gradient scales, so every chunk's
+gradient is already the gradient of the final loss and nothing is rescaled.
+"""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from . import _backend, _threads
+from . import _reduction as R
+from . import _reference_classification as _ref
+from . import _validate as v
+from .classification import _check_label_range, _int_scalar, _labels, _scalar, _weight
+
+__all__ = ["linear_cross_entropy"]
+
+# default chunk: about _CHUNK_BYTES of logits, but at most a tenth of the rows (the
+# memory goal: extra memory <= 1/8 of the logits) and at least _MIN_ROWS rows (each
+# chunk costs a handful of BLAS calls, and the grad_weight matmul has K = rows);
+# one chunk when the whole logits fit in _CHUNK_BYTES
+_CHUNK_BYTES = 16 << 20
+_MIN_ROWS = 192
+# grad_weight is accumulated through a scratch of this many bytes at most (and at
+# most a quarter of the chunk buffer)
+_BLOCK_BYTES = 4 << 20
+
+
+def _chunk_rows(chunk_size, N, V, itemsize):
+    if chunk_size is None:
+        row = max(1, V * itemsize)
+        if N * row <= _CHUNK_BYTES:
+            return max(1, N)
+        return max(min(_CHUNK_BYTES // row, N // 10), min(_MIN_ROWS, N), 1)
+    if isinstance(chunk_size, (bool, np.bool_)) or not isinstance(chunk_size, numbers.Integral):
+        raise TypeError(f"chunk_size must be a positive integer or None, got {chunk_size!r}")
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    return max(1, min(N, int(chunk_size)))
+
+
+class _Problem:
+    """Validated arguments, as 2-D rows."""
+
+    __slots__ = ("h", "W", "b", "labels", "probs", "w", "N", "D", "V", "dtype", "loss_shape",
+                 "in_shape", "red", "ignore_index", "eps", "zl", "cap", "count", "wsum",
+                 "go", "go_scale", "rows", "native")
+
+
+def _validate(input, linear_weight, target, linear_bias, weight, ignore_index, label_smoothing,
+              z_loss, softcap, reduction, chunk_size, grad_output, backend):
+    """Every check, before any work; returns a _Problem."""
+    P = _Problem()
+    P.red = v.reduction(reduction)
+    P.ignore_index = _int_scalar(ignore_index, "ignore_index")
+    P.eps = _scalar(label_smoothing, "label_smoothing", 0.0, 1.0)
+    P.zl = _scalar(z_loss, "z_loss", 0.0)
+    P.cap = None if softcap is None else _scalar(softcap, "softcap", 0.0, low_open=True)
+    P.native = _backend.resolve(backend) == "native"
+
+    h = v.float_input(input, "input")
+    if h.ndim not in (1, 2):
+        raise ValueError(f"input must be (N, D) or (D,), got shape {h.shape}")
+    W = v.float_input(linear_weight, "linear_weight")
+    if W.ndim != 2:
+        raise ValueError(f"linear_weight must be (V, D), got shape {W.shape}")
+    if W.dtype != h.dtype:
+        raise TypeError(f"linear_weight has dtype {W.dtype}, expected the input's {h.dtype}")
+    if W.shape[1] != h.shape[-1]:
+        raise ValueError(f"linear_weight has shape {W.shape}: its second dimension must match "
+                         f"the input's feature size {h.shape[-1]}")
+    V = W.shape[0]
+    if V == 0:
+        raise ValueError("linear_weight has no classes (V = 0 rows)")
+    dtype = h.dtype
+    P.in_shape = h.shape
+    P.loss_shape = h.shape[:-1]
+    h = h.reshape(-1, h.shape[-1])
+    N, D = h.shape
+    b = None
+    if linear_bias is not None:
+        b = v.float_input(linear_bias, "linear_bias")
+        if b.dtype != dtype:
+            raise TypeError(f"linear_bias has dtype {b.dtype}, expected the input's {dtype}")
+        if b.shape != (V,):
+            raise ValueError(f"linear_bias has shape {b.shape}, expected ({V},)")
+    P.w = _weight(weight, V, dtype)
+
+    t = target if isinstance(target, np.ndarray) else np.asarray(target)
+    if t.dtype.kind == "f":
+        if t.shape != P.loss_shape + (V,):
+            raise ValueError(f"class-probability target has shape {t.shape}, expected "
+                             f"{P.loss_shape + (V,)} (or int class indices of shape "
+                             f"{P.loss_shape})")
+        P.probs = v.float_like(t, "target", dtype).reshape(N, V)
+        P.labels = np.empty(0, np.int64)
+        P.count = P.wsum = N
+    else:
+        lab = _labels(t)
+        if lab.shape != P.loss_shape:
+            raise ValueError(f"target has shape {lab.shape}, expected {P.loss_shape} class "
+                             f"indices for input of shape {P.in_shape}")
+        P.probs = None
+        P.labels = lab.reshape(-1)
+        P.count, P.wsum = _check_label_range(
+            lab, V, P.ignore_index, None if P.w is None else P.w.astype(np.float64))
+    P.go, P.go_scale = R.split_grad_output(grad_output, P.red, dtype, P.loss_shape)
+    if P.go is not None:
+        P.go = P.go.reshape(N)
+    P.rows = _chunk_rows(chunk_size, N, V, dtype.itemsize)
+    P.h, P.W, P.b, P.N, P.D, P.V, P.dtype = h, W, b, N, D, V, dtype
+    return P
+
+
+def _chunk_loss(P, Z, r0, r1, row_loss, want_grad, sce, sz, Wsum):
+    """Cross-entropy of the logits chunk Z (rows r0:r1), gradient written over Z;
+    returns (sum of row losses, sum of their z-loss parts) in float64."""
+    labels = P.labels[r0:r1] if P.probs is None else P.labels
+    probs = None if P.probs is None else P.probs[r0:r1]
+    go = None if P.go is None else P.go[r0:r1]
+    if P.native:
+        return _backend.kernels.cross_entropy(
+            Z, labels, probs, P.w, go, Z if want_grad else None, row_loss, P.ignore_index,
+            P.eps, P.zl, 0.0 if P.cap is None else P.cap, sce, sz, Wsum,
+            _threads.get_num_threads())
+    with np.errstate(all="ignore"):
+        rl, g, zrow = _ref.cross_entropy(
+            Z, None if P.probs is not None else labels, probs, weight=P.w,
+            ignore_index=P.ignore_index, label_smoothing=P.eps, z_loss=P.zl, softcap=P.cap,
+            grad_scale=sce, z_grad_scale=sz, grad_output=go, want_grad=want_grad)
+    row_loss[...] = rl
+    if want_grad:
+        np.copyto(Z, g)
+    return R.total(rl), R.total(zrow)
+
+
+def _accumulate_weight_grad(gW, G, h, scratch):
+    """gW += G^T h through BLAS, one class block of ``scratch``'s rows at a time."""
+    nb = scratch.shape[0]
+    for c0 in range(0, gW.shape[0], nb):
+        c1 = min(c0 + nb, gW.shape[0])
+        s = scratch[:c1 - c0]
+        np.matmul(G[:, c0:c1].T, h, out=s)
+        gW[c0:c1] += s
+
+
+def _run(P, want_grad, needs=(True, True, True)):
+    """The chunked forward (and backward): returns (loss, grad_input, grad_weight, grad_bias);
+    ``needs`` picks which of the three gradients are computed (None for the others)."""
+    N, D, V, dtype = P.N, P.D, P.V, P.dtype
+    need_i, need_w, need_b = needs if want_grad else (False, False, False)
+    need_b = need_b and P.b is not None
+    sce = R.grad_factor(P.red, P.go_scale, P.wsum)
+    sz = R.grad_factor(P.red, P.go_scale, P.count)
+    Wsum = float(V) if P.w is None else float(np.sum(P.w, dtype=np.float64))
+
+    n = P.rows
+    Z_all = np.empty((n, V), dtype)
+    row_all = np.empty(N if P.red == "none" else n, np.float64)
+    gi = np.empty((N, D), dtype) if need_i else None
+    gW = np.zeros((V, D), dtype) if need_w else None
+    gb = np.zeros(V, dtype) if need_b else None
+    colsum = np.empty(V, dtype) if need_b else None
+    scratch = None
+    if need_w and N > n:
+        rows = min(V, _BLOCK_BYTES // max(1, D * dtype.itemsize), n * V // max(1, 4 * D))
+        scratch = np.empty((max(1, rows), D), dtype)
+    total = ztotal = 0.0
+    WT = P.W.T
+    for r0 in range(0, N, n):
+        r1 = min(r0 + n, N)
+        Z = Z_all[:r1 - r0]
+        h = P.h[r0:r1]
+        np.matmul(h, WT, out=Z)
+        if P.b is not None:
+            Z += P.b
+        row_loss = row_all[r0:r1] if P.red == "none" else row_all[:r1 - r0]
+        t, zt = _chunk_loss(P, Z, r0, r1, row_loss, want_grad, sce, sz, Wsum)
+        total += t
+        ztotal += zt
+        if need_i:
+            # as grad_input^T = W^T G^T: OpenBLAS is many times slower on G W itself
+            # (few rows, K = V), the same product as one transposed call is not
+            np.matmul(WT, Z.T, out=gi[r0:r1].T)
+        if need_w:
+            if r0 == 0:
+                np.matmul(Z.T, h, out=gW)
+            else:
+                _accumulate_weight_grad(gW, Z, h, scratch)
+        if need_b:
+            np.sum(Z, axis=0, out=colsum)
+            gb += colsum
+
+    if P.red == "mean" and P.zl:
+        # the cross-entropy part is averaged over sum(w_y), the z-loss over the samples
+        loss = dtype.type(R.divide(total - ztotal, P.wsum) + R.divide(ztotal, P.count))
+    else:
+        loss = R.reduced_loss(P.red, row_all, total, P.wsum, dtype, P.loss_shape)
+    if gi is not None:
+        gi = gi.reshape(P.in_shape)
+    return loss, gi, gW, gb
+
+
+def linear_cross_entropy(input, linear_weight, target, *, linear_bias=None, weight=None,
+                         ignore_index=-100, label_smoothing=0.0, z_loss=0.0, softcap=None,
+                         reduction="mean", return_grad=False, chunk_size=None,
+                         grad_output=None, backend=None):
+    """``cross_entropy(input @ linear_weight.T + linear_bias, target, ...)`` without the
+    N x V logits (torch 2.13's ``F.linear_cross_entropy`` names and order).
+
+    ``input`` (N, D) or one sample (D,); ``linear_weight`` (V, D); ``linear_bias``
+    (V,) or None, all float32 or all float64; ``target`` class indices (N,) / () or
+    class probabilities (N, V) / (V,). ``weight``, ``ignore_index``,
+    ``label_smoothing``, ``z_loss``, ``softcap``, ``reduction`` and ``grad_output``
+    are those of :func:`fastloss.cross_entropy`. ``chunk_size``: rows per chunk (the
+    only N x V-sized memory is one chunk_size x V buffer); None picks about 16 MB
+    of logits or a tenth of the rows, whichever is less, but at least 192 rows.
+
+    Returns the loss, or with ``return_grad=True`` the tuple
+    ``(loss, grad_input, grad_linear_weight, grad_linear_bias)`` (the last None
+    without a bias), the gradients of the reduced loss (times ``grad_output``).
+    """
+    return_grad = v.boolean(return_grad, "return_grad")
+    P = _validate(input, linear_weight, target, linear_bias, weight, ignore_index,
+                  label_smoothing, z_loss, softcap, reduction, chunk_size, grad_output, backend)
+    loss, gi, gW, gb = _run(P, return_grad)
+    if not return_grad:
+        return loss
+    return loss, gi, gW, gb
