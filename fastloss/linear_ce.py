@@ -30,7 +30,7 @@ from . import _backend, _threads
 from . import _reduction as R
 from . import _reference_classification as _ref
 from . import _validate as v
-from .classification import _check_label_range, _int_scalar, _labels, _scalar, _weight
+from .classification import _check_label_range, _ignore_index, _labels, _scalar, _weight
 
 __all__ = ["linear_cross_entropy"]
 
@@ -71,7 +71,7 @@ def _validate(input, linear_weight, target, linear_bias, weight, ignore_index, l
     """Every check, before any work; returns a _Problem."""
     P = _Problem()
     P.red = v.reduction(reduction)
-    P.ignore_index = _int_scalar(ignore_index, "ignore_index")
+    P.ignore_index = _ignore_index(ignore_index)
     P.eps = _scalar(label_smoothing, "label_smoothing", 0.0, 1.0)
     P.zl = _scalar(z_loss, "z_loss", 0.0)
     P.cap = None if softcap is None else _scalar(softcap, "softcap", 0.0, low_open=True)
@@ -115,7 +115,7 @@ def _validate(input, linear_weight, target, linear_bias, weight, ignore_index, l
         P.labels = np.empty(0, np.int64)
         P.count = P.wsum = N
     else:
-        lab = _labels(t)
+        lab = _labels(t, V)
         if lab.shape != P.loss_shape:
             raise ValueError(f"target has shape {lab.shape}, expected {P.loss_shape} class "
                              f"indices for input of shape {P.in_shape}")
