@@ -11,7 +11,9 @@ Run with N ranks:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
+import gc
 import os
 
 import torch
@@ -50,25 +52,37 @@ def train(model, x, y, steps):
     return [p.detach().clone() for p in model.parameters()]
 
 
-def run(rank, world_size, init_method, steps=10, result_path=None):
-    """One rank: train on this rank's shard under DDP; rank 0 may save params."""
+@contextlib.contextmanager
+def process_group(rank, world_size, init_method):
+    """A gloo process group for the block, torn down cleanly after it; yields this
+    rank's rows of the batch."""
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=init_method, rank=rank, world_size=world_size,
                             timeout=datetime.timedelta(seconds=60))
     try:
         x, y = make_problem()
         shard = slice(rank * len(x) // world_size, (rank + 1) * len(x) // world_size)
-        model = DistributedDataParallel(make_model())
-        params = train(model, x[shard], y[shard], steps)
-        if rank == 0 and result_path:
-            torch.save(params, result_path)
+        yield x[shard], y[shard]
         # both ranks past their last collective before either tears gloo down: a
         # rank that exits while the other is still closing its pairs can abort
         # it ("terminate called without an active exception")
         dist.barrier()
-        return params
     finally:
+        # free what still holds the process group (sharded modules sit in reference
+        # cycles) while the interpreter is alive: gloo work destroyed during
+        # interpreter shutdown aborts ("terminate called without an active exception")
+        gc.collect()
         dist.destroy_process_group()
+        gc.collect()
+
+
+def run(rank, world_size, init_method, steps=10, result_path=None):
+    """One rank: train on this rank's shard under DDP; rank 0 may save params."""
+    with process_group(rank, world_size, init_method) as (x, y):
+        params = train(DistributedDataParallel(make_model()), x, y, steps)
+        if rank == 0 and result_path:
+            torch.save(params, result_path)
+    return params
 
 
 def parse_args(doc):

@@ -14,14 +14,10 @@ Rank 0 prints how far the sharded runs end from single-process full-batch traini
 """
 from __future__ import annotations
 
-import contextlib
-import datetime
-import gc
 import os
 import sys
 
 import torch
-import torch.distributed as dist
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import fully_shard
@@ -30,7 +26,7 @@ import fastloss.torch as FT
 import fastloss.torch.optim as FO
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ddp_train import make_model, make_problem, parse_args  # noqa: E402  (as DDP)
+from ddp_train import make_model, make_problem, parse_args, process_group  # noqa: E402
 
 LR = 1e-2
 CLIP = 0.05  # below the gradient norm of most steps: clipping is active
@@ -80,29 +76,6 @@ def _sharded_model(mesh):
             fully_shard(layer, mesh=mesh)
     fully_shard(model, mesh=mesh)
     return model
-
-
-@contextlib.contextmanager
-def process_group(rank, world_size, init_method):
-    """A gloo process group for the block, torn down cleanly after it; yields this
-    rank's rows of the batch."""
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=init_method, rank=rank, world_size=world_size,
-                            timeout=datetime.timedelta(seconds=60))
-    try:
-        x, y = make_problem()
-        shard = slice(rank * len(x) // world_size, (rank + 1) * len(x) // world_size)
-        yield x[shard], y[shard]
-        # both ranks past their last collective before either tears gloo down
-        # (see examples/ddp_train.py)
-        dist.barrier()
-    finally:
-        # free what still holds the process group (sharded modules sit in reference
-        # cycles) while the interpreter is alive: gloo work destroyed during
-        # interpreter shutdown aborts ("terminate called without an active exception")
-        gc.collect()
-        dist.destroy_process_group()
-        gc.collect()
 
 
 def _run_sharded(name, rank, world_size, x, y, steps):
