@@ -281,6 +281,36 @@ def log_softmax_backward(log_probs, grad_output, axis=-1, *, out=None, backend=N
 
 # --- cross-entropy -----------------------------------------------------------------
 
+def _ce_pass(native, rows, labels, probs, w, go, grad, row_loss, ignore_index, eps, zl, cap,
+             sce, sz, W):
+    """One cross-entropy pass over the (M, C) ``rows``, by the kernel or the NumPy
+    reference: per-row losses into ``row_loss`` (float64, M), the gradient (scaled by
+    ``sce`` / ``sz``) over ``grad`` (None: no gradient); returns (sum of the row losses,
+    sum of their z-loss parts) in float64. ``labels`` None for probability targets."""
+    if native:
+        return _backend.kernels.cross_entropy(
+            rows, labels if labels is not None else np.empty(0, np.int64), probs, w, go, grad,
+            row_loss, ignore_index, eps, zl, 0.0 if cap is None else cap, float(sce),
+            float(sz), W, _threads.get_num_threads())
+    with np.errstate(all="ignore"):
+        rl, g, zrow = _ref.cross_entropy(
+            rows, labels, probs, weight=w, ignore_index=ignore_index, label_smoothing=eps,
+            z_loss=zl, softcap=cap, grad_scale=sce, z_grad_scale=sz, grad_output=go,
+            want_grad=grad is not None)
+    row_loss[...] = rl
+    if grad is not None:
+        np.copyto(grad, g)
+    return R.total(rl), R.total(zrow)
+
+
+def _ce_reduced(red, zl, row_loss, total, ztotal, wsum, count, dtype, shape):
+    """The cross-entropy loss to return: with z-loss and 'mean', the cross-entropy part
+    averaged over sum(w_y) and the z-loss part over the non-ignored samples."""
+    if red == "mean" and zl:
+        return dtype.type(R.divide(total - ztotal, wsum) + R.divide(ztotal, count))
+    return R.reduced_loss(red, row_loss, total, wsum, dtype, shape)
+
+
 def cross_entropy(logits, target, *, weight=None, ignore_index=-100, label_smoothing=0.0,
                   reduction="mean", return_grad=False, out=None, grad_output=None,
                   inplace=False, z_loss=0.0, softcap=None, backend=None):
@@ -365,28 +395,10 @@ def cross_entropy(logits, target, *, weight=None, ignore_index=-100, label_smoot
         else:
             grad_rows = np.empty(P.rows.shape, dtype)
 
-    if _backend.resolve(backend) == "native":
-        row_loss = np.empty(M, np.float64)
-        labels = P.labels if P.labels is not None else np.empty(0, np.int64)
-        total, ztotal = _backend.kernels.cross_entropy(
-            P.rows, labels, P.probs, w, go, grad_rows, row_loss, ignore_index, eps, zl,
-            0.0 if cap is None else cap, float(sce), float(sz), W, _threads.get_num_threads())
-    else:
-        with np.errstate(all="ignore"):
-            row_loss, g, zrow = _ref.cross_entropy(
-                P.rows, P.labels, P.probs, weight=w, ignore_index=ignore_index,
-                label_smoothing=eps, z_loss=zl, softcap=cap, grad_scale=sce, z_grad_scale=sz,
-                grad_output=go, want_grad=return_grad)
-        if return_grad:
-            np.copyto(grad_rows, g)
-        total = R.total(row_loss)
-        ztotal = R.total(zrow)
-
-    if red == "mean" and zl:
-        # the cross-entropy part is averaged over sum(w_y), the z-loss over the samples
-        loss = dtype.type(R.divide(total - ztotal, wsum) + R.divide(ztotal, count))
-    else:
-        loss = R.reduced_loss(red, row_loss, total, wsum, dtype, P.loss_shape)
+    row_loss = np.empty(M, np.float64)
+    total, ztotal = _ce_pass(_backend.resolve(backend) == "native", P.rows, P.labels, P.probs,
+                             w, go, grad_rows, row_loss, ignore_index, eps, zl, cap, sce, sz, W)
+    loss = _ce_reduced(red, zl, row_loss, total, ztotal, wsum, count, dtype, P.loss_shape)
     if not return_grad:
         return loss
     if P.x.ndim <= 2:

@@ -26,11 +26,11 @@ import numbers
 
 import numpy as np
 
-from . import _backend, _threads
+from . import _backend
 from . import _reduction as R
-from . import _reference_classification as _ref
 from . import _validate as v
-from .classification import _check_label_range, _ignore_index, _labels, _scalar, _weight
+from .classification import (_ce_pass, _ce_reduced, _check_label_range, _ignore_index,
+                             _labels, _scalar, _weight)
 
 __all__ = ["linear_cross_entropy"]
 
@@ -134,23 +134,10 @@ def _validate(input, linear_weight, target, linear_bias, weight, ignore_index, l
 def _chunk_loss(P, Z, r0, r1, row_loss, want_grad, sce, sz, Wsum):
     """Cross-entropy of the logits chunk Z (rows r0:r1), gradient written over Z;
     returns (sum of row losses, sum of their z-loss parts) in float64."""
-    labels = P.labels[r0:r1] if P.probs is None else P.labels
-    probs = None if P.probs is None else P.probs[r0:r1]
-    go = None if P.go is None else P.go[r0:r1]
-    if P.native:
-        return _backend.kernels.cross_entropy(
-            Z, labels, probs, P.w, go, Z if want_grad else None, row_loss, P.ignore_index,
-            P.eps, P.zl, 0.0 if P.cap is None else P.cap, sce, sz, Wsum,
-            _threads.get_num_threads())
-    with np.errstate(all="ignore"):
-        rl, g, zrow = _ref.cross_entropy(
-            Z, None if P.probs is not None else labels, probs, weight=P.w,
-            ignore_index=P.ignore_index, label_smoothing=P.eps, z_loss=P.zl, softcap=P.cap,
-            grad_scale=sce, z_grad_scale=sz, grad_output=go, want_grad=want_grad)
-    row_loss[...] = rl
-    if want_grad:
-        np.copyto(Z, g)
-    return R.total(rl), R.total(zrow)
+    return _ce_pass(P.native, Z, P.labels[r0:r1] if P.probs is None else None,
+                    None if P.probs is None else P.probs[r0:r1], P.w,
+                    None if P.go is None else P.go[r0:r1], Z if want_grad else None, row_loss,
+                    P.ignore_index, P.eps, P.zl, P.cap, sce, sz, Wsum)
 
 
 def _accumulate_weight_grad(gW, G, h, scratch):
@@ -210,11 +197,8 @@ def _run(P, want_grad, needs=(True, True, True)):
             np.sum(Z, axis=0, out=colsum)
             gb += colsum
 
-    if P.red == "mean" and P.zl:
-        # the cross-entropy part is averaged over sum(w_y), the z-loss over the samples
-        loss = dtype.type(R.divide(total - ztotal, P.wsum) + R.divide(ztotal, P.count))
-    else:
-        loss = R.reduced_loss(P.red, row_all, total, P.wsum, dtype, P.loss_shape)
+    loss = _ce_reduced(P.red, P.zl, row_all, total, ztotal, P.wsum, P.count, dtype,
+                       P.loss_shape)
     if gi is not None:
         gi = gi.reshape(P.in_shape)
     return loss, gi, gW, gb
