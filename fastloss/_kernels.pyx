@@ -16,6 +16,8 @@
 #   _cross_entropy.pxi, _softmax.pxi -- softmax, log-softmax and the
 #   cross-entropy family: row primitives (C in native/_rowmax.h, _expsum.h),
 #   the cross-entropy steps, their schedule over threads, the public kernels.
+# * native/_half.pxi   -- bfloat16 / float16 <-> float32 (C in native/_half.h):
+#                         16-bit inputs are widened a tile at a time.
 # * native/_cpu.pxi    -- build_info() and what the running CPU supports.
 #
 # All kernels take C-contiguous memoryviews that the Python layer has already
@@ -37,6 +39,7 @@ ctypedef fused floating:
 
 include "native/_cpu.pxi"
 include "native/_vmath.pxi"
+include "native/_half.pxi"
 include "native/elementwise.pxi"
 include "native/_softmax_rows.pxi"
 include "native/_ce_steps.pxi"

@@ -11,7 +11,8 @@ import numbers
 
 import numpy as np
 
-FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+from . import _dtypes
+from ._dtypes import FLOAT_DTYPES
 REDUCTIONS = ("mean", "sum", "none")
 
 
@@ -39,11 +40,16 @@ def native_order(a: np.ndarray) -> np.ndarray:
     return a if a.flags.c_contiguous else np.ascontiguousarray(a)
 
 
-def float_input(x, name: str) -> np.ndarray:
-    """Predictions/logits: float32 or float64, returned C-contiguous, native order."""
+def float_input(x, name: str, *, half: bool = False) -> np.ndarray:
+    """Predictions/logits: float32 or float64 (and, with ``half``, bfloat16 or float16),
+    returned C-contiguous, native order."""
     a = _as_array(x, name)
+    if half and _dtypes.is_half(a.dtype):
+        return native_order(a)
     if a.dtype.kind != "f" or a.dtype.newbyteorder("=") not in FLOAT_DTYPES:
-        raise TypeError(f"{name} must be a float32 or float64 array, got dtype {a.dtype}")
+        also = ", bfloat16 or float16" if half else " or float64"
+        first = "float32, float64" if half else "float32"
+        raise TypeError(f"{name} must be a {first}{also} array, got dtype {a.dtype}")
     return native_order(a)
 
 
@@ -54,7 +60,7 @@ def float_like(x, name: str, dtype: np.dtype, shape: tuple | None = None) -> np.
     arrays are refused. With ``shape``, it must match exactly.
     """
     a = _as_array(x, name)
-    if a.dtype.kind not in "fiub":
+    if a.dtype.kind not in "fiub" and not _dtypes.is_half(a.dtype):
         raise TypeError(f"{name} must be a real numeric array, got dtype {a.dtype}")
     if shape is not None and a.shape != tuple(shape):
         raise ValueError(f"{name} has shape {a.shape}, expected {tuple(shape)}")
