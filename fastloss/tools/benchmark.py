@@ -46,7 +46,36 @@ SIZES = {
              "bandwidth_n": 40_000_000, "rounds": 5, "max_time": 1.0},
 }
 
-DTYPES = ("float32", "float64")
+DTYPES = ("float32", "float64", "bfloat16")
+# relative tolerance of a peer's loss/gradient against the NumPy reference: float32 and
+# bfloat16 results differ in the rounding of sums and, for bfloat16, in one ulp of the
+# stored gradient (2^-8 relative)
+LOSS_RTOL = {"float32": 2e-4, "float64": 1e-9, "bfloat16": 1e-2}
+
+
+def _np_dtype(name):
+    """NumPy dtype of a bench dtype name (bfloat16: ml_dtypes', imported lazily)."""
+    from .. import _dtypes
+
+    return _dtypes.bfloat16() if name == "bfloat16" else np.dtype(name)
+
+
+def _cast(a, name):
+    """``a`` (float64) in the dtype ``name`` (bfloat16 through float32: NumPy's way)."""
+    return a.astype(np.float32).astype(_np_dtype(name)) if name == "bfloat16" else a.astype(name)
+
+
+def _tensor(torch, a):
+    """A torch tensor with a copy of ``a`` (bfloat16 arrays included)."""
+    from ..torch._bridge import from_numpy
+
+    return from_numpy(np.array(a, copy=True))
+
+
+def _to_numpy(t):
+    """A torch result as a NumPy array for the checks (16-bit widened to float32)."""
+    t = t.detach()
+    return t.float().numpy() if t.dtype.itemsize == 2 else t.numpy()
 
 
 @dataclass
@@ -95,13 +124,14 @@ def _close(peer, what, got, ref, rtol):
 
 def _loss_check(runners, dtype):
     """A check that calls every peer once and compares (loss, grad) with NumPy's."""
-    rtol = 2e-4 if dtype == "float32" else 1e-9
+    rtol = LOSS_RTOL[dtype]
 
     def check():
         res = {}
         for peer, fn in runners.items():  # copy: a later call must not change them
             loss, grad = fn()
-            res[peer] = (np.array(loss, np.float64), np.array(grad, np.float64))
+            res[peer] = (np.array(np.asarray(loss).astype(np.float64)),
+                         np.array(np.asarray(grad).astype(np.float64)))
         ref_loss, ref_grad = res["numpy"]
         for peer, (loss, grad) in res.items():
             _close(peer, "loss", loss, ref_loss, rtol)
@@ -122,14 +152,14 @@ ELEMENTWISE = {
 
 
 def _torch_loss_runner(torch, tf, x, target, **kw):
-    xt = torch.from_numpy(x.copy()).requires_grad_()
-    tt = torch.from_numpy(target)
+    xt = _tensor(torch, x).requires_grad_()
+    tt = _tensor(torch, target)
 
     def step():
         xt.grad = None
         loss = tf(xt, tt, **kw)
         loss.backward()
-        return loss.detach().numpy(), xt.grad.numpy()
+        return _to_numpy(loss), _to_numpy(xt.grad)
 
     return step
 
@@ -149,15 +179,15 @@ def elementwise_cases(sizes, dtypes, torch=None, names=None):
         for n in sizes:
             for dt in dtypes:
                 rng = np.random.default_rng(0)
-                x = rng.standard_normal(n).astype(dt)
-                t = (rng.random(n) < 0.5).astype(dt) if kind == "binary" else \
-                    rng.standard_normal(n).astype(dt)
+                x = _cast(rng.standard_normal(n), dt)
+                t = _cast((rng.random(n) < 0.5).astype(np.float64), dt) if kind == "binary" \
+                    else _cast(rng.standard_normal(n), dt)
                 runners = {be: _fastloss_runner(fn, x, t, be) for be in _peers_native()}
                 if torch is not None:
                     runners["torch"] = _torch_loss_runner(
                         torch, getattr(torch.nn.functional, torch_name), x, t)
-                yield Case(name, _fmt_size(n), np.dtype(dt).name, 3 * n * np.dtype(dt).itemsize,
-                           "triad", runners, _loss_check(runners, np.dtype(dt).name))
+                yield Case(name, _fmt_size(n), dt, 3 * n * x.itemsize,
+                           "triad", runners, _loss_check(runners, dt))
 
 
 # --- cross-entropy ----------------------------------------------------------------
@@ -168,7 +198,7 @@ def ce_cases(shapes, dtypes, torch=None):
     for n, c in shapes:
         for dt in dtypes:
             rng = np.random.default_rng(0)
-            x = (3 * rng.standard_normal((n, c))).astype(dt)
+            x = _cast(3 * rng.standard_normal((n, c)), dt)
             y = rng.integers(0, c, n)  # int64 class indices
             runners = {be: _fastloss_runner(fastloss.cross_entropy, x, y, be)
                        for be in _peers_native()}
@@ -176,9 +206,8 @@ def ce_cases(shapes, dtypes, torch=None):
                 runners["torch"] = _torch_loss_runner(torch, torch.nn.functional.cross_entropy,
                                                       x, y)
             # read the logits, write the gradient (labels: n * 8 bytes, not counted)
-            yield Case("cross_entropy", f"{n}x{c}", np.dtype(dt).name,
-                       2 * n * c * np.dtype(dt).itemsize, "triad", runners,
-                       _loss_check(runners, np.dtype(dt).name))
+            yield Case("cross_entropy", f"{n}x{c}", dt, 2 * n * c * x.itemsize, "triad",
+                       runners, _loss_check(runners, dt))
 
 
 # --- optimizers ---------------------------------------------------------------------
@@ -208,13 +237,17 @@ def _optim_peers(ours, theirs, kw, torch):
     if torch is not None:
         def torch_factory(extra):
             def make(p0):
-                pt = torch.nn.Parameter(torch.from_numpy(p0.copy()))
+                pt = torch.nn.Parameter(_tensor(torch, p0))
                 opt = getattr(torch.optim, theirs)([pt], **kw, **extra)
+                gs = {}
 
                 def step(g):
-                    pt.grad = torch.from_numpy(g)
+                    gt = gs.get(id(g))
+                    if gt is None:
+                        gt = gs[id(g)] = _tensor(torch, g)
+                    pt.grad = gt
                     opt.step()
-                return step, (lambda: pt.detach().numpy())
+                return step, (lambda: _to_numpy(pt))
             return make
 
         peers["torch"] = torch_factory({})
@@ -228,8 +261,8 @@ def _optim_peers(ours, theirs, kw, torch):
 
 def _optim_check(peers, p0, grads, dtype):
     """Fresh instances of every peer take the same steps; their params must agree."""
-    rtol = 1e-4 if dtype == "float32" else 1e-9
-    eps = float(np.finfo(dtype).eps)
+    rtol = {"float32": 1e-4, "float64": 1e-9, "bfloat16": 1e-2}[dtype]
+    eps = {"float32": 2.0**-23, "float64": 2.0**-52, "bfloat16": 2.0**-7}[dtype]
 
     def check():
         moved = {}
@@ -237,7 +270,7 @@ def _optim_check(peers, p0, grads, dtype):
             step, params = make(p0)
             for g in grads:
                 step(g)
-            moved[peer] = np.asarray(params(), np.float64) - p0.astype(np.float64)
+            moved[peer] = np.asarray(params()).astype(np.float64) - p0.astype(np.float64)
         ref = moved["numpy"]
         if not np.any(ref):
             raise AssertionError("the reference did not move the parameters")
@@ -262,16 +295,16 @@ def optim_cases(sizes, dtypes, torch=None, names=None):
         for n in sizes:
             for dt in dtypes:
                 rng = np.random.default_rng(0)
-                p0 = rng.standard_normal(n).astype(dt)
-                grads = [(0.1 * rng.standard_normal(n)).astype(dt) for _ in range(CHECK_STEPS)]
+                p0 = _cast(rng.standard_normal(n), dt)
+                grads = [_cast(0.1 * rng.standard_normal(n), dt) for _ in range(CHECK_STEPS)]
                 runners = {}
                 for peer, make in peers.items():
                     step, params = make(p0)
                     runners[peer] = (lambda step=step, g=grads[0]: step(g))
                 # bytes: read p, g, state; write p, state
-                nbytes = (2 + nstate + 1 + nstate) * n * np.dtype(dt).itemsize
-                yield Case(name, _fmt_size(n), np.dtype(dt).name, nbytes, "inplace", runners,
-                           _optim_check(peers, p0, grads, np.dtype(dt).name))
+                nbytes = (2 + nstate + 1 + nstate) * n * p0.itemsize
+                yield Case(name, _fmt_size(n), dt, nbytes, "inplace", runners,
+                           _optim_check(peers, p0, grads, dt))
 
 
 # --- optimizer steps on whole models (``--models``) --------------------------------------

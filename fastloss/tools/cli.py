@@ -214,7 +214,8 @@ def main(argv=None) -> int:
     p = sub.add_parser("bench", help="sweep kernels x sizes x dtypes x backends")
     p.add_argument("--quick", action="store_true", help="small sizes, few rounds (CI)")
     p.add_argument("--dtypes", default="float32",
-                   help="comma-separated, float32 and/or float64 (default float32)")
+                   help="comma-separated, among float32, float64 and bfloat16 "
+                   "(bfloat16 needs ml_dtypes; default float32)")
     p.add_argument("--kernels", default="",
                    help=f"comma-separated subset of {','.join(KERNELS)} (default: all)")
     p.add_argument("--models", default="",
