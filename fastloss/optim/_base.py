@@ -201,10 +201,7 @@ class Optimizer:
     def _fresh_state(self, p, group) -> dict:
         """A param's state before its first step: the optimizer's buffers in the state
         dtype, and a float32 master copy of a 16-bit param under ``master_weights``."""
-        st = self._new_state(p, group, _storage.buffer_dtype(p.dtype, self.state_dtype))
-        if self.master_weights and p.dtype.itemsize == 2:
-            st[_storage.MASTER] = _storage.master_of(p)
-        return st
+        return _storage.fresh_state(self, p, group, self.state_dtype, self.master_weights)
 
     # -- hooks for subclasses ------------------------------------------------
     def _check_group(self, group) -> None:

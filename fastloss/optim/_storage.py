@@ -19,7 +19,7 @@ import numpy as np
 from .. import _dtypes
 
 __all__ = ["MASTER", "state_dtype_arg", "buffer_dtype", "zeros", "full", "empty",
-           "role_code", "master_of"]
+           "role_code", "master_of", "fresh_state", "infer_state_dtype"]
 
 MASTER = "master_param"  # the state key of a 16-bit param's float32 master copy
 
@@ -84,3 +84,24 @@ def role_code(dt, cdt) -> int:
 def master_of(p):
     """A new float32 master copy of a 16-bit param."""
     return p.astype(np.float32)
+
+
+def fresh_state(rule, p, group, state_dtype, master_weights) -> dict:
+    """A param's state before its first step: ``rule``'s buffers (``_new_state``) in the
+    state dtype, and a float32 master copy of a 16-bit param under ``master_weights``."""
+    st = rule._new_state(p, group, buffer_dtype(p.dtype, state_dtype))
+    if master_weights and p.dtype.itemsize == 2:
+        st[MASTER] = master_of(p)
+    return st
+
+
+def infer_state_dtype(params, state):
+    """The ``state_dtype`` a state list was made with (functional API): None when every
+    buffer has its param's dtype, else the one other dtype they share (ValueError if
+    several)."""
+    found = {v.dtype for p, st in zip(params, state) for k, v in st.items()
+             if isinstance(v, np.ndarray) and k != MASTER and v.dtype != p.dtype}
+    if len(found) > 1:
+        raise ValueError(f"state buffers have several dtypes {sorted(map(str, found))}; pass "
+                         f"state_dtype=")
+    return found.pop() if found else None

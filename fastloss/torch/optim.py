@@ -195,7 +195,7 @@ class _FastlossStep:
             if not st:
                 continue
             lp = _local(p)
-            tsdt = self._sdt(lp.dtype)[1]
+            tsdt = self._sdt(lp.dtype)
             master = self.master_weights and lp.dtype.itemsize == 2
             for key in list(st):
                 v = st[key]
@@ -238,9 +238,8 @@ class _FastlossStep:
         return None if self._fl_sdt is None else _slots.torch_dtype(self._fl_sdt)
 
     def _sdt(self, dt):
-        """(NumPy, torch) dtype of the state buffers of a parameter of torch dtype ``dt``."""
-        sdt = _storage.buffer_dtype(_slots.np_dtype(dt), self._fl_sdt)
-        return sdt, _slots.torch_dtype(sdt)
+        """The torch dtype of the state tensors of a parameter of torch dtype ``dt``."""
+        return _slots.torch_dtype(_storage.buffer_dtype(_slots.np_dtype(dt), self._fl_sdt))
 
     # -- mapping torch's groups and state onto fastloss.optim's logic ----------
     def _core_class(self, group):
@@ -294,7 +293,7 @@ class _FastlossStep:
                             required[dt] = [k for k, v in core._new_state(tiny, cg).items()
                                             if v is not None]
                         _slots.check_state(p, lp, state, name, required[dt])
-                    e = views[p] = _slots.build_slot(p, lp, state, self._sdt(lp.dtype)[1])
+                    e = views[p] = _slots.build_slot(p, lp, state, self._sdt(lp.dtype))
                 if g is not e.g or g.data_ptr() != e.gptr:
                     self._check_new_grad(p, g, e, f"params[{index}]", opt_name)
                 index += 1
@@ -330,12 +329,10 @@ class _FastlossStep:
         old = views[p]
         lp = _local(p)
         pd = lp.detach()
-        tmp = np.empty(pd.shape, _slots.np_dtype(lp.dtype))
         state = self.state[p]
-        sdt, tsdt = self._sdt(lp.dtype)
-        new = core._new_state(tmp, cg, sdt)
-        if self.master_weights and lp.dtype.itemsize == 2:
-            new[_storage.MASTER] = _slots.np_view(pd).astype(np.float32)
+        tsdt = self._sdt(lp.dtype)
+        new = _storage.fresh_state(core, _slots.np_view(pd.contiguous()), cg, self._fl_sdt,
+                                   self.master_weights)
         for key, v in new.items():
             if isinstance(v, np.ndarray):
                 state[key] = _distributed.wrap_like(p, _from_numpy(v))
