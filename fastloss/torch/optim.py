@@ -201,14 +201,14 @@ class _FastlossStep:
                 v = st[key]
                 if key in _SCALAR_KEYS or not isinstance(v, torch.Tensor):
                     continue
-                if key == _storage.MASTER:
-                    if not master:
-                        del st[key]
-                        continue
-                    v = saved[i][key]
+                if key == _storage.MASTER and not master:
+                    del st[key]
+                    continue
+                src = saved[i][key]  # (torch rounded it to the param's dtype)
                 want = torch.float32 if key == _storage.MASTER else tsdt
-                if v.dtype is not want:
-                    st[key] = v.detach().to(dtype=want, device=lp.device, copy=True)
+                if v.dtype is not want or src.dtype is not want:
+                    st[key] = _distributed.wrap_like(p, _distributed.local(src).detach().to(
+                        dtype=want, device=lp.device, copy=True))
             if master and _storage.MASTER not in st:
                 st[_storage.MASTER] = _distributed.wrap_like(p, lp.detach().float().clone())
 
