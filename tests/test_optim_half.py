@@ -362,3 +362,32 @@ def test_state_buffer_of_wrong_dtype_refused_before_writes():
     with pytest.raises(ValueError, match="exp_avg"):
         opt.step([np.ones(4, np.float32)])
     _same(p, before)
+
+
+@pytest.mark.parametrize("extra", [{}, dict(state_dtype=F16), dict(master_weights=True)],
+                         ids=["plain", "f16-state", "master"])
+@pytest.mark.parametrize("name,kw", CASES[1::4], ids=IDS[1::4])
+def test_parallel_tiles_equal_numpy_bitwise(name, kw, extra, monkeypatch):
+    """The parallel multi-tensor loop (each part its own tile buffers) on many tensors,
+    parts and tiles cut across tensor boundaries: bit for bit the NumPy reference, for
+    1 and 2 threads."""
+    import fastloss
+    monkeypatch.setattr(K, "PARALLEL_THRESHOLD", 0)
+    rng = np.random.default_rng(3)
+    sizes = [(5, 7), (3000,), (1,), (0,), (2000,), (33, 3), (40000,)] * 3
+    res = {}
+    for threads in (1, 2):
+        for backend in ("native", "numpy"):
+            params = [rng.standard_normal(s).astype(BF16) for s in sizes] if not res else \
+                [p.copy() for p in res["init"]]
+            res.setdefault("init", [p.copy() for p in params])
+            grads = [[np.random.default_rng(k).standard_normal(s).astype(BF16) for s in sizes]
+                     for k in range(3)]
+            opt = getattr(fo, name)(params, **kw, backend=backend, **extra)
+            with fastloss.num_threads(threads):
+                for gs in grads:
+                    opt.step(gs)
+            res[(threads, backend)] = params
+    for key in [(1, "native"), (2, "native")]:
+        for a, b in zip(res[key], res[(1, "numpy")]):
+            _same(a, b)

@@ -216,8 +216,11 @@ def tiled_runner(body, codes, out, cdt):
 
     def run(addr, offs, nparts, like, *scalars):
         total = offs[-1]
+        # one tile buffer per part, made before the parallel loop (Numba hoists an
+        # allocation inside prange out of it: the threads would share it)
+        allbufs = np.empty((nparts, n, TILE), cdt)
         for q in prange(nparts):
-            bufs = np.empty((n, TILE), cdt)
+            bufs = allbufs[q]
             lo, hi = _part(q, nparts, total)
             k = _first(offs, lo)
             while lo < hi:
