@@ -391,3 +391,25 @@ def test_parallel_tiles_equal_numpy_bitwise(name, kw, extra, monkeypatch):
     for key in [(1, "native"), (2, "native")]:
         for a, b in zip(res[key], res[(1, "numpy")]):
             _same(a, b)
+
+
+@pytest.mark.parametrize("dtype", HALF, ids=HIDS)
+def test_clip_grad_norm_and_arena_half(dtype):
+    rng = np.random.default_rng(0)
+    base = [rng.standard_normal(s).astype(dtype) for s in [(300, 70), (5,), (10001,)]]
+    a, b = [g.copy() for g in base], [g.copy() for g in base]
+    na = fo.clip_grad_norm(a, 1.0)
+    nb = fo.clip_grad_norm(b, 1.0, backend="numpy")
+    want = np.sqrt(sum(float((g.astype(np.float64) ** 2).sum()) for g in base))
+    assert na == nb and abs(na - want) <= 1e-12 * want
+    for x, y, g in zip(a, b, base):
+        _same(x, y)
+        _same(x, (g.astype(np.float32) * np.float32(1.0 / (na + 1e-6))).astype(dtype))
+    arena = fo.Arena(base)
+    assert arena.flat_param.dtype == dtype
+    opt = fo.Adam([arena.flat_param])
+    opt.step([arena.pack_grads(base)])
+    ref = [p.copy() for p in base]
+    fo.Adam(ref).step(base)
+    for v, r in zip(arena.params, ref):
+        _same(v, r)

@@ -16,8 +16,16 @@ The update math is :mod:`fastloss.optim`'s (``_check_group``, ``_new_state``,
 module only maps torch's param groups and state onto it.
 
 Each step first validates every group and every parameter with a gradient
-(CPU, float32/float64, dense gradient of the parameter's dtype and shape,
-state of the right shapes) and raises before anything is changed. What was
+(CPU, float32/float64/bfloat16/float16, dense gradient of the parameter's dtype and
+shape, state of the right shapes) and raises before anything is changed.
+
+16-bit parameters (``_storage``, ``_half_numba``): the update runs in float32 on tiles
+widened from the bf16/fp16 tensors and rounds back to nearest even; the state is kept
+in the parameter's dtype (as torch does) unless ``state_dtype=`` (e.g.
+``torch.bfloat16`` moments for float32 parameters); ``master_weights=True`` keeps a
+float32 ``'master_param'`` per 16-bit parameter, stepped in its place.
+``state_dict()`` keeps every dtype and ``load_state_dict`` restores them (torch's own
+load would cast the state to each parameter's dtype). What was
 checked is cached per parameter (``_slots.Slot``: keyed on the tensor and its data
 pointer, the state dict and its tensors) and per group (``_slots.Fast``: the last
 step replayed while the same parameters, state objects and options hold; new
