@@ -28,7 +28,7 @@ from operator import is_ as _is
 import numpy as np
 
 from .. import _backend, _dtypes, _threads, _validate
-from . import _engine, _storage
+from . import _storage
 from ._checks import (SCALAR_KEYS, check_buffers, check_grads, param_addresses,  # noqa: F401
                       plain_array)
 from ._step import (_any_nonfinite, _clip_scale, _global_norm, _Replay, _sumsq,  # noqa: F401

@@ -232,9 +232,9 @@ def tiled_runner(body, codes, out, cdt):
                     m = min(TILE, e - s)
                     call(row, s, m, bufs, like, scalars)
                     S0(row, s, m, bufs[0], like)
-                    S1(row, s, m, bufs[min(1, n - 1)], like)
-                    S2(row, s, m, bufs[min(2, n - 1)], like)
-                    S3(row, s, m, bufs[min(3, n - 1)], like)
+                    S1(row, s, m, bufs[1], like)
+                    S2(row, s, m, bufs[2], like)
+                    S3(row, s, m, bufs[min(3, n - 1)], like)  # (no-ops past n roles)
                     S4(row, s, m, bufs[min(4, n - 1)], like)
                     SX(row, s, m, bufs[0], like)
                     s += m

@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
-
 from .. import _validate
-from ._storage import empty, full, zeros
 from ._base import Optimizer, check_betas, check_flags, check_nonneg, lerp_weights
+from ._storage import empty, full, zeros
 
 __all__ = ["SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "Adamax", "NAdam", "Lion"]
 

@@ -179,26 +179,27 @@ def _sumsq(g, native):
     if not native:
         from . import _reference
         return _reference.sumsq(g)
-    K = _kernels()
-    n = g.shape[0]
-    if n == 0:
+    if g.shape[0] == 0:
         return 0.0
-    parts = np.empty((n + K.CHUNK - 1) // K.CHUNK, np.float64)
-    kind = _dtypes.half_kind(g.dtype)
-    if kind:
-        _half_kernel("sumsq_chunks_half", n)(g.view(np.uint16), kind, parts)
-    else:
-        K.kernel("sumsq_chunks", (), n)(g, parts)
     s = 0.0
-    for x in parts.tolist():  # ordered combination
+    for x in _chunks(g, "sumsq_chunks", np.float64).tolist():  # ordered combination
         s += x
     return s
 
 
-def _half_kernel(name, n):
-    """A 16-bit grads' reduction of ``_half_numba`` (registered among the kernels)."""
-    from . import _half_numba  # noqa: F401
-    return _kernels().kernel(name, (), n)
+def _chunks(g, name, out_dtype):
+    """The per-chunk results of the reduction kernel ``name`` over the flat grad ``g``
+    (its ``_half`` twin of ``_half_numba`` for 16-bit grads)."""
+    K = _kernels()
+    n = g.shape[0]
+    out = np.empty((n + K.CHUNK - 1) // K.CHUNK, out_dtype)
+    kind = _dtypes.half_kind(g.dtype)
+    if kind:
+        from . import _half_numba  # noqa: F401  (registers the _half kernels)
+        K.kernel(name + "_half", (), n)(g.view(np.uint16), kind, out)
+    else:
+        K.kernel(name, (), n)(g, out)
+    return out
 
 
 def _global_norm(flat, native) -> float:
@@ -215,17 +216,4 @@ def _any_nonfinite(flat, native) -> bool:
     if not native:
         from . import _reference
         return any(_reference.nonfinite(g) for g in flat)
-    K = _kernels()
-    for g in flat:
-        n = g.shape[0]
-        if n == 0:
-            continue
-        out = np.empty((n + K.CHUNK - 1) // K.CHUNK, np.int8)
-        kind = _dtypes.half_kind(g.dtype)
-        if kind:
-            _half_kernel("nonfinite_chunks_half", n)(g.view(np.uint16), kind, out)
-        else:
-            K.kernel("nonfinite_chunks", (), n)(g, out)
-        if out.any():
-            return True
-    return False
+    return any(g.shape[0] and _chunks(g, "nonfinite_chunks", np.int8).any() for g in flat)
