@@ -5,7 +5,7 @@ Run (one benchmark at a time on a shared machine)::
     flock /tmp/fastloss-bench.lock python -m pytest bench/bench_optim.py --benchmark-enable \
         --benchmark-columns=median,iqr,rounds --benchmark-sort=name
     flock /tmp/fastloss-bench.lock python bench/bench_optim.py     # summary: GB/s and ratios
-    python bench/bench_optim.py half [rounds]    # 16-bit: bf16 params, bf16 state (issue 12)
+    python bench/bench_optim.py half [rounds [threads]]  # 16-bit params and state (issue 12)
 
 Groups: ``<opt>-10M`` (one float32 tensor of 10M elements: fastloss native, fastloss
 numpy, torch for-loop (the CPU default), torch foreach, torch fused where it exists),
@@ -357,21 +357,27 @@ def half_steps(n=HALF_N):
     return steps
 
 
-def half_main(rounds=21):  # pragma: no cover - a measurement
-    """Adam on 16M params, 2 threads, alternating rounds in one process: bf16 params vs
-    torch fused bf16 (issue 12's bar: >= 1.3x), float32 params with bf16 state vs
-    float32 state (bar: >= 1.2x)."""
+def half_main(rounds=21, threads=None):  # pragma: no cover - a measurement
+    """Adam on 16M params, alternating rounds in one process (wall time; the process's
+    CPU time in brackets): bf16 params vs torch fused bf16 (issue 12's bar: >= 1.3x at
+    2 threads), float32 params with bf16 state vs float32 state (bar: >= 1.2x)."""
+    if threads is not None:
+        fastloss.set_num_threads(threads)
     n = _threads()
     steps = half_steps()
     for f in steps.values():
         f()
     times = {k: [] for k in steps}
+    cpu = {k: [] for k in steps}
     for _ in range(rounds):
         for k, f in steps.items():
+            c = time.process_time()
             times[k] += _time(f, 1)
+            cpu[k].append(time.process_time() - c)
     med = {k: float(np.median(v)) for k, v in times.items()}
     print(f"threads {n}; Adam, {HALF_N // 2**20}M params, median of {rounds} alternating rounds:")
-    print("  " + ", ".join(f"{k} {1e3 * v:.2f} ms" for k, v in med.items()))
+    print("  " + ", ".join(f"{k} {1e3 * v:.2f} ms ({1e3 * float(np.median(cpu[k])):.1f})"
+                           for k, v in med.items()))
     print(f"  bf16 params: fastloss.torch vs torch fused {med['torch_fused_bf16'] / med['fastloss_bf16']:.2f}x"
           f" (fastloss.optim on NumPy bf16: {med['torch_fused_bf16'] / med['numpy_bf16']:.2f}x)")
     print(f"  float32 params: bf16 state vs float32 state {med['f32_state_f32'] / med['f32_state_bf16']:.2f}x")
@@ -380,6 +386,6 @@ def half_main(rounds=21):  # pragma: no cover - a measurement
 if __name__ == "__main__":  # pragma: no cover
     import sys
     if sys.argv[1:2] == ["half"]:
-        half_main(*map(int, sys.argv[2:3]))
+        half_main(*map(int, sys.argv[2:4]))
     else:
         main()

@@ -413,3 +413,14 @@ def test_clip_grad_norm_and_arena_half(dtype):
     fo.Adam(ref).step(base)
     for v, r in zip(arena.params, ref):
         _same(v, r)
+
+
+def test_master_follows_replaced_param():
+    p = np.ones(8, BF16)
+    opt = fo.SGD([p], lr=0.5, master_weights=True)
+    opt.step([np.ones(8, BF16)])
+    q = np.full(8, 4.0, BF16)
+    opt.param_groups[0]["params"][0] = q  # loading new weights
+    opt.step([np.ones(8, BF16)])
+    _same(q, np.full(8, 3.5, BF16))
+    _same(opt.state[0]["master_param"], np.full(8, 3.5, np.float32))

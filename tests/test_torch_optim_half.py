@@ -244,3 +244,17 @@ def test_bad_state_dtype():
         FO.Adam([p], state_dtype=torch.float64)  # wider than the float32 update
     with pytest.raises(TypeError, match="master_weights"):
         FO.Adam([p], master_weights=1)
+
+
+def test_master_follows_replaced_weights():
+    """``p.data = new`` under master weights: the next step starts from the new weights
+    (a new master), not from the old master."""
+    p = torch.nn.Parameter(torch.ones(8, dtype=torch.bfloat16))
+    opt = FO.SGD([p], lr=0.5, master_weights=True)
+    p.grad = torch.ones(8, dtype=torch.bfloat16)
+    opt.step()
+    assert torch.equal(p, torch.full((8,), 0.5, dtype=torch.bfloat16))
+    p.data = torch.full((8,), 4.0, dtype=torch.bfloat16)
+    opt.step()
+    assert torch.equal(p, torch.full((8,), 3.5, dtype=torch.bfloat16))
+    assert torch.equal(opt.state[p]["master_param"], torch.full((8,), 3.5))

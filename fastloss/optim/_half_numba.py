@@ -41,7 +41,7 @@ from ._multi import _first, _part
 __all__ = ["DIRECT", "BF16", "F16", "F32", "TILE", "tiled_runner", "to_f32", "from_f32"]
 
 DIRECT, BF16, F16, F32 = 0, 1, 2, 3
-TILE = 512  # elements per role and tile (float32 buffers of 2 KiB: all roles fit in L1)
+TILE = 1024  # elements per role and tile (float32 buffers of 4 KiB: all roles fit in L1)
 
 _i16, _i32 = ir.IntType(16), ir.IntType(32)
 

@@ -294,6 +294,11 @@ class _FastlossStep:
                         (lp.numel(), lp.is_contiguous()) != e.layout:
                     name = f"params[{index}]"
                     _check_param(lp, name)
+                    if e is not None and lp.data_ptr() != e.ptr and state and \
+                            _storage.MASTER in state and lp.shape == state[_storage.MASTER].shape:
+                        # new weights (``p.data = ...``): their own float32 master
+                        state[_storage.MASTER] = _distributed.wrap_like(
+                            p, lp.detach().float().contiguous())
                     if state:
                         dt = lp.dtype
                         if dt not in required:
