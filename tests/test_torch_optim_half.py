@@ -258,3 +258,19 @@ def test_master_follows_replaced_weights():
     opt.step()
     assert torch.equal(p, torch.full((8,), 3.5, dtype=torch.bfloat16))
     assert torch.equal(opt.state[p]["master_param"], torch.full((8,), 3.5))
+
+
+def test_torch_bf16_state_dict_loads_into_fastloss_optim():
+    import fastloss.optim as fo
+    import ml_dtypes
+    a = torch.nn.Parameter(torch.randn(6, dtype=torch.bfloat16))
+    ta = torch.optim.Adam([a], lr=0.1)
+    a.grad = torch.randn(6, dtype=torch.bfloat16)
+    ta.step()
+    p = a.detach().float().numpy().astype(ml_dtypes.bfloat16)
+    opt = fo.Adam([p], lr=0.1)
+    opt.load_state_dict(ta.state_dict())
+    st = opt.state[0]
+    assert st["exp_avg"].dtype == ml_dtypes.bfloat16 and st["step"] == 1
+    np.testing.assert_array_equal(st["exp_avg"].astype(np.float32),
+                                  ta.state[a]["exp_avg"].float().numpy())

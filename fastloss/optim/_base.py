@@ -461,6 +461,8 @@ class Optimizer:
                                             f"number, got {v!r}")
                         restored[key] = v
                         continue
+                    if str(getattr(v, "dtype", "")) == "torch.bfloat16":
+                        v = v.float()  # (torch has no NumPy bfloat16; exact)
                     a = np.asarray(v)
                     if a.shape != p.shape:
                         raise ValueError(f"state {key!r} of param {i} has shape {a.shape}, "
