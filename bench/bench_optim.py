@@ -5,6 +5,7 @@ Run (one benchmark at a time on a shared machine)::
     flock /tmp/fastloss-bench.lock python -m pytest bench/bench_optim.py --benchmark-enable \
         --benchmark-columns=median,iqr,rounds --benchmark-sort=name
     flock /tmp/fastloss-bench.lock python bench/bench_optim.py     # summary: GB/s and ratios
+    python bench/bench_optim.py half [rounds [threads]]  # 16-bit params and state (issue 12)
 
 Groups: ``<opt>-10M`` (one float32 tensor of 10M elements: fastloss native, fastloss
 numpy, torch for-loop (the CPU default), torch foreach, torch fused where it exists),
@@ -323,5 +324,71 @@ def main():  # pragma: no cover - a measurement
               f"{1e3 * med['torch_fused']:.3f} ms: {med['torch_fused'] / med['native']:.2f}x")
 
 
+HALF_N = 16 * 1024 * 1024
+
+
+def half_steps(n=HALF_N):
+    """The 16-bit configurations of issue 12, each a step function on its own buffers:
+    fastloss.torch Adam and torch.optim.Adam(fused=True) on the same bf16 params (two
+    copies); fastloss.optim Adam on float32 params with float32 / bfloat16 state, and on
+    bfloat16 params (NumPy arrays of ml_dtypes.bfloat16)."""
+    import ml_dtypes
+    import fastloss.torch.optim as FO
+    gen = torch.Generator().manual_seed(0)
+    steps = {}
+    p = torch.randn(n, generator=gen).to(torch.bfloat16)
+    g = (torch.randn(n, generator=gen) * 1e-3).to(torch.bfloat16)
+    for impl in ("fastloss_bf16", "torch_fused_bf16"):
+        q = torch.nn.Parameter(p.clone())
+        q.grad = g.clone()
+        opt = (FO.Adam([q], lr=1e-4) if impl == "fastloss_bf16"
+               else torch.optim.Adam([q], lr=1e-4, fused=True))
+        steps[impl] = opt.step
+    rng = np.random.default_rng(0)
+    p32 = rng.standard_normal(n, dtype=np.float32)
+    g32 = rng.standard_normal(n, dtype=np.float32) * np.float32(1e-3)
+    for impl, kw in (("f32_state_f32", {}), ("f32_state_bf16", dict(state_dtype="bfloat16"))):
+        opt = fo.Adam([p32.copy()], lr=1e-4, **kw)
+        steps[impl] = (lambda o: lambda: o.step([g32]))(opt)
+    pb = p32.astype(ml_dtypes.bfloat16)
+    gb = g32.astype(ml_dtypes.bfloat16)
+    opt = fo.Adam([pb], lr=1e-4)
+    steps["numpy_bf16"] = lambda: opt.step([gb])
+    return steps
+
+
+def half_main(rounds=21, threads=None):  # pragma: no cover - a measurement
+    """Adam on 16M params, alternating rounds in one process (wall time; the process's
+    CPU time in brackets): bf16 params vs torch fused bf16 (issue 12's bar: >= 1.3x at
+    2 threads), float32 params with bf16 state vs float32 state (bar: >= 1.2x)."""
+    if threads is not None:
+        fastloss.set_num_threads(threads)
+    n = _threads()
+    steps = half_steps()
+    for f in steps.values():
+        f()
+    times = {k: [] for k in steps}
+    cpu = {k: [] for k in steps}
+    for _ in range(rounds):
+        for k, f in steps.items():
+            c = time.process_time()
+            times[k] += _time(f, 1)
+            cpu[k].append(time.process_time() - c)
+    med = {k: float(np.median(v)) for k, v in times.items()}
+    print(f"threads {n}; Adam, {HALF_N // 2**20}M params, median of {rounds} alternating rounds:")
+    print("  " + ", ".join(f"{k} {1e3 * v:.2f} ms ({1e3 * float(np.median(cpu[k])):.1f})"
+                           for k, v in med.items()))
+    best = {k: float(np.min(v)) for k, v in times.items()}
+    for what, t in (("median", med), ("best", best)):
+        print(f"  {what}: bf16 params, fastloss.torch vs torch fused "
+              f"{t['torch_fused_bf16'] / t['fastloss_bf16']:.2f}x (fastloss.optim on NumPy bf16 "
+              f"{t['torch_fused_bf16'] / t['numpy_bf16']:.2f}x); float32 params, bf16 state vs "
+              f"float32 state {t['f32_state_f32'] / t['f32_state_bf16']:.2f}x")
+
+
 if __name__ == "__main__":  # pragma: no cover
-    main()
+    import sys
+    if sys.argv[1:2] == ["half"]:
+        half_main(*map(int, sys.argv[2:4]))
+    else:
+        main()

@@ -40,6 +40,16 @@ K3)                      (sqrt(v + eps), lr in the momentum buffer)
                          ``m + (g - m)(1 - b1)``)
 =======================  =======================================================
 
+16-bit params and state
+-----------------------
+Params may be bfloat16 (``ml_dtypes.bfloat16`` arrays) or float16, with grads of the
+same dtype: the update runs in float32 on tiles widened from them and is rounded back
+to nearest even; the state is kept in the param's dtype (as torch does) unless
+``state_dtype=`` says otherwise (e.g. ``state_dtype="bfloat16"`` for float32 params:
+Adam moves 20 bytes per element instead of 28). ``master_weights=True`` keeps a float32
+copy of each 16-bit param in its state (``'master_param'``), stepped in its place. The
+``state_dict`` keeps every dtype; loading it resumes bit for bit.
+
 NaN/Inf in grads propagate to params and state (as PyTorch) unless the optimizer
 was built with ``skip_nonfinite=True``; then the step changes nothing and
 returns False.

@@ -27,10 +27,12 @@ from operator import is_ as _is
 
 import numpy as np
 
-from .. import _backend, _threads, _validate
-from . import _engine
+from .. import _backend, _dtypes, _threads, _validate
+from . import _storage
 from ._checks import (SCALAR_KEYS, check_buffers, check_grads, param_addresses,  # noqa: F401
                       plain_array)
+from ._step import (_any_nonfinite, _clip_scale, _global_norm, _Replay, _sumsq,  # noqa: F401
+                    apply, plan, restore, run)
 
 __all__ = ["Optimizer", "numba_available"]
 
@@ -47,17 +49,6 @@ def numba_available() -> bool:
         except Exception:  # pragma: no cover - numba is a hard dependency
             _numba_ok = False
     return _numba_ok
-
-
-_K = None
-
-
-def _kernels():
-    global _K
-    if _K is None:
-        from . import _kernels_numba
-        _K = _kernels_numba
-    return _K
 
 
 def _frozen(v):
@@ -102,9 +93,10 @@ _TORCH_ONLY = frozenset({"foreach", "fused", "capturable", "differentiable",
 class Optimizer:
     """Base class: ``Name(params, lr=..., **options)``; ``opt.step(grads)``.
 
-    ``params``: a list of float32/float64 C-contiguous writable NumPy arrays
-    (updated in place) or a list of dicts ``{'params': [...], **options}``
-    (param groups, as in PyTorch). Keyword-only extras, common to all:
+    ``params``: a list of float32/float64/bfloat16 (``ml_dtypes.bfloat16``)/float16
+    C-contiguous writable NumPy arrays (updated in place; grads in the same dtype) or a
+    list of dicts ``{'params': [...], **options}`` (param groups, as in PyTorch).
+    Keyword-only extras, common to all:
 
     * ``backend``: ``'native'`` (Numba) or ``'numpy'``; default: the global
       setting (``fastloss.set_backend``), native when Numba imports.
@@ -113,6 +105,15 @@ class Optimizer:
     * ``skip_nonfinite``: if any grad holds NaN/Inf, change nothing, count
       it in ``skipped_steps`` and return False from ``step``. Without it,
       NaN/Inf in grads propagate into params and state, as in PyTorch.
+    * ``state_dtype``: the dtype of the state buffers (default: each param's own), e.g.
+      ``"bfloat16"`` moments for float32 params (``_storage``: no wider than the update
+      math, float32 for 16-bit params). ``state_dict`` keeps it.
+    * ``master_weights``: keep a float32 copy of each 16-bit param in its state
+      (``'master_param'``); the update runs on it and the param is its rounding, so small
+      updates are not lost to 16-bit rounding. No effect on float32/float64 params.
+
+    16-bit params and state are widened to float32 a tile at a time, updated in
+    float32 and rounded to nearest even (``_half_numba``).
 
     A param may be replaced in ``param_groups`` (loading weights) by a writable
     C-contiguous array of the same shape and dtype: the next step updates the new array
@@ -126,7 +127,7 @@ class Optimizer:
     _constant_key = False  # True: _advance is constant after the first step (SGD)
 
     def __init__(self, params, defaults: dict, *, backend=None, max_grad_norm=None,
-                 skip_nonfinite=False):
+                 skip_nonfinite=False, state_dtype=None, master_weights=False):
         self.backend = _backend.resolve(backend, native_ok=numba_available()
                                         if backend != "numpy" else None)
         if max_grad_norm is not None:
@@ -134,6 +135,8 @@ class Optimizer:
                                                   low_open=True)
         self.max_grad_norm = max_grad_norm
         self.skip_nonfinite = _validate.boolean(skip_nonfinite, "skip_nonfinite")
+        self.state_dtype = _storage.state_dtype_arg(state_dtype)
+        self.master_weights = _validate.boolean(master_weights, "master_weights")
         self.defaults = dict(defaults)
         self.param_groups: list[dict] = []
         self.state: dict[int, dict] = {}
@@ -169,6 +172,7 @@ class Optimizer:
         seen = {id(p) for p in self._params}
         for k, p in enumerate(ps):
             self._check_param(p, f"params[{len(self._params) + k}]")
+            _storage.buffer_dtype(p.dtype, self.state_dtype)
             if id(p) in seen:
                 raise ValueError("a parameter appears more than once in the param groups")
             seen.add(id(p))
@@ -184,14 +188,20 @@ class Optimizer:
         self._params.extend(ps)
         self.param_groups.append(group)
         for i, p in zip(group["_index"], ps):
-            self.state[i] = self._new_state(p, group)
+            self.state[i] = self._fresh_state(p, group)
 
     @staticmethod
     def _check_param(p, name):
         plain_array(p, name)
         _validate.writable_array(p, name, " (it is updated in place)")
-        if p.dtype not in _validate.FLOAT_DTYPES:
-            raise TypeError(f"{name} must be float32 or float64, got dtype {p.dtype}")
+        if not _dtypes.is_float(p.dtype):
+            raise TypeError(f"{name} must be float32, float64, bfloat16 or float16, got dtype "
+                            f"{p.dtype}")
+
+    def _fresh_state(self, p, group) -> dict:
+        """A param's state before its first step: the optimizer's buffers in the state
+        dtype, and a float32 master copy of a 16-bit param under ``master_weights``."""
+        return _storage.fresh_state(self, p, group, self.state_dtype, self.master_weights)
 
     # -- hooks for subclasses ------------------------------------------------
     def _check_group(self, group) -> None:
@@ -201,7 +211,9 @@ class Optimizer:
         if mode not in self._keras_modes:
             raise ValueError(f"epsilon_mode must be one of {self._keras_modes}, got {mode!r}")
 
-    def _new_state(self, p, group) -> dict:
+    def _new_state(self, p, group, sdt=None) -> dict:
+        """The optimizer's state of a param before its first step, buffers in ``sdt``
+        (None: the param's dtype)."""
         return {}
 
     def _advance(self, st, group):
@@ -216,17 +228,18 @@ class Optimizer:
         Computed once per group, step and dtype, not per parameter."""
         raise NotImplementedError
 
-    def _buffers(self, p, st, flags):
+    def _buffers(self, p, st, flags, sdt=None):
         """The kernel's state buffers, after param and grad, in its argument order
         (``None`` for one the flags switch off), allocating those an option needs on
-        first use."""
+        first use (in ``sdt``, None: ``p``'s dtype)."""
         raise NotImplementedError
 
     # -- the step --------------------------------------------------------------
     def _current_params(self):
         """The params the step will update: ``param_groups`` as they are now. A param
         replaced there (as when loading weights) is checked like a new one and must have
-        the shape and dtype of the array it replaces (its state is kept); the caches of
+        the shape and dtype of the array it replaces (its state is kept; a float32 master
+        copy is made again from it); the caches of
         addresses and replays are then dropped. Groups must be the ones ``add_param_group``
         made, in order (each param's position indexes the grads and the state). Raises
         before anything is changed."""
@@ -275,6 +288,10 @@ class Optimizer:
                              f"{len(known)}: groups were removed (build a new optimizer)")
         if len({id(p) for p in new}) != len(new):
             raise ValueError("a parameter appears more than once in the param groups")
+        for i, (p, old) in enumerate(zip(new, known)):
+            st = self.state.get(i)
+            if p is not old and st is not None and _storage.MASTER in st:
+                st[_storage.MASTER] = _storage.master_of(p)  # the new weights' master
         known[:] = new
         for key in ("_paddrs", "_replays", "_rows", "_tables"):
             self.__dict__.pop(key, None)
@@ -333,7 +350,7 @@ class Optimizer:
                         continue
                 todo.append((group, None, plan(self, group, group["params"], group["_index"],
                                                flat, gaddrs, self.state, gscale, rows,
-                                               native, undo)))
+                                               native, undo, self.state_dtype)))
         except BaseException:
             restore(undo)
             raise
@@ -354,7 +371,7 @@ class Optimizer:
         """Forget all state (step counts and buffers), as a fresh optimizer."""
         for group in self.param_groups:
             for i, p in zip(group["_index"], group["params"]):
-                self.state[i] = self._new_state(p, group)
+                self.state[i] = self._fresh_state(p, group)
 
     # -- state_dict ------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -374,7 +391,9 @@ class Optimizer:
 
     def load_state_dict(self, state_dict: Mapping) -> None:
         """Restore a ``state_dict()``: same groups and sizes; buffers are copied and cast
-        to their parameter's dtype. Everything is checked before anything changes.
+        to the state dtype (their parameter's unless ``state_dtype``), a master copy to
+        float32 (made from the param when the dict has none; dropped without
+        ``master_weights``). Everything is checked before anything changes.
 
         A ``torch.optim`` state_dict of the same optimizer loads too (tensors are
         converted; PyTorch-only group keys such as ``foreach`` are dropped)."""
@@ -415,12 +434,14 @@ class Optimizer:
                 p = self._params[i]
                 st = saved_state.get(old, saved_state.get(str(old)))
                 if st is None:
-                    new_state[i] = self._new_state(p, g)
+                    new_state[i] = self._fresh_state(p, g)
                     continue
                 if not isinstance(st, Mapping):
                     raise TypeError(f"state of param {i} in the state_dict must be a dict, "
                                     f"got {type(st).__name__}")
                 fresh = self._new_state(np.zeros(0, p.dtype), g)  # (its keys)
+                sdt = _storage.buffer_dtype(p.dtype, self.state_dtype)
+                master = self.master_weights and p.dtype.itemsize == 2
                 missing = [key for key in fresh if key not in st]
                 if missing:
                     raise ValueError(f"state of param {i} in the state_dict has no "
@@ -440,13 +461,23 @@ class Optimizer:
                                             f"number, got {v!r}")
                         restored[key] = v
                         continue
+                    if str(getattr(v, "dtype", "")) == "torch.bfloat16":
+                        v = v.float()  # (torch has no NumPy bfloat16; exact)
                     a = np.asarray(v)
                     if a.shape != p.shape:
                         raise ValueError(f"state {key!r} of param {i} has shape {a.shape}, "
                                          f"the param has {p.shape}")
-                    if a.dtype.kind not in "fiu":
+                    if a.dtype.kind not in "fiu" and not _dtypes.is_half(a.dtype):
                         raise TypeError(f"state {key!r} of param {i} has dtype {a.dtype}")
-                    restored[key] = np.array(a, dtype=p.dtype, order="C", copy=True)
+                    if key == _storage.MASTER:
+                        if not master:
+                            continue  # (saved with master weights, loaded without)
+                        dt = np.float32
+                    else:
+                        dt = sdt
+                    restored[key] = np.array(a, dtype=dt, order="C", copy=True)
+                if master and _storage.MASTER not in restored:
+                    restored[_storage.MASTER] = _storage.master_of(p)
                 new_state[i] = restored
         self.param_groups = [g for g, _ in new_groups]
         self.state = new_state
@@ -475,180 +506,3 @@ def rule(cls):
         obj = _rules[cls] = object.__new__(cls)
         obj.defaults = dict(cls._defaults)
     return obj
-
-
-# ---------------------------------------------------------------------------
-# one group's update: the core the classes, the functional API and the torch adapter share
-
-def plan(rule, group, params, index, flat, gaddrs, state, gscale, rows, native, undo):
-    """The launches that update ``params`` (their positions ``index`` in ``flat``,
-    ``gaddrs`` and ``state``) with the options ``group`` by the optimizer ``rule`` (its
-    ``_advance``, ``_scalars`` and ``_buffers``): one per kernel variant. Advances the step
-    counts (each state dict is first saved in ``undo``, see ``restore``) and checks every
-    state buffer (``check_buffers``) before anything is written. ``rows`` caches each
-    tensor's native addresses by position (``native``); else the NumPy reference arrays."""
-    gs = -gscale if group.get("maximize", False) else gscale
-    launches = {}
-    for i, p in zip(index, params):
-        st = state[i]
-        undo.append((st, dict(st)))
-        try:
-            key = (rule._advance(st, group), p.dtype)
-        except (KeyError, TypeError, AttributeError) as exc:
-            raise ValueError(f"the state of params[{i}] cannot be stepped ({exc!r}): "
-                             f"a state_dict of another optimizer?") from None
-        la = launches.get(key)
-        if la is None:
-            name, flags, scalars = rule._scalars(group, key[0], p.dtype.type, gs)
-            # plain bools: the flags key the compiled variants (and Numba's cache)
-            la = launches[key] = _engine.Launch(name, tuple(bool(f) for f in flags), scalars)
-        try:
-            bufs = rule._buffers(p, st, la.flags)
-        except KeyError as exc:
-            raise ValueError(f"the state of params[{i}] has no {exc.args[0]!r}") from None
-        if native:
-            row = rows.get(i)
-            if row is None or not row.same(p, bufs):
-                check_buffers(i, p, st, bufs)
-                row = rows[i] = _engine.Row(p, bufs)
-            la.add_native(row, gaddrs[i])
-        else:
-            check_buffers(i, p, st, bufs)
-            la.add_numpy(p, flat[i], bufs)
-    return launches
-
-
-def run(launches, group, tables):
-    """Run what ``plan`` prepared (``tables``: the native address tables' cache, None for
-    the NumPy reference)."""
-    for (_, dt), la in launches.items():
-        la.run(tables.setdefault((id(group), la.name, la.flags, dt), {})
-               if tables is not None else None)
-
-
-def restore(undo):
-    """Put back the state dicts ``plan`` saved (a step that raised changes nothing)."""
-    for st, saved in reversed(undo):
-        st.clear()
-        st.update(saved)
-
-
-def apply(rule, group, params, index, flat, gaddrs, state, gscale, rows, tables):
-    """``plan`` then ``run`` for one group (native when ``tables`` is a dict)."""
-    undo = []
-    try:
-        launches = plan(rule, group, params, index, flat, gaddrs, state, gscale, rows,
-                        tables is not None, undo)
-    except BaseException:
-        restore(undo)
-        raise
-    run(launches, group, tables)
-    return launches
-
-
-class _Replay:
-    """A group's last native step, replayed while its state holds the same buffer objects
-    and every step count is equal: what is left per tensor is its grad's check and
-    address (``check_grads``). Kept for optimizers whose per-step key is the step count
-    or constant (SGD) when the group used one kernel variant."""
-
-    __slots__ = ("index", "live", "states", "n", "bufpos", "bufs", "steppos", "rows", "dt",
-                 "flags", "table")
-
-    @classmethod
-    def record(cls, opt, group, launches, tables):
-        const = opt._constant_key
-        if len(launches) != 1 or not (const or type(opt)._advance is Optimizer._advance):
-            return None
-        (_, dt), la = next(iter(launches.items()))
-        r = cls()
-        r.index = list(group["_index"])
-        r.states = [opt.state[i] for i in r.index]
-        vals = [(k, v) for st in r.states for k, v in st.items()]
-        r.n = len(vals)
-        r.steppos = [j for j, (k, _) in enumerate(vals) if k == "step"]
-        if len(r.steppos) != (0 if const else len(r.states)):
-            return None
-        r.bufpos = [j for j, (k, _) in enumerate(vals) if k != "step"]
-        r.bufs = [vals[j][1] for j in r.bufpos]
-        r.live = [i for i, p in zip(r.index, group["params"]) if p.size]
-        r.rows, r.dt, r.flags = la.rows, dt, la.flags
-        r.table = tables[(id(group), la.name, la.flags, dt)]
-        return r
-
-    def plan(self, opt, group, gaddrs, gscale):
-        """The group's launch if nothing changed, else None; changes nothing."""
-        states = list(map(opt.state.__getitem__, self.index))
-        if not all(map(_is, states, self.states)):
-            return None
-        vals = list(chain.from_iterable(map(dict.values, states)))
-        if len(vals) != self.n or not all(map(_is, [vals[j] for j in self.bufpos], self.bufs)):
-            return None
-        if self.steppos:
-            steps = [vals[j] for j in self.steppos]
-            key = steps[0] + 1
-            if steps.count(steps[0]) != len(steps):
-                return None
-        else:
-            key = False  # SGD after its first momentum step
-        gs = -gscale if group.get("maximize", False) else gscale
-        name, flags, scalars = opt._scalars(group, key, self.dt.type, gs)
-        flags = tuple(bool(f) for f in flags)
-        if flags != self.flags:  # another kernel variant (its buffers may differ)
-            return None
-        la = _engine.Launch(name, flags, scalars)
-        la.rows = self.rows
-        la.gaddrs = [gaddrs[i] for i in self.live]
-        return la, key, states
-
-    def run(self, planned) -> None:
-        la, key, states = planned
-        la.run(self.table)
-        if self.steppos:
-            for st in states:
-                st["step"] = key
-
-
-# ---------------------------------------------------------------------------
-# global norm and non-finite check (deterministic: fixed chunks, ordered sums)
-
-def _sumsq(g, native):
-    if not native:
-        from . import _reference
-        return _reference.sumsq(g)
-    K = _kernels()
-    n = g.shape[0]
-    if n == 0:
-        return 0.0
-    parts = np.empty((n + K.CHUNK - 1) // K.CHUNK, np.float64)
-    K.kernel("sumsq_chunks", (), n)(g, parts)
-    s = 0.0
-    for x in parts.tolist():  # ordered combination
-        s += x
-    return s
-
-
-def _global_norm(flat, native) -> float:
-    return math.sqrt(sum(_sumsq(g, native) for g in flat))
-
-
-def _clip_scale(norm, max_norm) -> float:
-    """The gradient scale of ``max_grad_norm`` clipping, ``min(1, max_norm / (norm + 1e-6))``;
-    NaN when the norm is not finite (the step then propagates NaN, as PyTorch)."""
-    return min(1.0, max_norm / (norm + 1e-6)) if math.isfinite(norm) else float("nan")
-
-
-def _any_nonfinite(flat, native) -> bool:
-    if not native:
-        from . import _reference
-        return any(_reference.nonfinite(g) for g in flat)
-    K = _kernels()
-    for g in flat:
-        n = g.shape[0]
-        if n == 0:
-            continue
-        out = np.empty((n + K.CHUNK - 1) // K.CHUNK, np.int8)
-        K.kernel("nonfinite_chunks", (), n)(g, out)
-        if out.any():
-            return True
-    return False

@@ -6,6 +6,7 @@ here first, raising ValueError/TypeError that names the argument.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from itertools import chain
 
 import numpy as np
 
@@ -56,7 +57,7 @@ def check_grads(params, grads, native, paddrs, flat_needed=True):
             raise ValueError(f"params[{i}] became read-only or non-contiguous")
         if g.flags.c_contiguous:
             if native:
-                ga = address(g)
+                ga = address(g) if g.dtype.itemsize != 2 else address(g.view(np.uint16))
                 pa, nb = paddrs[i]
                 if ga < pa + nb and pa < ga + nb:
                     raise ValueError(f"grads[{i}] shares memory with its parameter")
@@ -70,7 +71,7 @@ def check_grads(params, grads, native, paddrs, flat_needed=True):
                 raise ValueError(f"grads[{i}] shares memory with its parameter")
             g = np.ravel(g)  # a contiguous copy
             if native:
-                addrs.append(address(g))
+                addrs.append(_engine.address(g))
         flat.append(g)
     return flat, addrs
 
@@ -79,14 +80,17 @@ def check_grads(params, grads, native, paddrs, flat_needed=True):
 SCALAR_KEYS = ("step", "mu_product")  # per-parameter scalar state; other arrays are p-shaped
 
 
-def check_buffers(i, p, st, bufs):
+def check_buffers(i, p, st, bufs, sdt=None, master=None):
     """Raise unless every state buffer of ``params[i]`` is a plain writable C-contiguous
-    array of its param's shape and dtype (checked when a buffer is first seen)."""
-    for b in bufs:
+    array of its param's shape and of dtype ``sdt`` (default: the param's), and its
+    ``master`` copy (if any) such an array in float32 (checked when a buffer is first
+    seen)."""
+    sdt = p.dtype if sdt is None else sdt
+    for b, dt in chain(((b, sdt) for b in bufs), ((master, np.dtype(np.float32)),)):
         if b is None:
             continue
-        if type(b) is not np.ndarray or b.shape != p.shape or b.dtype != p.dtype or \
+        if type(b) is not np.ndarray or b.shape != p.shape or b.dtype != dt or \
                 not b.flags.c_contiguous or not b.flags.writeable:
             key = next((k for k, v in st.items() if v is b), "?")
             raise ValueError(f"state {key!r} of params[{i}] must be a writable C-contiguous "
-                             f"numpy.ndarray of shape {p.shape} and dtype {p.dtype}")
+                             f"numpy.ndarray of shape {p.shape} and dtype {dt}")

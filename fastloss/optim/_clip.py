@@ -5,7 +5,7 @@ import math
 
 import numpy as np
 
-from .. import _backend, _threads, _validate
+from .. import _backend, _dtypes, _threads, _validate
 from ._base import _global_norm, numba_available
 
 __all__ = ["clip_grad_norm"]
@@ -30,8 +30,9 @@ def clip_grad_norm(grads, max_norm, *, error_if_nonfinite=False, backend=None) -
     for i, g in enumerate(grads):
         if not isinstance(g, np.ndarray):
             raise TypeError(f"grads[{i}] must be a numpy.ndarray, got {type(g).__name__}")
-        if g.dtype not in _validate.FLOAT_DTYPES:
-            raise TypeError(f"grads[{i}] must be float32 or float64 (native order), got {g.dtype}")
+        if not _dtypes.is_float(g.dtype) or not g.dtype.isnative:
+            raise TypeError(f"grads[{i}] must be float32, float64, bfloat16 or float16 (native "
+                            f"order), got {g.dtype}")
         if not g.flags.c_contiguous or not g.flags.writeable:
             raise ValueError(f"grads[{i}] must be C-contiguous and writable (scaled in place)")
     name = _backend.resolve(backend, native_ok=numba_available() if backend != "numpy" else None)
@@ -43,11 +44,11 @@ def clip_grad_norm(grads, max_norm, *, error_if_nonfinite=False, backend=None) -
     if error_if_nonfinite and not math.isfinite(total):
         raise RuntimeError(f"the total norm of the gradients is {total}: cannot clip")
     coef = min(1.0, max_norm / (total + 1e-6)) if not math.isnan(total) else total
-    if native:
-        from . import _kernels_numba as K
-        for g in flat:
+    for g in flat:
+        if native and g.dtype.itemsize != 2:
+            from . import _kernels_numba as K
             K.kernel("scale", (), g.shape[0])(g, g.dtype.type(coef))
-    else:
-        for g in flat:
-            g *= g.dtype.type(coef)
+        else:  # (16-bit: the product in float32, rounded once)
+            g[...] = g.astype(np.float32) * np.float32(coef) if g.dtype.itemsize == 2 else \
+                g * g.dtype.type(coef)
     return total

@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _threads
+from ._storage import role_code
 
 __all__ = ["Launch", "Row", "address", "common_value", "store_value"]
 
@@ -33,6 +34,8 @@ def _multi():
 
 def address(a) -> int:
     """Address of a NumPy array's first element."""
+    if a.dtype.itemsize == 2:  # (Numba has no bfloat16 arrays)
+        a = a.view(np.uint16)
     return _multi().address(a)
 
 
@@ -62,27 +65,35 @@ def _dummy(dt):
 
 class Row:
     """The param and state buffers of one tensor for one kernel variant, with their
-    addresses; valid while the same objects are passed again (``same``)."""
+    addresses and storage codes (``_storage.role_code``: how each role is widened into
+    the compute dtype ``cdt``); ``out``: the 16-bit param of a float32 master ``p``.
+    Valid while the same objects are passed again (``same``)."""
 
-    __slots__ = ("bufs", "addrs", "size")
+    __slots__ = ("bufs", "addrs", "size", "codes", "out")
 
-    def __init__(self, p, bufs):
-        self.bufs = (p, *bufs)
+    def __init__(self, p, bufs, cdt, out=None):
+        self.bufs = (p, *bufs, out)
         d = None
         addrs = []
-        for b in self.bufs:
+        gdt = (p if out is None else out).dtype
+        codes = [role_code(p.dtype, cdt), role_code(gdt, cdt)]
+        for b in self.bufs[1:-1]:
             if b is None:
                 if d is None:
-                    d = address(_dummy(p.dtype))
+                    d = address(_dummy(cdt))
                 addrs.append(d)
+                codes.append(0)
             else:
                 addrs.append(address(b))
-        self.addrs = addrs
+                codes.append(role_code(b.dtype, cdt))
+        self.addrs = [address(p), *addrs] + ([] if out is None else [address(out)])
+        self.codes = tuple(codes)
+        self.out = 0 if out is None else role_code(out.dtype, cdt)
         self.size = p.size
 
-    def same(self, p, bufs) -> bool:
+    def same(self, p, bufs, out=None) -> bool:
         mine = self.bufs
-        if mine[0] is not p or len(mine) != len(bufs) + 1:
+        if mine[0] is not p or len(mine) != len(bufs) + 2 or mine[-1] is not out:
             return False
         for a, b in zip(mine[1:], bufs):
             if a is not b:
@@ -91,7 +102,9 @@ class Row:
 
 
 class Launch:
-    """The tensors one kernel variant steps: ``add`` each, then ``run``."""
+    """The tensors one kernel variant steps: ``add`` each, then ``run``. ``scalars`` are
+    in the compute dtype (the type of ``scalars[0]``); rows of one launch share their
+    storage codes (the callers key launches by param, state and master dtypes)."""
 
     __slots__ = ("name", "flags", "scalars", "rows", "gaddrs", "arrays")
 
@@ -104,19 +117,17 @@ class Launch:
             self.rows.append(row)
             self.gaddrs.append(gaddr)
 
-    def add_numpy(self, p, g, bufs) -> None:
-        """Flat arrays for the reference functions (dummies for switched-off buffers)."""
-        pf = p.reshape(-1)
-        self.arrays.append((pf, g, *(_dummy(p.dtype) if b is None else b.reshape(-1)
-                                     for b in bufs)))
+    def add_numpy(self, p, g, bufs, out=None) -> None:
+        """Flat arrays for the reference functions (dummies for switched-off buffers);
+        ``out``: the 16-bit param of a float32 master ``p``."""
+        cdt = type(self.scalars[0])
+        self.arrays.append(((p.reshape(-1), g, *(_dummy(cdt) if b is None else b.reshape(-1)
+                                                 for b in bufs)),
+                            None if out is None else out.reshape(-1)))
 
     def run(self, cache=None) -> None:
         if self.arrays:
-            from . import _reference as R
-            fn = getattr(R, self.name)
-            with np.errstate(all="ignore"):  # NaN/Inf propagate silently, as native
-                for arrays in self.arrays:
-                    fn(*arrays, *self.scalars, *self.flags)
+            self._run_numpy()
             return
         if not self.rows:
             return
@@ -127,8 +138,31 @@ class Launch:
         parallel = total >= K.PARALLEL_THRESHOLD
         nparts = _threads.numba_threads() if parallel else 1
         like = self.scalars[0]
-        M.multi_kernel(self.name, self.flags, table.shape[1], parallel)(
-            table, offs, nparts, like, *self.scalars)
+        row = self.rows[0]
+        if any(row.codes) or row.out:
+            from . import _half_numba as H
+            kern = H.multi_kernel(self.name, self.flags, row.codes, row.out, type(like),
+                                  parallel)
+        else:
+            kern = M.multi_kernel(self.name, self.flags, table.shape[1], parallel)
+        kern(table, offs, nparts, like, *self.scalars)
+
+    def _run_numpy(self):
+        """The reference on whole arrays: roles stored in another dtype than the compute
+        dtype are widened (copies), updated, and rounded back (grads, role 1, only read);
+        a master's param is the master rounded."""
+        from . import _reference as R
+        fn = getattr(R, self.name)
+        cdt = type(self.scalars[0])
+        with np.errstate(all="ignore"):  # NaN/Inf propagate silently, as native
+            for arrays, out in self.arrays:
+                wide = [a if a.dtype == cdt else a.astype(cdt) for a in arrays]
+                fn(*wide, *self.scalars, *self.flags)
+                for j, (a, w) in enumerate(zip(arrays, wide)):
+                    if w is not a and j != 1:
+                        a[...] = w
+                if out is not None:
+                    out[...] = arrays[0]
 
 
 def _table(rows, gaddrs, cache):

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
-
 from .. import _validate
 from ._base import Optimizer, check_betas, check_flags, check_nonneg, lerp_weights
+from ._storage import empty, full, zeros
 
 __all__ = ["SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "Adamax", "NAdam", "Lion"]
 
-_EXTRA = ("backend", "max_grad_norm", "skip_nonfinite")
+_EXTRA = ("backend", "max_grad_norm", "skip_nonfinite", "state_dtype", "master_weights")
 
 
 def _split(kwargs):
@@ -55,7 +54,7 @@ class SGD(Optimizer):
         if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):
             raise ValueError("Nesterov momentum requires a momentum and zero dampening")
 
-    def _new_state(self, p, group):
+    def _new_state(self, p, group, sdt=None):
         return {"momentum_buffer": None}
 
     def _advance(self, st, group):
@@ -67,11 +66,11 @@ class SGD(Optimizer):
         return "sgd", flags, (dt(group["lr"]), dt(mom), dt(1 - group["dampening"]), dt(wd),
                               dt(gscale))
 
-    def _buffers(self, p, st, flags):
+    def _buffers(self, p, st, flags, sdt=None):
         if not flags[1]:
             return (None,)
         if flags[2]:
-            st["momentum_buffer"] = np.empty_like(p)
+            st["momentum_buffer"] = empty(p, sdt)
         return (st["momentum_buffer"],)
 
 
@@ -102,8 +101,8 @@ class Adagrad(Optimizer):
         check_nonneg(group, "lr_decay", "weight_decay", "initial_accumulator_value", "eps")
         check_flags(group, "maximize")
 
-    def _new_state(self, p, group):
-        return {"step": 0, "sum": np.full_like(p, group["initial_accumulator_value"])}
+    def _new_state(self, p, group, sdt=None):
+        return {"step": 0, "sum": full(p, group["initial_accumulator_value"], sdt)}
 
     def _scalars(self, group, t, dt, gscale):
         clr = group["lr"] / (1 + (t - 1) * group["lr_decay"])
@@ -111,7 +110,7 @@ class Adagrad(Optimizer):
         return "adagrad", (wd != 0, group["epsilon_mode"] == "keras"), (
             dt(clr), dt(wd), dt(group["eps"]), dt(gscale))
 
-    def _buffers(self, p, st, flags):
+    def _buffers(self, p, st, flags, sdt=None):
         return (st["sum"],)
 
 
@@ -144,8 +143,8 @@ class RMSprop(Optimizer):
         check_nonneg(group, "alpha", "eps", "weight_decay", "momentum")
         check_flags(group, "centered", "maximize")
 
-    def _new_state(self, p, group):
-        return {"step": 0, "square_avg": np.zeros_like(p)}
+    def _new_state(self, p, group, sdt=None):
+        return {"step": 0, "square_avg": zeros(p, sdt)}
 
     def _scalars(self, group, t, dt, gscale):
         w, omw, small = lerp_weights(group["alpha"], dt)  # lerp weight 1 - alpha
@@ -155,12 +154,12 @@ class RMSprop(Optimizer):
         return "rmsprop", flags, (dt(group["lr"]), omw, w, dt(group["eps"]), dt(wd),
                                   dt(group["momentum"]), dt(gscale))
 
-    def _buffers(self, p, st, flags):
+    def _buffers(self, p, st, flags, sdt=None):
         centered, use_m = flags[2], flags[3]
         if use_m and "momentum_buffer" not in st:
-            st["momentum_buffer"] = np.zeros_like(p)
+            st["momentum_buffer"] = zeros(p, sdt)
         if centered and "grad_avg" not in st:
-            st["grad_avg"] = np.zeros_like(p)
+            st["grad_avg"] = zeros(p, sdt)
         return (st["square_avg"], st["grad_avg"] if centered else None,
                 st["momentum_buffer"] if use_m else None)
 
@@ -200,10 +199,10 @@ class Adam(Optimizer):
         check_betas(group)
         check_flags(group, "amsgrad", "maximize")
 
-    def _new_state(self, p, group):
-        st = {"step": 0, "exp_avg": np.zeros_like(p), "exp_avg_sq": np.zeros_like(p)}
+    def _new_state(self, p, group, sdt=None):
+        st = {"step": 0, "exp_avg": zeros(p, sdt), "exp_avg_sq": zeros(p, sdt)}
         if group["amsgrad"]:
-            st["max_exp_avg_sq"] = np.zeros_like(p)
+            st["max_exp_avg_sq"] = zeros(p, sdt)
         return st
 
     def _scalars(self, group, t, dt, gscale):
@@ -223,9 +222,9 @@ class Adam(Optimizer):
         return "adam", flags, (dt(step_size), w, omw, dt(b2), dt(1 - b2), dt(eps_t), dt(wd),
                                dt(decay_mul), dt(gscale))
 
-    def _buffers(self, p, st, flags):
+    def _buffers(self, p, st, flags, sdt=None):
         if flags[2] and "max_exp_avg_sq" not in st:
-            st["max_exp_avg_sq"] = np.zeros_like(p)
+            st["max_exp_avg_sq"] = zeros(p, sdt)
         return st["exp_avg"], st["exp_avg_sq"], st["max_exp_avg_sq"] if flags[2] else None
 
 
@@ -266,8 +265,8 @@ class Adamax(Optimizer):
         check_betas(group)
         check_flags(group, "maximize")
 
-    def _new_state(self, p, group):
-        return {"step": 0, "exp_avg": np.zeros_like(p), "exp_inf": np.zeros_like(p)}
+    def _new_state(self, p, group, sdt=None):
+        return {"step": 0, "exp_avg": zeros(p, sdt), "exp_inf": zeros(p, sdt)}
 
     def _scalars(self, group, t, dt, gscale):
         b1, b2 = group["betas"]
@@ -277,7 +276,7 @@ class Adamax(Optimizer):
         return "adamax", (small, wd != 0, group["epsilon_mode"] == "keras"), (
             dt(clr), w, omw, dt(b2), dt(group["eps"]), dt(wd), dt(gscale))
 
-    def _buffers(self, p, st, flags):
+    def _buffers(self, p, st, flags, sdt=None):
         return st["exp_avg"], st["exp_inf"]
 
 
@@ -306,9 +305,9 @@ class NAdam(Optimizer):
         check_betas(group)
         check_flags(group, "decoupled_weight_decay", "maximize")
 
-    def _new_state(self, p, group):
-        return {"step": 0, "mu_product": 1.0, "exp_avg": np.zeros_like(p),
-                "exp_avg_sq": np.zeros_like(p)}
+    def _new_state(self, p, group, sdt=None):
+        return {"step": 0, "mu_product": 1.0, "exp_avg": zeros(p, sdt),
+                "exp_avg_sq": zeros(p, sdt)}
 
     def _advance(self, st, group):
         t = st["step"] = st["step"] + 1
@@ -332,7 +331,7 @@ class NAdam(Optimizer):
             dt(c_grad), dt(c_avg), w, omw, dt(b2), dt(1 - b2), dt(1 - b2 ** t), dt(group["eps"]),
             dt(wd), dt(decay_mul), dt(gscale))
 
-    def _buffers(self, p, st, flags):
+    def _buffers(self, p, st, flags, sdt=None):
         return st["exp_avg"], st["exp_avg_sq"]
 
 
@@ -358,8 +357,8 @@ class Lion(Optimizer):
         check_betas(group)
         check_flags(group, "maximize")
 
-    def _new_state(self, p, group):
-        return {"step": 0, "exp_avg": np.zeros_like(p)}
+    def _new_state(self, p, group, sdt=None):
+        return {"step": 0, "exp_avg": zeros(p, sdt)}
 
     def _scalars(self, group, t, dt, gscale):
         lr, wd = group["lr"], group["weight_decay"]
@@ -368,5 +367,5 @@ class Lion(Optimizer):
         w2, omw2, s2 = lerp_weights(b2, dt)
         return "lion", (s1, s2), (dt(lr), w1, omw1, w2, omw2, dt(1 - lr * wd), dt(gscale))
 
-    def _buffers(self, p, st, flags):
+    def _buffers(self, p, st, flags, sdt=None):
         return (st["exp_avg"],)

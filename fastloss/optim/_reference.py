@@ -14,6 +14,11 @@ the readable versions of the formulas (g = gradient, p = parameter):
   p -= lr/(1 - b1^t) m / (sqrt(v)/sqrt(1 - b2^t) + eps), evaluated as
   p -= lr sqrt(1 - b2^t)/(1 - b1^t) m / (sqrt(v) + eps sqrt(1 - b2^t))
   (the same number up to rounding, one division fewer per element)
+
+16-bit storage (bfloat16/float16 params, grads or state; float32 state of float64
+params): ``_engine.Launch`` widens those arrays to the compute dtype (whole-array
+copies), runs these functions on them and rounds the written ones back (nearest
+even), as the native tiles do a tile at a time: the same results bit for bit.
 """
 from __future__ import annotations
 

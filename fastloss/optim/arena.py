@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import _validate
+from .. import _dtypes
 
 __all__ = ["Arena"]
 
 
 class Arena:
-    """Pack ``params`` (float32 or float64 arrays, all of one dtype) into ``flat_param``.
+    """Pack ``params`` (float32, float64, bfloat16 or float16 arrays, all of one dtype)
+    into ``flat_param``.
 
     Attributes: ``flat_param``, ``flat_grad`` (1-D, zero-initialised), ``params`` and
     ``grads`` (lists of views with the original shapes), ``offsets``, ``shapes``.
@@ -42,8 +43,9 @@ class Arena:
                                 f"{sorted(map(str, dtypes))}")
             dtype = dtypes.pop()
         dtype = np.dtype(dtype)
-        if dtype not in _validate.FLOAT_DTYPES:
-            raise TypeError(f"Arena dtype must be float32 or float64, got {dtype}")
+        if not _dtypes.is_float(dtype):
+            raise TypeError(f"Arena dtype must be float32, float64, bfloat16 or float16, got "
+                            f"{dtype}")
         self.shapes = [p.shape for p in params]
         sizes = [p.size for p in params]
         self.offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)

@@ -30,8 +30,8 @@ from collections.abc import Iterable, Mapping
 
 import numpy as np
 
-from .. import _backend
-from . import _optimizers
+from .. import _backend, _dtypes, _validate
+from . import _optimizers, _storage
 from ._base import Optimizer, apply, check_grads, numba_available, param_addresses, rule
 
 __all__ = ["init", "update", "OPTIMIZERS"]
@@ -86,13 +86,20 @@ def _params(params):
     return params
 
 
-def init(opt, params, **hyperparams) -> list:
+def init(opt, params, *, state_dtype=None, master_weights=False, **hyperparams) -> list:
     """The initial state of ``opt`` for ``params``: a list of dicts, one per param
-    (zeros, ``step`` 0, as the class's fresh state)."""
+    (zeros, ``step`` 0, as the class's fresh state; buffers in ``state_dtype``, default
+    each param's dtype; ``master_weights``: a float32 copy of each 16-bit param, stepped
+    in its place, as the classes' options)."""
     cls = _cls(opt)
     hp = _hyper(cls, hyperparams)
     core = rule(cls)
-    return [core._new_state(p, hp) for p in _params(params)]
+    sdt = _storage.state_dtype_arg(state_dtype)
+    master = _validate.boolean(master_weights, "master_weights")
+    params = _params(params)
+    for p in params:
+        _storage.buffer_dtype(p.dtype, sdt)
+    return [_storage.fresh_state(core, p, hp, sdt, master) for p in params]
 
 
 def _check_state(params, state):
@@ -102,25 +109,35 @@ def _check_state(params, state):
         if not isinstance(st, dict):
             raise TypeError(f"state[{k}] must be a dict, got {type(st).__name__}")
         for key, v in st.items():
-            if isinstance(v, np.ndarray) and (v.shape != p.shape or v.dtype != p.dtype or
+            if isinstance(v, np.ndarray) and (v.shape != p.shape or
+                                              not _dtypes.is_float(v.dtype) or
                                               not v.flags.c_contiguous or
                                               not v.flags.writeable):
-                raise ValueError(f"state[{k}][{key!r}] must be a writable C-contiguous array "
-                                 f"of the param's shape {p.shape} and dtype {p.dtype}")
+                raise ValueError(f"state[{k}][{key!r}] must be a writable C-contiguous "
+                                 f"floating array of the param's shape {p.shape}")
 
 
-def update(opt, params, grads, state, hyperparams=None, step=None, *, backend=None) -> list:
+def update(opt, params, grads, state, hyperparams=None, step=None, *, backend=None,
+           state_dtype=None) -> list:
     """One step of ``opt`` on ``params`` with ``grads``; returns ``state`` (updated in
     place, like ``params``).
 
     ``step``: the step number of this update (1 for the first) for every param, or None
-    to advance each param's own count (``state[k]['step']``). Everything is validated
-    before anything is written.
+    to advance each param's own count (``state[k]['step']``). ``state_dtype``: the
+    dtype of the state buffers (checked, and given to those made on first use); default
+    the one ``init`` used, read from the state. A float32 ``'master_param'`` in a 16-bit
+    param's state is stepped in its place (``init(master_weights=True)``). Everything
+    is validated before anything is written.
     """
     cls = _cls(opt)
     hp = _hyper(cls, hyperparams)
     params = _params(params)
     _check_state(params, state)
+    sdt = _storage.state_dtype_arg(state_dtype)
+    if sdt is None:
+        sdt = _storage.infer_state_dtype(params, state)
+    for p in params:
+        _storage.buffer_dtype(p.dtype, sdt)
     if step is not None:
         if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 1:
             raise ValueError(f"step must be a positive integer or None, got {step!r}")
@@ -137,7 +154,7 @@ def update(opt, params, grads, state, hyperparams=None, step=None, *, backend=No
             st["step"] = int(step) - 1
     try:
         apply(rule(cls), hp, params, range(len(params)), flat, gaddrs, state, 1.0, {},
-              {} if native else None)
+              {} if native else None, sdt)
     except BaseException:
         if saved is not None:  # (apply restored the rest)
             for st, t in zip(state, saved):

@@ -19,15 +19,38 @@ from operator import is_ as _is
 import numpy as np
 import torch
 
+from .. import _dtypes
 from ..optim import _engine
+from ..optim._storage import MASTER
 from ..optim import _optimizers as _core
 from . import _distributed
 
 FLOAT = (torch.float32, torch.float64)
+PARAM_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
+_NP = {torch.float32: np.dtype(np.float32), torch.float64: np.dtype(np.float64),
+       torch.float16: np.dtype(np.float16)}
 SCALAR_KEYS = ("step", "mu_product")  # scalar state; every other tensor is shaped like p
 _chain = chain.from_iterable
 _data_ptr = torch.Tensor.data_ptr
 _T = torch.Tensor
+
+
+def np_dtype(dt):
+    """The NumPy dtype of a torch floating dtype (``ml_dtypes.bfloat16`` for bfloat16)."""
+    return _NP[dt] if dt is not torch.bfloat16 else _dtypes.bfloat16()
+
+
+def torch_dtype(dt):
+    """The torch dtype of a NumPy floating dtype."""
+    return torch.bfloat16 if _dtypes.is_bfloat16(dt) else next(
+        k for k, v in _NP.items() if v == dt)
+
+
+def np_view(t):
+    """A NumPy view of a contiguous CPU tensor (bfloat16 through its bits)."""
+    if t.dtype is torch.bfloat16:
+        return t.view(torch.int16).numpy().view(_dtypes.bfloat16())
+    return t.numpy()
 
 
 def scalar_dtype():
@@ -96,10 +119,11 @@ def check_state(p, lp, state, name, required):
                                  f"parameter {tuple(lp.shape)}")
 
 
-def build_slot(p, lp, state):
+def build_slot(p, lp, state, sdt=None):
     """A slot for a checked parameter ``p`` (``lp``: its local tensor) and its checked
-    state (state tensors of another dtype or layout are replaced by contiguous copies of
-    the same values, placed like ``p``)."""
+    state (state tensors of another dtype than ``sdt`` (torch dtype; None: ``p``'s; a
+    master copy: float32) or another layout are replaced by contiguous copies of the
+    same values, placed like ``p``)."""
     e = Slot()
     e.st, tensors = {}, []
     e.step = None
@@ -119,10 +143,11 @@ def build_slot(p, lp, state):
                     else:
                         e.st[key] = float(a)
                 else:
-                    if lv.dtype is not lp.dtype or not lv.is_contiguous():
-                        lv = lv.detach().to(lp.dtype).contiguous()
+                    want = torch.float32 if key == MASTER else (sdt or lp.dtype)
+                    if lv.dtype is not want or not lv.is_contiguous():
+                        lv = lv.detach().to(want).contiguous()
                         v = state[key] = _distributed.wrap_like(p, lv)
-                    e.st[key] = lv.detach().numpy()
+                    e.st[key] = np_view(lv.detach())
                 tensors.append((key, v))
             else:
                 e.st[key] = v
@@ -133,7 +158,7 @@ def build_slot(p, lp, state):
     e.ptr = lp.data_ptr()
     e.layout = (lp.numel(), lp.is_contiguous())
     pd = lp.detach()
-    e.p_np = pd.numpy() if pd.is_contiguous() else None
+    e.p_np = np_view(pd) if pd.is_contiguous() else None
     e.row = e.g = e.gnp = None
     e.gptr = e.gaddr = 0
     return e
@@ -155,7 +180,7 @@ class Fast:
 
     __slots__ = ("sig", "params", "grads", "mask", "stepped", "sgrads", "gptrs", "meta",
                  "ptrs", "states", "nstate", "vals", "steps", "like", "rows", "gaddrs",
-                 "table", "dt", "gs")
+                 "table", "cdt", "gs")
 
     def check(self, opt, group, cg):
         """Return the step key (or () when nothing has a gradient), or None to fall back;
@@ -200,7 +225,7 @@ class Fast:
     def run(self, core, cg, key):
         if key == ():
             return
-        name, flags, scalars = core._scalars(cg, key, self.dt.type, self.gs)
+        name, flags, scalars = core._scalars(cg, key, self.cdt, self.gs)
         la = _engine.Launch(name, tuple(bool(f) for f in flags), scalars)
         la.rows, la.gaddrs = self.rows, self.gaddrs
         la.run(self.table)
@@ -244,7 +269,7 @@ def record(state, group, sig, core, gs, items, launches, tables):
     else:
         return None
     if launches:
-        (key, dt), la = next(iter(launches.items()))
-        c.rows, c.gaddrs, c.dt = la.rows, la.gaddrs, dt
-        c.table = tables[(la.name, la.flags, dt, id(group))]
+        (key, sto), la = next(iter(launches.items()))
+        c.rows, c.gaddrs, c.cdt = la.rows, la.gaddrs, type(la.scalars[0])
+        c.table = tables[(la.name, la.flags, sto, id(group))]
     return c

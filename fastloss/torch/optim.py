@@ -16,8 +16,16 @@ The update math is :mod:`fastloss.optim`'s (``_check_group``, ``_new_state``,
 module only maps torch's param groups and state onto it.
 
 Each step first validates every group and every parameter with a gradient
-(CPU, float32/float64, dense gradient of the parameter's dtype and shape,
-state of the right shapes) and raises before anything is changed. What was
+(CPU, float32/float64/bfloat16/float16, dense gradient of the parameter's dtype and
+shape, state of the right shapes) and raises before anything is changed.
+
+16-bit parameters (``_storage``, ``_half_numba``): the update runs in float32 on tiles
+widened from the bf16/fp16 tensors and rounds back to nearest even; the state is kept
+in the parameter's dtype (as torch does) unless ``state_dtype=`` (e.g.
+``torch.bfloat16`` moments for float32 parameters); ``master_weights=True`` keeps a
+float32 ``'master_param'`` per 16-bit parameter, stepped in its place.
+``state_dict()`` keeps every dtype and ``load_state_dict`` restores them (torch's own
+load would cast the state to each parameter's dtype). What was
 checked is cached per parameter (``_slots.Slot``: keyed on the tensor and its data
 pointer, the state dict and its tensors) and per group (``_slots.Fast``: the last
 step replayed while the same parameters, state objects and options hold; new
@@ -51,13 +59,16 @@ from operator import is_ as _is
 import numpy as np
 import torch
 
-from .. import _threads, _validate
+from .. import _dtypes, _threads, _validate
 from ..optim import _engine
 from ..optim import _optimizers as _core
 from ..optim._base import _clip_scale, _sumsq
 from ..optim._base import rule as _rule
 from . import _distributed, _slots
-from ._slots import FLOAT as _FLOAT, SCALAR_KEYS as _SCALAR_KEYS, scalar_dtype as _scalar_dtype
+from ..optim import _storage
+from ._bridge import from_numpy as _from_numpy
+from ._slots import PARAM_DTYPES as _FLOAT, SCALAR_KEYS as _SCALAR_KEYS, \
+    scalar_dtype as _scalar_dtype
 
 __all__ = ["SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "Adamax", "NAdam"]
 
@@ -80,9 +91,9 @@ def _check_param(p, name):
         raise ValueError(f"{name} is on device {p.device}; fastloss.torch.optim updates CPU "
                          f"tensors only (use torch.optim for other devices)")
     if p.dtype not in _FLOAT:
-        raise TypeError(f"{name} has dtype {p.dtype}; fastloss.torch.optim supports float32 "
-                        f"and float64 parameters (cast the model with .float(), or use "
-                        f"torch.optim for float16/bfloat16/complex)")
+        raise TypeError(f"{name} has dtype {p.dtype}; fastloss.torch.optim supports float32, "
+                        f"float64, bfloat16 and float16 parameters (use torch.optim for "
+                        f"complex ones)")
     if p.layout is not torch.strided:
         raise ValueError(f"{name} has layout {p.layout}; only dense (strided) parameters are "
                          f"supported")
@@ -136,10 +147,22 @@ class _FastlossStep:
     last_grad_norm = None
     _fl_norm_group = None
 
-    def __init__(self, params, *args, max_grad_norm=None, skip_nonfinite=False, **kwargs):
+    def __init__(self, params, *args, max_grad_norm=None, skip_nonfinite=False,
+                 state_dtype=None, master_weights=False, **kwargs):
         """torch's constructor, plus fastloss.optim's ``max_grad_norm`` (clip the global
-        gradient norm inside the step, grads unchanged) and ``skip_nonfinite`` (a step
-        whose gradients hold NaN/Inf changes nothing; counted in ``skipped_steps``)."""
+        gradient norm inside the step, grads unchanged), ``skip_nonfinite`` (a step
+        whose gradients hold NaN/Inf changes nothing; counted in ``skipped_steps``),
+        ``state_dtype`` (a torch or NumPy floating dtype, or ``"bfloat16"``: the state
+        tensors' dtype; default each parameter's) and ``master_weights`` (a float32 copy
+        of each 16-bit parameter in its state, ``'master_param'``, stepped in its
+        place)."""
+        if isinstance(state_dtype, torch.dtype):
+            if state_dtype not in _FLOAT:
+                raise TypeError(f"state_dtype must be a floating dtype (float32, float64, "
+                                f"float16 or bfloat16), got {state_dtype}")
+            state_dtype = _slots.np_dtype(state_dtype)
+        self._fl_sdt = _storage.state_dtype_arg(state_dtype)
+        self.master_weights = _validate.boolean(master_weights, "master_weights")
         if max_grad_norm is not None:
             max_grad_norm = _validate.real_scalar(max_grad_norm, "max_grad_norm", low=0.0,
                                                   low_open=True)
@@ -162,12 +185,40 @@ class _FastlossStep:
             raise
 
     def load_state_dict(self, state_dict):
-        """torch's ``load_state_dict`` (tensors cast to each parameter's dtype)."""
+        """torch's ``load_state_dict``; state tensors then take the state dtype (each
+        parameter's unless ``state_dtype``), a master copy float32 from the saved values
+        (torch's own cast to the parameter's dtype would round them); under
+        ``master_weights`` a 16-bit parameter without one gets it from its values."""
         self.__dict__.pop("_fl_views", None)
         self.__dict__.pop("_fl_checked", None)
         self.__dict__.pop("_fl_fast", None)
         self.__dict__.pop("_fl_tables", None)
+        saved = state_dict.get("state", {}) if isinstance(state_dict, dict) else {}
+        ids = [i for g in state_dict.get("param_groups", ()) for i in g.get("params", ())] \
+            if isinstance(state_dict, dict) else []
         super().load_state_dict(state_dict)
+        params = [p for g in self.param_groups for p in g["params"]]
+        for i, p in zip(ids, params):
+            st = self.state.get(p)
+            if not st:
+                continue
+            lp = _local(p)
+            tsdt = self._sdt(lp.dtype)
+            master = self.master_weights and lp.dtype.itemsize == 2
+            for key in list(st):
+                v = st[key]
+                if key in _SCALAR_KEYS or not isinstance(v, torch.Tensor):
+                    continue
+                if key == _storage.MASTER and not master:
+                    del st[key]
+                    continue
+                src = saved[i][key]  # (torch rounded it to the param's dtype)
+                want = torch.float32 if key == _storage.MASTER else tsdt
+                if v.dtype is not want or src.dtype is not want:
+                    st[key] = _distributed.wrap_like(p, _distributed.local(src).detach().to(
+                        dtype=want, device=lp.device, copy=True))
+            if master and _storage.MASTER not in st:
+                st[_storage.MASTER] = _distributed.wrap_like(p, lp.detach().float().clone())
 
     def zero_grad(self, set_to_none: bool = True):
         """torch's ``zero_grad``; also drops the references to the gradients kept to
@@ -187,6 +238,16 @@ class _FastlossStep:
         n0 = sum(len(g["params"]) for g in self.param_groups[:k])
         for j, p in enumerate(group["params"]):
             _check_param(_local(p), f"params[{n0 + j}]")
+            _storage.buffer_dtype(_slots.np_dtype(p.dtype), self._fl_sdt)
+
+    @property
+    def state_dtype(self):
+        """The state tensors' dtype (torch), or None: each parameter's own."""
+        return None if self._fl_sdt is None else _slots.torch_dtype(self._fl_sdt)
+
+    def _sdt(self, dt):
+        """The torch dtype of the state tensors of a parameter of torch dtype ``dt``."""
+        return _slots.torch_dtype(_storage.buffer_dtype(_slots.np_dtype(dt), self._fl_sdt))
 
     # -- mapping torch's groups and state onto fastloss.optim's logic ----------
     def _core_class(self, group):
@@ -233,14 +294,19 @@ class _FastlossStep:
                         (lp.numel(), lp.is_contiguous()) != e.layout:
                     name = f"params[{index}]"
                     _check_param(lp, name)
+                    if e is not None and lp.data_ptr() != e.ptr and state and \
+                            _storage.MASTER in state and lp.shape == state[_storage.MASTER].shape:
+                        # new weights (``p.data = ...``): their own float32 master
+                        state[_storage.MASTER] = _distributed.wrap_like(
+                            p, lp.detach().float().contiguous())
                     if state:
                         dt = lp.dtype
                         if dt not in required:
-                            tiny = np.zeros(1, np.float32 if dt is torch.float32 else np.float64)
+                            tiny = np.zeros(1, _slots.np_dtype(dt))
                             required[dt] = [k for k, v in core._new_state(tiny, cg).items()
                                             if v is not None]
                         _slots.check_state(p, lp, state, name, required[dt])
-                    e = views[p] = _slots.build_slot(p, lp, state)
+                    e = views[p] = _slots.build_slot(p, lp, state, self._sdt(lp.dtype))
                 if g is not e.g or g.data_ptr() != e.gptr:
                     self._check_new_grad(p, g, e, f"params[{index}]", opt_name)
                 index += 1
@@ -260,7 +326,7 @@ class _FastlossStep:
         if not gd.is_contiguous():
             gd = gd.contiguous()
             keep = None  # a copy: made again each step
-        gnp = gd.numpy().reshape(-1)
+        gnp = _slots.np_view(gd).reshape(-1)
         ga = gd.data_ptr()
         nb = gnp.nbytes
         if nb and ga < e.ptr + nb and e.ptr < ga + nb:
@@ -276,17 +342,18 @@ class _FastlossStep:
         old = views[p]
         lp = _local(p)
         pd = lp.detach()
-        tmp = np.empty(pd.shape, np.float32 if lp.dtype is torch.float32 else np.float64)
         state = self.state[p]
-        new = core._new_state(tmp, cg)
+        tsdt = self._sdt(lp.dtype)
+        new = _storage.fresh_state(core, _slots.np_view(pd.contiguous()), cg, self._fl_sdt,
+                                   self.master_weights)
         for key, v in new.items():
             if isinstance(v, np.ndarray):
-                state[key] = _distributed.wrap_like(p, torch.from_numpy(v))
+                state[key] = _distributed.wrap_like(p, _from_numpy(v))
             elif key in _SCALAR_KEYS:
                 state[key] = torch.tensor(float(v), dtype=_scalar_dtype())
             elif v is not None:
                 state[key] = v
-        e = views[p] = _slots.build_slot(p, lp, state)
+        e = views[p] = _slots.build_slot(p, lp, state, tsdt)
         e.fresh = False
         for key, v in new.items():
             if v is None:
@@ -301,7 +368,7 @@ class _FastlossStep:
         tensors = dict(e.tensors)
         for key, v in st.items():
             if isinstance(v, np.ndarray) and key not in tensors:
-                state[key] = tensors[key] = _distributed.wrap_like(p, torch.from_numpy(v))
+                state[key] = tensors[key] = _distributed.wrap_like(p, _from_numpy(v))
             elif key not in state and v is not None:
                 state[key] = v
         e.tensors, e.n, e.tptrs = tuple(tensors.items()), len(state), None
@@ -347,24 +414,28 @@ class _FastlossStep:
                 if p_np is None:  # a non-contiguous parameter: step a contiguous copy
                     pw = _local(p).detach().contiguous()
                     copies.append((p, pw))
-                    p_np = pw.numpy()
-                key = (self._advance(core, cg, st, p), p_np.dtype)
+                    p_np = _slots.np_view(pw)
+                pdt = p_np.dtype
+                sdt = _storage.buffer_dtype(pdt, self._fl_sdt)
+                master = st.get(_storage.MASTER) if pdt.itemsize == 2 else None
+                key = (self._advance(core, cg, st, p), (pdt, sdt, master is not None))
                 la = launches.get(key)
                 if la is None:
-                    name, flags, scalars = core._scalars(cg, key[0], p_np.dtype.type,
-                                                         gs * gscale)
+                    name, flags, scalars = core._scalars(cg, key[0], _dtypes.compute_dtype(
+                        pdt).type, gs * gscale)
                     la = launches[key] = _engine.Launch(name, tuple(bool(f) for f in flags),
                                                         scalars)
-                bufs = core._buffers(p_np, st, la.flags)
+                kp, out = (p_np, None) if master is None else (master, p_np)
+                bufs = core._buffers(kp, st, la.flags, sdt)
                 row = e.row
-                if row is None or not row.same(p_np, bufs):
+                if row is None or not row.same(kp, bufs, out):
                     self._adopt(p, e, st)
-                    row = e.row = _engine.Row(p_np, bufs)
+                    row = e.row = _engine.Row(kp, bufs, type(la.scalars[0]), out)
                 la.add_native(row, e.gaddr)
                 if sv is not None:
                     sv[()] = st["step"]
-            for (_, dt), la in launches.items():
-                la.run(tables.setdefault((la.name, la.flags, dt, id(group)), {}))
+            for (_, sto), la in launches.items():
+                la.run(tables.setdefault((la.name, la.flags, sto, id(group)), {}))
             c = None if copies or not replayable else _slots.record(
                 self.state, group, sig, core, gs, items, launches, tables)
             if c is not None:
