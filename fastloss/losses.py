@@ -269,8 +269,10 @@ def _evaluate(loss, pred, target, options, reduction, sample_weight, return_grad
 
     if red == "none" or ldt == cdt:
         loss_value = R.reduced_loss(red, lout, total, n, ldt, shape)
-    else:   # 16 bits: the float32 value, rounded once
-        loss_value = _dtypes.round_to(R.reduced_loss(red, None, total, n, cdt, shape), ldt)[()]
+    else:   # 16 bits: the float32 value, rounded once (float16 overflow: Inf)
+        with np.errstate(over="ignore"):
+            loss_value = _dtypes.round_to(R.reduced_loss(red, None, total, n, cdt, shape),
+                                          ldt)[()]
     if hessian:
         return loss_value, grad, hess
     return (loss_value, grad) if return_grad else loss_value

@@ -54,8 +54,9 @@ class _FusedLoss(torch.autograd.Function):
     dtype; ``loss`` in the input's dtype or, better for a 16-bit input, its compute
     dtype (float32, not yet rounded). Here the loss is divided by ``weight_mean``
     when given (a weighted average sum(w l) / sum(w); ``grad`` must already hold
-    the 1 / sum(w)) and returned in :func:`_autocast.loss_dtype` (float32 under
-    CPU autocast for a 16-bit input, else the input's dtype): rounded once."""
+    the 1 / sum(w)) and returned in ``fn.loss_dtype`` if ``fn`` has it, else in
+    :func:`_autocast.loss_dtype` (float32 under CPU autocast for a 16-bit input,
+    else the input's dtype): rounded once."""
 
     @staticmethod
     def forward(ctx, input, target, fn, kwargs, target_floating, class_axis, weight_mean):
@@ -67,7 +68,7 @@ class _FusedLoss(torch.autograd.Function):
             loss = loss / weight_mean
         ctx.class_axis = class_axis
         ctx.save_for_backward(from_numpy(grad))
-        return from_numpy(loss).to(_autocast.loss_dtype(input))
+        return from_numpy(loss).to(getattr(fn, "loss_dtype", None) or _autocast.loss_dtype(input))
 
     @staticmethod
     @torch.autograd.function.once_differentiable
@@ -123,6 +124,11 @@ def _apply_elementwise(fn, input, target, reduction, full_weight=None, weighted_
             kwargs["grad_output"] = R.divide(1.0, weight_mean)
     kwargs["reduction"] = reduction
     call = _elementwise_call(fn, _autocast.computes_in_float32(input))
+    if weighted_average and full_weight is not None and _autocast.computes_in_float32(input):
+        # torch's weighted mse_loss / l1_loss are plain tensor ops, which autocast leaves
+        # alone: their loss has the promoted dtype of input, target and weight
+        call.loss_dtype = torch.promote_types(torch.promote_types(input.dtype, target.dtype),
+                                              full_weight.dtype)
     return _FusedLoss.apply(input, target, call, kwargs, False, None, weight_mean)
 
 
