@@ -210,9 +210,9 @@ def _evaluate(loss, pred, target, options, reduction, sample_weight, return_grad
         opts[name] = float(coefficient(opts))
     pred = v.float_input(pred, loss.pred_name, half=True)
     dtype, shape = pred.dtype, pred.shape
-    half = _dtypes.is_half(dtype)
-    mixed = mixed and half
     cdt = _dtypes.compute_dtype(dtype)
+    half = cdt != dtype     # bfloat16 / float16: computed in float32
+    mixed = mixed and half
     aux_name, aux = _per_element_option(loss, opts, pred, mixed)
     target = v.float_like(target, "target", _companion_dtype(target, dtype, mixed), shape)
     red = v.reduction(reduction)
@@ -271,8 +271,7 @@ def _evaluate(loss, pred, target, options, reduction, sample_weight, return_grad
         loss_value = R.reduced_loss(red, lout, total, n, ldt, shape)
     else:   # 16 bits: the float32 value, rounded once (float16 overflow: Inf)
         with np.errstate(over="ignore"):
-            loss_value = _dtypes.round_to(R.reduced_loss(red, None, total, n, cdt, shape),
-                                          ldt)[()]
+            loss_value = ldt.type(R.reduced_loss(red, None, total, n, cdt, shape))
     if hessian:
         return loss_value, grad, hess
     return (loss_value, grad) if return_grad else loss_value

@@ -91,7 +91,7 @@ cdef int _storage_kind(object a, str name, Py_ssize_t n, bint write) except -1:
         return 0
     if d.char == "e":
         return FL_HALF_F16
-    if d.itemsize == 2 and d.name == "bfloat16":
+    if d.char == "E" and d.type.__name__ == "bfloat16":      # ml_dtypes.bfloat16
         return FL_HALF_BF16
     raise TypeError(f"{name} must be float32, bfloat16 or float16, got {d}")
 
