@@ -1,8 +1,8 @@
 # Element-wise losses on 16-bit storage (bfloat16, float16), included by _kernels.pyx
 # after elementwise.pxi.
 #
-# Tiles, as every 16-bit kernel: each sub-block (EW_SUBBLOCK elements, the
-# transcendental losses EW_HSUB) of every 16-bit input is widened into a float32
+# Tiles, as every 16-bit kernel: each sub-block (EW_HSUB elements) of every
+# 16-bit input is widened into a float32
 # stack buffer with fl_half_load (exact), the float32 code of elementwise.pxi
 # (_ew_sub) runs on it unchanged, and the 16-bit outputs (gradient, hessian,
 # 'none' losses) are rounded back with fl_half_store (nearest-even, NaN kept,
@@ -14,7 +14,10 @@
 # read as they are, and the loss may be written in float32.
 
 cdef enum:
-    EW_HSUB = 512       # sub-block of the transcendental losses (a multiple of EW_ACC * EW_SUB)
+    # sub-block (a multiple of EW_ACC * EW_SUB). Measured (mse, 64K bfloat16 in
+    # cache, 1 thread): 512 costs 0.185 ns/element on avx512 and 0.28 on avx2
+    # against 0.245 and 0.32 with the float32 kernel's 128 (float32: 0.17, 0.19)
+    EW_HSUB = 512
 
 
 cdef inline const float* _ew_in(int k, void* a, Py_ssize_t i0, float* buf,
@@ -54,12 +57,11 @@ cdef double _ew_block_mixed(const EwCall* c, Py_ssize_t off, Py_ssize_t n) noexc
     cdef float lb[EW_HSUB]
     cdef double acc[EW_ACC]
     cdef Py_ssize_t j0 = 0, i0, m
-    cdef Py_ssize_t sub = EW_HSUB if fl_ew_transcendental[c.kind] else EW_SUBBLOCK
     cdef int j
     for j in range(EW_ACC):
         acc[j] = 0
     while j0 < n:
-        m = n - j0 if n - j0 < sub else sub
+        m = n - j0 if n - j0 < EW_HSUB else EW_HSUB
         i0 = off + j0
         _ew_sub(c.kind, _ew_in(c.ak[0], c.p, i0, pb, m), _ew_in(c.ak[1], c.t, i0, tb, m),
                 _ew_in(c.ak[2], c.aux, i0, xb, m), _ew_in(c.ak[3], c.w, i0, wb, m),
