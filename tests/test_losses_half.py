@@ -216,6 +216,21 @@ def test_companions_cast_to_pred_dtype_and_out(dtype, rng, backend):
     _same_bits(inplace, out)
 
 
+@pytest.mark.parametrize("dtype", HALF, ids=HALF_IDS)
+def test_empty_zero_dim_and_strided(dtype, backend):
+    e = np.ones(0, dtype)
+    assert np.isnan(np.float32(fastloss.mse(e, e, backend=backend)))
+    assert fastloss.mse(e, e, reduction="sum", backend=backend) == 0
+    l, g = fastloss.mse(e, e, reduction="none", return_grad=True, backend=backend)
+    assert l.shape == g.shape == (0,) and l.dtype == g.dtype == dtype
+    l, g = fastloss.huber(np.array(2.0, dtype), np.array(0.0, dtype), reduction="none",
+                          return_grad=True, backend=backend)
+    assert l.shape == g.shape == () and float(l) == 1.5 and float(g) == 1.0
+    a = np.arange(40, dtype=np.float32).reshape(8, 5).astype(dtype)
+    l, g = fastloss.mse(a[:, ::2], a[:, ::2] + 1, return_grad=True, backend=backend)
+    assert float(l) == 1.0 and g.flags.c_contiguous and g.shape == (8, 3)
+
+
 # --- bad input ------------------------------------------------------------------
 
 @pytest.mark.parametrize("dtype", HALF, ids=HALF_IDS)
