@@ -42,10 +42,10 @@ cdef extern from "native/elementwise_losses.h" nogil:
     const int fl_ew_transcendental[]
     int fl_ew_losses_f(int kind, const float* p, const float* t, const float* aux,
                        const double* par, float* lb, float* gb, float* hb, float* grad,
-                       float gscale, Py_ssize_t n)
+                       float gscale, Py_ssize_t n, int fuse)
     int fl_ew_losses_d(int kind, const double* p, const double* t, const double* aux,
                        const double* par, double* lb, double* gb, double* hb, double* grad,
-                       double gscale, Py_ssize_t n)
+                       double gscale, Py_ssize_t n, int fuse)
 
 if FL_EW_MAX_PARAMS > EW_MAX_PARAMS:
     raise ImportError("a loss of the table has more options than EW_MAX_PARAMS")
@@ -62,10 +62,11 @@ ELEMENTWISE_PARAMS = {fl_ew_names[k].decode(): tuple(fl_ew_params[k].decode().sp
 cdef void _ew_sub(int kind, const floating* p, const floating* t, const floating* aux,
                   const floating* w, const floating* go, floating* grad, floating* hess,
                   floating* lout, Py_ssize_t n, const double* par, floating gscale,
-                  double* acc) noexcept nogil:
+                  double* acc, int fuse) noexcept nogil:
     """n <= EW_BLOCK elements: losses and gradients (and hessians when hess is
     not NULL), gradient, hessian (and 'none' losses) written out, the losses
-    added into the EW_ACC lanes of acc."""
+    added into the EW_ACC lanes of acc. ``fuse``: every loss writes an unweighted
+    gradient straight to ``grad`` (fl_ew_losses_*; the 16-bit kernels ask)."""
     cdef floating lb[EW_BLOCK]
     cdef floating gb[EW_BLOCK]
     cdef floating hb[EW_BLOCK]
@@ -78,9 +79,9 @@ cdef void _ew_sub(int kind, const floating* p, const floating* t, const floating
     cdef floating* hbp = NULL if hess == NULL else hb
     cdef int wrote
     if floating is float:
-        wrote = fl_ew_losses_f(kind, p, t, aux, par, lb, gb, hbp, direct, gscale, n)
+        wrote = fl_ew_losses_f(kind, p, t, aux, par, lb, gb, hbp, direct, gscale, n, fuse)
     else:
-        wrote = fl_ew_losses_d(kind, p, t, aux, par, lb, gb, hbp, direct, gscale, n)
+        wrote = fl_ew_losses_d(kind, p, t, aux, par, lb, gb, hbp, direct, gscale, n, fuse)
     if wrote:
         grad = NULL  # written
 
@@ -177,7 +178,7 @@ cdef double _ew_block(int kind, const floating* p, const floating* t, const floa
         _ew_sub(kind, p + j0, t + j0, NULL if aux == NULL else aux + j0,
                 NULL if w == NULL else w + j0, NULL if go == NULL else go + j0,
                 NULL if grad == NULL else grad + j0, NULL if hess == NULL else hess + j0,
-                NULL if lout == NULL else lout + j0, m, par, gscale, acc)
+                NULL if lout == NULL else lout + j0, m, par, gscale, acc, 0)
         j0 += m
     if lout != NULL:
         return 0.0

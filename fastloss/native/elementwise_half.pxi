@@ -67,7 +67,7 @@ cdef double _ew_block_mixed(const EwCall* c, Py_ssize_t off, Py_ssize_t n) noexc
                 _ew_in(c.ak[2], c.aux, i0, xb, m), _ew_in(c.ak[3], c.w, i0, wb, m),
                 _ew_in(c.ak[4], c.go, i0, ob, m), _ew_out(c.ak[5], c.grad, i0, gb),
                 _ew_out(c.ak[6], c.hess, i0, hb), _ew_out(c.ak[7], c.lout, i0, lb),
-                m, c.par, <float>c.gscale, acc)
+                m, c.par, <float>c.gscale, acc, 1)
         _ew_round(c.ak[5], c.grad, i0, gb, m)
         _ew_round(c.ak[6], c.hess, i0, hb, m)
         _ew_round(c.ak[7], c.lout, i0, lb, m)
