@@ -40,7 +40,9 @@ compute and sum exactly as for float32, and round the gradient (hessian,
 'none' losses) to ``pred``'s dtype, nearest-even, once: the float32 result on
 the widened values, correctly rounded; values beyond float16's range become
 Inf. The reduced loss is the float32 value rounded to ``pred``'s dtype (as
-PyTorch returns it outside autocast); ``out=`` must then have ``pred``'s dtype. Weights are not range-checked (negative weights are allowed, NaN
+PyTorch returns it outside autocast); ``out=`` must then have ``pred``'s dtype.
+
+Weights are not range-checked (negative weights are allowed, NaN
 propagates). NaN/Inf in any input propagate to the loss and gradient; empty
 input gives what PyTorch gives ('mean' -> nan, 'sum' -> 0, 'none' -> empty).
 The work is cut into fixed blocks whose double-precision sums are added in a
