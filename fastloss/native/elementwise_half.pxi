@@ -14,10 +14,12 @@
 # read as they are, and the loss may be written in float32.
 
 cdef enum:
-    # sub-block (a multiple of EW_ACC * EW_SUB). Measured (mse, 64K bfloat16 in
-    # cache, 1 thread): 512 costs 0.185 ns/element on avx512 and 0.28 on avx2
-    # against 0.245 and 0.32 with the float32 kernel's 128 (float32: 0.17, 0.19)
-    EW_HSUB = 512
+    # sub-block (a multiple of EW_ACC * EW_SUB). Measured (64K bfloat16 in cache,
+    # 1 thread, ns/element, avx512 | avx2): mse 0.187 | 0.279 with 256 elements,
+    # 0.164 | 0.264 with 512, 0.157 | 0.252 with 1024, 0.154 | 0.272 with 2048;
+    # bce-with-logits 0.608 | 1.08, 0.553 | 1.04, 0.541 | 1.03, 0.538 | 1.04.
+    # 1024: 8 float32 buffers, 32 KB of stack (float32 kernel: mse 0.20 | 0.22)
+    EW_HSUB = 1024
 
 
 cdef inline const float* _ew_in(int k, void* a, Py_ssize_t i0, float* buf,
