@@ -11,7 +11,9 @@ eager and under ``torch.autocast("cpu", dtype=torch.bfloat16)``. Every peer is
 checked first (16-bit gradients within one ulp of the float32 kernel's gradient
 rounded, loss within 1e-2 relative), then all are timed in alternating rounds
 (``fastloss.tools.benchmark.time_peers``). Prints the median and the fastest
-call per peer, and the float32 / 16-bit time ratios; the issue's bar is mse
+call per peer, and the float32 / 16-bit time ratios (on a shared 2-core machine
+a 2-thread call that waits for a busy core takes a scheduler slice: the medians
+then measure the neighbours, the fastest calls the kernels); the issue's bar is mse
 bfloat16 >= 1.6x fastloss float32 (bytes moved per element: 12 in float32, 6 in
 16 bits). Under pytest only the checks run (at 100K).
 """
@@ -105,7 +107,7 @@ def main(threads=2, n=10_000_000):
                 fastest[name].append(time.perf_counter() - t0)
             return run
 
-        med = benchmark.time_peers({k: recorded(k, f) for k, f in peers.items()}, max_time=2.0)
+        med = benchmark.time_peers({k: recorded(k, f) for k, f in peers.items()}, max_time=3.0)
         best = {k: min(v) for k, v in fastest.items()}
         print(f"{loss} {n}:")
         for name in peers:
