@@ -217,6 +217,25 @@ def test_companions_cast_to_pred_dtype_and_out(dtype, rng, backend):
 
 
 @pytest.mark.parametrize("dtype", HALF, ids=HALF_IDS)
+@pytest.mark.parametrize("name", ["mse", "huber", "binary_cross_entropy_with_logits"])
+def test_mixed_reads_float32_companions(name, dtype, rng, backend):
+    """The internal torch.autocast path: float32 target, weight and pos_weight are read
+    in float32 (not rounded to 16 bits); 16-bit gradient, float32 loss."""
+    p, t, _ = _make(name, {}, (40, 3), np.float64, rng)
+    p, t = p.astype(dtype), t.astype(np.float32)
+    w = rng.uniform(0.5, 2, (40, 3)).astype(np.float32)
+    opts = ({"pos_weight": rng.uniform(0.5, 3, 3).astype(np.float32)}
+            if name.startswith("binary") else {})
+    l, g = losses._evaluate(BY_NAME[name], p, t, opts, "mean", w, True, None, None, backend,
+                            wide_loss=True, mixed=True)
+    wide = {k: v.astype(np.float64) for k, v in opts.items()}
+    el, eg = _expected(name, wide, p, t, "mean", w)
+    assert np.asarray(l).dtype == np.float32
+    np.testing.assert_allclose(float(l), el, rtol=1e-5)
+    _within_ulp(g, eg, dtype)
+
+
+@pytest.mark.parametrize("dtype", HALF, ids=HALF_IDS)
 def test_empty_zero_dim_and_strided(dtype, backend):
     e = np.ones(0, dtype)
     assert np.isnan(np.float32(fastloss.mse(e, e, backend=backend)))
