@@ -37,7 +37,7 @@ def bfloat16() -> np.dtype:
 def is_bfloat16(dtype) -> bool:
     """True for ml_dtypes' bfloat16 (checked without importing ml_dtypes)."""
     dtype = np.dtype(dtype)
-    return (dtype.itemsize == 2 and dtype.name == "bfloat16"
+    return (dtype.itemsize == 2 and dtype.type.__name__ == "bfloat16"   # (dtype.name is slow)
             and dtype.type.__module__.split(".")[0] == "ml_dtypes")
 
 

@@ -11,7 +11,9 @@
 #                         (AVX2/AVX-512), NaN/Inf preserved.
 # * native/elementwise.pxi -- the regression / binary losses, one fused pass;
 #                         their formulas come from _elementwise_spec.py through
-#                         the generated native/elementwise_losses.h.
+#                         the generated native/elementwise_losses.h;
+#                         native/elementwise_half.pxi: the same on bfloat16 /
+#                         float16 arrays, widened a sub-block at a time.
 # * native/_softmax_rows.pxi, _ce_steps.pxi, _ce_schedule.pxi,
 #   _cross_entropy.pxi, _softmax.pxi -- softmax, log-softmax and the
 #   cross-entropy family: row primitives (C in native/_rowmax.h, _expsum.h),
@@ -41,6 +43,7 @@ include "native/_cpu.pxi"
 include "native/_vmath.pxi"
 include "native/_half.pxi"
 include "native/elementwise.pxi"
+include "native/elementwise_half.pxi"
 include "native/_softmax_rows.pxi"
 include "native/_ce_steps.pxi"
 include "native/_ce_schedule.pxi"

@@ -32,7 +32,17 @@ array of ``pred``'s shape for ``'none'``, a scalar otherwise.
 
 Inputs of any memory layout and byte order are accepted (copied to C order
 when needed); targets, weights and ``grad_output`` are cast to ``pred``'s
-dtype. Weights are not range-checked (negative weights are allowed, NaN
+dtype (so a bfloat16 ``pred`` gets bfloat16 targets).
+
+16-BIT INPUTS: ``pred`` may be ``ml_dtypes.bfloat16`` or ``np.float16``. The
+kernels widen them to float32 a block at a time (no float32 copy of the arrays),
+compute and sum exactly as for float32, and round the gradient (hessian,
+'none' losses) to ``pred``'s dtype, nearest-even, once: the float32 result on
+the widened values, correctly rounded; values beyond float16's range become
+Inf. The reduced loss is the float32 value rounded to ``pred``'s dtype (as
+PyTorch returns it outside autocast); ``out=`` must then have ``pred``'s dtype.
+
+Weights are not range-checked (negative weights are allowed, NaN
 propagates). NaN/Inf in any input propagate to the loss and gradient; empty
 input gives what PyTorch gives ('mean' -> nan, 'sum' -> 0, 'none' -> empty).
 The work is cut into fixed blocks whose double-precision sums are added in a
@@ -42,16 +52,29 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _backend, _threads
+from . import _backend, _dtypes, _threads
 from . import _reduction as R
 from . import _validate as v
 from ._elementwise_spec import LOSSES
 
 
-def _sample_weight(w, dtype, shape):
+def _companion_dtype(a, dtype, mixed):
+    """The dtype a companion array (target, weights, pos_weight) is cast to: ``dtype``
+    (pred's). ``mixed`` (torch.autocast on a 16-bit pred, which computes in float32):
+    float32 and 16-bit companions are read as they are (the kernel widens each array
+    on its own), others are cast to float32."""
+    if not mixed:
+        return dtype
+    d = getattr(a, "dtype", None)
+    if d is not None and (np.dtype(d) == np.float32 or _dtypes.is_half(d)):
+        return np.dtype(d)
+    return np.dtype(np.float32)
+
+
+def _sample_weight(w, dtype, shape, mixed=False):
     if w is None:
         return None
-    w = v.float_like(w, "sample_weight", dtype)
+    w = v.float_like(w, "sample_weight", _companion_dtype(w, dtype, mixed))
     if w.shape == shape:
         return w
     if len(shape) == 2 and w.shape == shape[:1]:
@@ -74,17 +97,18 @@ def _broadcast(a, name, loss, shape):
                          f"{loss.pred_name} of shape {shape}") from None
 
 
-def _weights(loss, sample_weight, weight, dtype, shape):
+def _weights(loss, sample_weight, weight, dtype, shape, mixed=False):
     """The per-element weights the loss is multiplied by, as ``(name, array)`` (the
     name for the out= rule; ``(None, None)`` when unweighted): ``sample_weight``
     (Keras: the input's shape, or (N,) per row of a 2-D input), PyTorch's
     ``weight`` (broadcast against the input from the last axis), or both multiplied."""
-    sw = _sample_weight(sample_weight, dtype, shape)
+    sw = _sample_weight(sample_weight, dtype, shape, mixed)
     if weight is None:
         return ("sample_weight", sw) if sw is not None else (None, None)
     if not loss.torch_weight:
         raise TypeError(f"{loss.name}() got an unexpected keyword argument 'weight'")
-    w = _broadcast(v.float_like(weight, "weight", dtype), "weight", loss, shape)
+    w = v.float_like(weight, "weight", _companion_dtype(weight, dtype, mixed))
+    w = _broadcast(w, "weight", loss, shape)
     return ("weight", w) if sw is None else ("sample_weight * weight", sw * w)
 
 
@@ -123,12 +147,13 @@ def _scalar_options(loss, given):
     return opts
 
 
-def _per_element_option(loss, opts, pred):
+def _per_element_option(loss, opts, pred, mixed=False):
     """The per-element option given as an array, broadcast to ``pred`` and checked
     (C order, pred's dtype), or None; its scalar slot in ``opts`` gets the default."""
     for o in loss.options:
         if o.per_element and not isinstance(opts[o.name], float):
-            a = v.float_like(opts[o.name], o.name, pred.dtype)
+            value = opts[o.name]
+            a = v.float_like(value, o.name, _companion_dtype(value, pred.dtype, mixed))
             aux = _broadcast(a, o.name, loss, pred.shape)
             if np.any(_outside(o, a)):
                 raise ValueError(f"{o.name} must be finite and {_range_text(o)}")
@@ -138,9 +163,13 @@ def _per_element_option(loss, opts, pred):
 
 
 def _check_probabilities(loss, p):
-    k = _backend.kernels
-    bad = (k.count_outside_unit(p.reshape(-1)) if k is not None
-           else np.count_nonzero((p < 0) | (p > 1)))
+    k, hk = _backend.kernels, _dtypes.half_kind(p.dtype)
+    if k is None:
+        bad = np.count_nonzero((p < 0) | (p > 1))
+    elif hk:
+        bad = k.count_outside_unit_half(hk, _dtypes.bits(p).reshape(-1))
+    else:
+        bad = k.count_outside_unit(p.reshape(-1))
     if bad:
         raise ValueError(f"{loss.pred_name} must hold probabilities in [0, 1] (use "
                          "binary_cross_entropy_with_logits for logits)")
@@ -148,9 +177,10 @@ def _check_probabilities(loss, p):
 
 def _zero_one(loss, t):
     """The body's ``zero_one`` flag: False for targets in {-1, +1}, True for {0, 1}."""
-    k = _backend.kernels
+    k, hk = _backend.kernels, _dtypes.half_kind(t.dtype)
     if k is not None:
-        kind = k.label_set(t.reshape(-1))
+        kind = (k.label_set_half(hk, _dtypes.bits(t).reshape(-1)) if hk
+                else k.label_set(t.reshape(-1)))
     else:
         kind = 0 if np.all((t == 1) | (t == -1)) else (1 if np.all((t == 0) | (t == 1)) else -1)
     if kind < 0:
@@ -168,21 +198,28 @@ def _native_kind(loss):
 
 
 def _evaluate(loss, pred, target, options, reduction, sample_weight, return_grad, out,
-              grad_output, backend, hessian=False, weight=None):
+              grad_output, backend, hessian=False, weight=None, wide_loss=False, mixed=False):
     """Loss ``loss`` (an entry of the table) with its ``options`` (name -> value),
     as the public functions document. With ``hessian=True`` (loss objects'
     gradient_hessian) returns ``(loss, grad, hess)``, hess scaled as grad.
-    ``weight``: PyTorch's (only for a loss with ``torch_weight``)."""
+    ``weight``: PyTorch's (only for a loss with ``torch_weight``).
+
+    Internal (fastloss.torch): ``wide_loss`` returns the loss in the compute dtype
+    (float32 for a 16-bit pred: not rounded to 16 bits); ``mixed`` keeps float32
+    and 16-bit companion arrays of a 16-bit pred as they are (torch.autocast)."""
     opts = _scalar_options(loss, options)
     for name, coefficient in loss.coefficients:
         opts[name] = float(coefficient(opts))
-    pred = v.float_input(pred, loss.pred_name)
+    pred = v.float_input(pred, loss.pred_name, half=True)
     dtype, shape = pred.dtype, pred.shape
-    aux_name, aux = _per_element_option(loss, opts, pred)
-    target = v.float_like(target, "target", dtype, shape)
+    cdt = _dtypes.compute_dtype(dtype)
+    half = cdt != dtype     # bfloat16 / float16: computed in float32
+    mixed = mixed and half
+    aux_name, aux = _per_element_option(loss, opts, pred, mixed)
+    target = v.float_like(target, "target", _companion_dtype(target, dtype, mixed), shape)
     red = v.reduction(reduction)
     return_grad = v.boolean(return_grad, "return_grad") or hessian
-    weight_name, weight = _weights(loss, sample_weight, weight, dtype, shape)
+    weight_name, weight = _weights(loss, sample_weight, weight, dtype, shape, mixed)
     go, go_scale = R.split_grad_output(grad_output, red, dtype, shape, strict=False)
     v.out_needs_grad(out, return_grad)
     if out is not None:
@@ -199,15 +236,20 @@ def _evaluate(loss, pred, target, options, reduction, sample_weight, return_grad
     gscale = R.grad_factor(red, go_scale, n)
     grad = (out if out is not None else np.empty(shape, dtype)) if return_grad else None
     hess = np.empty(shape, dtype) if hessian else None
+    ldt = cdt if wide_loss else dtype  # the loss's dtype
 
     if _backend.resolve(backend) == "native":
-        lout = np.empty(shape, dtype) if red == "none" else None
+        lout = np.empty(shape, ldt) if red == "none" else None
         flat = (lambda x: None if x is None else x.reshape(-1))
-        total = _backend.kernels.elementwise(
+        k = _backend.kernels
+        total = (k.elementwise_half if half else k.elementwise)(
             _native_kind(loss), flat(pred), flat(target), flat(aux), flat(weight), flat(go),
             flat(grad), flat(lout), tuple(float(opts[name]) for name in loss.params),
             float(gscale), _threads.get_num_threads(), -1, flat(hess))
     else:
+        # 16-bit: widened to float32, computed there, outputs rounded once
+        pred, target, weight, go, aux = (None if a is None else _dtypes.widen(a)
+                                         for a in (pred, target, weight, go, aux))
         if aux is not None:
             opts[aux_name] = aux
         with np.errstate(all="ignore"):
@@ -221,13 +263,17 @@ def _evaluate(loss, pred, target, options, reduction, sample_weight, return_grad
                 g = g * go
                 h = None if h is None else h * go
             if grad is not None:
-                np.multiply(g, dtype.type(gscale), out=grad, casting="unsafe")
+                np.multiply(g, cdt.type(gscale), out=grad, casting="unsafe")
             if h is not None:
-                np.multiply(h, dtype.type(gscale), out=hess, casting="unsafe")
-        lout = l.astype(dtype, copy=False) if red == "none" else None
+                np.multiply(h, cdt.type(gscale), out=hess, casting="unsafe")
+            lout = l.astype(ldt, copy=False) if red == "none" else None
         total = R.total(l)
 
-    loss_value = R.reduced_loss(red, lout, total, n, dtype, shape)
+    if red == "none" or ldt == cdt:
+        loss_value = R.reduced_loss(red, lout, total, n, ldt, shape)
+    else:   # 16 bits: the float32 value, rounded once (float16 overflow: Inf)
+        with np.errstate(over="ignore"):
+            loss_value = ldt.type(R.reduced_loss(red, None, total, n, cdt, shape))
     if hessian:
         return loss_value, grad, hess
     return (loss_value, grad) if return_grad else loss_value

@@ -42,10 +42,10 @@ cdef extern from "native/elementwise_losses.h" nogil:
     const int fl_ew_transcendental[]
     int fl_ew_losses_f(int kind, const float* p, const float* t, const float* aux,
                        const double* par, float* lb, float* gb, float* hb, float* grad,
-                       float gscale, Py_ssize_t n)
+                       float gscale, Py_ssize_t n, int fuse)
     int fl_ew_losses_d(int kind, const double* p, const double* t, const double* aux,
                        const double* par, double* lb, double* gb, double* hb, double* grad,
-                       double gscale, Py_ssize_t n)
+                       double gscale, Py_ssize_t n, int fuse)
 
 if FL_EW_MAX_PARAMS > EW_MAX_PARAMS:
     raise ImportError("a loss of the table has more options than EW_MAX_PARAMS")
@@ -62,10 +62,11 @@ ELEMENTWISE_PARAMS = {fl_ew_names[k].decode(): tuple(fl_ew_params[k].decode().sp
 cdef void _ew_sub(int kind, const floating* p, const floating* t, const floating* aux,
                   const floating* w, const floating* go, floating* grad, floating* hess,
                   floating* lout, Py_ssize_t n, const double* par, floating gscale,
-                  double* acc) noexcept nogil:
+                  double* acc, int fuse) noexcept nogil:
     """n <= EW_BLOCK elements: losses and gradients (and hessians when hess is
     not NULL), gradient, hessian (and 'none' losses) written out, the losses
-    added into the EW_ACC lanes of acc."""
+    added into the EW_ACC lanes of acc. ``fuse``: every loss writes an unweighted
+    gradient straight to ``grad`` (fl_ew_losses_*; the 16-bit kernels ask)."""
     cdef floating lb[EW_BLOCK]
     cdef floating gb[EW_BLOCK]
     cdef floating hb[EW_BLOCK]
@@ -78,9 +79,9 @@ cdef void _ew_sub(int kind, const floating* p, const floating* t, const floating
     cdef floating* hbp = NULL if hess == NULL else hb
     cdef int wrote
     if floating is float:
-        wrote = fl_ew_losses_f(kind, p, t, aux, par, lb, gb, hbp, direct, gscale, n)
+        wrote = fl_ew_losses_f(kind, p, t, aux, par, lb, gb, hbp, direct, gscale, n, fuse)
     else:
-        wrote = fl_ew_losses_d(kind, p, t, aux, par, lb, gb, hbp, direct, gscale, n)
+        wrote = fl_ew_losses_d(kind, p, t, aux, par, lb, gb, hbp, direct, gscale, n, fuse)
     if wrote:
         grad = NULL  # written
 
@@ -139,6 +140,22 @@ cdef void _ew_sub(int kind, const floating* p, const floating* t, const floating
         acc[j] = lacc[j]
 
 
+cdef inline double _ew_fold(double* acc) noexcept nogil:
+    """The block sum of the EW_ACC lanes: pairwise, fixed order."""
+    cdef int j = EW_ACC, k
+    while j > 1:
+        j //= 2
+        for k in range(j):
+            acc[k] += acc[k + j]
+    return acc[0]
+
+
+cdef inline Py_ssize_t _ew_sub_size(int kind) noexcept nogil:
+    # the transcendental losses are compute-bound enough to keep the stores
+    # flowing in one piece (measured)
+    return EW_BLOCK if fl_ew_transcendental[kind] else EW_SUBBLOCK
+
+
 cdef double _ew_block(int kind, const floating* p, const floating* t, const floating* aux,
                       const floating* w, const floating* go, floating* grad, floating* hess,
                       floating* lout, Py_ssize_t n, const double* par,
@@ -151,10 +168,8 @@ cdef double _ew_block(int kind, const floating* p, const floating* t, const floa
     the last sub-block can be partial, so the sum runs in exactly the order of
     a single pass over the block. Returns the block's loss sum (0 for 'none')."""
     cdef double acc[EW_ACC]
-    cdef Py_ssize_t j0, m, sub = EW_SUBBLOCK
-    cdef int j, k
-    if fl_ew_transcendental[kind]:
-        sub = EW_BLOCK      # compute-bound enough to keep the stores flowing (measured)
+    cdef Py_ssize_t j0, m, sub = _ew_sub_size(kind)
+    cdef int j
     for j in range(EW_ACC):
         acc[j] = 0
     j0 = 0
@@ -163,20 +178,100 @@ cdef double _ew_block(int kind, const floating* p, const floating* t, const floa
         _ew_sub(kind, p + j0, t + j0, NULL if aux == NULL else aux + j0,
                 NULL if w == NULL else w + j0, NULL if go == NULL else go + j0,
                 NULL if grad == NULL else grad + j0, NULL if hess == NULL else hess + j0,
-                NULL if lout == NULL else lout + j0, m, par, gscale, acc)
+                NULL if lout == NULL else lout + j0, m, par, gscale, acc, 0)
         j0 += m
     if lout != NULL:
         return 0.0
-    j = EW_ACC
-    while j > 1:  # pairwise fold, fixed order
-        j //= 2
-        for k in range(j):
-            acc[k] += acc[k + j]
-    return acc[0]
+    return _ew_fold(acc)
 
 
-cdef inline const floating* _ptr_or_null(const floating[::1] a) noexcept:
-    return NULL if a is None else &a[0]
+# --- the driver: one call's arrays, cut into blocks over threads --------------
+
+cdef enum:
+    EW_F32 = 0          # every array float32
+    EW_F64 = 1          # every array float64
+    EW_MIXED = 2        # each array float32, bfloat16 or float16 (ak[]): elementwise_half.pxi
+
+cdef struct EwCall:
+    int kind, dt
+    int ak[8]           # EW_MIXED: storage kind of p, t, aux, w, go, grad, hess, lout
+                        # (0 float32, FL_HALF_BF16, FL_HALF_F16)
+    void* p
+    void* t
+    void* aux
+    void* w
+    void* go
+    void* grad
+    void* hess
+    void* lout
+    const double* par
+    double gscale
+
+
+cdef inline void* _at(void* a, Py_ssize_t byte_offset) noexcept nogil:
+    return NULL if a == NULL else <char*>a + byte_offset
+
+
+cdef double _ew_range(const EwCall* c, Py_ssize_t blk, Py_ssize_t n) noexcept nogil:
+    """Block ``blk`` of a call over n elements: its loss sum."""
+    cdef Py_ssize_t off = blk * EW_BLOCK
+    cdef Py_ssize_t m = n - off if n - off < EW_BLOCK else EW_BLOCK
+    cdef Py_ssize_t b = off * (8 if c.dt == EW_F64 else 4)
+    if c.dt == EW_MIXED:
+        return _ew_block_mixed(c, off, m)
+    if c.dt == EW_F32:
+        return _ew_block(c.kind, <const float*>_at(c.p, b), <const float*>_at(c.t, b),
+                         <const float*>_at(c.aux, b), <const float*>_at(c.w, b),
+                         <const float*>_at(c.go, b), <float*>_at(c.grad, b),
+                         <float*>_at(c.hess, b), <float*>_at(c.lout, b), m, c.par,
+                         <float>c.gscale)
+    return _ew_block(c.kind, <const double*>_at(c.p, b), <const double*>_at(c.t, b),
+                     <const double*>_at(c.aux, b), <const double*>_at(c.w, b),
+                     <const double*>_at(c.go, b), <double*>_at(c.grad, b),
+                     <double*>_at(c.hess, b), <double*>_at(c.lout, b), m, c.par, c.gscale)
+
+
+cdef double _ew_run(EwCall* c, params, Py_ssize_t n, int num_threads,
+                    Py_ssize_t par_min) except? -1.0:
+    """Checks ``params`` against the loss, then runs the call over n elements in
+    fixed blocks (threads when n >= par_min; -1: the loss's default) and adds the
+    block sums in order. Returns the loss sum (0.0 for 'none')."""
+    cdef int kind = c.kind
+    if not 0 <= kind < FL_EW_COUNT:
+        raise ValueError(f"kind must be in [0, {FL_EW_COUNT}), got {kind}")
+    cdef double par[EW_MAX_PARAMS]
+    cdef Py_ssize_t q, npar = len(params)
+    name = fl_ew_names[kind].decode()
+    if npar != len(ELEMENTWISE_PARAMS[name]):
+        raise ValueError(f"{name} takes {ELEMENTWISE_PARAMS[name]}, got {npar} params")
+    for q in range(npar):
+        par[q] = params[q]
+    c.par = par
+    if n == 0:
+        return 0.0
+    cdef Py_ssize_t nblocks = (n + EW_BLOCK - 1) // EW_BLOCK, blk
+    cdef double total = 0.0
+    if par_min < 0:
+        par_min = EW_PAR_MIN_TRANSC if fl_ew_transcendental[kind] else EW_PAR_MIN
+    cdef int nt = num_threads if n >= par_min else 1
+    cdef double* partial = <double*>malloc(nblocks * sizeof(double))
+    if partial == NULL:
+        raise MemoryError()
+    with nogil:
+        if nt > 1:
+            for blk in prange(nblocks, schedule="static", num_threads=nt):
+                partial[blk] = _ew_range(c, blk, n)
+        else:
+            for blk in range(nblocks):
+                partial[blk] = _ew_range(c, blk, n)
+        for blk in range(nblocks):
+            total += partial[blk]
+    free(partial)
+    return total
+
+
+cdef inline void* _ptr_or_null(const floating[::1] a) noexcept:
+    return NULL if a is None else <void*>&a[0]
 
 
 def elementwise(int kind, const floating[::1] pred, const floating[::1] target,
@@ -194,88 +289,57 @@ def elementwise(int kind, const floating[::1] pred, const floating[::1] target,
     ``loss_out``, ``hessian`` (d2l/dpred2, scaled as the gradient). Inputs with
     fewer than ``par_min`` elements run on one thread; the default (-1) is
     ELEMENTWISE_PAR_MIN, or ELEMENTWISE_PAR_MIN_TRANSCENDENTAL for the losses
-    with exp/log.
+    with exp/log. (16-bit arrays: :func:`elementwise_half`.)
     """
-    if not 0 <= kind < FL_EW_COUNT:
-        raise ValueError(f"kind must be in [0, {FL_EW_COUNT}), got {kind}")
-    cdef double par[EW_MAX_PARAMS]
-    cdef Py_ssize_t q, npar = len(params)
-    if npar != len(ELEMENTWISE_PARAMS[fl_ew_names[kind].decode()]):
-        raise ValueError(f"{fl_ew_names[kind].decode()} takes "
-                         f"{ELEMENTWISE_PARAMS[fl_ew_names[kind].decode()]}, got {len(params)} params")
-    for q in range(npar):
-        par[q] = params[q]
-    cdef Py_ssize_t n = pred.shape[0]
-    if n == 0:
-        return 0.0
-    cdef Py_ssize_t nblocks = (n + EW_BLOCK - 1) // EW_BLOCK
-    cdef const floating* pp = &pred[0]
-    cdef const floating* tp = &target[0]
-    cdef const floating* xp = _ptr_or_null(aux)
-    cdef const floating* wp = _ptr_or_null(weight)
-    cdef const floating* gop = _ptr_or_null(grad_output)
-    cdef floating* gp = NULL if grad is None else &grad[0]
-    cdef floating* hp = NULL if hessian is None else &hessian[0]
-    cdef floating* lp = NULL if loss_out is None else &loss_out[0]
-    cdef floating fs = <floating>gscale
-    cdef double* partial = <double*>malloc(nblocks * sizeof(double))
-    cdef Py_ssize_t blk, off, m
-    cdef double total = 0.0
-    if par_min < 0:
-        par_min = EW_PAR_MIN_TRANSC if fl_ew_transcendental[kind] else EW_PAR_MIN
-    cdef int nt = num_threads if n >= par_min else 1
-    if partial == NULL:
-        raise MemoryError()
-    with nogil:
-        if nt > 1:
-            for blk in prange(nblocks, schedule="static", num_threads=nt):
-                off = blk * EW_BLOCK
-                m = n - off if n - off < EW_BLOCK else EW_BLOCK
-                partial[blk] = _ew_block(
-                    kind, pp + off, tp + off, NULL if xp == NULL else xp + off,
-                    NULL if wp == NULL else wp + off, NULL if gop == NULL else gop + off,
-                    NULL if gp == NULL else gp + off, NULL if hp == NULL else hp + off,
-                    NULL if lp == NULL else lp + off, m, par, fs)
-        else:
-            for blk in range(nblocks):
-                off = blk * EW_BLOCK
-                m = n - off if n - off < EW_BLOCK else EW_BLOCK
-                partial[blk] = _ew_block(
-                    kind, pp + off, tp + off, NULL if xp == NULL else xp + off,
-                    NULL if wp == NULL else wp + off, NULL if gop == NULL else gop + off,
-                    NULL if gp == NULL else gp + off, NULL if hp == NULL else hp + off,
-                    NULL if lp == NULL else lp + off, m, par, fs)
-        for blk in range(nblocks):
-            total += partial[blk]
-    free(partial)
-    return total
+    cdef EwCall c
+    c.kind = kind
+    c.dt = EW_F32 if floating is float else EW_F64
+    c.p, c.t, c.aux = _ptr_or_null(pred), _ptr_or_null(target), _ptr_or_null(aux)
+    c.w, c.go = _ptr_or_null(weight), _ptr_or_null(grad_output)
+    c.grad, c.hess, c.lout = _ptr_or_null(grad), _ptr_or_null(hessian), _ptr_or_null(loss_out)
+    c.gscale = gscale
+    return _ew_run(&c, params, pred.shape[0], num_threads, par_min)
 
 
 # --- value checks the Python layer runs before a loss (one pass, no temporaries) ---
 
+cdef inline void _label_counts(const floating* t, Py_ssize_t m, Py_ssize_t* not_pm,
+                               Py_ssize_t* not_zo) noexcept nogil:
+    cdef Py_ssize_t i, a = 0, b = 0
+    cdef floating v
+    for i in range(m):
+        v = t[i]
+        a += (v != 1) & (v != -1)
+        b += (v != 1) & (v != 0)
+    not_pm[0] += a
+    not_zo[0] += b
+
+
+cdef inline Py_ssize_t _outside_unit(const floating* p, Py_ssize_t m) noexcept nogil:
+    cdef Py_ssize_t i, bad = 0
+    cdef floating v
+    for i in range(m):
+        v = p[i]
+        bad += (v < 0) | (v > 1)
+    return bad
+
+
 def label_set(const floating[::1] t):
     """0 if every t is -1 or +1, 1 if every t is 0 or 1, -1 otherwise (hinge targets)."""
-    cdef Py_ssize_t n = t.shape[0], i, j = 0, m
+    cdef Py_ssize_t n = t.shape[0], j = 0, m
     cdef Py_ssize_t not_pm = 0, not_zo = 0
-    cdef floating v
     with nogil:
         while j < n and not (not_pm and not_zo):  # blocks, stop early once both fail
             m = n - j if n - j < EW_BLOCK else EW_BLOCK
-            for i in range(j, j + m):
-                v = t[i]
-                not_pm += (v != 1) & (v != -1)
-                not_zo += (v != 1) & (v != 0)
+            _label_counts(&t[j], m, &not_pm, &not_zo)
             j += m
     return 0 if not_pm == 0 else (1 if not_zo == 0 else -1)
 
 
 def count_outside_unit(const floating[::1] p):
     """How many p are < 0 or > 1 (NaN is not counted: it propagates instead)."""
-    cdef Py_ssize_t n = p.shape[0], i
-    cdef Py_ssize_t bad = 0
-    cdef floating v
+    cdef Py_ssize_t n = p.shape[0], bad = 0
     with nogil:
-        for i in range(n):
-            v = p[i]
-            bad += (v < 0) | (v > 1)
+        if n:
+            bad = _outside_unit(&p[0], n)
     return bad

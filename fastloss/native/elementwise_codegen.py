@@ -9,6 +9,10 @@ For every loss of the table the header gets
   gradient (and, only when ``hb`` is not NULL, hessian) buffers. The loop
   without hessians passes a dead scratch variable as ``h``: the compiler drops
   that arithmetic, so the loss/gradient loop is the one it always was;
+* ``fl_ew_store_<name>_f`` / ``_d``: the loop writing ``gscale * g`` straight to
+  the gradient (used for the losses marked ``fused_grad_store``, and for every
+  loss when the caller asks with ``fuse``: the 16-bit kernels, whose gradient
+  goes to a float32 buffer in cache anyway);
 
 and one dispatch ``fl_ew_losses_f`` / ``_d`` on the kind number (the loss's
 position in the table), the kind names, option names and transcendental flags
@@ -85,20 +89,22 @@ def _loop(loss, ctype, suffix, store):
 
 def _dispatch(losses, ctype, suffix):
     text = ("/* Losses and gradients (hessians too when hb != NULL) of n elements of loss `kind`\n"
-            " * into lb, gb (hb). A compute-bound loss given grad (only when there are no\n"
-            " * weights, upstream gradient or hessians) writes gscale * g there instead of gb\n"
-            " * and returns 1: its stores then overlap its arithmetic. */\n"
+            " * into lb, gb (hb). A compute-bound loss (or any loss when `fuse`) given grad\n"
+            " * (only when there are no weights, upstream gradient or hessians) writes\n"
+            " * gscale * g there instead of gb and returns 1: its stores then overlap its\n"
+            " * arithmetic. */\n"
             "FL_INLINE int fl_ew_losses_T(int kind, const T *p, const T *t, const T *aux,\n"
             "                             const double *par, T *lb, T *gb, T *hb, T *grad,\n"
-            "                             T gscale, Py_ssize_t n)\n{\n    switch (kind) {\n")
+            "                             T gscale, Py_ssize_t n, int fuse)\n{\n"
+            "    switch (kind) {\n")
     for loss in losses:
         text += f"    case FL_EW_{loss.name.upper()}:\n"
-        if loss.fused_grad_store:
-            text += (f"        if (grad != NULL && hb == NULL) {{\n"
-                     f"            fl_ew_store_{loss.name}_T(p, t, aux, par, lb, grad, gscale, n);\n"
-                     f"            return 1;\n        }}\n")
+        fuse = "" if loss.fused_grad_store else " && fuse"
+        text += (f"        if (grad != NULL && hb == NULL{fuse}) {{\n"
+                 f"            fl_ew_store_{loss.name}_T(p, t, aux, par, lb, grad, gscale, n);\n"
+                 f"            return 1;\n        }}\n")
         text += f"        fl_ew_loop_{loss.name}_T(p, t, aux, par, lb, gb, hb, n);\n        return 0;\n"
-    text += "    }\n    (void)grad; (void)gscale;\n    return 0;\n}\n"
+    text += "    }\n    (void)grad; (void)gscale; (void)fuse;\n    return 0;\n}\n"
     return _instantiate(text, ctype, suffix)
 
 
@@ -128,8 +134,7 @@ def header(losses):
         for loss in losses:
             parts.append(f"/* {loss.name} */\n" + _body(loss, ctype, suffix))
             parts.append(_loop(loss, ctype, suffix, store=False))
-            if loss.fused_grad_store:
-                parts.append(_loop(loss, ctype, suffix, store=True))
+            parts.append(_loop(loss, ctype, suffix, store=True))
             parts.append("\n")
         parts.append(_dispatch(losses, ctype, suffix) + "\n")
     parts.append("#endif\n")

@@ -3,13 +3,24 @@
 Same signatures as ``torch.nn.functional``. The forward pass computes the
 loss and its gradient in one fused kernel call; backward only scales the
 saved gradient by the upstream gradient (first-order only).
+
+bfloat16 and float16 inputs follow torch's dtype rules: outside autocast the
+loss and the gradient are in the input's dtype; inside
+``torch.autocast("cpu", ...)`` the loss is float32 and the gradient in the
+input's dtype (:mod:`fastloss.torch._autocast`). Either way the kernels compute
+in float32 from the 16-bit values (no float32 copy of the input) and round the
+gradient once. Outside autocast, targets and weights are cast to the input's
+dtype (fastloss's rule); under autocast float32 ones are read as they are, as
+torch computes in float32 there.
 """
 from __future__ import annotations
 
 import torch
 
+from .. import _reduction as R
 from .. import classification as _classification
 from .. import losses as _losses
+from . import _autocast
 from ._bridge import as_numpy, from_numpy
 
 __all__ = [
@@ -36,20 +47,28 @@ def _no_grad(t, name):
 class _FusedLoss(torch.autograd.Function):
     """forward: (loss, dloss/dinput) from one fastloss call; backward: scale the
     saved gradient (per sample along ``class_axis`` for a classification loss with
-    ``reduction='none'``)."""
+    ``reduction='none'``).
+
+    ``fn(x, t, return_grad=True, **kwargs)`` gets NumPy views of the tensors (16-bit
+    ones included) and returns ``(loss, grad)``: ``grad`` final, in the input's
+    dtype; ``loss`` in the input's dtype or, better for a 16-bit input, its compute
+    dtype (float32, not yet rounded). Here the loss is divided by ``weight_mean``
+    when given (a weighted average sum(w l) / sum(w); ``grad`` must already hold
+    the 1 / sum(w)) and returned in ``fn.loss_dtype`` if ``fn`` has it, else in
+    :func:`_autocast.loss_dtype` (float32 under CPU autocast for a 16-bit input,
+    else the input's dtype): rounded once."""
 
     @staticmethod
     def forward(ctx, input, target, fn, kwargs, target_floating, class_axis, weight_mean):
         _no_grad(target, "target")
-        x = as_numpy(input, "input")
-        t = as_numpy(target, "target", floating=target_floating)
+        x = as_numpy(input, "input", half=True)
+        t = as_numpy(target, "target", floating=target_floating, half=True)
         loss, grad = fn(x, t, return_grad=True, **kwargs)
         if weight_mean is not None:  # weighted average: sum(w l) / sum(w)
             loss = loss / weight_mean
-            grad /= weight_mean
         ctx.class_axis = class_axis
         ctx.save_for_backward(from_numpy(grad))
-        return from_numpy(loss)
+        return from_numpy(loss).to(getattr(fn, "loss_dtype", None) or _autocast.loss_dtype(input))
 
     @staticmethod
     @torch.autograd.function.once_differentiable
@@ -70,25 +89,47 @@ def _scaled(grad, grad_out, class_axis=None):
     if grad_out.dim() == 0:
         if grad_out.item() == 1.0:
             return grad
-        return grad * grad_out
+        return (grad * grad_out).to(grad.dtype)
     if class_axis is not None:
         grad_out = grad_out.unsqueeze(class_axis)
-    return grad * grad_out
+    return (grad * grad_out).to(grad.dtype)  # a float32 grad_out under autocast
+
+
+def _elementwise_call(fn, mixed):
+    """The element-wise loss ``fn`` (a public function of :mod:`fastloss.losses`) as
+    :class:`_FusedLoss` calls it, returning the loss in the compute dtype (float32
+    for a 16-bit input); ``mixed``: float32 targets and weights stay float32
+    (torch.autocast on a 16-bit input)."""
+    def call(x, t, *, reduction, return_grad, sample_weight=None, weight=None,
+             grad_output=None, **options):
+        return _losses._evaluate(fn.spec, x, t, options, reduction, sample_weight, return_grad,
+                                 None, grad_output, None, weight=weight, wide_loss=True,
+                                 mixed=mixed)
+    return call
 
 
 def _apply_elementwise(fn, input, target, reduction, full_weight=None, weighted_average=False,
                        **kwargs):
     """``fn`` through :class:`_FusedLoss`; ``full_weight`` (torch's weight of a loss that
-    fastloss takes as ``sample_weight``) expanded to the input's shape first."""
+    fastloss takes as ``sample_weight``) expanded to the input's shape first. A
+    weighted mean is a sum with grad_output 1 / sum(w): the kernel scales the
+    gradient in float32 and a 16-bit gradient is rounded once."""
     weight_mean = None
     if full_weight is not None:
-        w = as_numpy(full_weight.expand_as(input), "weight")
+        w = as_numpy(full_weight.expand_as(input), "weight", half=True)
         kwargs["sample_weight"] = w
         if weighted_average and reduction == "mean":
             reduction = "sum"
             weight_mean = float(w.sum(dtype="float64"))
+            kwargs["grad_output"] = R.divide(1.0, weight_mean)
     kwargs["reduction"] = reduction
-    return _FusedLoss.apply(input, target, fn, kwargs, False, None, weight_mean)
+    call = _elementwise_call(fn, _autocast.computes_in_float32(input))
+    if weighted_average and full_weight is not None and _autocast.computes_in_float32(input):
+        # torch's weighted mse_loss / l1_loss are plain tensor ops, which autocast leaves
+        # alone: their loss has the promoted dtype of input, target and weight
+        call.loss_dtype = torch.promote_types(torch.promote_types(input.dtype, target.dtype),
+                                              full_weight.dtype)
+    return _FusedLoss.apply(input, target, call, kwargs, False, None, weight_mean)
 
 
 def mse_loss(input, target, size_average=None, reduce=None, reduction="mean", weight=None):
@@ -122,7 +163,7 @@ def _tensor_options(**tensors):
     for name, t in tensors.items():
         if t is not None:
             _no_grad(t, name)
-            kwargs[name] = as_numpy(t, name)
+            kwargs[name] = as_numpy(t, name, half=True)
     return kwargs
 
 
