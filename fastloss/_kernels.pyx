@@ -13,9 +13,10 @@
 #                         their formulas come from _elementwise_spec.py through
 #                         the generated native/elementwise_losses.h.
 # * native/_softmax_rows.pxi, _ce_steps.pxi, _ce_schedule.pxi,
-#   _cross_entropy.pxi, _softmax.pxi -- softmax, log-softmax and the
-#   cross-entropy family: row primitives (C in native/_rowmax.h, _expsum.h),
-#   the cross-entropy steps, their schedule over threads, the public kernels.
+#   _ce_half.pxi, _cross_entropy.pxi, _softmax.pxi, _softmax_half.pxi --
+#   softmax, log-softmax and the cross-entropy family: row primitives (C in
+#   native/_rowmax.h, _expsum.h), the cross-entropy steps, their schedule over
+#   threads (16-bit logits: in float32 tiles), the public kernels.
 # * native/_half.pxi   -- bfloat16 / float16 <-> float32 (C in native/_half.h):
 #                         16-bit inputs are widened a tile at a time.
 # * native/_cpu.pxi    -- build_info() and what the running CPU supports.
@@ -44,5 +45,7 @@ include "native/elementwise.pxi"
 include "native/_softmax_rows.pxi"
 include "native/_ce_steps.pxi"
 include "native/_ce_schedule.pxi"
+include "native/_ce_half.pxi"
 include "native/_cross_entropy.pxi"
 include "native/_softmax.pxi"
+include "native/_softmax_half.pxi"

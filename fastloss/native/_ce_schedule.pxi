@@ -56,6 +56,21 @@ cdef void _ce_row_range(const CeConf* cf, Py_ssize_t lo, Py_ssize_t hi, const fl
         _ce_grad_target(cf, pend, lab, g, zy, cfs)
 
 
+cdef void _ce_small_rows(const CeConf* cf, Py_ssize_t i0, Py_ssize_t i1, const floating* z,
+                         const label_t* lab, const floating* t, const floating* w,
+                         const floating* go, floating* g, double* st, double* zy, double* cfs,
+                         double* rl) noexcept nogil:
+    """Few classes (cf.prelog set): step 1 for the block of rows [i0, i1) (at most
+    SM_ROWBLOCK), then steps 2 and 3 row by row."""
+    cdef Py_ssize_t i
+    _ce_block_stats(cf, i0, i1, z, lab, t, w, g, st, zy)
+    for i in range(i0, i1):
+        _ce_row_loss(cf, i, lab, w, go, st, zy, cfs, rl)
+        if g != NULL:
+            _ce_chunk_grad(cf, i, 0, lab, t, w, g, st, cfs)
+            _ce_grad_target(cf, i, lab, g, zy, cfs)
+
+
 cdef void _ce_schedule(CeConf* cf, int nt, const floating* zp, const label_t* lp,
                        const floating* tp, const floating* wp, const floating* gop,
                        floating* gp, double* st, double* zy, double* cfs,
@@ -63,7 +78,7 @@ cdef void _ce_schedule(CeConf* cf, int nt, const floating* zp, const label_t* lp
     """All N rows with nt threads (nt == 1: serially): fills rl (row losses),
     cfs (coefficients, z-loss parts) and, when gp != NULL, the gradient."""
     cdef Py_ssize_t N = cf.N, nch = cf.nchunks
-    cdef Py_ssize_t items = N * nch, it, i, nblk, i0, i1
+    cdef Py_ssize_t items = N * nch, it, i, nblk, i0
     cdef bint split = nt > 1 and nch > 1 and N < SM_SPLIT_ROWS * nt
     cdef floating* scratch
     if cf.C < SM_SMALL_C and not (cf.cap > 0):
@@ -73,23 +88,13 @@ cdef void _ce_schedule(CeConf* cf, int nt, const floating* zp, const label_t* lp
         if nt > 1:
             for it in prange(nblk, schedule="static", num_threads=nt):
                 i0 = it * SM_ROWBLOCK
-                i1 = N if N - i0 < SM_ROWBLOCK else i0 + SM_ROWBLOCK
-                _ce_block_stats(cf, i0, i1, zp, lp, tp, wp, gp, st, zy)
-                for i in range(i0, i1):
-                    _ce_row_loss(cf, i, lp, wp, gop, st, zy, cfs, rl)
-                    if gp != NULL:
-                        _ce_chunk_grad(cf, i, 0, lp, tp, wp, gp, st, cfs)
-                        _ce_grad_target(cf, i, lp, gp, zy, cfs)
+                _ce_small_rows(cf, i0, N if N - i0 < SM_ROWBLOCK else i0 + SM_ROWBLOCK,
+                               zp, lp, tp, wp, gop, gp, st, zy, cfs, rl)
         else:
             for it in range(nblk):
                 i0 = it * SM_ROWBLOCK
-                i1 = N if N - i0 < SM_ROWBLOCK else i0 + SM_ROWBLOCK
-                _ce_block_stats(cf, i0, i1, zp, lp, tp, wp, gp, st, zy)
-                for i in range(i0, i1):
-                    _ce_row_loss(cf, i, lp, wp, gop, st, zy, cfs, rl)
-                    if gp != NULL:
-                        _ce_chunk_grad(cf, i, 0, lp, tp, wp, gp, st, cfs)
-                        _ce_grad_target(cf, i, lp, gp, zy, cfs)
+                _ce_small_rows(cf, i0, N if N - i0 < SM_ROWBLOCK else i0 + SM_ROWBLOCK,
+                               zp, lp, tp, wp, gop, gp, st, zy, cfs, rl)
     elif split:
         # few long rows: (row, chunk) items across threads, in two phases
         with parallel(num_threads=nt):

@@ -71,6 +71,10 @@ cdef struct CeConf:
     bint soft           # class-probability targets
     bint want_grad
     bint prelog         # step 1 stored ST_LOG_EXP_SUM (few-class path)
+    # 16-bit tiles (_ce_half.pxi), NULL otherwise: while step 1 runs row i of a
+    # tile, prefetch row i of the next tile's logits and of this tile's gradient
+    const uint16_t* pf_z
+    uint16_t* pf_g
 
 
 cdef inline bint _ce_ignored(const CeConf* cf, const label_t* lab, Py_ssize_t i) noexcept nogil:
@@ -122,6 +126,13 @@ cdef void _ce_chunk_stats(const CeConf* cf, Py_ssize_t i, Py_ssize_t k, const fl
         if sg != NULL:
             for c in range(n):
                 sg[c] = sg[c] * sK
+    elif cf.pf_z != NULL:
+        # 16-bit tile: the 16-bit memory behind the float32 tile (the prefetch
+        # runs over 4 n bytes from there: this chunk of the row and the next)
+        sk = _sm_sumexp(src, work if store_e else NULL, n, mk,
+                        <const floating*>(cf.pf_z + i * C + off),
+                        <floating*>(cf.pf_g + i * C + off) if store_e and cf.pf_g != NULL
+                        else NULL, sg, sK)
     else:
         # prefetch the same chunk of the next row (its logits, its gradient)
         sk = _sm_sumexp(src, work if store_e else NULL, n, mk,
