@@ -385,13 +385,15 @@ def cross_entropy(logits, target, *, weight=None, ignore_index=-100, label_smoot
     ``SparseCategoricalCrossentropy(from_logits=True)`` /
     ``CategoricalCrossentropy(from_logits=True)``.
     """
-    return _cross_entropy(logits, target, weight, ignore_index, label_smoothing, reduction,
-                          return_grad, out, grad_output, inplace, z_loss, softcap, backend)
+    return _cross_entropy(logits, target, weight=weight, ignore_index=ignore_index,
+                          label_smoothing=label_smoothing, reduction=reduction,
+                          return_grad=return_grad, out=out, grad_output=grad_output,
+                          inplace=inplace, z_loss=z_loss, softcap=softcap, backend=backend)
 
 
-def _cross_entropy(logits, target, weight, ignore_index, label_smoothing, reduction,
-                   return_grad, out, grad_output, inplace, z_loss, softcap, backend,
-                   loss_dtype=None):
+def _cross_entropy(logits, target, *, weight=None, ignore_index=-100, label_smoothing=0.0,
+                   reduction="mean", return_grad=False, out=None, grad_output=None,
+                   inplace=False, z_loss=0.0, softcap=None, backend=None, loss_dtype=None):
     """:func:`cross_entropy`; ``loss_dtype`` (internal: the torch adapter under autocast
     asks for float32) overrides the dtype of the returned loss."""
     red = v.reduction(reduction)
@@ -478,12 +480,13 @@ def nll_loss(log_probs, target, *, weight=None, ignore_index=-100, reduction="me
     zero fill of the gradient, which NumPy already does at memory speed.
     ``out`` may be ``log_probs`` itself; any other overlap raises ValueError.
     """
-    return _nll_loss(log_probs, target, weight, ignore_index, reduction, return_grad, out,
-                     grad_output, backend)
+    return _nll_loss(log_probs, target, weight=weight, ignore_index=ignore_index,
+                     reduction=reduction, return_grad=return_grad, out=out,
+                     grad_output=grad_output, backend=backend)
 
 
-def _nll_loss(log_probs, target, weight, ignore_index, reduction, return_grad, out,
-              grad_output, backend, loss_dtype=None):
+def _nll_loss(log_probs, target, *, weight=None, ignore_index=-100, reduction="mean",
+              return_grad=False, out=None, grad_output=None, backend=None, loss_dtype=None):
     """:func:`nll_loss`; ``loss_dtype`` as :func:`_cross_entropy`'s."""
     red = v.reduction(reduction)
     return_grad = v.boolean(return_grad, "return_grad")
