@@ -111,7 +111,7 @@ def _labels(target, C, name="target"):
         if t.flags.c_contiguous and t.dtype.isnative:
             return t
         return v.native_order(t).reshape(t.shape)
-    if t.dtype.kind == "f":
+    if t.dtype.kind == "f" or _dtypes.is_half(t.dtype):
         raise TypeError(f"{name} holds floats ({t.dtype}) where class indices are expected: "
                         "pass int32/int64 class indices, or class probabilities with the "
                         "logits' shape")
@@ -152,7 +152,7 @@ def _weight(weight, C, dtype):
     if weight is None:
         return None
     w = v._as_array(weight, "weight")
-    if w.dtype.kind not in "fiu":
+    if w.dtype.kind not in "fiu" and not _dtypes.is_half(w.dtype):
         raise TypeError(f"weight must be a real float or integer array, got dtype {w.dtype}")
     if w.ndim != 1 or w.shape[0] != C:
         raise ValueError(f"weight has shape {w.shape}, expected ({C},): one weight per class")
@@ -190,7 +190,7 @@ def _classification_input(logits, target, name="input", allow_probs=True):
     loss_shape = x.shape[:P.axis] + x.shape[P.axis + 1:]
     P.loss_shape = loss_shape
     t = v._as_array(target, "target")
-    if t.dtype.kind == "f" and allow_probs:
+    if (t.dtype.kind == "f" or _dtypes.is_half(t.dtype)) and allow_probs:
         if t.shape == loss_shape:
             raise TypeError(f"target holds floats ({t.dtype}) of shape {t.shape} where class "
                             "indices are expected: pass int32/int64 class indices, or class "
@@ -248,7 +248,8 @@ def _narrow(a, dtype):
     if a.dtype == dtype:
         return a
     with np.errstate(all="ignore"):
-        return _dtypes.round_to(a, dtype)
+        r = _dtypes.round_to(a, dtype)
+    return r[()] if np.ndim(a) == 0 else r
 
 
 def softmax(x, axis=-1, *, out=None, backend=None):
@@ -348,9 +349,21 @@ def _ce_pass(native, rows, labels, probs, w, go, grad, row_loss, ignore_index, e
 def _ce_reduced(red, zl, row_loss, total, ztotal, wsum, count, dtype, shape):
     """The cross-entropy loss to return: with z-loss and 'mean', the cross-entropy part
     averaged over sum(w_y) and the z-loss part over the non-ignored samples."""
+    if _dtypes.is_half(dtype):
+        return _narrow(_ce_reduced(red, zl, row_loss, total, ztotal, wsum, count,
+                                   np.dtype(np.float64), shape), dtype)
     if red == "mean" and zl:
         return dtype.type(R.divide(total - ztotal, wsum) + R.divide(ztotal, count))
     return R.reduced_loss(red, row_loss, total, wsum, dtype, shape)
+
+
+def _reduced(red, row, denom, dtype, shape):
+    """R.reduced_loss of the per-row losses ``row``; a 16-bit loss rounded once from
+    float64 (beyond float16's range: Inf, without a warning)."""
+    if _dtypes.is_half(dtype):
+        return _narrow(R.reduced_loss(red, row.astype(np.float64), R.total(row), denom,
+                                      np.dtype(np.float64), shape), dtype)
+    return R.reduced_loss(red, row, R.total(row), denom, dtype, shape)
 
 
 def cross_entropy(logits, target, *, weight=None, ignore_index=-100, label_smoothing=0.0,
@@ -501,8 +514,7 @@ def _nll_loss(log_probs, target, *, weight=None, ignore_index=-100, reduction="m
     scale = _row_scale(red, grad_output, P, wsum) if return_grad else None
     _check_out(out, P, "log_probs", weight=w, grad_output=_go_memory(grad_output, scale))
     row, wy = _ref.nll_rows(P.rows, P.labels, weight=w, ignore_index=ignore_index)
-    loss = R.reduced_loss(red, row, R.total(row), wsum,
-                          dtype if loss_dtype is None else loss_dtype, P.loss_shape)
+    loss = _reduced(red, row, wsum, dtype if loss_dtype is None else loss_dtype, P.loss_shape)
     if not return_grad:
         return loss
     g = np.zeros(P.rows.shape, dtype)     # (16-bit: the float32 values rounded in)
@@ -538,7 +550,7 @@ def _reduce_rows(red, row, g, P, scale, out):
     per-row factor of :func:`_row_scale`) is given, scale the per-row gradients ``g``
     of the reduced loss into ``out``."""
     M = P.rows.shape[0]
-    loss = R.reduced_loss(red, row, R.total(row), M, P.dtype, P.loss_shape)
+    loss = _reduced(red, row, M, P.dtype, P.loss_shape)
     if scale is None:
         return loss
     with np.errstate(all="ignore"):
