@@ -14,8 +14,39 @@
 # step 1 widens one chunk and keeps only its statistics; step 3 widens the
 # chunk again, recomputes its exps (the same bits) and writes its gradient.
 
+from libc.string cimport memset
+
+cdef extern from "native/_half_scaled.h" nogil:
+    void fl_half_store_scaled(int kind, const float* src, uint16_t* dst, Py_ssize_t n, float K)
+
+
 cdef enum:
     SM_HALF_TILE = 65536    # float32 values per thread tile (256 KiB; one row at least)
+
+
+cdef void _ce_half_grad_store(const CeConf* cf, int kind, Py_ssize_t n, float* buf,
+                             const label_t* lab, uint16_t* out, const double* st,
+                             const double* zy, const double* cfs) noexcept nogil:
+    """Step 3 fused with the rounding, for index targets without smoothing or soft-cap
+    (cf.defer_grad): out = round16(e K_k) per chunk from the exps in buf (the float
+    product step 3 computes), then the target class as step 3 does it, in buf, rounded
+    alone. Ignored rows: zeros. Pointers start at the tile's first row."""
+    cdef Py_ssize_t C = cf.C, r, k, off, m, y
+    cdef float Ky
+    for r in range(n):
+        if _ce_ignored(cf, lab, r):
+            memset(out + r * C, 0, C * sizeof(uint16_t))
+            continue
+        y = <Py_ssize_t>lab[r]
+        for k in range(cf.nchunks):
+            off = k * SM_CHUNK
+            m = C - off if C - off < SM_CHUNK else SM_CHUNK
+            fl_half_store_scaled(kind, buf + r * C + off, out + r * C + off, m,
+                                 <float>_ce_chunk_scale(cf, r, k, st, cfs))
+        Ky = <float>_ce_chunk_scale(cf, r, y // SM_CHUNK, st, cfs)
+        buf[r * C + y] = buf[r * C + y] * Ky
+        _ce_grad_target(cf, r, lab, buf, zy, cfs)
+        fl_half_store(kind, buf + r * C + y, out + r * C + y, 1)
 
 
 cdef void _ce_half_rows(const CeConf* cf, int kind, Py_ssize_t lo, Py_ssize_t hi,
@@ -52,7 +83,10 @@ cdef void _ce_half_rows(const CeConf* cf, int kind, Py_ssize_t lo, Py_ssize_t hi
         else:
             _ce_row_range(&lc, 0, n, <const float*>buf, lab, t, wp, go, g, buf + rows * C,
                           st + i0 * cf.nchunks * SM_ST, zy + i0, cfs + i0 * SM_CF, rl + i0)
-        if gh != NULL:
+        if gh != NULL and lc.defer_grad:
+            _ce_half_grad_store(&lc, kind, n, buf, lab, gh + i0 * C,
+                                st + i0 * cf.nchunks * SM_ST, zy + i0, cfs + i0 * SM_CF)
+        elif gh != NULL:
             fl_half_store(kind, buf, gh + i0 * C, n * C)
         i0 = i0 + n
 
@@ -104,6 +138,8 @@ cdef void _ce_half_schedule(CeConf* cf, int kind, int nt, Py_ssize_t per_thread,
     cdef Py_ssize_t N = cf.N, C = cf.C, nch = cf.nchunks, items = N * nch, it, i
     cdef Py_ssize_t rows = SM_HALF_TILE // C if SM_HALF_TILE // C > 0 else 1
     cf.prelog = cf.C < SM_SMALL_C and not (cf.cap > 0)
+    cf.defer_grad = gh != NULL and not cf.prelog and not cf.soft and cf.eps == 0 \
+        and not (cf.cap > 0)
     if cf.prelog:
         rows = rows - rows % SM_ROWBLOCK
     if nt > 1 and nch > 1 and N < SM_SPLIT_ROWS * nt:

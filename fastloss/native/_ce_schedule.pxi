@@ -25,11 +25,12 @@ cdef void _ce_row_range(const CeConf* cf, Py_ssize_t lo, Py_ssize_t hi, const fl
     step 3 is a plain scaling (float32, one chunk, index targets, no label
     smoothing or soft-cap) row i-1's step 3 runs inside row i's exp loop, its
     loads and stores overlapping the exp arithmetic (the same multiply, so the
-    same bits)."""
+    same bits). cf.defer_grad: step 3 is left to the caller (the exps stay in g)."""
     cdef Py_ssize_t i, k, pend = -1     # pend: the row whose step 3 waits
     cdef bint fuse = False
     if floating is float:
-        fuse = g != NULL and cf.nchunks == 1 and not cf.soft and cf.eps == 0 and not (cf.cap > 0)
+        fuse = (g != NULL and cf.nchunks == 1 and not cf.soft and cf.eps == 0
+                and not (cf.cap > 0) and not cf.defer_grad)
     for i in range(lo, hi):
         if fuse and not _ce_ignored(cf, lab, i):
             _ce_chunk_stats(cf, i, 0, z, lab, t, w, g, scratch, st, zy,
@@ -47,7 +48,7 @@ cdef void _ce_row_range(const CeConf* cf, Py_ssize_t lo, Py_ssize_t hi, const fl
         for k in range(cf.nchunks):
             _ce_chunk_stats(cf, i, k, z, lab, t, w, g, scratch, st, zy)
         _ce_row_loss(cf, i, lab, w, go, st, zy, cfs, rl)
-        if g != NULL:
+        if g != NULL and not cf.defer_grad:
             for k in range(cf.nchunks):
                 _ce_chunk_grad(cf, i, k, lab, t, w, g, st, cfs)
             _ce_grad_target(cf, i, lab, g, zy, cfs)

@@ -53,6 +53,7 @@ cdef void _ce_conf(CeConf* cf, Py_ssize_t N, Py_ssize_t C, long long ignore_inde
     cf.prelog = False
     cf.pf_z = NULL
     cf.pf_g = NULL
+    cf.defer_grad = False
 
 
 cdef double* _ce_records(const CeConf* cf) except NULL:
