@@ -364,3 +364,21 @@ def test_torch_module_and_float16():
     assert loss.dtype == xi.grad.dtype == torch.float16
     torch.testing.assert_close(loss, ref, rtol=2e-3, atol=1e-3)
     torch.testing.assert_close(xi.grad, xt.grad, rtol=2e-3, atol=2e-4)
+
+
+@native_only
+@pytest.mark.parametrize("dtype", HALF, ids=str)
+def test_tiny_gradients_round_exactly(dtype):
+    """Exps near float32's underflow times small K: subnormal float32 gradients (the
+    bf16 fast rounding instruction reads them as zero: the exact path takes them)."""
+    C = 4000
+    x = np.zeros((64, C), np.float32)
+    x[:, 1:] = -np.linspace(80.0, 88.0, C - 1)
+    x[5, 7] = np.nan        # a NaN row: NaN bits as the float32 -> 16-bit cast gives them
+    x[6, 9] = -np.nan
+    x = x.astype(dtype)
+    y = np.zeros(64, np.int64)
+    g32 = fc.cross_entropy(x.astype(np.float32), y, return_grad=True, grad_output=1e-3)[1]
+    assert np.any((g32 != 0) & (np.abs(g32) < np.finfo(np.float32).tiny))
+    g = fc.cross_entropy(x, y, return_grad=True, grad_output=1e-3)[1]
+    np.testing.assert_array_equal(g.view(np.uint16), g32.astype(dtype).view(np.uint16))

@@ -21,7 +21,7 @@ cdef extern from "native/_half_scaled.h" nogil:
 
 
 cdef enum:
-    SM_HALF_TILE = 65536    # float32 values per thread tile (256 KiB; one row at least)
+    SM_HALF_TILE = 8192     # float32 values per thread tile (32 KiB: L1; one row at least)
 
 
 cdef void _ce_half_grad_store(const CeConf* cf, int kind, Py_ssize_t n, float* buf,
