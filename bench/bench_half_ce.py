@@ -16,6 +16,7 @@ against the float64 reference first. Issue 12's bar at 4096x32000: bf16 at least
 import sys
 
 import numpy as np
+import pytest
 
 import fastloss
 from fastloss import _backend, _threads
@@ -23,24 +24,15 @@ from fastloss import classification as fc
 from fastloss.tools import benchmark
 
 
-def _at_level(level, fn):
-    mod = _backend.load_level(level)
-
-    def run():
-        _backend.kernels = mod
-        return fn()
-
-    return run
-
-
-def _runners(torch, x, y, levels):
+def _runners(torch, x, y, levels, at_level):
+    """{peer: fn}; at_level(level, fn): fn with that level's kernels (bench/levels.py)."""
     x32 = x.astype(np.float32)
     runners = {}
     for lv in levels:
         gb, g32 = np.empty_like(x), np.empty_like(x32)
-        runners[f"fastloss bf16 {lv}"] = _at_level(
+        runners[f"fastloss bf16 {lv}"] = at_level(
             lv, lambda gb=gb: fc.cross_entropy(x, y, return_grad=True, out=gb))
-        runners[f"fastloss f32 {lv}"] = _at_level(
+        runners[f"fastloss f32 {lv}"] = at_level(
             lv, lambda g32=g32: fc.cross_entropy(x32, y, return_grad=True, out=g32))
     xt = torch.from_numpy(x.view(np.int16).copy()).view(torch.bfloat16).requires_grad_()
     yt = torch.from_numpy(y)
@@ -64,8 +56,25 @@ def _check(runners, x, y):
         assert np.max(np.abs(grad - g64)) <= 1e-2 * np.max(np.abs(g64)), name
 
 
+def test_half_ce_peers_agree():
+    """The peers (this level) against the float64 reference, at a small size."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("ml_dtypes")
+    if not fastloss.native_available():
+        pytest.skip("native backend missing")
+    x, y = _data(64, 3000)
+    _check(_runners(torch, x, y, [_backend.simd_level], lambda lv, fn: fn), x, y)
+
+
+def _data(n, c):
+    rng = np.random.default_rng(0)
+    x = (3 * rng.standard_normal((n, c))).astype(np.dtype(__import__("ml_dtypes").bfloat16))
+    return x, rng.integers(0, c, n)
+
+
 def main(argv):
     import torch
+    from levels import _at_level    # (bench/ is on the path when run as a script)
 
     nt = int(argv[0]) if argv else 2
     usable = _backend.simd_info()["simd_usable"]
@@ -77,12 +86,9 @@ def main(argv):
     torch.set_num_threads(nt)
     print(f"{nt} threads, fastloss {fastloss.__version__} levels {levels}, torch "
           f"{torch.__version__} ({torch.backends.cpu.get_cpu_capability()})")
-    bf16 = np.dtype(__import__("ml_dtypes").bfloat16)
     for n, c in sizes:
-        rng = np.random.default_rng(0)
-        x = (3 * rng.standard_normal((n, c))).astype(bf16)
-        y = rng.integers(0, c, n)
-        runners = _runners(torch, x, y, levels)
+        x, y = _data(n, c)
+        runners = _runners(torch, x, y, levels, _at_level)
         _check(runners, x, y)
         med = benchmark.time_peers(runners, min_rounds=5, max_time=2.0)
         print(f"cross_entropy fwd+bwd {n}x{c}: " +
