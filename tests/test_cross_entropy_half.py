@@ -398,3 +398,28 @@ def test_tiny_gradients_round_exactly(dtype):
     assert np.any((g32 != 0) & (np.abs(g32) < np.finfo(np.float32).tiny))
     g = fc.cross_entropy(x, y, return_grad=True, grad_output=1e-3)[1]
     np.testing.assert_array_equal(g.view(np.uint16), g32.astype(dtype).view(np.uint16))
+
+
+@native_only
+@pytest.mark.parametrize("dtype", HALF, ids=str)
+@pytest.mark.parametrize("shape", [(300, 10), (64, 1000), (3, 20000)], ids=str)
+def test_softmax_is_float32_kernel_rounded_any_threads(dtype, shape):
+    x, _ = _data(dtype, shape, seed=4)
+    g = np.random.default_rng(6).normal(size=shape).astype(dtype)
+    before = _threads.get_num_threads()
+    try:
+        for log in (False, True):
+            f = fc.log_softmax if log else fc.softmax
+            b = fc.log_softmax_backward if log else fc.softmax_backward
+            _threads.set_num_threads(1)
+            y32 = f(x.astype(np.float32))
+            gx32 = b(y32.astype(dtype).astype(np.float32), g.astype(np.float32))
+            for nt in (1, 2, 3):
+                _threads.set_num_threads(nt)
+                y = f(x)
+                np.testing.assert_array_equal(y.view(np.uint16), y32.astype(dtype).view(np.uint16))
+                gx = b(y, g)
+                np.testing.assert_array_equal(gx.view(np.uint16),
+                                              gx32.astype(dtype).view(np.uint16))
+    finally:
+        _threads.set_num_threads(before)
