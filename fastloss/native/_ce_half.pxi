@@ -18,6 +18,8 @@ from libc.string cimport memset
 
 cdef extern from "native/_half_scaled.h" nogil:
     void fl_half_store_scaled(int kind, const float* src, uint16_t* dst, Py_ssize_t n, float K)
+    void fl_half_load_ahead(int kind, const uint16_t* src, float* dst, Py_ssize_t n,
+                            const uint16_t* next, Py_ssize_t nnext)
 
 
 cdef enum:
@@ -70,7 +72,9 @@ cdef void _ce_half_rows(const CeConf* cf, int kind, Py_ssize_t lo, Py_ssize_t hi
         t = NULL if tp == NULL else tp + i0 * C
         go = NULL if gop == NULL else gop + i0
         g = NULL if gh == NULL else buf
-        fl_half_load(kind, zh + i0 * C, buf, n * C)
+        # the next tile (n values at most) prefetched into L2 while this one loads
+        fl_half_load_ahead(kind, zh + i0 * C, buf, n * C, zh + (i0 + n) * C,
+                           (n if hi - i0 - n > n else hi - i0 - n) * C)
         lc.pf_z = zh + (i0 + n) * C if i0 + n < hi else NULL
         lc.pf_g = NULL if gh == NULL else gh + i0 * C
         if lc.prelog:
