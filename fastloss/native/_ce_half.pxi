@@ -73,8 +73,8 @@ cdef void _ce_half_rows(const CeConf* cf, int kind, Py_ssize_t lo, Py_ssize_t hi
         go = NULL if gop == NULL else gop + i0
         g = NULL if gh == NULL else buf
         # the next tile (n values at most) prefetched into L2 while this one loads
-        fl_half_load_ahead(kind, zh + i0 * C, buf, n * C, zh + (i0 + n) * C,
-                           (n if hi - i0 - n > n else hi - i0 - n) * C)
+        fl_half_load_ahead(kind, zh + i0 * C, buf, n * C, zh + (i0 + 2 * n) * C,
+                           (n if hi - i0 - 2 * n > n else hi - i0 - 2 * n) * C)
         lc.pf_z = zh + (i0 + n) * C if i0 + n < hi else NULL
         lc.pf_g = NULL if gh == NULL else gh + i0 * C
         if lc.prelog:
