@@ -423,3 +423,17 @@ def test_softmax_is_float32_kernel_rounded_any_threads(dtype, shape):
                                               gx32.astype(dtype).view(np.uint16))
     finally:
         _threads.set_num_threads(before)
+
+
+@native_only
+def test_large_gradient_streamed():
+    """A gradient of more than 4M values is written with non-temporal stores (not at a
+    64-byte boundary: the first values one by one); the same bits."""
+    rng = np.random.default_rng(8)
+    x = (rng.normal(size=(1030, 4099)) * 3).astype(BF16)
+    y = rng.integers(0, 4099, 1030)
+    y[::7] = -100
+    l32, g32 = fc.cross_entropy(x.astype(np.float32), y, return_grad=True)
+    loss, g = fc.cross_entropy(x, y, return_grad=True)
+    np.testing.assert_array_equal(g.view(np.uint16), g32.astype(BF16).view(np.uint16))
+    assert abs(float(loss) - float(l32)) <= _ulp(float(l32), BF16)

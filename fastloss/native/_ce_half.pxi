@@ -17,22 +17,25 @@
 from libc.string cimport memset
 
 cdef extern from "native/_half_scaled.h" nogil:
-    void fl_half_store_scaled(int kind, const float* src, uint16_t* dst, Py_ssize_t n, float K)
+    void fl_half_store_scaled(int kind, const float* src, uint16_t* dst, Py_ssize_t n, float K,
+                              int stream)
     void fl_half_load_ahead(int kind, const uint16_t* src, float* dst, Py_ssize_t n,
                             const uint16_t* next, Py_ssize_t nnext)
 
 
 cdef enum:
+    SM_HALF_STREAM = 4194304    # gradients of at least this many values: streamed (8 MiB)
     SM_HALF_TILE = 8192     # float32 values per thread tile (32 KiB: L1; one row at least)
 
 
 cdef void _ce_half_grad_store(const CeConf* cf, int kind, Py_ssize_t n, float* buf,
                              const label_t* lab, uint16_t* out, const double* st,
-                             const double* zy, const double* cfs) noexcept nogil:
+                             const double* zy, const double* cfs, bint stream) noexcept nogil:
     """Step 3 fused with the rounding, for index targets without smoothing or soft-cap
     (cf.defer_grad): out = round16(e K_k) per chunk from the exps in buf (the float
     product step 3 computes), then the target class as step 3 does it, in buf, rounded
-    alone. Ignored rows: zeros. Pointers start at the tile's first row."""
+    alone. Ignored rows: zeros. Pointers start at the tile's first row. stream:
+    non-temporal stores (see fl_half_store_scaled)."""
     cdef Py_ssize_t C = cf.C, r, k, off, m, y
     cdef float Ky
     for r in range(n):
@@ -44,7 +47,7 @@ cdef void _ce_half_grad_store(const CeConf* cf, int kind, Py_ssize_t n, float* b
             off = k * SM_CHUNK
             m = C - off if C - off < SM_CHUNK else SM_CHUNK
             fl_half_store_scaled(kind, buf + r * C + off, out + r * C + off, m,
-                                 <float>_ce_chunk_scale(cf, r, k, st, cfs))
+                                 <float>_ce_chunk_scale(cf, r, k, st, cfs), stream)
         Ky = <float>_ce_chunk_scale(cf, r, y // SM_CHUNK, st, cfs)
         buf[r * C + y] = buf[r * C + y] * Ky
         _ce_grad_target(cf, r, lab, buf, zy, cfs)
@@ -61,6 +64,7 @@ cdef void _ce_half_rows(const CeConf* cf, int kind, Py_ssize_t lo, Py_ssize_t hi
     rows C floats, then SM_CHUNK floats of soft-cap scratch."""
     cdef CeConf lc = cf[0]
     cdef Py_ssize_t C = cf.C, i0 = lo, n, b
+    cdef bint stream = cf.defer_grad and cf.N * C >= SM_HALF_STREAM   # (the whole gradient)
     cdef const label_t* lab
     cdef const float* t
     cdef const float* go
@@ -76,7 +80,7 @@ cdef void _ce_half_rows(const CeConf* cf, int kind, Py_ssize_t lo, Py_ssize_t hi
         fl_half_load_ahead(kind, zh + i0 * C, buf, n * C, zh + (i0 + 2 * n) * C,
                            (n if hi - i0 - 2 * n > n else hi - i0 - 2 * n) * C)
         lc.pf_z = zh + (i0 + n) * C if i0 + n < hi else NULL
-        lc.pf_g = NULL if gh == NULL else gh + i0 * C
+        lc.pf_g = NULL if gh == NULL or stream else gh + i0 * C
         if lc.prelog:
             b = 0
             while b < n:
@@ -89,7 +93,8 @@ cdef void _ce_half_rows(const CeConf* cf, int kind, Py_ssize_t lo, Py_ssize_t hi
                           st + i0 * cf.nchunks * SM_ST, zy + i0, cfs + i0 * SM_CF, rl + i0)
         if gh != NULL and lc.defer_grad:
             _ce_half_grad_store(&lc, kind, n, buf, lab, gh + i0 * C,
-                                st + i0 * cf.nchunks * SM_ST, zy + i0, cfs + i0 * SM_CF)
+                                st + i0 * cf.nchunks * SM_ST, zy + i0, cfs + i0 * SM_CF,
+                                stream)
         elif gh != NULL:
             fl_half_store(kind, buf, gh + i0 * C, n * C)
         i0 = i0 + n

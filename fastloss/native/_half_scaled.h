@@ -2,9 +2,11 @@
  *
  *   fl_half_load_ahead: fl_half_load, prefetching the next tile (below).
  *
- *   fl_half_store_scaled(kind, src, dst, n, K):
+ *   fl_half_store_scaled(kind, src, dst, n, K, stream):
  *       dst[i] = round16(src[i] * K)     (the float32 product, as step 3 of the
- *       float32 cross-entropy computes it, then nearest-even as fl_half_store)
+ *       float32 cross-entropy computes it, then nearest-even as fl_half_store);
+ *       stream: non-temporal stores where it can (a gradient larger than the
+ *       caches is not read back from them: no read-for-ownership of its lines)
  *
  * One pass over the float32 tile instead of a scaling pass and a store pass.
  * bfloat16 on a CPU with AVX512-BF16 (Zen 4/5, Sapphire Rapids; the avx512
@@ -23,11 +25,14 @@
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__GNUC__) && !defined(__clang__)
 #define FL_HAVE_BF16_INSN 1
 __attribute__((target("avx512bf16"))) static void
-fl_bf16_store_scaled_insn(const float *src, uint16_t *dst, Py_ssize_t n, float K)
+fl_bf16_store_scaled_insn(const float *src, uint16_t *dst, Py_ssize_t n, float K, int stream)
 {
     const __m512 kv = _mm512_set1_ps(K);
     const __m512i expm = _mm512_set1_epi32(0x7f800000), absm = _mm512_set1_epi32(0x7fffffff);
     Py_ssize_t i = 0;
+    if (stream)     /* the values before the first 64-byte boundary one by one */
+        for (; i < n && ((uintptr_t)(dst + i) & 63) != 0; i++)
+            dst[i] = fl_f32_to_bf16(src[i] * K);
     for (; i + 32 <= n; i += 32) {
         __m512 a = _mm512_mul_ps(_mm512_loadu_ps(src + i), kv);
         __m512 b = _mm512_mul_ps(_mm512_loadu_ps(src + i + 16), kv);
@@ -42,9 +47,14 @@ fl_bf16_store_scaled_insn(const float *src, uint16_t *dst, Py_ssize_t n, float K
             continue;
         }
         /* cvtne2ps: the second operand gives the low 16 results */
-        _mm512_storeu_si512((void *)(dst + i), (__m512i)_mm512_cvtne2ps_pbh(b, a));
+        if (stream)
+            _mm512_stream_si512((void *)(dst + i), (__m512i)_mm512_cvtne2ps_pbh(b, a));
+        else
+            _mm512_storeu_si512((void *)(dst + i), (__m512i)_mm512_cvtne2ps_pbh(b, a));
     }
     for (; i < n; i++) dst[i] = fl_f32_to_bf16(src[i] * K);
+    if (stream)
+        _mm_sfence();   /* the streamed lines ordered before anything this thread does next */
 }
 
 static int fl_bf16_insn_ok(void)
@@ -56,16 +66,18 @@ static int fl_bf16_insn_ok(void)
 }
 #endif
 
-static void fl_half_store_scaled(int kind, const float *src, uint16_t *dst, Py_ssize_t n, float K)
+static void fl_half_store_scaled(int kind, const float *src, uint16_t *dst, Py_ssize_t n, float K,
+                                 int stream)
 {
     float t[FL_SCALED_BLOCK];
     Py_ssize_t i, j, m;
 #if defined(FL_HAVE_BF16_INSN)
     if (kind == FL_HALF_BF16 && fl_bf16_insn_ok()) {
-        fl_bf16_store_scaled_insn(src, dst, n, K);
+        fl_bf16_store_scaled_insn(src, dst, n, K, stream);
         return;
     }
 #endif
+    (void)stream;
     for (i = 0; i < n; i += m) {
         m = n - i < FL_SCALED_BLOCK ? n - i : FL_SCALED_BLOCK;
         for (j = 0; j < m; j++)
