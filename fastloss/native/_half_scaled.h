@@ -24,6 +24,17 @@
 
 #define FL_SCALED_BLOCK 512
 
+/* bfloat16 of src[i] K for the values before dst's first ``align``-byte boundary
+ * (streamed stores need it aligned), one by one; returns how many */
+FL_INLINE Py_ssize_t fl_bf16_scaled_head(const float *src, uint16_t *dst, Py_ssize_t n, float K,
+                                         uintptr_t align)
+{
+    Py_ssize_t i = 0;
+    for (; i < n && ((uintptr_t)(dst + i) & (align - 1)) != 0; i++)
+        dst[i] = fl_f32_to_bf16(src[i] * K);
+    return i;
+}
+
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__GNUC__) && !defined(__clang__)
 #define FL_HAVE_BF16_INSN 1
 __attribute__((target("avx512bf16"))) static void
@@ -31,10 +42,7 @@ fl_bf16_store_scaled_insn(const float *src, uint16_t *dst, Py_ssize_t n, float K
 {
     const __m512 kv = _mm512_set1_ps(K);
     const __m512i expm = _mm512_set1_epi32(0x7f800000), absm = _mm512_set1_epi32(0x7fffffff);
-    Py_ssize_t i = 0;
-    if (stream)     /* the values before the first 64-byte boundary one by one */
-        for (; i < n && ((uintptr_t)(dst + i) & 63) != 0; i++)
-            dst[i] = fl_f32_to_bf16(src[i] * K);
+    Py_ssize_t i = stream ? fl_bf16_scaled_head(src, dst, n, K, 64) : 0;
     for (; i + 32 <= n; i += 32) {
         __m512 a = _mm512_mul_ps(_mm512_loadu_ps(src + i), kv);
         __m512 b = _mm512_mul_ps(_mm512_loadu_ps(src + i + 16), kv);
@@ -77,10 +85,7 @@ static void fl_bf16_store_scaled_avx2(const float *src, uint16_t *dst, Py_ssize_
 {
     const __m256 kv = _mm256_set1_ps(K);
     const __m256i bias = _mm256_set1_epi32(0x7fff), one = _mm256_set1_epi32(1);
-    Py_ssize_t i = 0;
-    if (stream)     /* the values before the first 32-byte boundary one by one */
-        for (; i < n && ((uintptr_t)(dst + i) & 31) != 0; i++)
-            dst[i] = fl_f32_to_bf16(src[i] * K);
+    Py_ssize_t i = stream ? fl_bf16_scaled_head(src, dst, n, K, 32) : 0;
     for (; i + 16 <= n; i += 16) {
         __m256 a = _mm256_mul_ps(_mm256_loadu_ps(src + i), kv);
         __m256 b = _mm256_mul_ps(_mm256_loadu_ps(src + i + 8), kv);
