@@ -1,9 +1,10 @@
 # Softmax and log-softmax, forward and backward, on bfloat16 / float16 rows
 # (included by _kernels.pyx): each thread widens a tile of rows (about
 # SM_HALF_TILE values, at least one row) into its float32 scratch with
-# fl_half_load, runs the float32 row code of _softmax.pxi on it in place, and
-# rounds the result back with fl_half_store. A row's result does not depend on
-# the tiles, so the bits do not depend on the thread count.
+# fl_half_load (prefetching the next tile: _half_scaled.h), runs the float32
+# row code of _softmax.pxi on it in place, and rounds the result back with
+# fl_half_store. A row's result does not depend on the tiles, so the bits do
+# not depend on the thread count.
 
 cdef enum:
     SM_OP_SOFTMAX = 0
@@ -22,7 +23,8 @@ cdef void _sm_half_rows(int kind, int op, Py_ssize_t lo, Py_ssize_t hi, Py_ssize
     cdef Py_ssize_t i0 = lo, n, r
     while i0 < hi:
         n = hi - i0 if hi - i0 < rows else rows
-        fl_half_load(kind, x + i0 * C, buf, n * C)
+        fl_half_load_ahead(kind, x + i0 * C, buf, n * C, x + (i0 + n) * C,
+                           (n if hi - i0 - n > n else hi - i0 - n) * C)
         if gy != NULL:
             fl_half_load(kind, gy + i0 * C, b2, n * C)
         for r in range(n):
