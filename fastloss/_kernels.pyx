@@ -15,9 +15,10 @@
 #                         native/elementwise_half.pxi: the same on bfloat16 /
 #                         float16 arrays, widened a sub-block at a time.
 # * native/_softmax_rows.pxi, _ce_steps.pxi, _ce_schedule.pxi,
-#   _cross_entropy.pxi, _softmax.pxi -- softmax, log-softmax and the
-#   cross-entropy family: row primitives (C in native/_rowmax.h, _expsum.h),
-#   the cross-entropy steps, their schedule over threads, the public kernels.
+#   _ce_half.pxi, _cross_entropy.pxi, _softmax.pxi, _softmax_half.pxi --
+#   softmax, log-softmax and the cross-entropy family: row primitives (C in
+#   native/_rowmax.h, _expsum.h), the cross-entropy steps, their schedule over
+#   threads (16-bit logits: in float32 tiles), the public kernels.
 # * native/_half.pxi   -- bfloat16 / float16 <-> float32 (C in native/_half.h):
 #                         16-bit inputs are widened a tile at a time.
 # * native/_cpu.pxi    -- build_info() and what the running CPU supports.
@@ -47,5 +48,7 @@ include "native/elementwise_half.pxi"
 include "native/_softmax_rows.pxi"
 include "native/_ce_steps.pxi"
 include "native/_ce_schedule.pxi"
+include "native/_ce_half.pxi"
 include "native/_cross_entropy.pxi"
 include "native/_softmax.pxi"
+include "native/_softmax_half.pxi"

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import _dtypes
+
 
 def log_softmax(x):
     """log_softmax_c = (x_c - m) - log sum_k exp(x_k - m), m = max x."""
@@ -101,13 +103,16 @@ def cross_entropy(z, labels=None, probs=None, *, weight=None, ignore_index=-100,
 
 
 def nll_rows(lp, labels, *, weight=None, ignore_index=-100):
-    """Per-row negative log-likelihood: l_i = -w_y lp[i, y] (0 if ignored); also w_y."""
+    """Per-row negative log-likelihood: l_i = -w_y lp[i, y] (0 if ignored); also w_y.
+    16-bit lp: the gathered values widened, the results in float32."""
     M = lp.shape[0]
     valid = labels != ignore_index
     y = np.where(valid, labels, 0)
-    wy = np.ones(M, lp.dtype) if weight is None else weight[y]
-    wy = np.where(valid, wy, 0).astype(lp.dtype)
-    return np.where(valid, -wy * lp[np.arange(M), y], 0).astype(lp.dtype), wy
+    picked = _dtypes.widen(lp[np.arange(M), y])
+    dt = picked.dtype
+    wy = np.ones(M, dt) if weight is None else weight[y]
+    wy = np.where(valid, wy, 0).astype(dt)
+    return np.where(valid, -wy * picked, 0).astype(dt), wy
 
 
 def categorical_cross_entropy(p, t, eps, normalize=False):

@@ -12,6 +12,14 @@ Shapes follow PyTorch: logits (N, C), or (N, C, d1, ..., dk) with classes on
 axis 1, or a single unbatched sample (C,). Class-index targets are (N,) /
 (N, d1, ..., dk) / () of int32 or int64; class-probability targets have the
 logits' shape and a float dtype.
+
+Inputs may be float32, float64, bfloat16 (``ml_dtypes.bfloat16``) or float16.
+16-bit inputs are computed in float32 (the float32 kernels on float32 tiles of
+the widened rows, never a float32 copy of the whole input): the gradient (or
+softmax) comes back in the input's dtype, rounded to nearest-even from the
+float32 result, and the loss in the input's dtype (as torch outside autocast).
+Class weights, probability targets and a per-sample ``grad_output`` are used in
+float32 (cast to it, not to the 16-bit type).
 """
 from __future__ import annotations
 
@@ -20,7 +28,7 @@ import numbers
 
 import numpy as np
 
-from . import _backend, _threads
+from . import _backend, _dtypes, _threads
 from . import _reduction as R
 from . import _reference_classification as _ref
 from . import _validate as v
@@ -103,7 +111,7 @@ def _labels(target, C, name="target"):
         if t.flags.c_contiguous and t.dtype.isnative:
             return t
         return v.native_order(t).reshape(t.shape)
-    if t.dtype.kind == "f":
+    if t.dtype.kind == "f" or _dtypes.is_half(t.dtype):
         raise TypeError(f"{name} holds floats ({t.dtype}) where class indices are expected: "
                         "pass int32/int64 class indices, or class probabilities with the "
                         "logits' shape")
@@ -144,7 +152,7 @@ def _weight(weight, C, dtype):
     if weight is None:
         return None
     w = v._as_array(weight, "weight")
-    if w.dtype.kind not in "fiu":
+    if w.dtype.kind not in "fiu" and not _dtypes.is_half(w.dtype):
         raise TypeError(f"weight must be a real float or integer array, got dtype {w.dtype}")
     if w.ndim != 1 or w.shape[0] != C:
         raise ValueError(f"weight has shape {w.shape}, expected ({C},): one weight per class")
@@ -163,14 +171,15 @@ class _Problem:
     """Logits and targets validated and laid out as rows (M, C)."""
 
     __slots__ = ("x", "rows", "C", "axis", "shape", "loss_shape", "labels", "probs",
-                 "unbatched", "dtype", "target")
+                 "unbatched", "dtype", "cdtype", "target")
 
 
 def _classification_input(logits, target, name="input", allow_probs=True):
     """Validate logits/targets of any torch layout; returns a _Problem."""
-    x = v.float_input(logits, name)
+    x = v.float_input(logits, name, half=True)
     P = _Problem()
     P.x, P.dtype, P.shape = x, x.dtype, x.shape
+    P.cdtype = _dtypes.compute_dtype(x.dtype)     # what the arithmetic runs in
     if x.ndim == 0:
         raise ValueError(f"{name} must have at least one dimension (classes), got a scalar")
     P.unbatched = x.ndim == 1
@@ -181,7 +190,7 @@ def _classification_input(logits, target, name="input", allow_probs=True):
     loss_shape = x.shape[:P.axis] + x.shape[P.axis + 1:]
     P.loss_shape = loss_shape
     t = v._as_array(target, "target")
-    if t.dtype.kind == "f" and allow_probs:
+    if (t.dtype.kind == "f" or _dtypes.is_half(t.dtype)) and allow_probs:
         if t.shape == loss_shape:
             raise TypeError(f"target holds floats ({t.dtype}) of shape {t.shape} where class "
                             "indices are expected: pass int32/int64 class indices, or class "
@@ -190,7 +199,7 @@ def _classification_input(logits, target, name="input", allow_probs=True):
             raise ValueError(f"class-probability target has shape {t.shape}, expected the "
                              f"{name}' shape {x.shape} (or pass int class indices of shape "
                              f"{loss_shape})")
-        P.target = v.float_like(t, "target", x.dtype)
+        P.target = v.float_like(t, "target", P.cdtype)
         P.probs = _rows(P.target, P.axis)
         P.labels = None
     else:
@@ -207,7 +216,7 @@ def _classification_input(logits, target, name="input", allow_probs=True):
 # --- softmax / log_softmax -------------------------------------------------------
 
 def _softmax_impl(x, axis, out, backend, log_out, name):
-    x = v.float_input(x, name)
+    x = v.float_input(x, name, half=True)
     shape = x.shape
     ax = _axis(axis, max(x.ndim, 1))
     if out is not None:
@@ -217,14 +226,30 @@ def _softmax_impl(x, axis, out, backend, log_out, name):
         return _put(np.empty(x.shape, x.dtype), out)
     x = x.reshape(shape or (1,))    # a 0-d input is one class (as torch: 1.0 / 0.0)
     rows = _rows(x, ax)
+    kind = _dtypes.half_kind(x.dtype)
     if _backend.resolve(backend) == "native":
         direct = out is not None and ax == x.ndim - 1
         r = out.reshape(rows.shape) if direct else np.empty(rows.shape, x.dtype)
-        _backend.kernels.softmax_rows(rows, r, log_out, _threads.get_num_threads())
+        if kind:
+            _backend.kernels.softmax_half(kind, int(log_out), _dtypes.bits(rows), None,
+                                          _dtypes.bits(r), _threads.get_num_threads())
+        else:
+            _backend.kernels.softmax_rows(rows, r, log_out, _threads.get_num_threads())
     else:
         with np.errstate(all="ignore"):
-            r = (_ref.log_softmax if log_out else _ref.softmax)(rows)
+            r = _narrow((_ref.log_softmax if log_out else _ref.softmax)(_dtypes.widen(rows)),
+                        x.dtype)
     return _put(_unrows(r, x.shape, ax).reshape(shape), out)
+
+
+def _narrow(a, dtype):
+    """The reference's float32 result of a 16-bit input rounded to ``dtype`` (nearest-even,
+    overflow -> Inf without a warning); other results as they are."""
+    if a.dtype == dtype:
+        return a
+    with np.errstate(all="ignore"):
+        r = _dtypes.round_to(a, dtype)
+    return r[()] if np.ndim(a) == 0 else r
 
 
 def softmax(x, axis=-1, *, out=None, backend=None):
@@ -244,7 +269,7 @@ def log_softmax(x, axis=-1, *, out=None, backend=None):
 
 
 def _softmax_backward_impl(y, grad_output, axis, out, backend, log_in, name):
-    y = v.float_input(y, name)
+    y = v.float_input(y, name, half=True)
     shape = y.shape
     g = v.float_like(grad_output, "grad_output", y.dtype, y.shape)
     ax = _axis(axis, max(y.ndim, 1))
@@ -255,20 +280,29 @@ def _softmax_backward_impl(y, grad_output, axis, out, backend, log_in, name):
         return _put(np.empty(y.shape, y.dtype), out)
     y, g = y.reshape(shape or (1,)), g.reshape(shape or (1,))
     yr, gr = _rows(y, ax), _rows(g, ax)
+    kind = _dtypes.half_kind(y.dtype)
     if _backend.resolve(backend) == "native":
         direct = out is not None and ax == y.ndim - 1
         r = out.reshape(yr.shape) if direct else np.empty(yr.shape, y.dtype)
-        _backend.kernels.softmax_backward_rows(yr, gr, r, log_in, _threads.get_num_threads())
+        if kind:
+            _backend.kernels.softmax_half(kind, 2 + int(log_in), _dtypes.bits(yr),
+                                          _dtypes.bits(gr), _dtypes.bits(r),
+                                          _threads.get_num_threads())
+        else:
+            _backend.kernels.softmax_backward_rows(yr, gr, r, log_in,
+                                                   _threads.get_num_threads())
     else:
         with np.errstate(all="ignore"):
-            r = (_ref.log_softmax_backward if log_in else _ref.softmax_backward)(yr, gr)
+            r = _narrow((_ref.log_softmax_backward if log_in else _ref.softmax_backward)(
+                _dtypes.widen(yr), _dtypes.widen(gr)), y.dtype)
     return _put(_unrows(r, y.shape, ax).reshape(shape), out)
 
 
 def softmax_backward(y, grad_output, axis=-1, *, out=None, backend=None):
     """Backward of softmax given its output y = softmax(x) and the upstream
     gradient: dx = y (grad_output - sum(grad_output y)) along ``axis``. ``out``
-    may be ``y`` or ``grad_output`` itself; any other overlap raises ValueError."""
+    may be ``y`` or ``grad_output`` itself; any other overlap raises ValueError. A
+    16-bit ``grad_output`` is cast to ``y``'s dtype."""
     return _softmax_backward_impl(y, grad_output, axis, out, backend, False, "y")
 
 
@@ -286,7 +320,16 @@ def _ce_pass(native, rows, labels, probs, w, go, grad, row_loss, ignore_index, e
     """One cross-entropy pass over the (M, C) ``rows``, by the kernel or the NumPy
     reference: per-row losses into ``row_loss`` (float64, M), the gradient (scaled by
     ``sce`` / ``sz``) over ``grad`` (None: no gradient); returns (sum of the row losses,
-    sum of their z-loss parts) in float64. ``labels`` None for probability targets."""
+    sum of their z-loss parts) in float64. ``labels`` None for probability targets.
+    16-bit ``rows`` (and ``grad``): ``probs``, ``w`` and ``go`` are float32; the
+    float32 computation on the widened rows, the gradient rounded into ``grad``."""
+    kind = _dtypes.half_kind(rows.dtype)
+    if native and kind:
+        return _backend.kernels.cross_entropy_half(
+            kind, _dtypes.bits(rows), labels if labels is not None else np.empty(0, np.int64),
+            probs, w, go, None if grad is None else _dtypes.bits(grad), row_loss,
+            ignore_index, eps, zl, 0.0 if cap is None else cap, float(sce), float(sz), W,
+            _threads.get_num_threads())
     if native:
         return _backend.kernels.cross_entropy(
             rows, labels if labels is not None else np.empty(0, np.int64), probs, w, go, grad,
@@ -294,21 +337,33 @@ def _ce_pass(native, rows, labels, probs, w, go, grad, row_loss, ignore_index, e
             float(sz), W, _threads.get_num_threads())
     with np.errstate(all="ignore"):
         rl, g, zrow = _ref.cross_entropy(
-            rows, labels, probs, weight=w, ignore_index=ignore_index, label_smoothing=eps,
+            _dtypes.widen(rows), labels, probs, weight=w, ignore_index=ignore_index, label_smoothing=eps,
             z_loss=zl, softcap=cap, grad_scale=sce, z_grad_scale=sz, grad_output=go,
             want_grad=grad is not None)
     row_loss[...] = rl
     if grad is not None:
-        np.copyto(grad, g)
+        np.copyto(grad, _narrow(g, grad.dtype))
     return R.total(rl), R.total(zrow)
 
 
 def _ce_reduced(red, zl, row_loss, total, ztotal, wsum, count, dtype, shape):
     """The cross-entropy loss to return: with z-loss and 'mean', the cross-entropy part
     averaged over sum(w_y) and the z-loss part over the non-ignored samples."""
+    if _dtypes.is_half(dtype):
+        return _narrow(_ce_reduced(red, zl, row_loss, total, ztotal, wsum, count,
+                                   np.dtype(np.float64), shape), dtype)
     if red == "mean" and zl:
         return dtype.type(R.divide(total - ztotal, wsum) + R.divide(ztotal, count))
     return R.reduced_loss(red, row_loss, total, wsum, dtype, shape)
+
+
+def _reduced(red, row, denom, dtype, shape):
+    """R.reduced_loss of the per-row losses ``row``; a 16-bit loss rounded once from
+    float64 (beyond float16's range: Inf, without a warning)."""
+    if _dtypes.is_half(dtype):
+        return _narrow(R.reduced_loss(red, row.astype(np.float64), R.total(row), denom,
+                                      np.dtype(np.float64), shape), dtype)
+    return R.reduced_loss(red, row, R.total(row), denom, dtype, shape)
 
 
 def cross_entropy(logits, target, *, weight=None, ignore_index=-100, label_smoothing=0.0,
@@ -343,6 +398,17 @@ def cross_entropy(logits, target, *, weight=None, ignore_index=-100, label_smoot
     ``SparseCategoricalCrossentropy(from_logits=True)`` /
     ``CategoricalCrossentropy(from_logits=True)``.
     """
+    return _cross_entropy(logits, target, weight=weight, ignore_index=ignore_index,
+                          label_smoothing=label_smoothing, reduction=reduction,
+                          return_grad=return_grad, out=out, grad_output=grad_output,
+                          inplace=inplace, z_loss=z_loss, softcap=softcap, backend=backend)
+
+
+def _cross_entropy(logits, target, *, weight=None, ignore_index=-100, label_smoothing=0.0,
+                   reduction="mean", return_grad=False, out=None, grad_output=None,
+                   inplace=False, z_loss=0.0, softcap=None, backend=None, loss_dtype=None):
+    """:func:`cross_entropy`; ``loss_dtype`` (internal: the torch adapter under autocast
+    asks for float32) overrides the dtype of the returned loss."""
     red = v.reduction(reduction)
     return_grad = v.boolean(return_grad, "return_grad")
     inplace = v.boolean(inplace, "inplace")
@@ -355,15 +421,16 @@ def cross_entropy(logits, target, *, weight=None, ignore_index=-100, label_smoot
             raise ValueError("inplace=True writes the gradient over logits: pass return_grad=True")
         if out is not None:
             raise ValueError("pass either out= or inplace=True, not both")
-        if not isinstance(logits, np.ndarray) or logits.dtype.kind != "f":
-            raise TypeError("inplace=True needs logits as a float32/float64 numpy array")
+        if not isinstance(logits, np.ndarray) or not _dtypes.is_float(logits.dtype):
+            raise TypeError("inplace=True needs logits as a float32, float64, bfloat16 or "
+                            "float16 numpy array")
         if not (logits.flags.c_contiguous and logits.flags.writeable and logits.dtype.isnative):
             raise ValueError("inplace=True needs C-contiguous, writable, native-byte-order logits")
     v.out_needs_grad(out, return_grad)
 
     P = _classification_input(logits, target, "logits")
     dtype, C, M = P.dtype, P.C, P.rows.shape[0]
-    w = _weight(weight, C, dtype)
+    w = _weight(weight, C, P.cdtype)
     if out is not None:
         v.out_array(out, "out", P.shape, dtype)
 
@@ -374,7 +441,7 @@ def cross_entropy(logits, target, *, weight=None, ignore_index=-100, label_smoot
     else:
         count = M
         wsum = float(M)
-    go, go_scale = R.split_grad_output(grad_output, red, dtype, P.loss_shape)
+    go, go_scale = R.split_grad_output(grad_output, red, P.cdtype, P.loss_shape)
     if out is not None or inplace:
         # the kernel reads targets and weights again after writing the gradient rows
         v.out_overlap(logits if inplace else out, exact_ok=() if inplace else ("logits",),
@@ -398,7 +465,8 @@ def cross_entropy(logits, target, *, weight=None, ignore_index=-100, label_smoot
     row_loss = np.empty(M, np.float64)
     total, ztotal = _ce_pass(_backend.resolve(backend) == "native", P.rows, P.labels, P.probs,
                              w, go, grad_rows, row_loss, ignore_index, eps, zl, cap, sce, sz, W)
-    loss = _ce_reduced(red, zl, row_loss, total, ztotal, wsum, count, dtype, P.loss_shape)
+    loss = _ce_reduced(red, zl, row_loss, total, ztotal, wsum, count,
+                       dtype if loss_dtype is None else loss_dtype, P.loss_shape)
     if not return_grad:
         return loss
     if P.x.ndim <= 2:
@@ -425,6 +493,14 @@ def nll_loss(log_probs, target, *, weight=None, ignore_index=-100, reduction="me
     zero fill of the gradient, which NumPy already does at memory speed.
     ``out`` may be ``log_probs`` itself; any other overlap raises ValueError.
     """
+    return _nll_loss(log_probs, target, weight=weight, ignore_index=ignore_index,
+                     reduction=reduction, return_grad=return_grad, out=out,
+                     grad_output=grad_output, backend=backend)
+
+
+def _nll_loss(log_probs, target, *, weight=None, ignore_index=-100, reduction="mean",
+              return_grad=False, out=None, grad_output=None, backend=None, loss_dtype=None):
+    """:func:`nll_loss`; ``loss_dtype`` as :func:`_cross_entropy`'s."""
     red = v.reduction(reduction)
     return_grad = v.boolean(return_grad, "return_grad")
     ignore_index = _ignore_index(ignore_index)
@@ -432,16 +508,16 @@ def nll_loss(log_probs, target, *, weight=None, ignore_index=-100, reduction="me
     _backend.resolve(backend)
     P = _classification_input(log_probs, target, "log_probs", allow_probs=False)
     dtype, C = P.dtype, P.C
-    w = _weight(weight, C, dtype)
+    w = _weight(weight, C, P.cdtype)
     count, wsum = _check_label_range(P.labels.reshape(P.loss_shape), C, ignore_index,
                                      None if w is None else w.astype(np.float64))
     scale = _row_scale(red, grad_output, P, wsum) if return_grad else None
     _check_out(out, P, "log_probs", weight=w, grad_output=_go_memory(grad_output, scale))
     row, wy = _ref.nll_rows(P.rows, P.labels, weight=w, ignore_index=ignore_index)
-    loss = R.reduced_loss(red, row, R.total(row), wsum, dtype, P.loss_shape)
+    loss = _reduced(red, row, wsum, dtype if loss_dtype is None else loss_dtype, P.loss_shape)
     if not return_grad:
         return loss
-    g = np.zeros(P.rows.shape, dtype)
+    g = np.zeros(P.rows.shape, dtype)     # (16-bit: the float32 values rounded in)
     valid = P.labels != ignore_index
     idx = np.nonzero(valid)[0]
     with np.errstate(all="ignore"):
@@ -474,17 +550,17 @@ def _reduce_rows(red, row, g, P, scale, out):
     per-row factor of :func:`_row_scale`) is given, scale the per-row gradients ``g``
     of the reduced loss into ``out``."""
     M = P.rows.shape[0]
-    loss = R.reduced_loss(red, row, R.total(row), M, P.dtype, P.loss_shape)
+    loss = _reduced(red, row, M, P.dtype, P.loss_shape)
     if scale is None:
         return loss
     with np.errstate(all="ignore"):
         g = g * (scale[:, None] if np.ndim(scale) else scale)
-    return loss, _put(g.astype(P.dtype, copy=False).reshape(P.shape), out)
+    return loss, _put(_narrow(g.astype(P.cdtype, copy=False), P.dtype).reshape(P.shape), out)
 
 
 def _row_scale(red, grad_output, P, denom):
     """Per-row (M,) array or common scalar gradient factor of the reduced loss."""
-    scale = R.grad_scale(red, grad_output, P.dtype, P.loss_shape, denom)
+    scale = R.grad_scale(red, grad_output, P.cdtype, P.loss_shape, denom)
     return scale.reshape(P.rows.shape[0]) if np.ndim(scale) else scale
 
 
@@ -511,7 +587,7 @@ def categorical_cross_entropy(probs, target, *, eps=1e-7, normalize=False, reduc
     e = v.real_scalar(eps, "eps", low=0.0, high=1.0, low_open=True, high_open=True)
     v.out_needs_grad(out, return_grad)
     _backend.resolve(backend)
-    p = v.float_input(probs, "probs")
+    p = v.float_input(probs, "probs", half=True)
     if p.ndim not in (1, 2):
         raise ValueError(f"probs must be (N, C) or (C,), got shape {p.shape}")
     if normalize and np.any(p < 0):
@@ -520,7 +596,7 @@ def categorical_cross_entropy(probs, target, *, eps=1e-7, normalize=False, reduc
         raise ValueError("probs must hold probabilities in [0, 1] (use cross_entropy for logits, "
                          "normalize=True for unnormalised scores)")
     P = _classification_input(p, target, "probs")
-    dtype, C, M = P.dtype, P.C, P.rows.shape[0]
+    C, M = P.C, P.rows.shape[0]
     if P.labels is not None:
         _check_label_range(P.labels.reshape(P.loss_shape), C, None)
     scale = _row_scale(red, grad_output, P, M) if return_grad else None
@@ -528,10 +604,10 @@ def categorical_cross_entropy(probs, target, *, eps=1e-7, normalize=False, reduc
     if P.probs is not None:
         t = P.probs
     else:
-        t = np.zeros(P.rows.shape, dtype)
+        t = np.zeros(P.rows.shape, P.cdtype)
         t[np.arange(M), P.labels] = 1
     with np.errstate(all="ignore"):
-        row, g = _ref.categorical_cross_entropy(P.rows, t, e, normalize)
+        row, g = _ref.categorical_cross_entropy(_dtypes.widen(P.rows), t, e, normalize)
     return _reduce_rows(red, row, g, P, scale, out)
 
 
@@ -551,7 +627,7 @@ def multi_margin(input, target, *, p=1, margin=1.0, weight=None, reduction="mean
     margin = v.real_scalar(margin, "margin")
     v.out_needs_grad(out, return_grad)
     _backend.resolve(backend)
-    x = v.float_input(input, "input")
+    x = v.float_input(input, "input", half=True)
     if x.ndim not in (1, 2):
         raise ValueError(f"input must be (N, C) or (C,), got shape {x.shape}")
     # one sample: torch takes a target of shape () or (1,) for (C,) and (1, C) alike
@@ -560,11 +636,12 @@ def multi_margin(input, target, *, p=1, margin=1.0, weight=None, reduction="mean
     xs = x.reshape((1, -1) if target.ndim == 1 else -1) if one and x.size else x
     P = _classification_input(xs, target, "input", allow_probs=False)
     P.x, P.shape = x, x.shape
-    dtype, C = P.dtype, P.C
-    w = _weight(weight, C, dtype)
+    C = P.C
+    w = _weight(weight, C, P.cdtype)
     _check_label_range(P.labels.reshape(P.loss_shape), C, None)
     scale = _row_scale(red, grad_output, P, P.rows.shape[0]) if return_grad else None
     _check_out(out, P, "input", weight=w, grad_output=_go_memory(grad_output, scale))
     with np.errstate(all="ignore"):
-        row, g = _ref.multi_margin(P.rows, P.labels, p=p, margin=margin, weight=w)
+        row, g = _ref.multi_margin(_dtypes.widen(P.rows), P.labels, p=p, margin=margin,
+                                   weight=w)
     return _reduce_rows(red, row, g, P, scale, out)

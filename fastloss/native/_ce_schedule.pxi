@@ -25,11 +25,12 @@ cdef void _ce_row_range(const CeConf* cf, Py_ssize_t lo, Py_ssize_t hi, const fl
     step 3 is a plain scaling (float32, one chunk, index targets, no label
     smoothing or soft-cap) row i-1's step 3 runs inside row i's exp loop, its
     loads and stores overlapping the exp arithmetic (the same multiply, so the
-    same bits)."""
+    same bits). cf.defer_grad: step 3 is left to the caller (the exps stay in g)."""
     cdef Py_ssize_t i, k, pend = -1     # pend: the row whose step 3 waits
     cdef bint fuse = False
     if floating is float:
-        fuse = g != NULL and cf.nchunks == 1 and not cf.soft and cf.eps == 0 and not (cf.cap > 0)
+        fuse = (g != NULL and cf.nchunks == 1 and not cf.soft and cf.eps == 0
+                and not (cf.cap > 0) and not cf.defer_grad)
     for i in range(lo, hi):
         if fuse and not _ce_ignored(cf, lab, i):
             _ce_chunk_stats(cf, i, 0, z, lab, t, w, g, scratch, st, zy,
@@ -47,13 +48,28 @@ cdef void _ce_row_range(const CeConf* cf, Py_ssize_t lo, Py_ssize_t hi, const fl
         for k in range(cf.nchunks):
             _ce_chunk_stats(cf, i, k, z, lab, t, w, g, scratch, st, zy)
         _ce_row_loss(cf, i, lab, w, go, st, zy, cfs, rl)
-        if g != NULL:
+        if g != NULL and not cf.defer_grad:
             for k in range(cf.nchunks):
                 _ce_chunk_grad(cf, i, k, lab, t, w, g, st, cfs)
             _ce_grad_target(cf, i, lab, g, zy, cfs)
     if pend >= 0:
         _ce_chunk_grad(cf, pend, 0, lab, t, w, g, st, cfs)
         _ce_grad_target(cf, pend, lab, g, zy, cfs)
+
+
+cdef void _ce_small_rows(const CeConf* cf, Py_ssize_t i0, Py_ssize_t i1, const floating* z,
+                         const label_t* lab, const floating* t, const floating* w,
+                         const floating* go, floating* g, double* st, double* zy, double* cfs,
+                         double* rl) noexcept nogil:
+    """Few classes (cf.prelog set): step 1 for the block of rows [i0, i1) (at most
+    SM_ROWBLOCK), then steps 2 and 3 row by row."""
+    cdef Py_ssize_t i
+    _ce_block_stats(cf, i0, i1, z, lab, t, w, g, st, zy)
+    for i in range(i0, i1):
+        _ce_row_loss(cf, i, lab, w, go, st, zy, cfs, rl)
+        if g != NULL:
+            _ce_chunk_grad(cf, i, 0, lab, t, w, g, st, cfs)
+            _ce_grad_target(cf, i, lab, g, zy, cfs)
 
 
 cdef void _ce_schedule(CeConf* cf, int nt, const floating* zp, const label_t* lp,
@@ -63,7 +79,7 @@ cdef void _ce_schedule(CeConf* cf, int nt, const floating* zp, const label_t* lp
     """All N rows with nt threads (nt == 1: serially): fills rl (row losses),
     cfs (coefficients, z-loss parts) and, when gp != NULL, the gradient."""
     cdef Py_ssize_t N = cf.N, nch = cf.nchunks
-    cdef Py_ssize_t items = N * nch, it, i, nblk, i0, i1
+    cdef Py_ssize_t items = N * nch, it, i, nblk, i0
     cdef bint split = nt > 1 and nch > 1 and N < SM_SPLIT_ROWS * nt
     cdef floating* scratch
     if cf.C < SM_SMALL_C and not (cf.cap > 0):
@@ -73,23 +89,13 @@ cdef void _ce_schedule(CeConf* cf, int nt, const floating* zp, const label_t* lp
         if nt > 1:
             for it in prange(nblk, schedule="static", num_threads=nt):
                 i0 = it * SM_ROWBLOCK
-                i1 = N if N - i0 < SM_ROWBLOCK else i0 + SM_ROWBLOCK
-                _ce_block_stats(cf, i0, i1, zp, lp, tp, wp, gp, st, zy)
-                for i in range(i0, i1):
-                    _ce_row_loss(cf, i, lp, wp, gop, st, zy, cfs, rl)
-                    if gp != NULL:
-                        _ce_chunk_grad(cf, i, 0, lp, tp, wp, gp, st, cfs)
-                        _ce_grad_target(cf, i, lp, gp, zy, cfs)
+                _ce_small_rows(cf, i0, N if N - i0 < SM_ROWBLOCK else i0 + SM_ROWBLOCK,
+                               zp, lp, tp, wp, gop, gp, st, zy, cfs, rl)
         else:
             for it in range(nblk):
                 i0 = it * SM_ROWBLOCK
-                i1 = N if N - i0 < SM_ROWBLOCK else i0 + SM_ROWBLOCK
-                _ce_block_stats(cf, i0, i1, zp, lp, tp, wp, gp, st, zy)
-                for i in range(i0, i1):
-                    _ce_row_loss(cf, i, lp, wp, gop, st, zy, cfs, rl)
-                    if gp != NULL:
-                        _ce_chunk_grad(cf, i, 0, lp, tp, wp, gp, st, cfs)
-                        _ce_grad_target(cf, i, lp, gp, zy, cfs)
+                _ce_small_rows(cf, i0, N if N - i0 < SM_ROWBLOCK else i0 + SM_ROWBLOCK,
+                               zp, lp, tp, wp, gop, gp, st, zy, cfs, rl)
     elif split:
         # few long rows: (row, chunk) items across threads, in two phases
         with parallel(num_threads=nt):

@@ -71,6 +71,11 @@ cdef struct CeConf:
     bint soft           # class-probability targets
     bint want_grad
     bint prelog         # step 1 stored ST_LOG_EXP_SUM (few-class path)
+    # 16-bit tiles (_ce_half.pxi), NULL otherwise: while step 1 runs row i of a
+    # tile, prefetch row i of the next tile's logits and of this tile's gradient
+    const uint16_t* pf_z
+    uint16_t* pf_g
+    bint defer_grad     # _ce_row_range leaves step 3 to the caller (16-bit tiles)
 
 
 cdef inline bint _ce_ignored(const CeConf* cf, const label_t* lab, Py_ssize_t i) noexcept nogil:
@@ -122,6 +127,13 @@ cdef void _ce_chunk_stats(const CeConf* cf, Py_ssize_t i, Py_ssize_t k, const fl
         if sg != NULL:
             for c in range(n):
                 sg[c] = sg[c] * sK
+    elif cf.pf_z != NULL:
+        # 16-bit tile: the 16-bit memory behind the float32 tile (the prefetch
+        # runs over 4 n bytes from there: this chunk of the row and the next)
+        sk = _sm_sumexp(src, work if store_e else NULL, n, mk,
+                        <const floating*>(cf.pf_z + i * C + off),
+                        <floating*>(cf.pf_g + i * C + off) if store_e and cf.pf_g != NULL
+                        else NULL, sg, sK)
     else:
         # prefetch the same chunk of the next row (its logits, its gradient)
         sk = _sm_sumexp(src, work if store_e else NULL, n, mk,
@@ -248,6 +260,15 @@ cdef void _ce_row_loss(const CeConf* cf, Py_ssize_t i, const label_t* lab, const
 
 # --- step 3: chunk gradient, then the target class ------------------------------
 
+cdef inline double _ce_chunk_scale(const CeConf* cf, Py_ssize_t i, Py_ssize_t k,
+                                   const double* st, const double* cfs) noexcept nogil:
+    """K exp(m_k - m): what step 3 multiplies the exps of (row i, chunk k) by."""
+    cdef const double* cr = cfs + i * SM_CF
+    if cf.nchunks == 1:
+        return cr[CF_EXP_COEF]
+    return cr[CF_EXP_COEF] * vexp(st[(i * cf.nchunks + k) * SM_ST + ST_CHUNK_MAX] - cr[CF_ROW_MAX])
+
+
 cdef void _ce_chunk_grad(const CeConf* cf, Py_ssize_t i, Py_ssize_t k, const label_t* lab,
                          const floating* t, const floating* w, floating* g,
                          const double* st, const double* cfs) noexcept nogil:
@@ -266,8 +287,7 @@ cdef void _ce_chunk_grad(const CeConf* cf, Py_ssize_t i, Py_ssize_t k, const lab
         for c in range(n):
             gr[c] = 0
         return
-    Kk = <floating>(cr[CF_EXP_COEF] if cf.nchunks == 1
-                    else cr[CF_EXP_COEF] * vexp(mk - cr[CF_ROW_MAX]))
+    Kk = <floating>_ce_chunk_scale(cf, i, k, st, cfs)
     B0 = <floating>cr[CF_SPREAD_COEF]
     B1 = <floating>cr[CF_SOFT_COEF]
     wr = NULL if w == NULL else w + off

@@ -3,7 +3,8 @@
 # ce_check_labels scans the targets before any logit is read; cross_entropy
 # packs its arguments into a CeConf, allocates the per-(row, chunk) statistics
 # (ST_* slots) and the per-row coefficients (CF_* slots), and runs
-# _ce_schedule (_ce_schedule.pxi) over the rows.
+# _ce_schedule (_ce_schedule.pxi) over the rows; cross_entropy_half does the same
+# for 16-bit logits through _ce_half_schedule (_ce_half.pxi).
 
 
 def ce_check_labels(const label_t[::1] labels, Py_ssize_t C, long long ignore_index,
@@ -34,6 +35,48 @@ def ce_check_labels(const label_t[::1] labels, Py_ssize_t C, long long ignore_in
     return bad, count, wsum
 
 
+cdef void _ce_conf(CeConf* cf, Py_ssize_t N, Py_ssize_t C, long long ignore_index,
+                   double label_smoothing, double z_loss, double softcap, double grad_scale,
+                   double z_grad_scale, double weight_sum, bint soft, bint want_grad) noexcept:
+    cf.N = N
+    cf.C = C
+    cf.nchunks = (C + SM_CHUNK - 1) // SM_CHUNK
+    cf.ignore = ignore_index
+    cf.eps = label_smoothing
+    cf.zl = z_loss
+    cf.cap = softcap
+    cf.sce = grad_scale
+    cf.sz = z_grad_scale
+    cf.W = weight_sum
+    cf.soft = soft
+    cf.want_grad = want_grad
+    cf.prelog = False
+    cf.pf_z = NULL
+    cf.pf_g = NULL
+    cf.defer_grad = False
+
+
+cdef double* _ce_records(const CeConf* cf) except NULL:
+    """One allocation for the statistics (N nchunks SM_ST doubles), the coefficients
+    (N SM_CF) and the target logits (N), in that order."""
+    cdef double* st = <double*>malloc(cf.N * (cf.nchunks * SM_ST + SM_CF + 1) * sizeof(double))
+    if st == NULL:
+        raise MemoryError()
+    return st
+
+
+cdef tuple _ce_totals(const CeConf* cf, double* st, const double* rl):
+    """(sum of the row losses, sum of their z-loss parts) in row order; frees st."""
+    cdef const double* cfs = st + cf.N * cf.nchunks * SM_ST
+    cdef double total = 0.0, ztotal = 0.0
+    cdef Py_ssize_t i
+    for i in range(cf.N):
+        total += rl[i]
+        ztotal += cfs[i * SM_CF + CF_ZLOSS]
+    free(st)
+    return total, ztotal
+
+
 def cross_entropy(const floating[:, ::1] logits, const label_t[::1] labels,
                   const floating[:, ::1] target_prob, const floating[::1] weight,
                   const floating[::1] grad_output, floating[:, ::1] grad, double[::1] row_loss,
@@ -56,36 +99,17 @@ def cross_entropy(const floating[:, ::1] logits, const label_t[::1] labels,
     """
     cdef CeConf cf
     cdef Py_ssize_t N = logits.shape[0], C = logits.shape[1]
-    cdef Py_ssize_t nch, i
     cdef double* st
-    cdef double* cfs
-    cdef double* zy
-    cdef double total = 0.0, ztotal = 0.0
     cdef int nt
-    cdef const floating* zp
     cdef const label_t* lp = NULL
     cdef const floating* tp = NULL
     cdef const floating* wp = NULL
     cdef const floating* gop = NULL
     cdef floating* gp = NULL
-    cdef double* rl = &row_loss[0] if N > 0 else NULL
     if N == 0 or C == 0:
         return 0.0, 0.0
-    zp = &logits[0, 0]
-    nch = (C + SM_CHUNK - 1) // SM_CHUNK
-    cf.N = N
-    cf.C = C
-    cf.nchunks = nch
-    cf.ignore = ignore_index
-    cf.eps = label_smoothing
-    cf.zl = z_loss
-    cf.cap = softcap
-    cf.sce = grad_scale
-    cf.sz = z_grad_scale
-    cf.W = weight_sum
-    cf.soft = target_prob is not None
-    cf.want_grad = grad is not None
-    cf.prelog = False
+    _ce_conf(&cf, N, C, ignore_index, label_smoothing, z_loss, softcap, grad_scale,
+             z_grad_scale, weight_sum, target_prob is not None, grad is not None)
     if cf.soft:
         tp = &target_prob[0, 0]
     else:
@@ -96,21 +120,65 @@ def cross_entropy(const floating[:, ::1] logits, const label_t[::1] labels,
         gop = &grad_output[0]
     if grad is not None:
         gp = &grad[0, 0]
-    st = <double*>malloc(N * nch * SM_ST * sizeof(double))
-    cfs = <double*>malloc(N * SM_CF * sizeof(double))
-    zy = <double*>malloc(N * sizeof(double))
-    if st == NULL or cfs == NULL or zy == NULL:
-        free(st)
-        free(cfs)
-        free(zy)
-        raise MemoryError()
+    st = _ce_records(&cf)
     nt = num_threads if N * (C + SM_ROW_COST) >= SM_PAR_MIN else 1
     with nogil:
-        _ce_schedule(&cf, nt, zp, lp, tp, wp, gop, gp, st, zy, cfs, rl)
-        for i in range(N):
-            total += rl[i]
-            ztotal += cfs[i * SM_CF + CF_ZLOSS]
-    free(st)
-    free(cfs)
-    free(zy)
-    return total, ztotal
+        _ce_schedule(&cf, nt, &logits[0, 0], lp, tp, wp, gop, gp, st,
+                     st + N * (cf.nchunks * SM_ST + SM_CF), st + N * cf.nchunks * SM_ST,
+                     &row_loss[0])
+    return _ce_totals(&cf, st, &row_loss[0])
+
+
+def cross_entropy_half(int kind, const uint16_t[:, ::1] logits, const label_t[::1] labels,
+                       const float[:, ::1] target_prob, const float[::1] weight,
+                       const float[::1] grad_output, uint16_t[:, ::1] grad,
+                       double[::1] row_loss, long long ignore_index, double label_smoothing,
+                       double z_loss, double softcap, double grad_scale, double z_grad_scale,
+                       double weight_sum, int num_threads):
+    """:func:`cross_entropy` on bfloat16 (kind 1) or float16 (kind 2) logits, given
+    as their uint16 bits; float32 target probabilities, weights and grad_output;
+    the gradient rounded to the logits' type (nearest-even) into ``grad`` (may be
+    ``logits`` itself). Computed as the float32 kernel on the widened logits, a
+    tile of rows at a time (_ce_half.pxi): the same row losses, sums and bits."""
+    cdef CeConf cf
+    cdef Py_ssize_t N = logits.shape[0], C = logits.shape[1], per
+    cdef double* st
+    cdef float* bufs
+    cdef int nt
+    cdef const label_t* lp = NULL
+    cdef const float* tp = NULL
+    cdef const float* wp = NULL
+    cdef const float* gop = NULL
+    cdef uint16_t* gp = NULL
+    if kind != FL_HALF_BF16 and kind != FL_HALF_F16:
+        raise ValueError(f"kind must be {FL_HALF_BF16} or {FL_HALF_F16}, got {kind}")
+    if N == 0 or C == 0:
+        return 0.0, 0.0
+    _ce_conf(&cf, N, C, ignore_index, label_smoothing, z_loss, softcap, grad_scale,
+             z_grad_scale, weight_sum, target_prob is not None, grad is not None)
+    if cf.soft:
+        tp = &target_prob[0, 0]
+    else:
+        lp = &labels[0]
+    if weight is not None:
+        wp = &weight[0]
+    if grad_output is not None:
+        gop = &grad_output[0]
+    if grad is not None:
+        gp = &grad[0, 0]
+    nt = num_threads if N * (C + SM_ROW_COST) >= SM_PAR_MIN else 1
+    per = _ce_half_buffer(&cf, nt)
+    bufs = <float*>malloc(nt * per * sizeof(float))
+    if bufs == NULL:
+        raise MemoryError()
+    try:
+        st = _ce_records(&cf)
+    except MemoryError:
+        free(bufs)
+        raise
+    with nogil:
+        _ce_half_schedule(&cf, kind, nt, per, &logits[0, 0], lp, tp, wp, gop, gp, bufs, st,
+                          st + N * (cf.nchunks * SM_ST + SM_CF), st + N * cf.nchunks * SM_ST,
+                          &row_loss[0])
+    free(bufs)
+    return _ce_totals(&cf, st, &row_loss[0])

@@ -15,6 +15,9 @@ torch computes in float32 there.
 """
 from __future__ import annotations
 
+import functools
+
+import numpy as np
 import torch
 
 from .. import _reduction as R
@@ -188,10 +191,17 @@ def binary_cross_entropy_with_logits(input, target, weight=None, size_average=No
 # --- classification ----------------------------------------------------------------
 
 def _apply_classification(fn, input, target, weight, **kwargs):
-    """``fn`` (a classification loss) through :class:`_FusedLoss`; ``weight`` (C,)."""
+    """``fn`` (a classification loss's internal form, which takes ``loss_dtype``) through
+    :class:`_FusedLoss`; ``weight`` (C,).
+
+    bfloat16 / float16 input: computed in float32 from the 16-bit logits (no float32
+    copy of them), the gradient in the input's dtype. The loss is in the input's dtype,
+    or float32 under ``torch.autocast("cpu")``, as ``torch.nn.functional``'s."""
     if weight is not None:
         _no_grad(weight, "weight")
-        kwargs["weight"] = as_numpy(weight, "weight")
+        kwargs["weight"] = as_numpy(weight, "weight", half=True)
+    if torch.is_autocast_enabled("cpu"):
+        fn = functools.partial(fn, loss_dtype=np.dtype(np.float32))
     return _FusedLoss.apply(input, target, fn, kwargs, target.is_floating_point(),
                             1 if input.dim() >= 2 else None, None)
 
@@ -210,10 +220,11 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
     (N,) / (N, d1, ..., dk) / () or class probabilities of the input's shape;
     ``weight`` (C,); ``'mean'`` divides by the summed weights of the non-ignored
     targets (probability targets: by N). Loss and gradient come from one pass of
-    :func:`fastloss.cross_entropy`; no log-softmax is materialised.
+    :func:`fastloss.cross_entropy`; no log-softmax is materialised. bfloat16 /
+    float16 logits: see :func:`_apply_classification` (autocast included).
     """
     return _apply_classification(
-        _classification.cross_entropy, input, target, weight,
+        _classification._cross_entropy, input, target, weight,
         ignore_index=_ignore_index(ignore_index), label_smoothing=label_smoothing,
         reduction=_reduction(size_average, reduce, reduction))
 
@@ -222,6 +233,6 @@ def nll_loss(input, target, weight=None, size_average=None, ignore_index=-100, r
              reduction="mean"):
     """``torch.nn.functional.nll_loss`` on log-probabilities: l = -w_y input[y]."""
     return _apply_classification(
-        _classification.nll_loss, input, target, weight,
+        _classification._nll_loss, input, target, weight,
         ignore_index=_ignore_index(ignore_index),
         reduction=_reduction(size_average, reduce, reduction))
