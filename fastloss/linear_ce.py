@@ -26,9 +26,10 @@ import numbers
 
 import numpy as np
 
-from . import _backend
+from . import _backend, _blas
 from . import _reduction as R
 from . import _validate as v
+from ._blas import gemm_acc
 from .classification import (_ce_pass, _ce_reduced, _check_label_range, _ignore_index,
                              _labels, _scalar, _weight)
 
@@ -40,8 +41,7 @@ __all__ = ["linear_cross_entropy"]
 # one chunk when the whole logits fit in _CHUNK_BYTES
 _CHUNK_BYTES = 16 << 20
 _MIN_ROWS = 192
-# grad_weight is accumulated through a scratch of this many bytes at most (and at
-# most a quarter of the chunk buffer)
+# grad_weight is accumulated in blocks of classes of this many bytes of it
 _BLOCK_BYTES = 4 << 20
 
 
@@ -140,14 +140,16 @@ def _chunk_loss(P, Z, r0, r1, row_loss, want_grad, sce, sz, Wsum):
                     P.ignore_index, P.eps, P.zl, P.cap, sce, sz, Wsum)
 
 
-def _accumulate_weight_grad(gW, G, h, scratch):
-    """gW += G^T h through BLAS, one class block of ``scratch``'s rows at a time."""
-    nb = scratch.shape[0]
-    for c0 in range(0, gW.shape[0], nb):
-        c1 = min(c0 + nb, gW.shape[0])
-        s = scratch[:c1 - c0]
-        np.matmul(G[:, c0:c1].T, h, out=s)
-        gW[c0:c1] += s
+def _weight_grad(gW, G, h, block, first, scratch):
+    """gW = G^T h (``first``) or gW += G^T h, one block of ``block`` classes at a time
+    (OpenBLAS packs the whole long operand of one call into its workspace: blocks keep
+    that workspace small). Accumulation is BLAS's beta = 1 (:func:`_blas.gemm_acc`)."""
+    for c0 in range(0, gW.shape[0], block):
+        c1 = min(c0 + block, gW.shape[0])
+        if first:
+            np.matmul(G[:, c0:c1].T, h, out=gW[c0:c1])
+        else:
+            gemm_acc(G[:, c0:c1].T, h, gW[c0:c1], scratch)
 
 
 def _run(P, want_grad, needs=(True, True, True)):
@@ -164,13 +166,12 @@ def _run(P, want_grad, needs=(True, True, True)):
     Z_all = np.empty((n, V), dtype)
     row_all = np.empty(N if P.red == "none" else n, np.float64)
     gi = np.empty((N, D), dtype) if need_i else None
-    gW = np.zeros((V, D), dtype) if need_w else None
+    gW = (np.empty if N else np.zeros)((V, D), dtype) if need_w else None
     gb = np.zeros(V, dtype) if need_b else None
     colsum = np.empty(V, dtype) if need_b else None
-    scratch = None
-    if need_w and N > n:
-        rows = min(V, _BLOCK_BYTES // max(1, D * dtype.itemsize), n * V // max(1, 4 * D))
-        scratch = np.empty((max(1, rows), D), dtype)
+    block = max(1, min(V, _BLOCK_BYTES // max(1, D * dtype.itemsize)))
+    # the fallback of gemm_acc (NumPy's BLAS not found) needs a product scratch
+    scratch = None if not need_w or N <= n or _blas.available() else np.empty((block, D), dtype)
     total = ztotal = 0.0
     WT = P.W.T
     for r0 in range(0, N, n):
@@ -189,10 +190,7 @@ def _run(P, want_grad, needs=(True, True, True)):
             # (few rows, K = V), the same product as one transposed call is not
             np.matmul(WT, Z.T, out=gi[r0:r1].T)
         if need_w:
-            if r0 == 0:
-                np.matmul(Z.T, h, out=gW)
-            else:
-                _accumulate_weight_grad(gW, Z, h, scratch)
+            _weight_grad(gW, Z, h, block, r0 == 0, scratch)
         if need_b:
             np.sum(Z, axis=0, out=colsum)
             gb += colsum
