@@ -17,10 +17,11 @@ import os
 
 import numpy as np
 
-__all__ = ["gemm_acc", "available"]
+__all__ = ["gemm_acc", "available", "single_threaded"]
 
 _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
 _lib = None  # None: not looked up yet; False: unavailable; else {dtype char: (fn, int type)}
+_set_local = None  # openblas_set_num_threads_local (OpenBLAS >= 0.3.27) or None
 
 
 def _candidates():
@@ -73,7 +74,7 @@ def _self_test():
 
 
 def _lookup():
-    global _lib
+    global _lib, _set_local
     _lib = False
     for path in _candidates():
         try:
@@ -82,6 +83,10 @@ def _lookup():
             continue
         if bound:
             _lib = bound
+            fn = getattr(ctypes.CDLL(path), "openblas_set_num_threads_local", None)
+            if fn is not None:
+                fn.argtypes, fn.restype = [ctypes.c_int], ctypes.c_int
+                _set_local = fn
             try:
                 ok = _self_test()
             except Exception:  # noqa: BLE001 - any failure disables the fast path
@@ -96,6 +101,15 @@ def available():
     if _lib is None:
         _lookup()
     return bool(_lib)
+
+
+def single_threaded():
+    """Make NumPy's BLAS run single-threaded in the calling thread (for the worker
+    threads of a caller that splits the work itself); False when it cannot."""
+    if not available() or _set_local is None:
+        return False
+    _set_local(1)
+    return True
 
 
 def _layout(a):
