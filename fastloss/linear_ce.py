@@ -6,8 +6,10 @@ The rows are processed in chunks of ``chunk_size`` samples. For a chunk h_k (n, 
     Z   = h_k W^T + b                  (n, V), BLAS through np.matmul, into one reused buffer
     G   = dL/dZ                        written over Z by the cross-entropy kernel
     grad_input[k]  = G W               (BLAS, straight into the returned array)
-    grad_weight   += G^T h_k           (BLAS, in class blocks into a small scratch)
+    grad_weight   += G^T h_k           (BLAS with beta = 1, _blas.gemm_acc, in class blocks)
     grad_bias     += sum_rows G
+
+The matmuls of a chunk run on lanes of worker threads (see _run).
 
 so the extra memory is one (n, V) buffer plus O(V + D) scratch, whatever N is.
 
