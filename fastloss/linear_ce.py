@@ -6,8 +6,10 @@ The rows are processed in chunks of ``chunk_size`` samples. For a chunk h_k (n, 
     Z   = h_k W^T + b                  (n, V), BLAS through np.matmul, into one reused buffer
     G   = dL/dZ                        written over Z by the cross-entropy kernel
     grad_input[k]  = G W               (BLAS, straight into the returned array)
-    grad_weight   += G^T h_k           (BLAS, in class blocks into a small scratch)
+    grad_weight   += G^T h_k           (BLAS with beta = 1, _blas.gemm_acc, in class blocks)
     grad_bias     += sum_rows G
+
+The matmuls of a chunk run on lanes of worker threads (see _run).
 
 so the extra memory is one (n, V) buffer plus O(V + D) scratch, whatever N is.
 
@@ -22,13 +24,17 @@ gradient is already the gradient of the final loss and nothing is rescaled.
 """
 from __future__ import annotations
 
+import functools
+import itertools
 import numbers
+import os
 
 import numpy as np
 
-from . import _backend
+from . import _backend, _blas, _threads
 from . import _reduction as R
 from . import _validate as v
+from ._blas import gemm_acc
 from .classification import (_ce_pass, _ce_reduced, _check_label_range, _ignore_index,
                              _labels, _scalar, _weight)
 
@@ -40,9 +46,12 @@ __all__ = ["linear_cross_entropy"]
 # one chunk when the whole logits fit in _CHUNK_BYTES
 _CHUNK_BYTES = 16 << 20
 _MIN_ROWS = 192
-# grad_weight is accumulated through a scratch of this many bytes at most (and at
-# most a quarter of the chunk buffer)
+# grad_weight is accumulated in blocks of classes of this many bytes of it
 _BLOCK_BYTES = 4 << 20
+# below this many multiply-adds per matmul (N D V) the matmuls are not split into lanes
+_LANE_MIN_FLOPS = 1 << 24
+# grad_input is split in two halves of the features from this many features each
+_MIN_FEATURES = 64
 
 
 def _chunk_rows(chunk_size, N, V, itemsize):
@@ -140,19 +149,75 @@ def _chunk_loss(P, Z, r0, r1, row_loss, want_grad, sce, sz, Wsum):
                     P.ignore_index, P.eps, P.zl, P.cap, sce, sz, Wsum)
 
 
-def _accumulate_weight_grad(gW, G, h, scratch):
-    """gW += G^T h through BLAS, one class block of ``scratch``'s rows at a time."""
-    nb = scratch.shape[0]
-    for c0 in range(0, gW.shape[0], nb):
-        c1 = min(c0 + nb, gW.shape[0])
-        s = scratch[:c1 - c0]
-        np.matmul(G[:, c0:c1].T, h, out=s)
-        gW[c0:c1] += s
+def _weight_grad(gW, G, h, c_lo, c_hi, block, first, scratch):
+    """gW[c] = G[:, c]^T h (``first``) or gW[c] += G[:, c]^T h for the classes c_lo:c_hi,
+    ``block`` classes at a time (OpenBLAS packs the whole long operand of a call into
+    its workspace: blocks keep that small); accumulation is BLAS's beta = 1."""
+    for c0 in range(c_lo, c_hi, block):
+        c1 = min(c0 + block, c_hi)
+        if first:
+            np.matmul(G[:, c0:c1].T, h, out=gW[c0:c1])
+        else:
+            gemm_acc(G[:, c0:c1].T, h, gW[c0:c1], scratch)
+
+
+_pool = None
+
+
+def _lanes_pool():
+    """Worker threads whose BLAS calls run single-threaded (created on first use)."""
+    global _pool
+    if _pool is None:
+        from concurrent.futures import ThreadPoolExecutor
+        _pool = ThreadPoolExecutor(64, "fastloss-lce", initializer=_blas.single_threaded)
+    return _pool
+
+
+def _reset_pool():
+    global _pool
+    _pool = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_pool)
+
+
+def _in_lanes(tasks, T):
+    """Run the callables ``tasks`` (disjoint outputs, each the same computation
+    whatever runs it): in this thread when T == 0 (BLAS with its own threads), else
+    on T worker threads with single-threaded BLAS, each taking the next task in
+    turn; returns when all are done."""
+    if T == 0:
+        for t in tasks:
+            t()
+        return
+    nxt = itertools.count()
+
+    def lane():
+        while (i := next(nxt)) < len(tasks):
+            tasks[i]()
+    for f in [_lanes_pool().submit(lane) for _ in range(min(T, len(tasks)))]:
+        f.result()
+
+
+def _lane_count(N, D, V):
+    """How many lanes run each chunk's matmuls (0: none, BLAS's own threading in
+    this thread, for small problems or when NumPy's BLAS cannot be single-threaded)."""
+    if N * D * V < _LANE_MIN_FLOPS or not _blas.single_threaded():
+        return 0
+    return _threads.get_num_threads()
 
 
 def _run(P, want_grad, needs=(True, True, True)):
     """The chunked forward (and backward): returns (loss, grad_input, grad_weight, grad_bias);
-    ``needs`` picks which of the three gradients are computed (None for the others)."""
+    ``needs`` picks which of the three gradients are computed (None for the others).
+
+    With T > 1 threads each chunk's matmuls are split into T lanes, one worker
+    thread each with single-threaded BLAS: the logits and grad_weight by ranges of
+    classes, grad_input by ranges of features. Each output element is the same
+    single product as with one lane (the split is by output, never along K), so
+    the bits do not depend on T; the lanes meet twice per chunk (around the
+    cross-entropy kernel) instead of at every K-panel of a threaded GEMM."""
     N, D, V, dtype = P.N, P.D, P.V, P.dtype
     need_i, need_w, need_b = needs if want_grad else (False, False, False)
     need_b = need_b and P.b is not None
@@ -164,38 +229,49 @@ def _run(P, want_grad, needs=(True, True, True)):
     Z_all = np.empty((n, V), dtype)
     row_all = np.empty(N if P.red == "none" else n, np.float64)
     gi = np.empty((N, D), dtype) if need_i else None
-    gW = np.zeros((V, D), dtype) if need_w else None
+    gW = (np.empty if N else np.zeros)((V, D), dtype) if need_w else None
     gb = np.zeros(V, dtype) if need_b else None
     colsum = np.empty(V, dtype) if need_b else None
-    scratch = None
-    if need_w and N > n:
-        rows = min(V, _BLOCK_BYTES // max(1, D * dtype.itemsize), n * V // max(1, 4 * D))
-        scratch = np.empty((max(1, rows), D), dtype)
+    block = max(1, min(V, _BLOCK_BYTES // max(1, D * dtype.itemsize)))
+    # the fallback of gemm_acc (NumPy's BLAS not found) needs a product scratch
+    scratch = None if not need_w or N <= n or _blas.available() else np.empty((block, D), dtype)
+    T = _lane_count(N, D, V)
+    # the units of work, fixed whatever T (so are the bits): blocks of classes for
+    # the logits, grad_weight and grad_bias, halves of the features for grad_input
+    cr = [(c, min(c + block, V)) for c in range(0, V, block)]
+    dr = [(0, D)] if D < 2 * _MIN_FEATURES else [(0, D // 2), (D // 2, D)]
     total = ztotal = 0.0
-    WT = P.W.T
+    W, WT = P.W, P.W.T
     for r0 in range(0, N, n):
         r1 = min(r0 + n, N)
         Z = Z_all[:r1 - r0]
         h = P.h[r0:r1]
-        np.matmul(h, WT, out=Z)
-        if P.b is not None:
-            Z += P.b
+
+        def logits(c0, c1):
+            np.matmul(h, WT[:, c0:c1], out=Z[:, c0:c1])
+            if P.b is not None:
+                Z[:, c0:c1] += P.b[c0:c1]
+
+        def input_grad(d0, d1):
+            # as grad_input^T = W^T G^T: OpenBLAS is many times slower on G W itself
+            # (few rows, K = V), the same product transposed is not
+            np.matmul(W[:, d0:d1].T, Z.T, out=gi[r0:r1, d0:d1].T)
+
+        def class_grads(c0, c1):
+            if need_w:
+                _weight_grad(gW, Z, h, c0, c1, block, r0 == 0, scratch)
+            if need_b:
+                np.sum(Z[:, c0:c1], axis=0, out=colsum[c0:c1])
+                gb[c0:c1] += colsum[c0:c1]
+
+        _in_lanes([functools.partial(logits, *c) for c in cr], T)
         row_loss = row_all[r0:r1] if P.red == "none" else row_all[:r1 - r0]
         t, zt = _chunk_loss(P, Z, r0, r1, row_loss, want_grad, sce, sz, Wsum)
         total += t
         ztotal += zt
-        if need_i:
-            # as grad_input^T = W^T G^T: OpenBLAS is many times slower on G W itself
-            # (few rows, K = V), the same product as one transposed call is not
-            np.matmul(WT, Z.T, out=gi[r0:r1].T)
-        if need_w:
-            if r0 == 0:
-                np.matmul(Z.T, h, out=gW)
-            else:
-                _accumulate_weight_grad(gW, Z, h, scratch)
-        if need_b:
-            np.sum(Z, axis=0, out=colsum)
-            gb += colsum
+        _in_lanes(([functools.partial(input_grad, *d) for d in dr] if need_i else [])
+                  + ([functools.partial(class_grads, *c) for c in cr]
+                     if need_w or need_b else []), T)
 
     loss = _ce_reduced(P.red, P.zl, row_all, total, ztotal, P.wsum, P.count, dtype,
                        P.loss_shape)

@@ -275,3 +275,54 @@ def test_torch_bad_input_names_the_argument():
     with pytest.raises(ValueError, match="weight"):
         ft.linear_cross_entropy(h, W, y, weight=torch.ones(5, dtype=torch.float64,
                                                            requires_grad=True))
+
+
+# --- BLAS accumulation and lanes -----------------------------------------------------------------
+
+def test_gemm_acc_layouts_and_fallback(monkeypatch):
+    from fastloss import _blas
+
+    rng = np.random.default_rng(12)
+    for dt in (np.float32, np.float64):
+        a, b = rng.standard_normal((9, 13)).astype(dt), rng.standard_normal((5, 13)).astype(dt)
+        for A in (a[:7], a[:7, ::-1].copy()[:, ::-1]):
+            for C in (rng.standard_normal((7, 5)).astype(dt),
+                      rng.standard_normal((5, 7)).astype(dt).T):
+                want = C + A @ b.T
+                got = _blas.gemm_acc(A, b.T, C.copy(order="K"))
+                np.testing.assert_allclose(got, want, rtol=1e-5)
+    monkeypatch.setattr(_blas, "_lib", False)  # NumPy's BLAS not found: matmul + add
+    C = np.ones((3, 2))
+    np.testing.assert_array_equal(_blas.gemm_acc(np.eye(3), np.full((3, 2), 2.0), C), 3.0)
+
+
+@pytest.mark.parametrize("lanes", [True, False])
+def test_bits_do_not_depend_on_threads(lanes, monkeypatch):
+    """Lanes split by fixed units (class blocks, feature halves): any thread count
+    gives the same bits; without lanes (or without NumPy's BLAS) too."""
+    import fastloss.linear_ce as mod
+
+    monkeypatch.setattr(mod, "_LANE_MIN_FLOPS", 0 if lanes else 1 << 62)
+    monkeypatch.setattr(mod, "_BLOCK_BYTES", 40 * 130 * 4)
+    for dt in (np.float32, np.float64):
+        h, W, b, y = _problem(13, n=101, d=130, v=157)
+        h, W, b = (a.astype(dt) for a in (h, W, b))
+        outs = []
+        for t in (1, 2, 3):
+            with fastloss.num_threads(t):
+                outs.append(lce(h, W, y, linear_bias=b, return_grad=True, chunk_size=30,
+                                label_smoothing=0.1))
+        for o in outs[1:]:
+            for g, w in zip(o, outs[0]):
+                np.testing.assert_array_equal(g, w)
+        if dt == np.float64:
+            _close(outs[1], _composite(h, W, b, y, label_smoothing=0.1))
+
+
+def test_without_numpy_blas(monkeypatch):
+    from fastloss import _blas
+
+    monkeypatch.setattr(_blas, "_lib", False)
+    h, W, b, y = _problem(14)
+    _close(lce(h, W, y, linear_bias=b, return_grad=True, chunk_size=5),
+           _composite(h, W, b, y))
