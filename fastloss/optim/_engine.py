@@ -141,8 +141,7 @@ class Launch:
         row = self.rows[0]
         if any(row.codes) or row.out:
             from . import _half_numba as H
-            kern = H.multi_kernel(self.name, self.flags, row.codes, row.out, type(like),
-                                  parallel)
+            kern = H.multi_kernel(self.name, self.flags, row.codes, row.out, parallel)
         else:
             kern = M.multi_kernel(self.name, self.flags, table.shape[1], parallel)
         kern(table, offs, nparts, like, *self.scalars)
