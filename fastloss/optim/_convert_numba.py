@@ -71,7 +71,7 @@ def f32_to_bf16(typingctx, x):
     def codegen(context, builder, sig, args):
         c = lambda v: ir.Constant(_i32, v)  # noqa: E731
         u = builder.bitcast(args[0], _i32)
-        nan = builder.icmp_unsigned(">", builder.and_(u, c(0x7FFFFFFF)), c(0x7F800000))
+        nan = builder.fcmp_unordered("uno", args[0], args[0])  # (one vcmpunordps)
         lsb = builder.and_(builder.lshr(u, c(16)), c(1))
         r = builder.add(u, builder.add(c(0x7FFF), lsb))
         r = builder.select(nan, builder.or_(u, c(0x00400000)), r)
