@@ -65,7 +65,7 @@ def _dummy(dt):
 
 class Row:
     """The param and state buffers of one tensor for one kernel variant, with their
-    addresses and storage codes (``_storage.role_code``: how each role is widened into
+    addresses and storage codes (``_storage.role_code``: how each role is converted to
     the compute dtype ``cdt``); ``out``: the 16-bit param of a float32 master ``p``.
     Valid while the same objects are passed again (``same``)."""
 
