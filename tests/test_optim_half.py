@@ -383,10 +383,9 @@ def test_state_buffer_of_wrong_dtype_refused_before_writes():
 @pytest.mark.parametrize("extra", [{}, dict(state_dtype=F16), dict(master_weights=True)],
                          ids=["plain", "f16-state", "master"])
 @pytest.mark.parametrize("name,kw", CASES[1::4], ids=IDS[1::4])
-def test_parallel_tiles_equal_numpy_bitwise(name, kw, extra, monkeypatch):
-    """The parallel multi-tensor loop (each part its own tile buffers) on many tensors,
-    parts and tiles cut across tensor boundaries: bit for bit the NumPy reference, for
-    1 and 2 threads."""
+def test_parallel_half_equal_numpy_bitwise(name, kw, extra, monkeypatch):
+    """The parallel multi-tensor loop on 16-bit storage, many tensors, parts cut across
+    tensor boundaries: bit for bit the NumPy reference, for 1 and 2 threads."""
     import fastloss
     monkeypatch.setattr(K, "PARALLEL_THRESHOLD", 0)
     rng = np.random.default_rng(3)
