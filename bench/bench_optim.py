@@ -6,6 +6,7 @@ Run (one benchmark at a time on a shared machine)::
         --benchmark-columns=median,iqr,rounds --benchmark-sort=name
     flock /tmp/fastloss-bench.lock python bench/bench_optim.py     # summary: GB/s and ratios
     python bench/bench_optim.py half [rounds [threads]]  # 16-bit params and state (issue 12)
+    python bench/bench_optim.py halfcore [n [threads]]   # the same configs, ns per element
 
 Groups: ``<opt>-10M`` (one float32 tensor of 10M elements: fastloss native, fastloss
 numpy, torch for-loop (the CPU default), torch foreach, torch fused where it exists),
@@ -386,9 +387,42 @@ def half_main(rounds=21, threads=None):  # pragma: no cover - a measurement
               f"float32 state {t['f32_state_f32'] / t['f32_state_bf16']:.2f}x")
 
 
+def halfcore_main(n=1 << 18, threads=1):  # pragma: no cover - a measurement
+    """fastloss.optim Adam, ns per element, best of 7 alternating rounds, for float32,
+    float32 params + bf16 state, bf16 and fp16 params: at the default 256K elements (L3
+    resident, 1 thread) the kernel's compute cost -- conversion overhead shows here
+    before it shows in memory-bound runs."""
+    import ml_dtypes
+    fastloss.set_num_threads(threads)
+    rng = np.random.default_rng(0)
+    p = rng.standard_normal(n, dtype=np.float32)
+    g = rng.standard_normal(n, dtype=np.float32) * np.float32(1e-3)
+    bf = ml_dtypes.bfloat16
+    cfg = {"f32": (p, g, {}), "f32_state_bf16": (p, g, dict(state_dtype="bfloat16")),
+           "bf16": (p.astype(bf), g.astype(bf), {}),
+           "f16": (p.astype(np.float16), g.astype(np.float16), {})}
+    steps = {}
+    for k, (p0, g0, kw) in cfg.items():
+        opt = fo.Adam([p0.copy()], lr=1e-4, **kw)
+        steps[k] = (lambda o, gs: lambda: o.step(gs))(opt, [g0])
+        steps[k]()
+    reps = max(1, int(1e7 // n))
+    res = {k: [] for k in steps}
+    for _ in range(7):
+        for k, f in steps.items():
+            t = time.perf_counter()
+            for _ in range(reps):
+                f()
+            res[k].append((time.perf_counter() - t) / reps / n * 1e9)
+    print(f"threads {threads}; Adam, {n} params, ns per element (best of 7): " +
+          ", ".join(f"{k} {min(v):.3f}" for k, v in res.items()))
+
+
 if __name__ == "__main__":  # pragma: no cover
     import sys
     if sys.argv[1:2] == ["half"]:
         half_main(*map(int, sys.argv[2:4]))
+    elif sys.argv[1:2] == ["halfcore"]:
+        halfcore_main(*map(int, sys.argv[2:4]))
     else:
         main()

@@ -31,7 +31,7 @@ CASES = [
     ("Lion", dict(lr=0.01, weight_decay=0.1)),
 ]
 IDS = [f"{n}-{'-'.join(k)}" for n, k in CASES]
-SIZES = ((6, 5), (11,), (1500,))  # the last spans several tiles
+SIZES = ((6, 5), (11,), (1500,))  # the last spans many vectors
 
 
 def _bits(a):
@@ -177,6 +177,22 @@ def test_state_dtype_float32_params(name, kw, sdt, backend):
     _same_run(ra, _run(name, kw, np.float32, other, state_dtype=sdt))
     if sdt == np.float32:
         _same_run(ra, _run(name, kw, np.float32, backend))
+
+
+@pytest.mark.parametrize("pdt,extra", [
+    (np.float64, dict(state_dtype=np.float32)),
+    (BF16, dict(state_dtype=F16)),
+    (F16, dict(state_dtype=BF16)),
+    (F16, dict(state_dtype=np.float32)),
+    (BF16, dict(master_weights=True)),
+    (F16, dict(master_weights=True, state_dtype=BF16)),
+], ids=["f64-f32state", "bf16-f16state", "f16-bf16state", "f16-f32state", "bf16-master",
+        "f16-master-bf16state"])
+@pytest.mark.parametrize("name,kw", CASES, ids=IDS)
+def test_mixed_storage_native_equals_numpy_bitwise(name, kw, pdt, extra):
+    """Every storage combination the kernel bodies compile for (in-register conversion
+    per role): native == NumPy reference bit for bit, params, state and master."""
+    _same_run(_run(name, kw, pdt, "native", **extra), _run(name, kw, pdt, "numpy", **extra))
 
 
 @pytest.mark.parametrize("dtype", HALF, ids=HIDS)
@@ -367,10 +383,9 @@ def test_state_buffer_of_wrong_dtype_refused_before_writes():
 @pytest.mark.parametrize("extra", [{}, dict(state_dtype=F16), dict(master_weights=True)],
                          ids=["plain", "f16-state", "master"])
 @pytest.mark.parametrize("name,kw", CASES[1::4], ids=IDS[1::4])
-def test_parallel_tiles_equal_numpy_bitwise(name, kw, extra, monkeypatch):
-    """The parallel multi-tensor loop (each part its own tile buffers) on many tensors,
-    parts and tiles cut across tensor boundaries: bit for bit the NumPy reference, for
-    1 and 2 threads."""
+def test_parallel_half_equal_numpy_bitwise(name, kw, extra, monkeypatch):
+    """The parallel multi-tensor loop on 16-bit storage, many tensors, parts cut across
+    tensor boundaries: bit for bit the NumPy reference, for 1 and 2 threads."""
     import fastloss
     monkeypatch.setattr(K, "PARALLEL_THRESHOLD", 0)
     rng = np.random.default_rng(3)

@@ -43,8 +43,8 @@ K3)                      (sqrt(v + eps), lr in the momentum buffer)
 16-bit params and state
 -----------------------
 Params may be bfloat16 (``ml_dtypes.bfloat16`` arrays) or float16, with grads of the
-same dtype: the update runs in float32 on tiles widened from them and is rounded back
-to nearest even; the state is kept in the param's dtype (as torch does) unless
+same dtype: the update runs in float32 on values widened in registers as they are read
+and is rounded back to nearest even as it is stored (no copies, no tile buffers); the state is kept in the param's dtype (as torch does) unless
 ``state_dtype=`` says otherwise (e.g. ``state_dtype="bfloat16"`` for float32 params:
 Adam moves 20 bytes per element instead of 28). ``master_weights=True`` keeps a float32
 copy of each 16-bit param in its state (``'master_param'``), stepped in its place. The
@@ -96,8 +96,10 @@ first step ~0.6 s with the per-array kernels alone, of which ~0.45 s is Numba
 importing ``scipy.linalg`` for its BLAS check when SciPy is installed; the
 multi-tensor launch adds the loading of its own cached variant and helpers
 (~1 s in all for the first Adam step, measured on the loaded shared machine);
-later steps cost microseconds. Editing ``_multi.py`` invalidates its entries
-the same way.
+later steps cost microseconds. Editing ``_multi.py`` invalidates its entries the same
+way; editing ``_convert_numba.py`` (the element load/store the
+bodies inline) does NOT (Numba tracks only the compiled function's own file): delete
+``fastloss/optim/__pycache__/*.nbi`` / ``*.nbc`` after changing it.
 """
 from ._clip import clip_grad_norm
 from ._base import Optimizer

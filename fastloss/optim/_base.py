@@ -112,8 +112,9 @@ class Optimizer:
       (``'master_param'``); the update runs on it and the param is its rounding, so small
       updates are not lost to 16-bit rounding. No effect on float32/float64 params.
 
-    16-bit params and state are widened to float32 a tile at a time, updated in
-    float32 and rounded to nearest even (``_half_numba``).
+    16-bit params and state are widened to float32 in registers as the kernel reads
+    them, updated in float32 and rounded to nearest even as it stores them
+    (``_convert_numba``, ``_half_numba``).
 
     A param may be replaced in ``param_groups`` (loading weights) by a writable
     C-contiguous array of the same shape and dtype: the next step updates the new array

@@ -65,7 +65,7 @@ def _dummy(dt):
 
 class Row:
     """The param and state buffers of one tensor for one kernel variant, with their
-    addresses and storage codes (``_storage.role_code``: how each role is widened into
+    addresses and storage codes (``_storage.role_code``: how each role is converted to
     the compute dtype ``cdt``); ``out``: the 16-bit param of a float32 master ``p``.
     Valid while the same objects are passed again (``same``)."""
 
@@ -141,8 +141,7 @@ class Launch:
         row = self.rows[0]
         if any(row.codes) or row.out:
             from . import _half_numba as H
-            kern = H.multi_kernel(self.name, self.flags, row.codes, row.out, type(like),
-                                  parallel)
+            kern = H.multi_kernel(self.name, self.flags, row.codes, row.out, parallel)
         else:
             kern = M.multi_kernel(self.name, self.flags, table.shape[1], parallel)
         kern(table, offs, nparts, like, *self.scalars)

@@ -1,119 +1,41 @@
-"""16-bit storage in the Numba optimizer kernels: conversions and the tiled multi-tensor loop.
+"""16-bit storage in the Numba optimizer kernels: the multi-tensor loop over mixed storage.
 
-The per-optimizer kernels of ``_kernels_numba`` compute in one dtype (float32 for
-16-bit params). Roles stored in another dtype -- bfloat16 / float16 params, grads or
-state, float32 state of float64 params -- go through a *tile*: the multi-tensor loop
-(``tiled_runner``) widens ``TILE`` elements of each such role into a per-thread buffer
-of the compute dtype, runs the unchanged kernel body on the tile, and rounds the roles
-the kernel writes back into their storage (round to nearest, ties to even). No copy of
-a whole tensor is made, and the result is the compute-dtype update of the widened
-values, rounded once per stored value (the NumPy reference does the same on whole
-arrays: ``_engine.Launch``).
+The per-optimizer kernel bodies of ``_kernels_numba`` access elements through
+``_convert_numba.ld`` / ``st``, which dispatch on the array type at compile time. This
+module's multi-tensor loop (``_multi._runner`` around ``views``) hands each body
+``numba.carray`` views typed by the role's storage, so the conversion happens in
+registers inside the body's (vectorised) loop -- no buffers, each element read and
+written once:
 
-Conversions (``numba.extending.intrinsic``, LLVM IR; bit for bit NumPy's and ml_dtypes'
-casts, NaN anywhere NaN; tests/test_optim_half.py):
+* ``DIRECT``: stored in the compute dtype -- a carray of it;
+* ``BF16``: bfloat16 bits -- a **uint16** carray (widened to float32, rounded back to
+  nearest even);
+* ``F16``: float16 bits -- an **int16** carray (the integer type is only a compile-time
+  tag telling float16 from bfloat16);
+* ``F32``: float32 storage of a float64 param's state -- a float32 carray (read exactly,
+  rounded to nearest even on store).
 
-* bfloat16 -> float32: the 16 bits become the high half of the float (exact);
-* float32 -> bfloat16: ``(u + 0x7fff + ((u >> 16) & 1)) >> 16`` (ties to even, overflow
-  to Inf); a NaN keeps its sign and top payload and is made quiet;
-* float16 <-> float32: LLVM's ``fpext`` / ``fptrunc`` of ``half`` (F16C's vcvtph2ps /
-  vcvtps2ph on x86: exact / nearest-even, subnormals and Inf as IEEE, NaN made quiet).
+The result is the compute-dtype update of the widened values, rounded once per stored
+value (the NumPy reference does the same on whole arrays: ``_engine.Launch``).
 
-Role codes (``codes`` of a launch, one per kernel argument array): ``DIRECT`` (stored in
-the compute dtype: used in place), ``BF16``, ``F16`` (16-bit storage, float32 compute),
-``F32`` (float32 storage, float64 compute). With master weights the param role is the
-float32 master copy and ``out`` gives the 16-bit param's code: after each tile the
-master is rounded into the param (an extra address column of the table).
+Role codes (``codes`` of a launch, one per kernel argument array) are the ones above.
+With master weights the param role is the float32 master copy and ``out`` gives the
+16-bit param's code (its address in the table's last column): the body gets the pair
+``(master, param)`` and ``st`` writes both.
 """
 from __future__ import annotations
 
 import numba
 import numpy as np
-from llvmlite import ir
-from numba import prange, types
-from numba.extending import intrinsic
+from numba import prange
 
 from . import _kernels_numba as K
-from numba.core import cgutils
+from . import _multi
+from ._convert_numba import bf16_to_f32, f16_to_f32, f32_to_bf16, f32_to_f16, ptr
 
-from ._multi import _first, _part
-
-__all__ = ["DIRECT", "BF16", "F16", "F32", "TILE", "tiled_runner", "to_f32", "from_f32"]
+__all__ = ["DIRECT", "BF16", "F16", "F32", "multi_kernel", "to_f32", "from_f32"]
 
 DIRECT, BF16, F16, F32 = 0, 1, 2, 3
-TILE = 1024  # elements per role and tile (float32 buffers of 4 KiB: all roles fit in L1)
-
-_i16, _i32 = ir.IntType(16), ir.IntType(32)
-
-
-@intrinsic
-def _ptr(typingctx, addr, offset, like):
-    """``(like *) addr + offset`` (``like``: a float or integer scalar of the element type)."""
-    if not isinstance(like, (types.Float, types.Integer)):
-        return None
-    sig = types.CPointer(like)(addr, offset, like)
-
-    def codegen(context, builder, signature, args):
-        base = builder.inttoptr(args[0], context.get_value_type(signature.return_type))
-        return cgutils.gep(builder, base, args[1])
-
-    return sig, codegen
-
-
-@intrinsic
-def bf16_to_f32(typingctx, h):
-    """float32 from bfloat16 bits (a uint16)."""
-    if not isinstance(h, types.Integer):
-        return None
-
-    def codegen(context, builder, sig, args):
-        w = builder.zext(builder.trunc(args[0], _i16), _i32)
-        return builder.bitcast(builder.shl(w, ir.Constant(_i32, 16)), ir.FloatType())
-
-    return types.float32(h), codegen
-
-
-@intrinsic
-def f32_to_bf16(typingctx, x):
-    """bfloat16 bits (a uint16) of a float32, nearest-even; NaN kept (quiet, sign kept)."""
-    if x != types.float32:
-        return None
-
-    def codegen(context, builder, sig, args):
-        c = lambda v: ir.Constant(_i32, v)  # noqa: E731
-        u = builder.bitcast(args[0], _i32)
-        nan = builder.icmp_unsigned(">", builder.and_(u, c(0x7FFFFFFF)), c(0x7F800000))
-        lsb = builder.and_(builder.lshr(u, c(16)), c(1))
-        r = builder.add(u, builder.add(c(0x7FFF), lsb))
-        r = builder.select(nan, builder.or_(u, c(0x00400000)), r)
-        return builder.trunc(builder.lshr(r, c(16)), _i16)
-
-    return types.uint16(x), codegen
-
-
-@intrinsic
-def f16_to_f32(typingctx, h):
-    """float32 from float16 bits (a uint16): LLVM ``fpext half``."""
-    if not isinstance(h, types.Integer):
-        return None
-
-    def codegen(context, builder, sig, args):
-        hv = builder.bitcast(builder.trunc(args[0], _i16), ir.HalfType())
-        return builder.fpext(hv, ir.FloatType())
-
-    return types.float32(h), codegen
-
-
-@intrinsic
-def f32_to_f16(typingctx, x):
-    """float16 bits (a uint16) of a float32: LLVM ``fptrunc`` to ``half`` (nearest-even)."""
-    if x != types.float32:
-        return None
-
-    def codegen(context, builder, sig, args):
-        return builder.bitcast(builder.fptrunc(args[0], ir.HalfType()), _i16)
-
-    return types.uint16(x), codegen
 
 
 @numba.njit(inline="always")
@@ -129,158 +51,69 @@ def from_f32(x, kind):
 
 
 # ---------------------------------------------------------------------------
-# one role of the tiled loop: load (a view of the compute dtype) and store back
+# the views of one table row, typed by storage
 
-_U16 = np.uint16(0)
-_F32 = np.float32(0)
+_TAGS = {BF16: np.uint16(0), F16: np.int16(0), F32: np.float32(0)}
 
 
-def _role(j, code, write, cdt):
-    """``(load, store)`` of table column ``j`` stored as ``code``; ``store`` is a no-op
-    unless ``write``. ``load(row, t, n, buf, like)`` returns elements [t, t + n) of the
-    tensor in the compute dtype: the storage itself (DIRECT) or ``buf`` filled with them."""
+def _view(j, code):
+    """``view(row, s, n, like)``: elements [s, s + n) of table column ``j`` as a carray
+    of the storage type of ``code`` (DIRECT: ``like``'s type, the compute dtype)."""
     if code == DIRECT:
         @numba.njit(inline="always")
-        def load(row, t, n, buf, like):
-            return numba.carray(_ptr(row[j], t, like), n)
-
-        @numba.njit(inline="always")
-        def store(row, t, n, buf, like):
-            pass
-
-        return load, store
-    if code == F32:
-        @numba.njit(inline="always")
-        def load(row, t, n, buf, like):
-            src = numba.carray(_ptr(row[j], t, _F32), n)
-            for i in range(n):
-                buf[i] = src[i]
-            return buf[:n]
-
-        @numba.njit(inline="always")
-        def store(row, t, n, buf, like):
-            if write:
-                dst = numba.carray(_ptr(row[j], t, _F32), n)
-                for i in range(n):
-                    dst[i] = np.float32(buf[i])
-
-        return load, store
-    kind = code
+        def view(row, s, n, like):
+            return numba.carray(ptr(row[j], s, like), n)
+        return view
+    tag = _TAGS[code]
 
     @numba.njit(inline="always")
-    def load(row, t, n, buf, like):
-        src = numba.carray(_ptr(row[j], t, _U16), n)
-        for i in range(n):
-            buf[i] = to_f32(src[i], kind)
-        return buf[:n]
+    def view(row, s, n, like):
+        return numba.carray(ptr(row[j], s, tag), n)
+    return view
+
+
+def _master(j, code):
+    """The param role of a master-weights launch: the pair (float32 master at column 0,
+    16-bit param of ``code`` at column ``j``)."""
+    master, param = _view(0, F32), _view(j, code)
 
     @numba.njit(inline="always")
-    def store(row, t, n, buf, like):
-        if write:
-            dst = numba.carray(_ptr(row[j], t, _U16), n)
-            for i in range(n):
-                dst[i] = from_f32(buf[i], kind)
-
-    return load, store
+    def view(row, s, n, like):
+        return (master(row, s, n, like), param(row, s, n, like))
+    return view
 
 
-def _master_out(j, kind):
-    """The store of a master-weights launch: column 0 (the float32 master, updated in
-    place) rounded into the 16-bit param at column ``j``."""
+def _append(views, v):
     @numba.njit(inline="always")
-    def store(row, t, n, buf, like):
-        src = numba.carray(_ptr(row[0], t, _F32), n)
-        dst = numba.carray(_ptr(row[j], t, _U16), n)
-        for i in range(n):
-            dst[i] = from_f32(src[i], kind)
-
-    return store
+    def more(row, s, n, like):
+        return views(row, s, n, like) + (v(row, s, n, like),)
+    return more
 
 
-@numba.njit(inline="always")
-def _noop(row, t, n, buf, like):
-    pass
+def views(codes, out):
+    """The views of a table row for roles stored as ``codes``, ``out``: the master's
+    16-bit param code or DIRECT (see the module docstring)."""
+    v0 = _view(0, codes[0]) if out == DIRECT else _master(len(codes), out)
 
-
-def tiled_runner(body, codes, out, cdt):
-    """The multi-tensor loop (as ``_multi._runner``) that runs the serial kernel ``body``
-    tile by tile, roles stored as ``codes`` (grad, role 1, is read only); ``out``: the
-    16-bit code of a master-weights param (its address in the table's last column), or
-    DIRECT. ``cdt``: the compute dtype (NumPy type)."""
-    n = len(codes)
-    L, S = zip(*[_role(j, c, j != 1, cdt) for j, c in enumerate(codes)])
-    S = S + (_noop,) * (5 - n)
-    S0, S1, S2, S3, S4 = S
-    SX = _noop if out == DIRECT else _master_out(n, out)
-    call = _CALLS[n](body, *L)
-
-    def run(addr, offs, nparts, like, *scalars):
-        total = offs[-1]
-        # one tile buffer per part, made before the parallel loop (Numba hoists an
-        # allocation inside prange out of it: the threads would share it)
-        allbufs = np.empty((nparts, n, TILE), cdt)
-        for q in prange(nparts):
-            bufs = allbufs[q]
-            lo, hi = _part(q, nparts, total)
-            k = _first(offs, lo)
-            while lo < hi:
-                a = offs[k]
-                s = lo - a
-                e = min(hi, offs[k + 1]) - a
-                row = addr[k]
-                while s < e:
-                    m = min(TILE, e - s)
-                    call(row, s, m, bufs, like, scalars)
-                    S0(row, s, m, bufs[0], like)
-                    S1(row, s, m, bufs[1], like)
-                    S2(row, s, m, bufs[2], like)
-                    S3(row, s, m, bufs[min(3, n - 1)], like)  # (no-ops past n roles)
-                    S4(row, s, m, bufs[min(4, n - 1)], like)
-                    SX(row, s, m, bufs[0], like)
-                    s += m
-                lo = a + e
-                k += 1
-    return run
-
-
-def _call3(body, L0, L1, L2):
     @numba.njit(inline="always")
-    def call(row, t, n, b, like, scalars):
-        body(L0(row, t, n, b[0], like), L1(row, t, n, b[1], like), L2(row, t, n, b[2], like),
-             *scalars)
-    return call
+    def vs(row, s, n, like):
+        return (v0(row, s, n, like),)
+    for j in range(1, len(codes)):
+        vs = _append(vs, _view(j, codes[j]))
+    return vs
 
 
-def _call4(body, L0, L1, L2, L3):
-    @numba.njit(inline="always")
-    def call(row, t, n, b, like, scalars):
-        body(L0(row, t, n, b[0], like), L1(row, t, n, b[1], like), L2(row, t, n, b[2], like),
-             L3(row, t, n, b[3], like), *scalars)
-    return call
-
-
-def _call5(body, L0, L1, L2, L3, L4):
-    @numba.njit(inline="always")
-    def call(row, t, n, b, like, scalars):
-        body(L0(row, t, n, b[0], like), L1(row, t, n, b[1], like), L2(row, t, n, b[2], like),
-             L3(row, t, n, b[3], like), L4(row, t, n, b[4], like), *scalars)
-    return call
-
-
-_CALLS = {3: _call3, 4: _call4, 5: _call5}
 _compiled: dict = {}
 
 
-def multi_kernel(name, flags, codes, out, cdt, parallel):
-    """The tiled multi-tensor loop around kernel ``name`` (see ``_multi.multi_kernel``)
-    for roles stored as ``codes`` (a tuple, one per kernel array) and master output
-    ``out``; ``cdt``: the compute dtype."""
-    key = (name, flags, codes, out, np.dtype(cdt).char, parallel)
+def multi_kernel(name, flags, codes, out, parallel):
+    """The multi-tensor loop around kernel ``name`` (see ``_multi.multi_kernel``) for
+    roles stored as ``codes`` (a tuple, one per kernel array) and master output ``out``."""
+    key = (name, flags, codes, out, parallel)
     k = _compiled.get(key)
     if k is None:
         body = K.kernel(name, flags, 0)
-        k = _compiled[key] = K._jit(tiled_runner(body, codes, out, np.dtype(cdt).type),
-                                    parallel)
+        k = _compiled[key] = K._jit(_multi._runner(body, views(codes, out)), parallel)
     return k
 
 

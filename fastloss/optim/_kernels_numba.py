@@ -19,6 +19,12 @@ These per-array kernels are also the bodies of the multi-tensor launch
 (``_multi``): its serial twin runs on ``numba.carray`` views of each tensor's
 share of a part.
 
+Storage: the bodies read ``ld(a, i)`` and write ``st(a, i, x)`` (``_convert_numba``),
+so one body compiles for arrays stored in the compute dtype and for 16-bit storage
+(bfloat16 / float16 bits widened to float32 and rounded back in registers), float32
+state of float64 params, and float32 master weights with a 16-bit param (``_half_numba``
+builds those views). Loops run over ``g`` (always a plain array).
+
 Shared pieces of the element update:
 
 * ``d = g * gscale``: ``gscale`` folds ``maximize`` (-1) and a fused
@@ -36,6 +42,8 @@ import types
 
 import numba
 from numba import prange
+
+from ._convert_numba import ld, st
 
 __all__ = ["kernel", "FACTORIES", "PARALLEL_THRESHOLD"]
 
@@ -59,22 +67,22 @@ def sgd(wd_on, use_momentum, first, nesterov):
     def sgd(p, g, buf, lr, momentum, omdamp, wd, gscale):
         """d = g*gscale (+ wd p); buf = d on the first step else momentum buf + (1-dampening) d;
         d = d + momentum buf (nesterov) or buf; p -= lr d."""
-        for i in prange(p.shape[0]):
-            pi = p[i]
-            d = g[i] * gscale
+        for i in prange(g.shape[0]):
+            pi = ld(p, i)
+            d = ld(g, i) * gscale
             if wd_on:
                 d = d + wd * pi
             if use_momentum:
                 if first:
                     b = d
                 else:
-                    b = buf[i] * momentum + omdamp * d
-                buf[i] = b
+                    b = ld(buf, i) * momentum + omdamp * d
+                st(buf, i, b)
                 if nesterov:
                     d = d + momentum * b
                 else:
                     d = b
-            p[i] = pi - lr * d
+            st(p, i, pi - lr * d)
     return sgd
 
 
@@ -82,18 +90,18 @@ def adagrad(wd_on, keras):
     def adagrad(p, g, acc, clr, wd, eps, gscale):
         """d = g*gscale (+ wd p); acc += d^2; p -= clr d / (sqrt(acc) + eps)
         (keras: p -= clr d / sqrt(acc + eps))."""
-        for i in prange(p.shape[0]):
-            pi = p[i]
-            d = g[i] * gscale
+        for i in prange(g.shape[0]):
+            pi = ld(p, i)
+            d = ld(g, i) * gscale
             if wd_on:
                 d = d + wd * pi
-            a = acc[i] + d * d
-            acc[i] = a
+            a = ld(acc, i) + d * d
+            st(acc, i, a)
             if keras:
                 den = math.sqrt(a + eps)
             else:
                 den = math.sqrt(a) + eps
-            p[i] = pi - clr * (d / den)
+            st(p, i, pi - clr * (d / den))
     return adagrad
 
 
@@ -104,16 +112,16 @@ def rmsprop(w_small, wd_on, centered, use_momentum, keras):
         den = sqrt(var) + eps (torch) or sqrt(var + eps) (keras);
         momentum: buf = momentum buf + d/den, p -= lr buf
         (keras: buf = momentum buf + lr d/den, p -= buf); else p -= lr d/den."""
-        for i in prange(p.shape[0]):
-            pi = p[i]
-            d = g[i] * gscale
+        for i in prange(g.shape[0]):
+            pi = ld(p, i)
+            d = ld(g, i) * gscale
             if wd_on:
                 d = d + wd * pi
-            s = sq[i] * alpha + omalpha * (d * d)
-            sq[i] = s
+            s = ld(sq, i) * alpha + omalpha * (d * d)
+            st(sq, i, s)
             if centered:
-                ga = _lerp(gavg[i], d, omalpha, alpha, w_small)
-                gavg[i] = ga
+                ga = _lerp(ld(gavg, i), d, omalpha, alpha, w_small)
+                st(gavg, i, ga)
                 s = s - ga * ga
             if keras:
                 den = math.sqrt(s + eps)
@@ -121,15 +129,15 @@ def rmsprop(w_small, wd_on, centered, use_momentum, keras):
                 den = math.sqrt(s) + eps
             if use_momentum:
                 if keras:
-                    b = buf[i] * momentum + lr * (d / den)
-                    buf[i] = b
-                    p[i] = pi - b
+                    b = ld(buf, i) * momentum + lr * (d / den)
+                    st(buf, i, b)
+                    st(p, i, pi - b)
                 else:
-                    b = buf[i] * momentum + d / den
-                    buf[i] = b
-                    p[i] = pi - lr * b
+                    b = ld(buf, i) * momentum + d / den
+                    st(buf, i, b)
+                    st(p, i, pi - lr * b)
             else:
-                p[i] = pi - lr * (d / den)
+                st(p, i, pi - lr * (d / den))
     return rmsprop
 
 
@@ -139,23 +147,23 @@ def adam(w_small, wd_on, amsgrad):
         """d = g*gscale (+ wd p, coupled); p *= decay_mul (decoupled: 1 - lr wd);
         m = lerp(m, d, 1-b1); v = b2 v + (1-b2) d^2; amsgrad: vmax = max(vmax, v), v -> vmax;
         p -= step_size m / (sqrt(v) + eps_t)  (one sqrt, one division per element)."""
-        for i in prange(p.shape[0]):
-            pi = p[i]
-            d = g[i] * gscale
+        for i in prange(g.shape[0]):
+            pi = ld(p, i)
+            d = ld(g, i) * gscale
             if wd_on:
                 d = d + wd * pi
             pi = pi * decay_mul
-            mi = _lerp(m[i], d, w1, omw1, w_small)
-            vi = v[i] * beta2 + ombeta2 * (d * d)
-            m[i] = mi
-            v[i] = vi
+            mi = _lerp(ld(m, i), d, w1, omw1, w_small)
+            vi = ld(v, i) * beta2 + ombeta2 * (d * d)
+            st(m, i, mi)
+            st(v, i, vi)
             if amsgrad:
-                mx = vmax[i]
+                mx = ld(vmax, i)
                 if vi > mx or vi != vi:  # NaN-propagating max, like torch.maximum
                     mx = vi
-                vmax[i] = mx
+                st(vmax, i, mx)
                 vi = mx
-            p[i] = pi - step_size * (mi / (math.sqrt(vi) + eps_t))
+            st(p, i, pi - step_size * (mi / (math.sqrt(vi) + eps_t)))
     return adam
 
 
@@ -163,24 +171,24 @@ def adamax(w_small, wd_on, keras):
     def adamax(p, g, m, u, clr, w1, omw1, beta2, eps, wd, gscale):
         """d = g*gscale (+ wd p); m = lerp(m, d, 1-b1); u = max(b2 u, |d| + eps);
         p -= clr m/u (keras: u = max(b2 u, |d|); p -= clr m/(u + eps))."""
-        for i in prange(p.shape[0]):
-            pi = p[i]
-            d = g[i] * gscale
+        for i in prange(g.shape[0]):
+            pi = ld(p, i)
+            d = ld(g, i) * gscale
             if wd_on:
                 d = d + wd * pi
-            mi = _lerp(m[i], d, w1, omw1, w_small)
-            m[i] = mi
-            a = u[i] * beta2
+            mi = _lerp(ld(m, i), d, w1, omw1, w_small)
+            st(m, i, mi)
+            a = ld(u, i) * beta2
             if keras:
                 b = abs(d)
             else:
                 b = abs(d) + eps
             if b > a or b != b:
                 a = b
-            u[i] = a
+            st(u, i, a)
             if keras:
                 a = a + eps
-            p[i] = pi - clr * (mi / a)
+            st(p, i, pi - clr * (mi / a))
     return adamax
 
 
@@ -189,19 +197,19 @@ def nadam(w_small, wd_on):
               gscale):
         """d = g*gscale (+ wd p); p *= decay_mul; m = lerp(m, d, 1-b1); v = b2 v + (1-b2) d^2;
         den = sqrt(v / bc2) + eps; p -= c_grad d/den; p -= c_avg m/den (as torch)."""
-        for i in prange(p.shape[0]):
-            pi = p[i]
-            d = g[i] * gscale
+        for i in prange(g.shape[0]):
+            pi = ld(p, i)
+            d = ld(g, i) * gscale
             if wd_on:
                 d = d + wd * pi
             pi = pi * decay_mul
-            mi = _lerp(m[i], d, w1, omw1, w_small)
-            vi = v[i] * beta2 + ombeta2 * (d * d)
-            m[i] = mi
-            v[i] = vi
+            mi = _lerp(ld(m, i), d, w1, omw1, w_small)
+            vi = ld(v, i) * beta2 + ombeta2 * (d * d)
+            st(m, i, mi)
+            st(v, i, vi)
             den = math.sqrt(vi / bc2) + eps
             pi = pi - c_grad * (d / den)
-            p[i] = pi - c_avg * (mi / den)
+            st(p, i, pi - c_avg * (mi / den))
     return nadam
 
 
@@ -209,9 +217,9 @@ def lion(w1_small, w2_small):
     def lion(p, g, m, lr, w1, omw1, w2, omw2, decay_mul, gscale):
         """d = g*gscale; c = lerp(m, d, 1-b1); p = p*(1 - lr wd) - lr sign(c);
         m = lerp(m, d, 1-b2)."""
-        for i in prange(p.shape[0]):
-            d = g[i] * gscale
-            mi = m[i]
+        for i in prange(g.shape[0]):
+            d = ld(g, i) * gscale
+            mi = ld(m, i)
             c = _lerp(mi, d, w1, omw1, w1_small)
             if c > 0:
                 s = lr
@@ -221,8 +229,8 @@ def lion(w1_small, w2_small):
                 s = lr - lr  # zero of the param dtype
             else:
                 s = c  # NaN
-            p[i] = p[i] * decay_mul - s
-            m[i] = _lerp(mi, d, w2, omw2, w2_small)
+            st(p, i, ld(p, i) * decay_mul - s)
+            st(m, i, _lerp(mi, d, w2, omw2, w2_small))
     return lion
 
 

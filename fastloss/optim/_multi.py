@@ -19,32 +19,14 @@ from __future__ import annotations
 
 import numba
 import numpy as np
-from numba import prange, types
-from numba.core import cgutils
-from numba.extending import intrinsic
+from numba import prange
 
 from . import _kernels_numba as K
+from ._convert_numba import ptr as _ptr
 
 __all__ = ["multi_kernel", "ALIGN"]
 
 ALIGN = 64  # part boundaries in elements (whole cache lines for both dtypes)
-
-
-@intrinsic
-def _ptr(typingctx, addr, offset, like):
-    """``(like *) addr + offset``: a typed pointer from an integer address."""
-    if not isinstance(like, types.Float):
-        return None
-    sig = types.CPointer(like)(addr, offset, like)
-
-    def codegen(context, builder, signature, args):
-        ptr_t = context.get_value_type(signature.return_type)
-        base = builder.inttoptr(args[0], ptr_t)
-        return cgutils.gep(builder, base, args[1])
-
-    return sig, codegen
-
-
 
 
 @numba.njit(inline="always")

@@ -18,7 +18,7 @@ the readable versions of the formulas (g = gradient, p = parameter):
 16-bit storage (bfloat16/float16 params, grads or state; float32 state of float64
 params): ``_engine.Launch`` widens those arrays to the compute dtype (whole-array
 copies), runs these functions on them and rounds the written ones back (nearest
-even), as the native tiles do a tile at a time: the same results bit for bit.
+even), as the native kernels do element by element: the same results bit for bit.
 """
 from __future__ import annotations
 

@@ -7,7 +7,8 @@
   torch keeps them for bf16 params); ``state_dtype`` stores them in another floating
   type no wider than the compute dtype: float32 params take float32, bfloat16 or
   float16 state; 16-bit params the same three; float64 params float64 or float32.
-  Buffers are widened on load and rounded (nearest-even) on store, per tile.
+  Buffers are widened on load and rounded (nearest-even) on store, element by element
+  inside the kernel (``_convert_numba``).
 * ``master_weights=True``: a 16-bit param gets a float32 copy in its state
   (``MASTER``); the update runs on the copy and the param is the copy rounded to
   nearest-even after each step (float32/float64 params need none: no effect).
