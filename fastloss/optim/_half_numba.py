@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import numba
 import numpy as np
-from numba import prange
 
 from . import _kernels_numba as K
 from . import _multi
@@ -118,39 +117,7 @@ def multi_kernel(name, flags, codes, out, parallel):
 
 
 # ---------------------------------------------------------------------------
-# global-norm helpers on 16-bit gradients (as _kernels_numba's, on the widened values)
-
-from ._reference import CHUNK  # noqa: E402
-
-
-def _sumsq_chunks_half(g, kind, out):
-    """out[k] = sum of g[i]^2 in float64 over chunk k (``g``: 16-bit bits of ``kind``)."""
-    n = g.shape[0]
-    nchunks = (n + CHUNK - 1) // CHUNK
-    for k in prange(nchunks):
-        lo = k * CHUNK
-        hi = min(lo + CHUNK, n)
-        s = 0.0
-        for i in range(lo, hi):
-            x = numba.float64(to_f32(g[i], kind))
-            s += x * x
-        out[k] = s
-
-
-def _nonfinite_chunks_half(g, kind, out):
-    """out[k] = 1 if chunk k of ``g`` (16-bit bits of ``kind``) holds a NaN or Inf."""
-    n = g.shape[0]
-    nchunks = (n + CHUNK - 1) // CHUNK
-    mask = np.uint16(0x7F80) if kind == BF16 else np.uint16(0x7C00)
-    for k in prange(nchunks):
-        lo = k * CHUNK
-        hi = min(lo + CHUNK, n)
-        bad = 0
-        for i in range(lo, hi):
-            if g[i] & mask == mask:
-                bad = 1
-        out[k] = bad
-
+# the conversions alone, as kernels (tests: against NumPy's casts)
 
 def _cvt_load(src, kind, dst):
     """dst = src widened (tests: the conversions against NumPy's casts)."""
@@ -164,5 +131,5 @@ def _cvt_store(src, kind, dst):
         dst[i] = from_f32(src[i], kind)
 
 
-for _f in (_sumsq_chunks_half, _nonfinite_chunks_half, _cvt_load, _cvt_store):
+for _f in (_cvt_load, _cvt_store):
     K.FACTORIES[_f.__name__.lstrip("_")] = (lambda f: lambda: f)(_f)

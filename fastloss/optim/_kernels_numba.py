@@ -246,7 +246,8 @@ from ._reference import CHUNK  # fixed reduction chunk: results independent of t
 
 
 def _sumsq_chunks(g, out):
-    """out[k] = sum of g[i]^2 (in float64) over chunk k of CHUNK elements, in index order."""
+    """out[k] = sum of g[i]^2 (in float64) over chunk k of CHUNK elements, in index order
+    (``g`` in any storage ``ld`` reads: 16-bit grads are widened exactly first)."""
     n = g.shape[0]
     nchunks = (n + CHUNK - 1) // CHUNK
     for k in prange(nchunks):
@@ -254,21 +255,22 @@ def _sumsq_chunks(g, out):
         hi = min(lo + CHUNK, n)
         s = 0.0
         for i in range(lo, hi):
-            x = numba.float64(g[i])
+            x = numba.float64(ld(g, i))
             s += x * x
         out[k] = s
 
 
 def _nonfinite_chunks(g, out):
-    """out[k] = 1 if chunk k of g holds a NaN or Inf, else 0."""
+    """out[k] = 1 if chunk k of g (any storage ``ld`` reads) holds a NaN or Inf, else 0."""
     n = g.shape[0]
     nchunks = (n + CHUNK - 1) // CHUNK
     for k in prange(nchunks):
         lo = k * CHUNK
         hi = min(lo + CHUNK, n)
-        z = g[lo] - g[lo]
+        z = ld(g, lo) - ld(g, lo)
         for i in range(lo, hi):
-            z = z + (g[i] - g[i])  # 0 for finite values, NaN once one is Inf/NaN
+            x = ld(g, i)
+            z = z + (x - x)  # 0 for finite values, NaN once one is Inf/NaN
         out[k] = 0 if z == z else 1
 
 

@@ -189,16 +189,15 @@ def _sumsq(g, native):
 
 def _chunks(g, name, out_dtype):
     """The per-chunk results of the reduction kernel ``name`` over the flat grad ``g``
-    (its ``_half`` twin of ``_half_numba`` for 16-bit grads)."""
+    (16-bit grads passed as the integer views the kernels' ``ld`` widens: uint16 holds
+    bfloat16 bits, int16 float16 bits)."""
     K = _kernels()
     n = g.shape[0]
     out = np.empty((n + K.CHUNK - 1) // K.CHUNK, out_dtype)
     kind = _dtypes.half_kind(g.dtype)
     if kind:
-        from . import _half_numba  # noqa: F401  (registers the _half kernels)
-        K.kernel(name + "_half", (), n)(g.view(np.uint16), kind, out)
-    else:
-        K.kernel(name, (), n)(g, out)
+        g = g.view(np.uint16 if kind == _dtypes.HALF_BF16 else np.int16)
+    K.kernel(name, (), n)(g, out)
     return out
 
 
