@@ -62,8 +62,12 @@ cdef void _ce_small_rows(const CeConf* cf, Py_ssize_t i0, Py_ssize_t i1, const f
                          const floating* go, floating* g, double* st, double* zy, double* cfs,
                          double* rl) noexcept nogil:
     """Few classes (cf.prelog set): step 1 for the block of rows [i0, i1) (at most
-    SM_ROWBLOCK), then steps 2 and 3 row by row."""
+    SM_ROWBLOCK), then steps 2 and 3 row by row; the plain case in one transposed
+    pass (_ce_plain_block: the same bits)."""
     cdef Py_ssize_t i
+    if _ce_plain(cf, w):
+        _ce_plain_block(cf, i0, i1, z, lab, go, g, cfs, rl)
+        return
     _ce_block_stats(cf, i0, i1, z, lab, t, w, g, st, zy)
     for i in range(i0, i1):
         _ce_row_loss(cf, i, lab, w, go, st, zy, cfs, rl)

@@ -207,6 +207,109 @@ cdef void _ce_block_stats(const CeConf* cf, Py_ssize_t i0, Py_ssize_t i1, const 
         st[i * SM_ST + ST_LOG_EXP_SUM] = vlog(st[i * SM_ST + ST_EXP_SUM])
 
 
+cdef inline bint _ce_plain(const CeConf* cf, const void* w) noexcept nogil:
+    """The plain case of the few-class path: class-index targets without weights,
+    label smoothing, z-loss or soft-cap (and step 3 not left to the caller). Every
+    mult-add of step 2 then multiplies by exactly 1 or adds an exact 0, so the
+    compiler's FMA contraction cannot change a bit wherever it applies."""
+    return (not cf.soft and w == NULL and cf.eps == 0 and cf.zl == 0 and not (cf.cap > 0)
+            and not cf.defer_grad)
+
+
+cdef void _ce_plain_block(const CeConf* cf, Py_ssize_t i0, Py_ssize_t i1, const floating* z,
+                          const label_t* lab, const floating* go, floating* g, double* cfs,
+                          double* rl) noexcept nogil:
+    """Steps 1-3 for the rows [i0, i1) (at most SM_ROWBLOCK) of few classes in the plain
+    case (_ce_plain): per row the same operations in the same order as _ce_block_stats,
+    _ce_row_loss, _ce_chunk_grad and _ce_grad_target, hence the same bits, but on the
+    block transposed to class-major order (T[c B + r] = z[i0 + r, c]): each step is a
+    loop over the rows, which the compiler vectorises (a row per lane), so the per-row
+    chains (max, sums, log, division) run side by side instead of one after another.
+    Writes rl, cfs[CF_ZLOSS] (0; the other CF slots are not needed) and the gradient."""
+    cdef Py_ssize_t C = cf.C, B = i1 - i0, r, c, i, y
+    cdef floating T[SM_ROWBLOCK * SM_SMALL_C]
+    cdef floating mk[SM_ROWBLOCK]
+    cdef floating Kf[SM_ROWBLOCK]
+    cdef floating tc[SM_ROWBLOCK]
+    cdef double zy[SM_ROWBLOCK]
+    cdef double s0[SM_ROWBLOCK]
+    cdef double s1[SM_ROWBLOCK]
+    cdef double ls[SM_ROWBLOCK]
+    cdef const floating* zr
+    cdef floating* gr
+    cdef floating x
+    cdef double m, lse, rr, sce, A = 1.0, wy = 1.0
+    for r in range(B):
+        zr = z + (i0 + r) * C
+        for c in range(C):
+            T[c * B + r] = zr[c]
+    # step 1: max (NaN skipped), shift, exp, the two interleaved double sums, log
+    for r in range(B):
+        mk[r] = -INFINITY
+    for c in range(C):
+        for r in range(B):
+            x = T[c * B + r]
+            mk[r] = x if x > mk[r] else mk[r]
+    for c in range(C):
+        for r in range(B):
+            T[c * B + r] = T[c * B + r] - mk[r]
+    for r in range(B * C):
+        T[r] = vexp(T[r])
+    for r in range(B):
+        if mk[r] == -INFINITY:
+            # only -inf and NaN: e = 0 or NaN
+            zr = z + (i0 + r) * C
+            for c in range(C):
+                T[c * B + r] = <floating>0 if zr[c] == -INFINITY else zr[c]
+        s0[r] = 0.0
+        s1[r] = 0.0
+    c = 0
+    while c + 2 <= C:
+        for r in range(B):
+            s0[r] += T[c * B + r]
+            s1[r] += T[(c + 1) * B + r]
+        c += 2
+    if c < C:
+        for r in range(B):
+            s0[r] += T[c * B + r]
+    for r in range(B):
+        s0[r] = s0[r] + s1[r]
+        ls[r] = vlog(s0[r])
+    # step 2 (ignored rows: loss 0, gradient 0)
+    for r in range(B):
+        i = i0 + r
+        cfs[i * SM_CF + CF_ZLOSS] = 0.0
+        if _ce_ignored(cf, lab, i):
+            rl[i] = 0.0
+            Kf[r] = 0
+            continue
+        zy[r] = z[i * C + <Py_ssize_t>lab[i]]
+        m = mk[r]
+        lse = m + ls[r]
+        rl[i] = (1.0 - cf.eps) * wy * ((m - zy[r]) + ls[r])
+        rr = 1.0 if go == NULL else <double>go[i]
+        sce = rr * cf.sce
+        Kf[r] = <floating>((sce * A + rr * cf.sz * 2.0 * cf.zl * lse) / s0[r])
+        tc[r] = <floating>(sce * (1.0 - cf.eps) * wy * 1.0)
+    if g == NULL:
+        return
+    # step 3, and the rows back to row-major order
+    for c in range(C):
+        for r in range(B):
+            T[c * B + r] = T[c * B + r] * Kf[r]
+    for r in range(B):
+        i = i0 + r
+        gr = g + i * C
+        if _ce_ignored(cf, lab, i):
+            for c in range(C):
+                gr[c] = 0
+            continue
+        for c in range(C):
+            gr[c] = T[c * B + r]
+        y = <Py_ssize_t>lab[i]
+        gr[y] = gr[y] - tc[r]
+
+
 # --- step 2: row loss and gradient coefficients --------------------------------
 
 cdef void _ce_row_loss(const CeConf* cf, Py_ssize_t i, const label_t* lab, const floating* w,
