@@ -366,6 +366,36 @@ def _reduced(red, row, denom, dtype, shape):
     return R.reduced_loss(red, row, R.total(row), denom, dtype, shape)
 
 
+def _zero(value):
+    """A plain Python 0 / 0.0 (the default of an option the fast path leaves out)."""
+    return (type(value) is float or type(value) is int) and value == 0
+
+
+def _cross_entropy_plain(logits, target, ignore_index, reduction, return_grad, out, backend,
+                         loss_dtype):
+    """The common cross-entropy call (float32/float64 (N, C) logits and int32/int64
+    class indices as plain ndarrays, 'mean' or 'sum', no weight, smoothing, z-loss,
+    soft-cap or grad_output) in one native call that checks the arrays itself
+    (kernels.cross_entropy_plain); None when the call is anything else, or when a
+    label or ``out`` is not right: the general path then validates it and raises
+    its usual errors. Same results, bit for bit, as the general path."""
+    if not ((return_grad is True or (return_grad is False and out is None))
+            and type(ignore_index) is int and -_INT64_MAX - 1 <= ignore_index <= _INT64_MAX
+            and type(reduction) is str and (reduction == "mean" or reduction == "sum")
+            and (backend is None or (type(backend) is str and backend == "native"))
+            and _backend.kernels is not None and _backend.resolve(backend) == "native"):
+        return None
+    mean = reduction == "mean"
+    r = _backend.kernels.cross_entropy_plain(logits, target, out, return_grad, ignore_index,
+                                             mean, _threads.get_num_threads())
+    if r is None:
+        return None
+    total, count, grad = r
+    dtype = logits.dtype if loss_dtype is None else loss_dtype
+    loss = dtype.type(R.divide(total, count) if mean else total)  # as R.reduced_loss
+    return (loss, grad) if return_grad else loss
+
+
 def cross_entropy(logits, target, *, weight=None, ignore_index=-100, label_smoothing=0.0,
                   reduction="mean", return_grad=False, out=None, grad_output=None,
                   inplace=False, z_loss=0.0, softcap=None, backend=None):
@@ -409,6 +439,13 @@ def _cross_entropy(logits, target, *, weight=None, ignore_index=-100, label_smoo
                    inplace=False, z_loss=0.0, softcap=None, backend=None, loss_dtype=None):
     """:func:`cross_entropy`; ``loss_dtype`` (internal: the torch adapter under autocast
     asks for float32) overrides the dtype of the returned loss."""
+    if (weight is None and grad_output is None and softcap is None and inplace is False
+            and type(logits) is np.ndarray and type(target) is np.ndarray
+            and _zero(label_smoothing) and _zero(z_loss)):
+        plain = _cross_entropy_plain(logits, target, ignore_index, reduction, return_grad, out,
+                                     backend, loss_dtype)
+        if plain is not None:
+            return plain
     red = v.reduction(reduction)
     return_grad = v.boolean(return_grad, "return_grad")
     inplace = v.boolean(inplace, "inplace")

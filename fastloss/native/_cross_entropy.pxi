@@ -7,6 +7,29 @@
 # for 16-bit logits through _ce_half_schedule (_ce_half.pxi).
 
 
+cdef Py_ssize_t _ce_scan_labels(const label_t* labels, Py_ssize_t n, Py_ssize_t C,
+                                long long ignore_index, const double* weight,
+                                Py_ssize_t* count, double* wsum) noexcept nogil:
+    """The label scan of ce_check_labels: returns the first bad position (-1: none)
+    and sets *count, *wsum (the count when weight is NULL)."""
+    cdef Py_ssize_t i, bad = -1, cnt = 0
+    cdef long long y
+    cdef double ws = 0.0
+    for i in range(n):
+        y = labels[i]
+        if y == ignore_index:
+            continue
+        if y < 0 or y >= C:
+            bad = i
+            break
+        cnt += 1
+        if weight != NULL:
+            ws += weight[y]
+    count[0] = cnt
+    wsum[0] = ws if weight != NULL else <double>cnt
+    return bad
+
+
 def ce_check_labels(const label_t[::1] labels, Py_ssize_t C, long long ignore_index,
                     const double[::1] weight):
     """Scan class-index targets before any logit is read.
@@ -15,23 +38,12 @@ def ce_check_labels(const label_t[::1] labels, Py_ssize_t C, long long ignore_in
     ignore_index or -1, number of non-ignored labels, sum of weight[label]
     over them in double, or the count without weight).
     """
-    cdef Py_ssize_t n = labels.shape[0], i, bad = -1, count = 0
-    cdef long long y
-    cdef double wsum = 0.0
-    cdef bint has_w = weight is not None
+    cdef Py_ssize_t bad, count
+    cdef double wsum
     with nogil:
-        for i in range(n):
-            y = labels[i]
-            if y == ignore_index:
-                continue
-            if y < 0 or y >= C:
-                bad = i
-                break
-            count += 1
-            if has_w:
-                wsum += weight[y]
-    if not has_w:
-        wsum = <double>count
+        bad = _ce_scan_labels(&labels[0] if labels.shape[0] else NULL, labels.shape[0], C,
+                              ignore_index, &weight[0] if weight is not None else NULL,
+                              &count, &wsum)
     return bad, count, wsum
 
 
@@ -77,6 +89,20 @@ cdef tuple _ce_totals(const CeConf* cf, double* st, const double* rl):
     return total, ztotal
 
 
+cdef tuple _ce_run(CeConf* cf, int num_threads, const floating* z, const label_t* lp,
+                   const floating* tp, const floating* wp, const floating* gop, floating* gp,
+                   double* rl):
+    """The records allocated, _ce_schedule over the cf.N rows (serially below
+    SM_PAR_MIN), and _ce_totals."""
+    cdef Py_ssize_t N = cf.N
+    cdef double* st = _ce_records(cf)
+    cdef int nt = num_threads if N * (cf.C + SM_ROW_COST) >= SM_PAR_MIN else 1
+    with nogil:
+        _ce_schedule(cf, nt, z, lp, tp, wp, gop, gp, st, st + N * (cf.nchunks * SM_ST + SM_CF),
+                     st + N * cf.nchunks * SM_ST, rl)
+    return _ce_totals(cf, st, rl)
+
+
 def cross_entropy(const floating[:, ::1] logits, const label_t[::1] labels,
                   const floating[:, ::1] target_prob, const floating[::1] weight,
                   const floating[::1] grad_output, floating[:, ::1] grad, double[::1] row_loss,
@@ -99,8 +125,6 @@ def cross_entropy(const floating[:, ::1] logits, const label_t[::1] labels,
     """
     cdef CeConf cf
     cdef Py_ssize_t N = logits.shape[0], C = logits.shape[1]
-    cdef double* st
-    cdef int nt
     cdef const label_t* lp = NULL
     cdef const floating* tp = NULL
     cdef const floating* wp = NULL
@@ -120,13 +144,108 @@ def cross_entropy(const floating[:, ::1] logits, const label_t[::1] labels,
         gop = &grad_output[0]
     if grad is not None:
         gp = &grad[0, 0]
-    st = _ce_records(&cf)
-    nt = num_threads if N * (C + SM_ROW_COST) >= SM_PAR_MIN else 1
+    return _ce_run(&cf, num_threads, &logits[0, 0], lp, tp, wp, gop, gp, &row_loss[0])
+
+
+cdef inline bint _plain_array(cnp.ndarray a, int nd) noexcept:
+    """``a`` (an exact ndarray) has nd dimensions, is C-contiguous, aligned and native."""
+    return (cnp.PyArray_NDIM(a) == nd and cnp.PyArray_IS_C_CONTIGUOUS(a)
+            and cnp.PyArray_ISALIGNED(a) and cnp.PyArray_ISNOTSWAPPED(a))
+
+
+cdef inline bint _overlaps(cnp.ndarray a, cnp.ndarray b) noexcept:
+    """The byte ranges of two C-contiguous arrays intersect."""
+    cdef char* pa = <char*>cnp.PyArray_DATA(a)
+    cdef char* pb = <char*>cnp.PyArray_DATA(b)
+    return pa < pb + cnp.PyArray_NBYTES(b) and pb < pa + cnp.PyArray_NBYTES(a)
+
+
+def cross_entropy_plain(object logits, object labels, object out, bint want_grad,
+                        long long ignore_index, bint mean, int num_threads):
+    """:func:`cross_entropy` for the common call, recognised here in a few C tests
+    rather than by the Python layer's general validation: logits a float32/float64
+    (N, C) ndarray (N, C >= 1), labels an int32/int64 (N,) ndarray, both C-contiguous,
+    aligned, native byte order; no weights, smoothing, z-loss, soft-cap or per-row
+    grad_output; 'mean' (``mean``) or 'sum'.
+
+    The gradient (``want_grad``) goes into ``out`` (None: a new array): an ndarray of
+    the logits' dtype and shape, C-contiguous, writable, either the logits exactly or
+    not overlapping them or the labels. Returns (sum of the row losses, number of
+    non-ignored labels, gradient or None); or None -- having read no logit and
+    written nothing -- when the call is not that case or a label is outside [0, C)
+    (the caller's general path then validates and raises).
+    """
+    cdef cnp.ndarray x, lab, g = None
+    cdef int tx, tl
+    cdef Py_ssize_t N, C, count, bad
+    cdef double wsum, scale, total
+    cdef cnp.npy_intp* dims
+    cdef CeConf cf
+    cdef double* rl
+    cdef void* gp = NULL
+    cdef const void* lp
+    if not (cnp.PyArray_CheckExact(logits) and cnp.PyArray_CheckExact(labels)):
+        return None
+    x = <cnp.ndarray>logits
+    lab = <cnp.ndarray>labels
+    tx = cnp.PyArray_TYPE(x)
+    tl = cnp.PyArray_TYPE(lab)
+    if not ((tx == cnp.NPY_FLOAT32 or tx == cnp.NPY_FLOAT64) and _plain_array(x, 2)
+            and cnp.PyTypeNum_ISINTEGER(tl) and cnp.PyTypeNum_ISSIGNED(tl)
+            and (cnp.PyArray_ITEMSIZE(lab) == 4 or cnp.PyArray_ITEMSIZE(lab) == 8)
+            and _plain_array(lab, 1)):
+        return None
+    dims = cnp.PyArray_DIMS(x)
+    N, C = dims[0], dims[1]
+    if N == 0 or C == 0 or cnp.PyArray_DIMS(lab)[0] != N:
+        return None
+    if out is not None:
+        if not (want_grad and cnp.PyArray_CheckExact(out)):
+            return None
+        g = <cnp.ndarray>out
+        if not (cnp.PyArray_TYPE(g) == tx and _plain_array(g, 2) and cnp.PyArray_ISWRITEABLE(g)
+                and cnp.PyArray_DIMS(g)[0] == N and cnp.PyArray_DIMS(g)[1] == C):
+            return None
+        if _overlaps(g, lab):
+            return None
+        if _overlaps(g, x) and not (cnp.PyArray_DATA(g) == cnp.PyArray_DATA(x)
+                                    and cnp.PyArray_STRIDES(g)[0] == cnp.PyArray_STRIDES(x)[0]
+                                    and cnp.PyArray_STRIDES(g)[1] == cnp.PyArray_STRIDES(x)[1]):
+            return None
+    lp = cnp.PyArray_DATA(lab)
     with nogil:
-        _ce_schedule(&cf, nt, &logits[0, 0], lp, tp, wp, gop, gp, st,
-                     st + N * (cf.nchunks * SM_ST + SM_CF), st + N * cf.nchunks * SM_ST,
-                     &row_loss[0])
-    return _ce_totals(&cf, st, &row_loss[0])
+        if cnp.PyArray_ITEMSIZE(lab) == 4:
+            bad = _ce_scan_labels(<const cnp.int32_t*>lp, N, C, ignore_index, NULL, &count, &wsum)
+        else:
+            bad = _ce_scan_labels(<const cnp.int64_t*>lp, N, C, ignore_index, NULL, &count, &wsum)
+    if bad >= 0:
+        return None
+    if want_grad:
+        if g is None:
+            g = cnp.PyArray_EMPTY(2, dims, tx, 0)
+        gp = cnp.PyArray_DATA(g)
+    # the gradient factor of the reduced loss (R.grad_factor): 1 / count for 'mean'
+    scale = (1.0 / wsum if wsum != 0 else INFINITY) if mean else 1.0
+    _ce_conf(&cf, N, C, ignore_index, 0.0, 0.0, 0.0, scale, scale, <double>C, False, want_grad)
+    rl = <double*>malloc(N * sizeof(double))
+    if rl == NULL:
+        raise MemoryError()
+    try:
+        if tx == cnp.NPY_FLOAT32 and cnp.PyArray_ITEMSIZE(lab) == 4:
+            total = _ce_run(&cf, num_threads, <const float*>cnp.PyArray_DATA(x),
+                            <const cnp.int32_t*>lp, NULL, NULL, NULL, <float*>gp, rl)[0]
+        elif tx == cnp.NPY_FLOAT32:
+            total = _ce_run(&cf, num_threads, <const float*>cnp.PyArray_DATA(x),
+                            <const cnp.int64_t*>lp, NULL, NULL, NULL, <float*>gp, rl)[0]
+        elif cnp.PyArray_ITEMSIZE(lab) == 4:
+            total = _ce_run(&cf, num_threads, <const double*>cnp.PyArray_DATA(x),
+                            <const cnp.int32_t*>lp, NULL, NULL, NULL, <double*>gp, rl)[0]
+        else:
+            total = _ce_run(&cf, num_threads, <const double*>cnp.PyArray_DATA(x),
+                            <const cnp.int64_t*>lp, NULL, NULL, NULL, <double*>gp, rl)[0]
+    finally:
+        free(rl)
+    return total, count, g
 
 
 def cross_entropy_half(int kind, const uint16_t[:, ::1] logits, const label_t[::1] labels,
