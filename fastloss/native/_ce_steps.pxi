@@ -239,10 +239,10 @@ cdef void _ce_plain_block(const CeConf* cf, Py_ssize_t i0, Py_ssize_t i1, const 
     cdef floating* gr
     cdef floating x
     cdef double m, lse, rr, sce, A = 1.0, wy = 1.0
-    for r in range(B):
-        zr = z + (i0 + r) * C
-        for c in range(C):
-            T[c * B + r] = zr[c]
+    zr = z + i0 * C
+    for c in range(C):
+        for r in range(B):
+            T[c * B + r] = zr[r * C + c]
     # step 1: max (NaN skipped), shift, exp, the two interleaved double sums, log
     for r in range(B):
         mk[r] = -INFINITY
@@ -281,7 +281,6 @@ cdef void _ce_plain_block(const CeConf* cf, Py_ssize_t i0, Py_ssize_t i1, const 
         cfs[i * SM_CF + CF_ZLOSS] = 0.0
         if _ce_ignored(cf, lab, i):
             rl[i] = 0.0
-            Kf[r] = 0
             continue
         zy[r] = z[i * C + <Py_ssize_t>lab[i]]
         m = mk[r]
@@ -293,10 +292,7 @@ cdef void _ce_plain_block(const CeConf* cf, Py_ssize_t i0, Py_ssize_t i1, const 
         tc[r] = <floating>(sce * (1.0 - cf.eps) * wy * 1.0)
     if g == NULL:
         return
-    # step 3, and the rows back to row-major order
-    for c in range(C):
-        for r in range(B):
-            T[c * B + r] = T[c * B + r] * Kf[r]
+    # step 3, writing the rows back in row-major order
     for r in range(B):
         i = i0 + r
         gr = g + i * C
@@ -305,7 +301,7 @@ cdef void _ce_plain_block(const CeConf* cf, Py_ssize_t i0, Py_ssize_t i1, const 
                 gr[c] = 0
             continue
         for c in range(C):
-            gr[c] = T[c * B + r]
+            gr[c] = T[c * B + r] * Kf[r]
         y = <Py_ssize_t>lab[i]
         gr[y] = gr[y] - tc[r]
 
