@@ -71,7 +71,9 @@ class _FusedLoss(torch.autograd.Function):
             loss = loss / weight_mean
         ctx.class_axis = class_axis
         ctx.save_for_backward(from_numpy(grad))
-        return from_numpy(loss).to(getattr(fn, "loss_dtype", None) or _autocast.loss_dtype(input))
+        loss = from_numpy(loss)
+        dtype = getattr(fn, "loss_dtype", None) or _autocast.loss_dtype(input)
+        return loss if loss.dtype == dtype else loss.to(dtype)  # (.to costs ~1 us even then)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
