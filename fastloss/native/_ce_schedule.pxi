@@ -6,7 +6,8 @@
 #
 # * few classes (C < SM_SMALL_C, no soft-cap): blocks of SM_ROWBLOCK rows,
 #   step 1 for the whole block (its exp vectorised across rows), then steps 2
-#   and 3 row by row; blocks spread over threads (static);
+#   and 3 row by row (the plain case: all three steps on the block transposed,
+#   _ce_plain_block); blocks spread over threads (static);
 # * few long rows (several chunks, N < SM_SPLIT_ROWS x threads): the
 #   (row, chunk) items of step 1 across threads, step 2 serially, the items of
 #   step 3 across threads (two parallel phases);

@@ -9,7 +9,8 @@
 #      wanted), plus the sums the loss needs (sum z, sum w z, sum of target
 #      weights...) -> the chunk's statistics record (ST_* slots).
 #      _ce_block_stats does the same for a block of rows of few classes (one
-#      chunk each).
+#      chunk each); _ce_plain_block runs steps 1-3 for such a block in the
+#      plain case (index targets, no weights/smoothing/z-loss/cap).
 #   2. _ce_row_loss, per row: m = max_k m_k, s = sum_k s_k exp(m_k - m),
 #      lse = m + log s, the row loss and the gradient coefficients (all in
 #      double) -> the row's coefficient record (CF_* slots).

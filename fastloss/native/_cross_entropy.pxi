@@ -3,8 +3,11 @@
 # ce_check_labels scans the targets before any logit is read; cross_entropy
 # packs its arguments into a CeConf, allocates the per-(row, chunk) statistics
 # (ST_* slots) and the per-row coefficients (CF_* slots), and runs
-# _ce_schedule (_ce_schedule.pxi) over the rows; cross_entropy_half does the same
-# for 16-bit logits through _ce_half_schedule (_ce_half.pxi).
+# _ce_schedule (_ce_schedule.pxi) over the rows (_ce_run); cross_entropy_plain is
+# the same for the common call, taking the arrays as objects and checking them in
+# C (no memoryviews: small calls are dominated by argument handling otherwise);
+# cross_entropy_half does the same for 16-bit logits through _ce_half_schedule
+# (_ce_half.pxi).
 
 
 cdef Py_ssize_t _ce_scan_labels(const label_t* labels, Py_ssize_t n, Py_ssize_t C,
