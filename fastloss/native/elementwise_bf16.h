@@ -23,9 +23,19 @@
 
 #if (defined(__x86_64__) || defined(_M_X64)) && !defined(__AVX512F__) && defined(__GNUC__)
 #define FL_EW_BF16_PAIRS 1
+/* the one-pass loops' arrays do not overlap (the caller checks): no alias
+ * checks, the lane sums stay in registers */
+#define FL_RESTRICT __restrict
 /* a word of two bfloat16 at any even address (2-byte alignment, may alias) */
 typedef uint32_t fl_bf16x2 __attribute__((aligned(2), may_alias));
 #endif
+
+/* A zero the compiler cannot see (read once per call): x as it is, but through an
+ * integer or that no optimisation removes. A loss passed through it before it is
+ * added to a lane cannot be fused with the add into an FMA (the float32 kernel
+ * stores the loss and adds it later: an FMA would change the sum's bits). */
+static volatile uint32_t fl_ew_opaque_zero = 0;
+FL_INLINE float fl_ew_unfused(float x, uint32_t zero) { return fl_u2f(fl_f2u(x) | zero); }
 
 /* the even (low) and odd (high) element of a word, widened (exact) */
 FL_INLINE float fl_bf16x2_lo(uint32_t w) { return fl_u2f(w << 16); }

@@ -112,6 +112,11 @@ cdef int _storage_kind(object a, str name, Py_ssize_t n, bint write) except -1:
     raise TypeError(f"{name} must be float32, bfloat16 or float16, got {d}")
 
 
+cdef inline bint _apart(void* a, void* b, Py_ssize_t nbytes) noexcept:
+    """The nbytes from a and those from b do not overlap."""
+    return <char*>a + nbytes <= <char*>b or <char*>b + nbytes <= <char*>a
+
+
 cdef void* _storage(EwCall* c, int slot, object a, str name, Py_ssize_t n,
                     bint write) except? NULL:
     """Array ``a`` (or None) checked into slot ``slot`` of c.ak; its data pointer."""
@@ -145,7 +150,8 @@ def elementwise_half(int kind, pred, target, aux, weight, grad_output, grad, los
     c.gscale = gscale
     c.bf16_pairs = (c.ak[0] == FL_HALF_BF16 and c.ak[1] == FL_HALF_BF16
                     and c.ak[5] == FL_HALF_BF16 and c.aux == NULL and c.w == NULL
-                    and c.go == NULL and c.hess == NULL and c.lout == NULL)
+                    and c.go == NULL and c.hess == NULL and c.lout == NULL
+                    and _apart(c.grad, c.p, 2 * n) and _apart(c.grad, c.t, 2 * n))
     return _ew_run(&c, params, n, num_threads, par_min)
 
 
