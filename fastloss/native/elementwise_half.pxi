@@ -12,6 +12,14 @@
 # Each array has its own storage kind (float32, bfloat16 or float16): under
 # torch.autocast a 16-bit input meets float32 targets or weights, which are
 # read as they are, and the loss may be written in float32.
+#
+# One pass instead of tiles: where prediction, target and gradient are all
+# bfloat16 and nothing else is given (the plain fwd+bwd call), the losses without
+# exp/log run the generated fl_ew_bf16_<name>_f loops on the levels that have
+# them (native/elementwise_bf16.h: baseline and avx2; at avx512 the tiles are
+# faster): two elements per 32-bit word, widened and rounded in registers, the
+# loss sum in the same lanes and order. Whole 128-element chunks only; the tiles
+# finish the block. Same bits as the tiles (tests/test_losses_half_onepass.py).
 
 cdef extern from "native/elementwise_losses.h" nogil:
     enum:
