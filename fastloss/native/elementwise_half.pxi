@@ -19,7 +19,7 @@
 # them (native/elementwise_bf16.h: baseline and avx2; at avx512 the tiles are
 # faster): two elements per 32-bit word, widened and rounded in registers, the
 # loss sum in the same lanes and order. Whole 128-element chunks only; the tiles
-# finish the block. Same bits as the tiles (tests/test_losses_half_onepass.py).
+# finish the block. Same bits as the tiles (tests/test_losses_half.py).
 
 cdef extern from "native/elementwise_losses.h" nogil:
     enum:
