@@ -180,7 +180,8 @@ def _params(spec, call, t):
 
 
 def _same_sum(a, b):
-    assert (np.isnan(a) and np.isnan(b)) or np.float64(a).tobytes() == np.float64(b).tobytes(), (a, b)
+    same = np.float64(a).tobytes() == np.float64(b).tobytes()
+    assert same or (np.isnan(a) and np.isnan(b)), (a, b)
 
 
 @pytest.mark.parametrize("n", [1, 127, 128, 1000, 3 * 2048 + 200])

@@ -14,14 +14,16 @@ For every loss of the table the header gets
   loss when the caller asks with ``fuse``: the 16-bit kernels, whose gradient
   goes to a float32 buffer in cache anyway);
 
-* ``fl_ew_bf16_<name>_f`` (levels with FL_EW_BF16_PAIRS, native/elementwise_bf16.h;
-  the losses without exp/log): the one-pass bfloat16 loop, prediction, target and gradient in bfloat16, no
-  weights: reads two elements per 32-bit word, writes the rounded gradient and
-  adds the losses into the block sum's lanes in the float32 kernel's order;
+* ``fl_ew_bf16_<name>_f`` (the losses without exp/log, on levels with
+  FL_EW_BF16_PAIRS, native/elementwise_bf16.h): the one-pass loop for bfloat16
+  prediction, target and gradient and nothing else: it reads two elements per
+  32-bit word, writes the rounded gradient and adds the losses into the block
+  sum's lanes in the float32 kernel's order;
 
 and one dispatch ``fl_ew_losses_f`` / ``_d`` on the kind number (the loss's
-position in the table), one ``fl_ew_bf16_f`` for the bfloat16 loops, the kind names, option names and transcendental flags
-that ``native/elementwise.pxi`` reads. Nothing here knows a particular loss.
+position in the table), one ``fl_ew_bf16_f`` for the bfloat16 loops, the kind
+names, option names and transcendental flags that ``native/elementwise.pxi``
+reads. Nothing here knows a particular loss.
 """
 import importlib.util
 import os
@@ -151,7 +153,8 @@ def _bf16_dispatch(losses):
                  f"        fl_ew_bf16_{loss.name}_f(p, t, par, grad, gscale, m, acc);\n"
                  f"        return m;\n")
     return (text + "    }\n#endif\n"
-            "    (void)kind; (void)p; (void)t; (void)par; (void)grad; (void)gscale; (void)n; (void)acc;\n"
+            "    (void)kind; (void)p; (void)t; (void)par; (void)grad; (void)gscale; (void)n;\n"
+            "    (void)acc;\n"
             "    return 0;\n}\n")
 
 
