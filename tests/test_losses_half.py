@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 import fastloss
-from fastloss import _dtypes, losses
+from fastloss import _backend, _dtypes, losses
 from fastloss._elementwise_spec import BY_NAME
 
 
@@ -167,6 +167,74 @@ def test_is_float32_rounded_once(name, opts, dtype, rng, backend):
         _, h32 = cls(backend=backend, **wide).gradient_hessian(p32, t32)
         _same_bits(h, h32.astype(dtype))
 
+
+def _params(spec, call, t):
+    """The kernel's option tuple (options, derived coefficients, zero_one); a
+    per-element option is given its scalar default."""
+    o = {x.name: (x.default if x.per_element or x.name not in call else float(call[x.name]))
+         for x in spec.options}
+    values = [o[x.name] for x in spec.options] + [f(o) for _, f in spec.coefficients]
+    if spec.target == "labels":
+        values.append(float(not np.any(t.astype(np.float32) == -1)))
+    return tuple(float(v) for v in values)
+
+
+def _same_sum(a, b):
+    same = np.float64(a).tobytes() == np.float64(b).tobytes()
+    assert same or (np.isnan(a) and np.isnan(b)), (a, b)
+
+
+@pytest.mark.parametrize("n", [1, 127, 128, 1000, 3 * 2048 + 200])
+@pytest.mark.parametrize("name,opts", CASES)
+def test_bfloat16_kernel_is_float32_kernel_rounded(name, opts, n, rng):
+    """The native bfloat16 kernel against the float32 kernel on the widened inputs,
+    bit for bit, the double loss sum included (the public functions round it to 16
+    bits, where a changed summation order could hide). Prediction, target and
+    gradient all bfloat16 and no weights: the case the one-pass loops take
+    (native/elementwise_bf16.h); sizes with whole and partial chunks, several
+    blocks; 1 and 2 threads."""
+    if not fastloss.native_available():
+        pytest.skip("no native extension")
+    k, spec = _backend.kernels, BY_NAME[name]
+    kind = k.ELEMENTWISE_KINDS[name]
+    p, t, call = _hostile(name, opts, BF16, rng, max(n, 12))
+    p, t = p[:n].copy(), t[:n].copy()
+    par = _params(spec, call, t)
+    p32, t32 = p.astype(np.float32), t.astype(np.float32)
+    for nt in (1, 2):
+        g16, g32 = np.empty_like(p), np.empty_like(p32)
+        with np.errstate(all="ignore"):
+            s16 = k.elementwise_half(kind, p, t, None, None, None, g16, None, par, 0.37, nt, 0)
+            s32 = k.elementwise(kind, p32, t32, None, None, None, g32, None, par, 0.37, nt, 0)
+        _same_sum(s16, s32)
+        _same_bits(g16, g32.astype(BF16))
+        # the plain data (finite sums)
+        q, u = _half_case(name, opts, (n,), BF16, rng)[:2]
+        g16 = np.empty_like(q)
+        with np.errstate(all="ignore"):
+            s16 = k.elementwise_half(kind, q, u, None, None, None, g16, None, par, 1.0 / n, nt, 0)
+            s32 = k.elementwise(kind, q.astype(np.float32), u.astype(np.float32), None, None,
+                                None, g32, None, par, 1.0 / n, nt, 0)
+        _same_sum(s16, s32)
+        _same_bits(g16, g32.astype(BF16))
+
+
+def test_bfloat16_gradient_over_its_own_input(rng):
+    """grad written over pred (or target): the one-pass loops need them apart, so
+    the kernel takes the tiles; same result as into a fresh array."""
+    if not fastloss.native_available():
+        pytest.skip("no native extension")
+    k = _backend.kernels
+    kind = k.ELEMENTWISE_KINDS["mse"]
+    p = rng.normal(size=5000).astype(BF16)
+    t = rng.normal(size=5000).astype(BF16)
+    want = np.empty_like(p)
+    s = k.elementwise_half(kind, p, t, None, None, None, want, None, (), 1.0, 1, 0)
+    for inplace in ("pred", "target"):
+        q, u = p.copy(), t.copy()
+        out = q if inplace == "pred" else u
+        assert k.elementwise_half(kind, q, u, None, None, None, out, None, (), 1.0, 1, 0) == s
+        _same_bits(out, want)
 
 @pytest.mark.parametrize("dtype", HALF, ids=HALF_IDS)
 @pytest.mark.parametrize("name", ["mse", "huber", "binary_cross_entropy_with_logits", "hinge"])

@@ -196,6 +196,7 @@ cdef struct EwCall:
     int kind, dt
     int ak[8]           # EW_MIXED: storage kind of p, t, aux, w, go, grad, hess, lout
                         # (0 float32, FL_HALF_BF16, FL_HALF_F16)
+    int bf16_pairs      # EW_MIXED: p, t and grad bfloat16, nothing else: fl_ew_bf16_f
     void* p
     void* t
     void* aux

@@ -14,9 +14,16 @@ For every loss of the table the header gets
   loss when the caller asks with ``fuse``: the 16-bit kernels, whose gradient
   goes to a float32 buffer in cache anyway);
 
+* ``fl_ew_bf16_<name>_f`` (the losses without exp/log, on levels with
+  FL_EW_BF16_PAIRS, native/elementwise_bf16.h): the one-pass loop for bfloat16
+  prediction, target and gradient and nothing else: it reads two elements per
+  32-bit word, writes the rounded gradient and adds the losses into the block
+  sum's lanes in the float32 kernel's order;
+
 and one dispatch ``fl_ew_losses_f`` / ``_d`` on the kind number (the loss's
-position in the table), the kind names, option names and transcendental flags
-that ``native/elementwise.pxi`` reads. Nothing here knows a particular loss.
+position in the table), one ``fl_ew_bf16_f`` for the bfloat16 loops, the kind
+names, option names and transcendental flags that ``native/elementwise.pxi``
+reads. Nothing here knows a particular loss.
 """
 import importlib.util
 import os
@@ -87,6 +94,70 @@ def _loop(loss, ctype, suffix, store):
     return _instantiate(head + body + "}\n", ctype, suffix)
 
 
+def _bf16_loop(loss):
+    """The one-pass bfloat16 loop (float only): n a multiple of FL_EW_BF16_CHUNK."""
+    def call(half):
+        args = "".join(f"{n}_s, " for n in loss.params)
+        return (f"fl_ew_{loss.name}_f(fl_bf16x2_{half}(a), fl_bf16x2_{half}(b), {args}"
+                f"&g{half}, &hs)")
+
+    def step(first):
+        # fl_ew_unfused: the lane add stays an add (see elementwise_bf16.h)
+        op, k = ("=", "0") if first else ("+=", "k")
+        loop = "        for (j = 0; j < 8; j++) {\n" if first else (
+            "        for (k = 1; k < 8; k++)\n        for (j = 0; j < 8; j++) {\n")
+        return (loop
+                + f"            const Py_ssize_t w = c + 8 * {k} + j;\n"
+                "            const uint32_t a = pw[w], b = tw[w];\n"
+                "            float glo, ghi;\n"
+                f"            const float llo = {call('lo')};\n"
+                f"            const float lhi = {call('hi')};\n"
+                "            gw[w] = fl_bf16x2_round(glo * gscale, ghi * gscale);\n"
+                f"            le[j] {op} fl_ew_unfused(llo, zero);\n"
+                f"            lo[j] {op} fl_ew_unfused(lhi, zero);\n"
+                "        }\n")
+
+    head = ("FL_INLINE void "
+            f"fl_ew_bf16_{loss.name}_f(const uint16_t *FL_RESTRICT p, "
+            "const uint16_t *FL_RESTRICT t, const double *FL_RESTRICT par, "
+            "uint16_t *FL_RESTRICT grad, float gscale, Py_ssize_t n, double *FL_RESTRICT acc)\n{\n"
+            "    const fl_bf16x2 *pw = (const fl_bf16x2 *)p, *tw = (const fl_bf16x2 *)t;\n"
+            "    fl_bf16x2 *gw = (fl_bf16x2 *)grad;\n"
+            "    const uint32_t zero = fl_ew_opaque_zero;\n"
+            "    Py_ssize_t c;  int j, k;  float hs;  double lacc[16];  (void)par;\n")
+    for k, name in enumerate(loss.params):
+        head += f"    const float {name}_s = (float)par[{k}];\n"
+    return (head + "    for (j = 0; j < 16; j++) lacc[j] = acc[j];\n"
+            "    for (c = 0; c < n / 2; c += FL_EW_BF16_CHUNK / 2) {  /* words */\n"
+            "        float le[8], lo[8];  /* lanes 2j and 2j + 1 */\n"
+            + step(True) + step(False)
+            + "        for (j = 0; j < 8; j++) {\n"
+            "            lacc[2 * j] += le[j];\n            lacc[2 * j + 1] += lo[j];\n        }\n"
+            "    }\n    for (j = 0; j < 16; j++) acc[j] = lacc[j];\n}\n")
+
+
+def _bf16_dispatch(losses):
+    text = ("/* The first n - n % FL_EW_BF16_CHUNK elements of loss `kind` on bfloat16 p, t\n"
+            " * and gradient (scaled by gscale), their losses added into the 16 lanes of\n"
+            " * acc in the float32 kernel's order. Returns how many elements it did (0 on\n"
+            " * levels without FL_EW_BF16_PAIRS, and for the losses with exp/log). */\n"
+            "FL_INLINE Py_ssize_t fl_ew_bf16_f(int kind, const uint16_t *p, const uint16_t *t,\n"
+            "                                  const double *par, uint16_t *grad, float gscale,\n"
+            "                                  Py_ssize_t n, double *acc)\n{\n"
+            "#ifdef FL_EW_BF16_PAIRS\n"
+            "    Py_ssize_t m = n - n % FL_EW_BF16_CHUNK;\n"
+            "    if (m == 0) return 0;\n"
+            "    switch (kind) {\n")
+    for loss in losses:
+        text += (f"    case FL_EW_{loss.name.upper()}:\n"
+                 f"        fl_ew_bf16_{loss.name}_f(p, t, par, grad, gscale, m, acc);\n"
+                 f"        return m;\n")
+    return (text + "    }\n#endif\n"
+            "    (void)kind; (void)p; (void)t; (void)par; (void)grad; (void)gscale; (void)n;\n"
+            "    (void)acc;\n"
+            "    return 0;\n}\n")
+
+
 def _dispatch(losses, ctype, suffix):
     text = ("/* Losses and gradients (hessians too when hb != NULL) of n elements of loss `kind`\n"
             " * into lb, gb (hb). A compute-bound loss (or any loss when `fuse`) given grad\n"
@@ -116,7 +187,7 @@ def header(losses):
         "/* GENERATED from fastloss/_elementwise_spec.py by fastloss/native/elementwise_codegen.py\n"
         " * at build time: do not edit (edit the table and rebuild). */\n"
         "#ifndef FASTLOSS_ELEMENTWISE_LOSSES_H\n#define FASTLOSS_ELEMENTWISE_LOSSES_H\n\n"
-        '#include "elementwise_math.h"\n\n',
+        '#include "elementwise_math.h"\n#include "elementwise_bf16.h"\n\n',
         "enum {\n" + "".join(f"    FL_EW_{l.name.upper()} = {k},\n" for k, l in enumerate(losses))
         + f"    FL_EW_COUNT = {len(losses)},\n"
         + f"    FL_EW_MAX_PARAMS = {max(len(l.params) for l in losses)}\n}};\n\n",
@@ -137,6 +208,12 @@ def header(losses):
             parts.append(_loop(loss, ctype, suffix, store=True))
             parts.append("\n")
         parts.append(_dispatch(losses, ctype, suffix) + "\n")
+    parts.append("/* ---- bfloat16, one pass ---- */\n\n#ifdef FL_EW_BF16_PAIRS\n")
+    # the cheap losses only: a transcendental body twice per iteration (even and
+    # odd lanes) runs out of vector registers; those keep the tiles (measured)
+    cheap = [loss for loss in losses if not loss.transcendental]
+    parts.extend(f"/* {loss.name} */\n" + _bf16_loop(loss) + "\n" for loss in cheap)
+    parts.append("#endif\n\n" + _bf16_dispatch(cheap) + "\n")
     parts.append("#endif\n")
     return "".join(parts)
 

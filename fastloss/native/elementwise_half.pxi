@@ -12,6 +12,23 @@
 # Each array has its own storage kind (float32, bfloat16 or float16): under
 # torch.autocast a 16-bit input meets float32 targets or weights, which are
 # read as they are, and the loss may be written in float32.
+#
+# One pass instead of tiles: where prediction, target and gradient are all
+# bfloat16 and nothing else is given (the plain fwd+bwd call), the losses without
+# exp/log run the generated fl_ew_bf16_<name>_f loops on the levels that have
+# them (native/elementwise_bf16.h: baseline and avx2; at avx512 the tiles are
+# faster): two elements per 32-bit word, widened and rounded in registers, the
+# loss sum in the same lanes and order. Whole 128-element chunks only; the tiles
+# finish the block. Same bits as the tiles (tests/test_losses_half.py).
+
+cdef extern from "native/elementwise_losses.h" nogil:
+    enum:
+        FL_EW_BF16_CHUNK
+    Py_ssize_t fl_ew_bf16_f(int kind, const uint16_t* p, const uint16_t* t, const double* par,
+                            uint16_t* grad, float gscale, Py_ssize_t n, double* acc)
+
+if FL_EW_BF16_CHUNK != EW_ACC * EW_SUB:
+    raise ImportError("FL_EW_BF16_CHUNK must be EW_ACC * EW_SUB (the loss sum's chunk)")
 
 cdef enum:
     # sub-block (a multiple of EW_ACC * EW_SUB). Measured (64K bfloat16 in cache,
@@ -62,6 +79,9 @@ cdef double _ew_block_mixed(const EwCall* c, Py_ssize_t off, Py_ssize_t n) noexc
     cdef int j
     for j in range(EW_ACC):
         acc[j] = 0
+    if c.bf16_pairs:  # one pass over whole chunks (levels that have it), tiles for the rest
+        j0 = fl_ew_bf16_f(c.kind, <const uint16_t*>c.p + off, <const uint16_t*>c.t + off,
+                          c.par, <uint16_t*>c.grad + off, <float>c.gscale, n, acc)
     while j0 < n:
         m = n - j0 if n - j0 < EW_HSUB else EW_HSUB
         i0 = off + j0
@@ -100,6 +120,11 @@ cdef int _storage_kind(object a, str name, Py_ssize_t n, bint write) except -1:
     raise TypeError(f"{name} must be float32, bfloat16 or float16, got {d}")
 
 
+cdef inline bint _apart(void* a, void* b, Py_ssize_t nbytes) noexcept:
+    """The nbytes from a and those from b do not overlap."""
+    return <char*>a + nbytes <= <char*>b or <char*>b + nbytes <= <char*>a
+
+
 cdef void* _storage(EwCall* c, int slot, object a, str name, Py_ssize_t n,
                     bint write) except? NULL:
     """Array ``a`` (or None) checked into slot ``slot`` of c.ak; its data pointer."""
@@ -131,6 +156,10 @@ def elementwise_half(int kind, pred, target, aux, weight, grad_output, grad, los
     c.hess = _storage(&c, 6, hessian, "hessian", n, True)
     c.lout = _storage(&c, 7, loss_out, "loss_out", n, True)
     c.gscale = gscale
+    c.bf16_pairs = (c.ak[0] == FL_HALF_BF16 and c.ak[1] == FL_HALF_BF16
+                    and c.ak[5] == FL_HALF_BF16 and c.aux == NULL and c.w == NULL
+                    and c.go == NULL and c.hess == NULL and c.lout == NULL
+                    and _apart(c.grad, c.p, 2 * n) and _apart(c.grad, c.t, 2 * n))
     return _ew_run(&c, params, n, num_threads, par_min)
 
 
