@@ -54,7 +54,6 @@ from __future__ import annotations
 
 import math
 from functools import partial
-from operator import is_ as _is
 
 import numpy as np
 import torch
@@ -451,8 +450,7 @@ class _FastlossStep:
         """Replay every group's last step if all qualify (``_slots.Fast``); else False, having
         changed nothing."""
         states = self.__dict__.get("_fl_states")
-        if states is None or len(self.state) != len(states) or \
-                not all(map(_is, self.state.values(), states)):
+        if states is None or not _slots._objs().same_objects(list(self.state.values()), states):
             return False  # a parameter's state dict was replaced
         keys = []
         for group in self.param_groups:
