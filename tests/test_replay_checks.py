@@ -1,0 +1,91 @@
+"""The compiled identity checks behind the torch optimizers' group replay
+(``native/_pyobjects.pxi``, used by ``fastloss/torch/_slots.py``): identity, never
+equality, so a tensor replaced by an equal one is seen."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fastloss import _backend
+
+torch = pytest.importorskip("torch")
+import fastloss.torch.optim as FO  # noqa: E402
+
+K = _backend.kernels
+pytestmark = pytest.mark.skipif(K is None, reason="needs the compiled extension")
+_dp = torch.Tensor.data_ptr
+
+
+def test_same_objects_is_identity():
+    a = [torch.tensor(1.0), torch.tensor(2.0), None, 3]
+    assert K.same_objects(a, list(a))
+    assert not K.same_objects(a, a[:3])
+    b = list(a)
+    b[0] = torch.tensor(1.0)  # equal, not the same
+    assert not K.same_objects(a, b)
+    assert K.same_objects([], [])
+
+
+def test_grads_if_new():
+    ps = [torch.nn.Parameter(torch.randn(3)) for _ in range(4)]
+    for p in ps[:3]:
+        p.grad = torch.randn(3)
+    cached = [p.grad for p in ps]
+    assert K.grads_if_new(ps, cached) is None
+    ps[1].grad = ps[1].grad.clone()
+    new = K.grads_if_new(ps, cached)
+    assert len(new) == 4 and new[1] is ps[1].grad and new[3] is None
+    ps[3].grad = torch.zeros(3)
+    assert K.grads_if_new(ps, [p.grad for p in ps]) is None
+    with pytest.raises(ValueError):
+        K.grads_if_new(ps, cached[:2])
+
+
+def test_same_addresses_sees_moved_memory():
+    ts = [torch.randn(5) for _ in range(3)]
+    addrs = np.array([t.data_ptr() for t in ts], np.int64)
+    assert K.same_addresses(ts, addrs, _dp)
+    assert not K.same_addresses(ts[:2], addrs, _dp)
+    ts[2].data = torch.randn(5)  # the same tensor object, other memory
+    assert not K.same_addresses(ts, addrs, _dp)
+
+
+def test_same_dict_values():
+    ds = [{"step": torch.tensor(1.0), "m": torch.zeros(2)}, {"step": torch.tensor(1.0)}]
+    vals = [v for d in ds for v in d.values()]
+    assert K.same_dict_values(ds, vals)
+    ds[1]["step"] = torch.tensor(1.0)  # an equal scalar: not the same
+    assert not K.same_dict_values(ds, vals)
+    ds[1]["step"] = vals[2]
+    ds[0]["extra"] = None
+    assert not K.same_dict_values(ds, vals)
+    del ds[0]["extra"], ds[1]["step"]
+    assert not K.same_dict_values(ds, vals)
+    assert not K.same_dict_values([{"a": 1}, None], [1])
+
+
+def test_replay_sees_equal_but_new_scalar_state():
+    """Replacing a 1-element parameter's state tensors and step by equal-valued new ones
+    (equality would call them the same) makes the step use the new tensors."""
+    torch.manual_seed(0)
+    ps = [torch.nn.Parameter(torch.randn(1)) for _ in range(3)]
+    qs = [torch.nn.Parameter(p.detach().clone()) for p in ps]
+    oa, ob = FO.Adam(ps, lr=0.1), torch.optim.Adam(qs, lr=0.1)
+    for p, q in zip(ps, qs):
+        p.grad, q.grad = torch.zeros(1), torch.zeros(1)
+    for k in range(6):
+        for p, q in zip(ps, qs):  # the same gradient tensors, new values
+            g = torch.randn(1)
+            p.grad.copy_(g)
+            q.grad.copy_(g)
+        if k == 3:  # fresh but equal objects, new memory
+            for o, x in ((oa, ps[1]), (ob, qs[1])):
+                st = o.state[x]
+                for key in list(st):
+                    st[key] = st[key].clone()
+        oa.step()
+        ob.step()
+    for p, q in zip(ps, qs):
+        torch.testing.assert_close(p, q)
+    for key in ("exp_avg", "exp_avg_sq", "step"):
+        torch.testing.assert_close(oa.state[ps[1]][key], ob.state[qs[1]][key])
