@@ -29,8 +29,9 @@ load would cast the state to each parameter's dtype). What was
 checked is cached per parameter (``_slots.Slot``: keyed on the tensor and its data
 pointer, the state dict and its tensors) and per group (``_slots.Fast``: the last
 step replayed while the same parameters, state objects and options hold; new
-gradient tensors cost a few attribute reads each), so a step's Python work per
-tensor is reading ``p.grad`` and checking it.
+gradient tensors cost a few attribute reads each); the replay's checks of unchanged
+tensors (identities, ``p.grad``, data pointers) are C loops (``native/_pyobjects.pxi``),
+about 0.15 us a tensor.
 
 Two keywords beyond torch's, as in ``fastloss.optim``: ``max_grad_norm=`` clips
 inside the step by the global gradient norm (``clip_grad_norm_``'s rule; the grads
