@@ -89,3 +89,41 @@ def test_replay_sees_equal_but_new_scalar_state():
         torch.testing.assert_close(p, q)
     for key in ("exp_avg", "exp_avg_sq", "step"):
         torch.testing.assert_close(oa.state[ps[1]][key], ob.state[qs[1]][key])
+
+
+def test_zero_grad_keeps_the_replay_and_checks_new_grads():
+    """``zero_grad()`` (grads to None) keeps the group's replay but drops its gradients:
+    the next step checks the new ones; a step with no gradient changes nothing."""
+    torch.manual_seed(1)
+    ps = [torch.nn.Parameter(torch.randn(*s)) for s in [(3, 4), (5,), (1,), (2, 2)] * 5]
+    qs = [torch.nn.Parameter(p.detach().clone()) for p in ps]
+    oa, ob = FO.Adam(ps, lr=0.05), torch.optim.Adam(qs, lr=0.05)
+    for k in range(7):
+        oa.zero_grad()
+        ob.zero_grad()
+        if k == 4:  # no gradients at all: nothing moves, the old grads are not used
+            snap = [p.detach().clone() for p in ps]
+            oa.step()
+            for p, s in zip(ps, snap):
+                torch.testing.assert_close(p.detach(), s, rtol=0, atol=0)
+            continue
+        for j, (p, q) in enumerate(zip(ps, qs)):
+            if k == 5 and j == 7:
+                continue  # one parameter without a gradient this step
+            g = torch.randn_like(p)
+            p.grad, q.grad = g.clone(), g.clone()
+        oa.step()
+        ob.step()
+        if k < 5:  # (after k = 5 the step counts differ: two launches, no replay)
+            assert oa._fl_fast
+    for p, q in zip(ps, qs):
+        torch.testing.assert_close(p, q)
+    oa.zero_grad()  # a bad new gradient among good ones: raised before anything changes
+    for p in ps:
+        p.grad = torch.randn_like(p)
+    ps[3].grad = ps[3].grad.to_sparse()
+    snap = [p.detach().clone() for p in ps]
+    with pytest.raises(ValueError):
+        oa.step()
+    for p, s in zip(ps, snap):
+        torch.testing.assert_close(p.detach(), s, rtol=0, atol=0)

@@ -28,6 +28,7 @@ _NP = {torch.float32: np.dtype(np.float32), torch.float64: np.dtype(np.float64),
        torch.float16: np.dtype(np.float16)}
 SCALAR_KEYS = ("step", "mu_product")  # scalar state; every other tensor is shaped like p
 _data_ptr = torch.Tensor.data_ptr
+_FORGOTTEN = object()  # a dropped gradient: never ``is`` a current one
 _T = torch.Tensor
 
 
@@ -194,19 +195,20 @@ class Fast:
             if [g is None for g in grads] != self.mask:
                 return None
             sgrads = [g for g in grads if g is not None]
-            gaddrs = []
+            gptrs, gaddrs = [], []
             for g, p, (dt, shape, pa, nb) in zip(sgrads, self.stepped, self.meta):
                 if type(g) is not torch.Tensor or g.dtype is not dt or not g.is_cpu \
                         or g.layout is not torch.strided or g.shape != shape \
                         or not g.is_contiguous() or not p.is_contiguous():
                     return None  # (p: `p.data = p.data.t()` keeps the address)
+                ga = g.data_ptr()
+                gptrs.append(ga)
                 if nb:  # (empty tensors are not in the launch)
-                    ga = g.data_ptr()
                     if ga < pa + nb and pa < ga + nb:
                         return None
                     gaddrs.append(ga)
             self.grads, self.sgrads, self.gaddrs = grads, sgrads, gaddrs
-            self.gptrs = np.array(list(map(_data_ptr, sgrads)), np.int64)
+            self.gptrs = np.array(gptrs, np.int64)
         if not self.stepped:
             return ()
         if not X.same_addresses(self.stepped, self.ptrs, _data_ptr) or \
@@ -216,6 +218,13 @@ class Fast:
             return False
         t = _engine.common_value(self.steps, self.like)
         return None if t != t else int(t) + 1
+
+    def forget_grads(self):
+        """Drop the gradients kept (``zero_grad``): the next ``check`` reads and checks
+        every ``p.grad`` as new (a sentinel no gradient is)."""
+        self.grads = [_FORGOTTEN] * len(self.params)
+        self.sgrads = []
+        self.gaddrs = []
 
     def run(self, core, cg, key):
         if key == ():

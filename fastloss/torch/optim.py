@@ -224,8 +224,9 @@ class _FastlossStep:
         """torch's ``zero_grad``; also drops the references to the gradients kept to
         skip re-checking an unchanged ``p.grad``."""
         super().zero_grad(set_to_none)
-        if set_to_none:
-            self.__dict__.pop("_fl_fast", None)
+        if set_to_none:  # the replays stay; their next check reads every gradient anew
+            for _, c in self.__dict__.get("_fl_fast", {}).values():
+                c.forget_grads()
         for e in self.__dict__.get("_fl_views", {}).values():
             e.g = e.gnp = None
 
