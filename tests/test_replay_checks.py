@@ -127,3 +127,22 @@ def test_zero_grad_keeps_the_replay_and_checks_new_grads():
         oa.step()
     for p, s in zip(ps, snap):
         torch.testing.assert_close(p.detach(), s, rtol=0, atol=0)
+
+
+def test_new_grad_addresses():
+    ps = [torch.randn(3, 2), torch.randn(0), torch.randn(4)]
+    meta = [(p.dtype, p.shape, p.data_ptr(), p.numel() * 4) for p in ps]
+    gs = [torch.randn(3, 2), torch.randn(0), torch.randn(4)]
+
+    def call(gs=gs, ps=ps):
+        return K.new_grad_addresses(gs, ps, meta, torch.Tensor, torch.strided)
+
+    ptrs, live = call()
+    assert ptrs == [g.data_ptr() for g in gs]
+    assert live == [gs[0].data_ptr(), gs[2].data_ptr()]  # (the empty one is not stepped)
+    for bad in (torch.randn(3, 2, dtype=torch.float64), torch.randn(2, 3),
+                torch.randn(2, 3).t(), torch.randn(3, 2).to_sparse(),
+                torch.nn.Parameter(torch.randn(3, 2)), ps[0].view(3, 2)):
+        assert call([bad, *gs[1:]]) is None
+    assert call(gs, [ps[0].t(), *ps[1:]]) is None  # a param no longer contiguous
+    assert call(gs[:2]) is None

@@ -62,3 +62,32 @@ def same_dict_values(list dicts, list values):
                 return False
             k += 1
     return k == m
+
+
+def new_grad_addresses(list grads, list params, list meta, tensor_type, strided):
+    """The data pointers of new gradients, checked against their params: for each i,
+    ``grads[i]`` must be a ``tensor_type`` (exactly) on the CPU, ``strided``, contiguous,
+    of the dtype and shape in ``meta[i]`` (the param's ``(dtype, shape, address,
+    nbytes)``), not overlapping the param's bytes, and ``params[i]`` still contiguous.
+    Returns (the pointer of every grad, those of the non-empty ones), or None when one
+    fails (the caller then takes the path that raises the error)."""
+    cdef Py_ssize_t n = len(grads), i
+    cdef int64_t ga, pa, nb
+    if len(params) != n or len(meta) != n:
+        return None
+    ptrs, live = [], []
+    for i in range(n):
+        g = <object>PyList_GET_ITEM(grads, i)
+        p = <object>PyList_GET_ITEM(params, i)
+        dt, shape, pa, nb = <object>PyList_GET_ITEM(meta, i)
+        if type(g) is not tensor_type or g.dtype is not dt or not g.is_cpu \
+                or g.layout is not strided or g.shape != shape \
+                or not g.is_contiguous() or not p.is_contiguous():
+            return None
+        ga = g.data_ptr()
+        ptrs.append(ga)
+        if nb:  # (empty tensors are not stepped)
+            if ga < pa + nb and pa < ga + nb:
+                return None
+            live.append(ga)
+    return ptrs, live

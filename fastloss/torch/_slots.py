@@ -195,18 +195,12 @@ class Fast:
             if [g is None for g in grads] != self.mask:
                 return None
             sgrads = [g for g in grads if g is not None]
-            gptrs, gaddrs = [], []
-            for g, p, (dt, shape, pa, nb) in zip(sgrads, self.stepped, self.meta):
-                if type(g) is not torch.Tensor or g.dtype is not dt or not g.is_cpu \
-                        or g.layout is not torch.strided or g.shape != shape \
-                        or not g.is_contiguous() or not p.is_contiguous():
-                    return None  # (p: `p.data = p.data.t()` keeps the address)
-                ga = g.data_ptr()
-                gptrs.append(ga)
-                if nb:  # (empty tensors are not in the launch)
-                    if ga < pa + nb and pa < ga + nb:
-                        return None
-                    gaddrs.append(ga)
+            # (p contiguous: `p.data = p.data.t()` keeps the address)
+            found = X.new_grad_addresses(sgrads, self.stepped, self.meta, torch.Tensor,
+                                         torch.strided)
+            if found is None:
+                return None
+            gptrs, gaddrs = found
             self.grads, self.sgrads, self.gaddrs = grads, sgrads, gaddrs
             self.gptrs = np.array(gptrs, np.int64)
         if not self.stepped:
