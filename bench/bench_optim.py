@@ -7,6 +7,7 @@ Run (one benchmark at a time on a shared machine)::
     flock /tmp/fastloss-bench.lock python bench/bench_optim.py     # summary: GB/s and ratios
     python bench/bench_optim.py half [rounds [threads]]  # 16-bit params and state (issue 12)
     python bench/bench_optim.py halfcore [n [threads]]   # the same configs, ns per element
+    python bench/bench_optim.py loop [count [size [rounds]]]  # zero_grad, new grads, step
 
 Groups: ``<opt>-10M`` (one float32 tensor of 10M elements: fastloss native, fastloss
 numpy, torch for-loop (the CPU default), torch foreach, torch fused where it exists),
@@ -418,8 +419,47 @@ def halfcore_main(n=1 << 18, threads=1):  # pragma: no cover - a measurement
           ", ".join(f"{k} {min(v):.3f}" for k, v in res.items()))
 
 
+def loop_main(count=1000, size=10, rounds=100):  # pragma: no cover - a measurement
+    """The usual training loop's step: ``zero_grad()`` (grads to None), new gradient
+    tensors, ``step()`` (only the step timed), fastloss.torch.optim.Adam vs torch's fused
+    Adam on ``count`` tensors of ``size``, alternating, medians."""
+    import fastloss.torch.optim as FO
+
+    _threads()
+    torch.manual_seed(0)
+    gs = [torch.randn(size) for _ in range(count)]
+
+    def make(opt_cls, **kw):
+        ps = [torch.nn.Parameter(torch.randn(size)) for _ in range(count)]
+        opt = opt_cls(ps, lr=1e-3, **kw)
+
+        def step():
+            opt.zero_grad()
+            for p, g in zip(ps, gs):
+                p.grad = g.clone()
+            t = time.perf_counter()
+            opt.step()
+            return time.perf_counter() - t
+        return step
+
+    steps = {"fastloss": make(FO.Adam), "torch_fused": make(torch.optim.Adam, fused=True)}
+    times = {k: [] for k in steps}
+    for r in range(rounds + 5):
+        for k, step in steps.items():
+            t = step()
+            if r >= 5:  # (the first steps make the state and the replay)
+                times[k].append(t)
+    med = {k: float(np.median(v)) for k, v in times.items()}
+    print(f"{count} x {size}, zero_grad + new grads + step, threads {fastloss.get_num_threads()}: "
+          f"fastloss {med['fastloss'] * 1e6:.0f} us, torch fused {med['torch_fused'] * 1e6:.0f} "
+          f"us: {med['torch_fused'] / med['fastloss']:.2f}x")
+
+
 if __name__ == "__main__":  # pragma: no cover
     import sys
+    if sys.argv[1:2] == ["loop"]:
+        loop_main(*map(int, sys.argv[2:5]))
+        sys.exit()
     if sys.argv[1:2] == ["half"]:
         half_main(*map(int, sys.argv[2:4]))
     elif sys.argv[1:2] == ["halfcore"]:

@@ -22,6 +22,8 @@
 # * native/_half.pxi   -- bfloat16 / float16 <-> float32 (C in native/_half.h):
 #                         16-bit inputs are widened a tile at a time.
 # * native/_cpu.pxi    -- build_info() and what the running CPU supports.
+# * native/_pyobjects.pxi -- identity checks over lists of Python objects (the
+#                         optimizer step's replay of a param group).
 #
 # All kernels take C-contiguous memoryviews that the Python layer has already
 # validated (shapes, dtypes, label ranges): bounds checks are off here.
@@ -52,3 +54,4 @@ include "native/_ce_half.pxi"
 include "native/_cross_entropy.pxi"
 include "native/_softmax.pxi"
 include "native/_softmax_half.pxi"
+include "native/_pyobjects.pxi"

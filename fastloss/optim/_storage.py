@@ -60,8 +60,11 @@ def buffer_dtype(pdt, sdt):
 
 
 def zeros(p, sdt):
-    """A zero state buffer shaped like ``p`` in ``sdt`` (None: ``p``'s dtype)."""
-    return np.zeros(p.shape, sdt or p.dtype)
+    """A zero state buffer shaped like ``p`` in ``sdt`` (None: ``p``'s dtype), written
+    here: ``np.zeros`` leaves large buffers on the shared zero page, so the first step,
+    which reads then writes each state element, would fault twice per page (0.85 s
+    instead of 0.3 s for Adam's 512 MB of state on a 64M tensor)."""
+    return full(p, 0, sdt)
 
 
 def full(p, value, sdt):

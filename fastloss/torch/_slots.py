@@ -13,9 +13,6 @@ scalar ``step`` and ``mu_product``, plain tensors as torch keeps them.
 """
 from __future__ import annotations
 
-from itertools import chain
-from operator import is_ as _is
-
 import numpy as np
 import torch
 
@@ -30,8 +27,8 @@ PARAM_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
 _NP = {torch.float32: np.dtype(np.float32), torch.float64: np.dtype(np.float64),
        torch.float16: np.dtype(np.float16)}
 SCALAR_KEYS = ("step", "mu_product")  # scalar state; every other tensor is shaped like p
-_chain = chain.from_iterable
 _data_ptr = torch.Tensor.data_ptr
+_FORGOTTEN = object()  # a dropped gradient: never ``is`` a current one
 _T = torch.Tensor
 
 
@@ -178,49 +175,50 @@ class Fast:
     equal (read in one native call). Anything else goes through the general path.
     """
 
-    __slots__ = ("sig", "params", "grads", "mask", "stepped", "sgrads", "gptrs", "meta",
-                 "ptrs", "states", "nstate", "vals", "steps", "like", "rows", "gaddrs",
-                 "table", "cdt", "gs")
+    __slots__ = ("sig", "objs", "params", "grads", "mask", "stepped", "sgrads", "gptrs",
+                 "meta", "ptrs", "states", "vals", "steps", "like", "rows", "gaddrs", "table",
+                 "cdt", "gs")
 
     def check(self, opt, group, cg):
         """Return the step key (or () when nothing has a gradient), or None to fall back;
-        changes nothing but this cache."""
+        changes nothing but this cache. The per-tensor passes are C loops (``_objs()``:
+        identities, data pointers)."""
+        X = self.objs
         ps = group["params"]
-        if len(ps) != len(self.params) or not all(map(_is, ps, self.params)):
+        if type(ps) is not list or not X.same_objects(ps, self.params):
             return None
-        grads = [p.grad for p in ps]
-        if all(map(_is, grads, self.grads)):
-            if list(map(_data_ptr, self.sgrads)) != self.gptrs:  # moved: check again
+        grads = X.grads_if_new(ps, self.grads)
+        if grads is None:
+            if not X.same_addresses(self.sgrads, self.gptrs, _data_ptr):  # moved: check again
                 return None
         else:
             if [g is None for g in grads] != self.mask:
                 return None
             sgrads = [g for g in grads if g is not None]
-            gaddrs = []
-            for g, p, (dt, shape, pa, nb) in zip(sgrads, self.stepped, self.meta):
-                if type(g) is not torch.Tensor or g.dtype is not dt or not g.is_cpu \
-                        or g.layout is not torch.strided or g.shape != shape \
-                        or not g.is_contiguous() or not p.is_contiguous():
-                    return None  # (p: `p.data = p.data.t()` keeps the address)
-                if nb:  # (empty tensors are not in the launch)
-                    ga = g.data_ptr()
-                    if ga < pa + nb and pa < ga + nb:
-                        return None
-                    gaddrs.append(ga)
+            # (p contiguous: `p.data = p.data.t()` keeps the address)
+            found = X.new_grad_addresses(sgrads, self.stepped, self.meta, torch.Tensor,
+                                         torch.strided)
+            if found is None:
+                return None
+            gptrs, gaddrs = found
             self.grads, self.sgrads, self.gaddrs = grads, sgrads, gaddrs
-            self.gptrs = list(map(_data_ptr, sgrads))
+            self.gptrs = np.array(gptrs, np.int64)
         if not self.stepped:
             return ()
-        if list(map(_data_ptr, self.stepped)) != self.ptrs:
-            return None
-        states = self.states  # the same dicts (checked once for all groups by the caller)
-        if sum(map(len, states)) != self.nstate or \
-                not all(map(_is, _chain(map(dict.values, states)), self.vals)):
-            return None
+        if not X.same_addresses(self.stepped, self.ptrs, _data_ptr) or \
+                not X.same_dict_values(self.states, self.vals):
+            return None  # (the same dicts: checked once for all groups by the caller)
         if self.steps is None:
             return False
         t = _engine.common_value(self.steps, self.like)
         return None if t != t else int(t) + 1
+
+    def forget_grads(self):
+        """Drop the gradients kept (``zero_grad``): the next ``check`` reads and checks
+        every ``p.grad`` as new (a sentinel no gradient is)."""
+        self.grads = [_FORGOTTEN] * len(self.params)
+        self.sgrads = []
+        self.gaddrs = []
 
     def run(self, core, cg, key):
         if key == ():
@@ -233,27 +231,35 @@ class Fast:
             _engine.store_value(self.steps, self.like.dtype.type(key))
 
 
+def _objs():
+    """The compiled identity checks (``native/_pyobjects.pxi``), or None without the
+    extension (then no group is replayed)."""
+    from .. import _backend
+    return _backend.kernels
+
+
 def record(state, group, sig, core, gs, items, launches, tables):
     """A ``Fast`` for ``group`` after a general step (``state``: the optimizer's), or None
     when it does not qualify (the caller has checked the optimizer's ``_advance`` is the
     plain one)."""
-    if len(launches) > 1 or _distributed.group_has_dtensors(group["params"]):
+    objs = _objs()
+    if objs is None or len(launches) > 1 or type(group["params"]) is not list or \
+            _distributed.group_has_dtensors(group["params"]):
         return None
     c = Fast()
-    c.sig, c.gs = sig, gs
+    c.sig, c.gs, c.objs = sig, gs, objs
     c.params = list(group["params"])
     c.grads = [p.grad for p in c.params]
     c.mask = [g is None for g in c.grads]
     c.stepped = [p for p, _ in items]
     c.sgrads = [g for g in c.grads if g is not None]
-    c.gptrs = list(map(_data_ptr, c.sgrads))
+    c.gptrs = np.array(list(map(_data_ptr, c.sgrads)), np.int64)
     slots = [e for _, e in items]
     if any(e.p_np is None or e.g is None or type(e.g) is not torch.Tensor for e in slots):
         return None
     c.meta = [(p.dtype, p.shape, e.ptr, e.p_np.nbytes) for p, e in items]
-    c.ptrs = [e.ptr for e in slots]
+    c.ptrs = np.array([e.ptr for e in slots], np.int64)
     c.states = [state.get(p) for p in c.stepped]
-    c.nstate = sum(map(len, c.states))
     c.vals = [v for st in c.states for v in st.values()]
     steps = [st.get("step") for st in c.states]
     if not items:
