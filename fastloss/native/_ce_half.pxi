@@ -15,12 +15,24 @@
 # chunk again, recomputes its exps (the same bits) and writes its gradient.
 
 from libc.string cimport memset
+from libc.math cimport isfinite
 
 cdef extern from "native/_half_scaled.h" nogil:
     void fl_half_store_scaled(int kind, const float* src, uint16_t* dst, Py_ssize_t n, float K,
                               int stream)
     void fl_half_load_ahead(int kind, const uint16_t* src, float* dst, Py_ssize_t n,
                             const uint16_t* next, Py_ssize_t nnext)
+
+
+cdef extern from "native/_bf16_rows.h" nogil:
+    enum: FL_BF16_ROWS
+    Py_ssize_t fl_il_pos(Py_ssize_t c, Py_ssize_t n)
+    void fl_il_swap(float* e, Py_ssize_t n)
+    float fl_bf16_maxf(const uint16_t* z, Py_ssize_t n)
+    double fl_bf16_expsumf(const uint16_t* z, float* e, Py_ssize_t n, float m,
+                           const uint16_t* pz)
+    void fl_bf16_store_il(const float* e, uint16_t* dst, Py_ssize_t n, float K, int stream,
+                          int clean)
 
 
 cdef enum:
@@ -30,14 +42,17 @@ cdef enum:
 
 cdef void _ce_half_grad_store(const CeConf* cf, int kind, Py_ssize_t n, float* buf,
                              const label_t* lab, uint16_t* out, const double* st,
-                             const double* zy, const double* cfs, bint stream) noexcept nogil:
+                             const double* zy, const double* cfs, bint stream,
+                             bint il) noexcept nogil:
     """Step 3 fused with the rounding, for index targets without smoothing or soft-cap
     (cf.defer_grad): out = round16(e K_k) per chunk from the exps in buf (the float
     product step 3 computes), then the target class as step 3 does it, in buf, rounded
     alone. Ignored rows: zeros. Pointers start at the tile's first row. stream:
-    non-temporal stores (see fl_half_store_scaled)."""
+    non-temporal stores (see fl_half_store_scaled). il: the exps are bfloat16 rows'
+    interleaved ones (_ce_bf16_row_stats)."""
     cdef Py_ssize_t C = cf.C, r, k, off, m, y
     cdef float Ky
+    cdef double K
     for r in range(n):
         if _ce_ignored(cf, lab, r):
             memset(out + r * C, 0, C * sizeof(uint16_t))
@@ -46,12 +61,56 @@ cdef void _ce_half_grad_store(const CeConf* cf, int kind, Py_ssize_t n, float* b
         for k in range(cf.nchunks):
             off = k * SM_CHUNK
             m = C - off if C - off < SM_CHUNK else SM_CHUNK
-            fl_half_store_scaled(kind, buf + r * C + off, out + r * C + off, m,
-                                 <float>_ce_chunk_scale(cf, r, k, st, cfs), stream)
+            K = _ce_chunk_scale(cf, r, k, st, cfs)
+            if il:
+                # a finite chunk sum: no exp is NaN, so no product is
+                fl_bf16_store_il(buf + r * C + off, out + r * C + off, m, <float>K, stream,
+                                 isfinite(K) and isfinite(st[(r * cf.nchunks + k) * SM_ST
+                                                             + ST_EXP_SUM]))
+            else:
+                fl_half_store_scaled(kind, buf + r * C + off, out + r * C + off, m, <float>K,
+                                     stream)
         Ky = <float>_ce_chunk_scale(cf, r, y // SM_CHUNK, st, cfs)
-        buf[r * C + y] = buf[r * C + y] * Ky
+        # (the row's exps are spent: the target's goes to its natural place)
+        buf[r * C + y] = buf[r * C + (fl_il_pos(y, C) if il else y)] * Ky
         _ce_grad_target(cf, r, lab, buf, zy, cfs)
         fl_half_store(kind, buf + r * C + y, out + r * C + y, 1)
+
+
+cdef void _ce_bf16_row_stats(const CeConf* cf, Py_ssize_t i, const uint16_t* z,
+                             const label_t* lab, float* e, double* st, double* zy,
+                             const uint16_t* pz) noexcept nogil:
+    """Step 1 of _ce_chunk_stats for row i of bfloat16 logits z (index targets, no
+    smoothing or soft-cap: FL_BF16_ROWS levels), every chunk read straight from the
+    16-bit row (_bf16_rows.h): the same statistics, the exps into e's row
+    interleaved. pz: the next row's logits (prefetched), or NULL."""
+    cdef Py_ssize_t C = cf.C, k, off, n, y = <Py_ssize_t>lab[i]
+    cdef const uint16_t* src
+    cdef float* work
+    cdef double* cs
+    cdef float mk
+    cdef double sk
+    if _ce_ignored(cf, lab, i):
+        return
+    for k in range(cf.nchunks):
+        off = k * SM_CHUNK
+        n = C - off if C - off < SM_CHUNK else SM_CHUNK
+        src = z + i * C + off
+        work = e + i * C + off
+        cs = st + (i * cf.nchunks + k) * SM_ST
+        mk = fl_bf16_maxf(src, n)
+        if off <= y < off + n:
+            zy[i] = fl_bf16_to_f32(src[y - off])
+        if mk == -INFINITY:
+            fl_half_load(FL_HALF_BF16, src, work, n)
+            sk = _sm_masked(<const float*>work, work, n)
+            fl_il_swap(work, n)
+        else:
+            sk = fl_bf16_expsumf(src, work, n, mk, src if pz == NULL else pz + i * C + off)
+        cs[ST_CHUNK_MAX] = mk
+        cs[ST_EXP_SUM] = sk
+        cs[ST_AZ_SUM] = 0.0
+        cs[ST_A_SUM] = 0.0
 
 
 cdef void _ce_half_rows(const CeConf* cf, int kind, Py_ssize_t lo, Py_ssize_t hi,
@@ -63,8 +122,9 @@ cdef void _ce_half_rows(const CeConf* cf, int kind, Py_ssize_t lo, Py_ssize_t hi
     tile (a CeConf copy whose N is the tile's), round the gradient back. buf:
     rows C floats, then SM_CHUNK floats of soft-cap scratch."""
     cdef CeConf lc = cf[0]
-    cdef Py_ssize_t C = cf.C, i0 = lo, n, b
+    cdef Py_ssize_t C = cf.C, i0 = lo, n, b, r
     cdef bint stream = cf.defer_grad and cf.N * C >= SM_HALF_STREAM   # (the whole gradient)
+    cdef bint il = FL_BF16_ROWS and kind == FL_HALF_BF16 and cf.defer_grad
     cdef const label_t* lab
     cdef const float* t
     cdef const float* go
@@ -76,6 +136,18 @@ cdef void _ce_half_rows(const CeConf* cf, int kind, Py_ssize_t lo, Py_ssize_t hi
         t = NULL if tp == NULL else tp + i0 * C
         go = NULL if gop == NULL else gop + i0
         g = NULL if gh == NULL else buf
+        if il:
+            # step 1 straight from the 16-bit rows, step 2, step 3 with the rounding
+            for r in range(n):
+                _ce_bf16_row_stats(&lc, r, zh + i0 * C, lab, buf, st + i0 * cf.nchunks * SM_ST,
+                                   zy + i0, zh + (i0 + 1) * C if i0 + r + 1 < hi else NULL)
+                _ce_row_loss(&lc, r, lab, wp, go, st + i0 * cf.nchunks * SM_ST, zy + i0,
+                             cfs + i0 * SM_CF, rl + i0)
+            _ce_half_grad_store(&lc, kind, n, buf, lab, gh + i0 * C,
+                                st + i0 * cf.nchunks * SM_ST, zy + i0, cfs + i0 * SM_CF,
+                                stream, True)
+            i0 = i0 + n
+            continue
         # the next tile (n values at most) prefetched into L2 while this one loads
         fl_half_load_ahead(kind, zh + i0 * C, buf, n * C, zh + (i0 + 2 * n) * C,
                            (n if hi - i0 - 2 * n > n else hi - i0 - 2 * n) * C)
@@ -94,7 +166,7 @@ cdef void _ce_half_rows(const CeConf* cf, int kind, Py_ssize_t lo, Py_ssize_t hi
         if gh != NULL and lc.defer_grad:
             _ce_half_grad_store(&lc, kind, n, buf, lab, gh + i0 * C,
                                 st + i0 * cf.nchunks * SM_ST, zy + i0, cfs + i0 * SM_CF,
-                                stream)
+                                stream, False)
         elif gh != NULL:
             fl_half_store(kind, buf, gh + i0 * C, n * C)
         i0 = i0 + n

@@ -1,0 +1,193 @@
+/* fastloss: cross-entropy row passes read straight from bfloat16 (the avx2 level).
+ *
+ * The 16-bit tiles of _ce_half.pxi widen a row into float32 scratch and run the
+ * float32 passes over it. On the avx2 level, where two threads share one core's
+ * vector ports and every instruction counts, these three do the same arithmetic
+ * from the bfloat16 bits instead, with fewer instructions and no widened copy:
+ *
+ *   fl_bf16_maxf(z, n)            = fl_sm_maxf(widen(z), n), the same bits
+ *   fl_bf16_expsumf(z, e, n, m, pz) = fl_sm_expsumf(widen(z), e, n, m, ...), the
+ *                                   same sum and exps, e stored interleaved (below)
+ *   fl_bf16_store_il(e, dst, n, K, stream, clean):
+ *                                   dst[i] = round_bf16(e[i] K), e interleaved
+ *
+ * Widening: vpunpck{l,h}wd with zero turn 16 bfloat16 into two float vectors,
+ * one instruction each (bf16 bits as the high halves: exact), but by 128-bit
+ * lane: A = values 0-3 and 8-11 of a group of 16, B = values 4-7 and 12-15.
+ * In the 16-lane layout of _simd.h (value i in lane i % 16) A holds lanes 0-3,
+ * 8-11 and B lanes 4-7, 12-15: every lane sees the same values in the same
+ * order as in the float32 kernels, so maxima and block sums are bit-identical
+ * once the lanes are put back in order for the cross-lane steps.
+ *
+ * Interleaved layout ("il"): the exps of each full group of 16 values are
+ * stored as A then B, i.e. value c of the row at position il(c) = c with bits
+ * 2 and 3 swapped; a partial last group stays in order. vpackusdw packs A and B
+ * back per 128-bit lane, which is natural order: the gradient store needs no
+ * permute. fl_il_swap converts either way (it is its own inverse).
+ *
+ * Other levels: FL_BF16_ROWS is 0 and these are never called (stubs).
+ */
+#ifndef FASTLOSS_BF16_ROWS_H
+#define FASTLOSS_BF16_ROWS_H
+#include "_half.h"
+#include "_expsum.h"
+
+/* il(c): the position of value c of a row of n values in the interleaved layout */
+FL_INLINE Py_ssize_t fl_il_pos(Py_ssize_t c, Py_ssize_t n)
+{
+    if (c >= (n & ~(Py_ssize_t)15))
+        return c;
+    return (c & ~(Py_ssize_t)12) | ((c & 4) << 1) | ((c & 8) >> 1);
+}
+
+/* natural <-> interleaved in place over the full groups of 16 of e[0, n) */
+static void fl_il_swap(float *e, Py_ssize_t n)
+{
+    Py_ssize_t g;
+    float t[4];
+    for (g = 0; g + 16 <= n; g += 16) {
+        memcpy(t, e + g + 4, sizeof t);
+        memcpy(e + g + 4, e + g + 8, sizeof t);
+        memcpy(e + g + 8, t, sizeof t);
+    }
+}
+
+#if defined(__AVX2__) && defined(__FMA__) && !defined(__AVX512F__)
+#define FL_BF16_ROWS 1
+
+/* 16 bfloat16 at z as an fl_vf holding A (lo) and B (hi) */
+FL_INLINE fl_vf fl_bf16_widen_il(const uint16_t *z)
+{
+    __m256i w = _mm256_loadu_si256((const __m256i *)z), zero = _mm256_setzero_si256();
+    fl_vf r;
+    r.lo = _mm256_castsi256_ps(_mm256_unpacklo_epi16(zero, w));
+    r.hi = _mm256_castsi256_ps(_mm256_unpackhi_epi16(zero, w));
+    return r;
+}
+
+/* the lanes of an (A, B) pair in natural order (lanes 0-7, 8-15) */
+FL_INLINE fl_vf fl_vf_from_il(fl_vf v)
+{
+    fl_vf r;
+    r.lo = _mm256_permute2f128_ps(v.lo, v.hi, 0x20);
+    r.hi = _mm256_permute2f128_ps(v.lo, v.hi, 0x31);
+    return r;
+}
+
+/* the last r < 16 values widened into t[0, r) (r > 0) */
+FL_INLINE void fl_bf16_tail(const uint16_t *z, Py_ssize_t r, float *t)
+{
+    Py_ssize_t l;
+    for (l = 0; l < r; l++) t[l] = fl_bf16_to_f32(z[l]);
+}
+
+/* fl_sm_maxf's accumulators, blocks and tail, on the widened values */
+static inline float fl_bf16_maxf(const uint16_t *z, Py_ssize_t n)
+{
+    fl_vf a0 = fl_vf_set1(-INFINITY), a1 = a0, a2 = a0, a3 = a0;
+    float t[16];
+    Py_ssize_t i = 0;
+    for (; i + 64 <= n; i += 64) {
+        a0 = fl_vf_max(fl_bf16_widen_il(z + i), a0);
+        a1 = fl_vf_max(fl_bf16_widen_il(z + i + 16), a1);
+        a2 = fl_vf_max(fl_bf16_widen_il(z + i + 32), a2);
+        a3 = fl_vf_max(fl_bf16_widen_il(z + i + 48), a3);
+    }
+    for (; i + 16 <= n; i += 16) a0 = fl_vf_max(fl_bf16_widen_il(z + i), a0);
+    a0 = fl_vf_from_il(a0); a1 = fl_vf_from_il(a1);
+    a2 = fl_vf_from_il(a2); a3 = fl_vf_from_il(a3);
+    if (i < n) {
+        fl_bf16_tail(z + i, n - i, t);
+        a0 = fl_vf_max(fl_vf_load_pad(t, fl_vmask_first(n - i), a1), a0);
+    }
+    a0 = fl_vf_max(a1, a0);
+    a2 = fl_vf_max(a3, a2);
+    return fl_vf_reduce_max(fl_vf_max(a2, a0));
+}
+
+/* fl_sm_expsumf (m finite) on the widened values: the same blocks of 8 vectors
+ * per float partial sum, the same lanes, the same fold; e interleaved. pz: n
+ * values (the same span of the next row) prefetched, one line per 32 values. */
+static inline double fl_bf16_expsumf(const uint16_t *z, float *e, Py_ssize_t n, float m,
+                                     const uint16_t *pz)
+{
+    fl_vf mv = fl_vf_set1(m), v, f;
+    fl_vd16 acc = fl_vd16_zero();
+    double a[16];
+    float t[16];
+    Py_ssize_t i = 0, j, r = n % 16;
+    for (; i + 16 <= n; i = j) {
+        Py_ssize_t end = i + 128 <= n ? i + 128 : i + ((n - i) & ~(Py_ssize_t)15);
+        f = fl_vf_set1(0.0f);
+        for (j = i; j < end; j += 16) {
+            v = fl_sm_exp16(fl_vf_sub(fl_bf16_widen_il(z + j), mv));
+            fl_vf_store(e + j, v);
+            if ((j & 31) == 0)
+                __builtin_prefetch(pz + j, 0, 3);
+            f = fl_vf_add(f, v);
+        }
+        /* f.lo: lanes 0-3 | 8-11, f.hi: lanes 4-7 | 12-15 */
+        acc.a = _mm256_add_pd(acc.a, _mm256_cvtps_pd(_mm256_castps256_ps128(f.lo)));
+        acc.b = _mm256_add_pd(acc.b, _mm256_cvtps_pd(_mm256_castps256_ps128(f.hi)));
+        acc.c = _mm256_add_pd(acc.c, _mm256_cvtps_pd(_mm256_extractf128_ps(f.lo, 1)));
+        acc.d = _mm256_add_pd(acc.d, _mm256_cvtps_pd(_mm256_extractf128_ps(f.hi, 1)));
+    }
+    if (r > 0) {        /* in order, padded with -inf (exp 0), as fl_sm_expsum_vec */
+        fl_vmask k = fl_vmask_first(r);
+        fl_bf16_tail(z + i, r, t);
+        v = fl_sm_exp16(fl_vf_sub(fl_vf_load_pad(t, k, fl_vf_set1(-INFINITY)), mv));
+        fl_vf_store(t, v);
+        memcpy(e + i, t, (size_t)r * sizeof(float));
+        acc = fl_vd16_add_f(acc, v);
+    }
+    fl_vd16_store(a, acc);
+    return fl_sm_fold16(a);
+}
+
+/* dst[c] = round_bf16(e[il(c)] K) for c < n. clean: the caller knows no product is
+ * NaN (e and K finite); otherwise a group holding a NaN product takes the exact
+ * path of _half.h. stream: non-temporal 16-byte stores where dst allows */
+static void fl_bf16_store_il(const float *e, uint16_t *dst, Py_ssize_t n, float K, int stream,
+                             int clean)
+{
+    const __m256 kv = _mm256_set1_ps(K);
+    Py_ssize_t i = 0;
+    int nt = stream && ((uintptr_t)dst & 15) == 0;
+    for (; i + 16 <= n; i += 16) {
+        fl_vf p;
+        p.lo = _mm256_mul_ps(_mm256_loadu_ps(e + i), kv);
+        p.hi = _mm256_mul_ps(_mm256_loadu_ps(e + i + 8), kv);
+        if (!clean && __builtin_expect(_mm256_movemask_ps(_mm256_or_ps(
+                _mm256_cmp_ps(p.lo, p.lo, _CMP_UNORD_Q), _mm256_cmp_ps(p.hi, p.hi, _CMP_UNORD_Q))) != 0, 0)) {
+            float t[16];
+            fl_vf_store(t, fl_vf_from_il(p));
+            fl_bf16_store(t, dst + i, 16);
+            continue;
+        }
+        __m256i q = _mm256_packus_epi32(
+            _mm256_srli_epi32(fl_bf16_round8(_mm256_castps_si256(p.lo)), 16),
+            _mm256_srli_epi32(fl_bf16_round8(_mm256_castps_si256(p.hi)), 16));
+        if (nt) {
+            _mm_stream_si128((__m128i *)(dst + i), _mm256_castsi256_si128(q));
+            _mm_stream_si128((__m128i *)(dst + i + 8), _mm256_extracti128_si256(q, 1));
+        } else {
+            _mm256_storeu_si256((__m256i *)(dst + i), q);
+        }
+    }
+    for (; i < n; i++) dst[i] = fl_f32_to_bf16(e[i] * K);
+    if (nt)
+        _mm_sfence();   /* the streamed lines ordered before anything this thread does next */
+}
+
+#else
+#define FL_BF16_ROWS 0
+FL_INLINE float fl_bf16_maxf(const uint16_t *z, Py_ssize_t n) { (void)z; (void)n; return 0; }
+static inline double fl_bf16_expsumf(const uint16_t *z, float *e, Py_ssize_t n, float m,
+                                     const uint16_t *pz)
+{ (void)z; (void)e; (void)n; (void)m; (void)pz; return 0; }
+static void fl_bf16_store_il(const float *e, uint16_t *dst, Py_ssize_t n, float K, int stream,
+                             int clean)
+{ (void)e; (void)dst; (void)n; (void)K; (void)stream; (void)clean; }
+#endif
+
+#endif /* FASTLOSS_BF16_ROWS_H */
