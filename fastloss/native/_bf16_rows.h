@@ -5,9 +5,12 @@
  * vector ports and every instruction counts, these three do the same arithmetic
  * from the bfloat16 bits instead, with fewer instructions and no widened copy:
  *
- *   fl_bf16_maxf(z, n)            = fl_sm_maxf(widen(z), n), the same bits
- *   fl_bf16_expsumf(z, e, n, m, pz) = fl_sm_expsumf(widen(z), e, n, m, ...), the
- *                                   same sum and exps, e stored interleaved (below)
+ *   fl_bf16_maxf(z, n, &amax)     = fl_sm_maxf(widen(z), n), the same bits;
+ *                                   amax = max |z|
+ *   fl_bf16_expsumf(z, e, n, m, amax, pz) = fl_sm_expsumf(widen(z), e, n, m, ...),
+ *                                   the same sum and exps, e stored interleaved
+ *                                   (below); where m + amax <= 86 the exp skips
+ *                                   the multiply by 2^k (fl_bf16_exp16_tame)
  *   fl_bf16_store_il(e, dst, n, K, stream, clean):
  *                                   dst[i] = round_bf16(e[i] K), e interleaved
  *
@@ -55,14 +58,19 @@ static void fl_il_swap(float *e, Py_ssize_t n)
 #if defined(__AVX2__) && defined(__FMA__) && !defined(__AVX512F__)
 #define FL_BF16_ROWS 1
 
-/* 16 bfloat16 at z as an fl_vf holding A (lo) and B (hi) */
-FL_INLINE fl_vf fl_bf16_widen_il(const uint16_t *z)
+/* 16 bfloat16 (their bits w) as an fl_vf holding A (lo) and B (hi) */
+FL_INLINE fl_vf fl_bf16_widen_il(__m256i w)
 {
-    __m256i w = _mm256_loadu_si256((const __m256i *)z), zero = _mm256_setzero_si256();
+    const __m256i zero = _mm256_setzero_si256();
     fl_vf r;
     r.lo = _mm256_castsi256_ps(_mm256_unpacklo_epi16(zero, w));
     r.hi = _mm256_castsi256_ps(_mm256_unpackhi_epi16(zero, w));
     return r;
+}
+
+FL_INLINE __m256i fl_bf16_load16(const uint16_t *z)
+{
+    return _mm256_loadu_si256((const __m256i *)z);
 }
 
 /* the lanes of an (A, B) pair in natural order (lanes 0-7, 8-15) */
@@ -81,57 +89,110 @@ FL_INLINE void fl_bf16_tail(const uint16_t *z, Py_ssize_t r, float *t)
     for (l = 0; l < r; l++) t[l] = fl_bf16_to_f32(z[l]);
 }
 
-/* fl_sm_maxf's accumulators, blocks and tail, on the widened values */
-static inline float fl_bf16_maxf(const uint16_t *z, Py_ssize_t n)
+/* fl_sm_maxf's accumulators, blocks and tail, on the widened values; *amax =
+ * max |z| (NaN if z holds a NaN), from the bits: 16 values per integer max */
+static inline float fl_bf16_maxf(const uint16_t *z, Py_ssize_t n, float *amax)
 {
+    const __m256i absm = _mm256_set1_epi16(0x7fff);
     fl_vf a0 = fl_vf_set1(-INFINITY), a1 = a0, a2 = a0, a3 = a0;
+    __m256i w0, w1, w2, w3, m01 = _mm256_setzero_si256(), m23 = m01;
+    uint16_t mb[16], am = 0;
     float t[16];
-    Py_ssize_t i = 0;
+    Py_ssize_t i = 0, l;
     for (; i + 64 <= n; i += 64) {
-        a0 = fl_vf_max(fl_bf16_widen_il(z + i), a0);
-        a1 = fl_vf_max(fl_bf16_widen_il(z + i + 16), a1);
-        a2 = fl_vf_max(fl_bf16_widen_il(z + i + 32), a2);
-        a3 = fl_vf_max(fl_bf16_widen_il(z + i + 48), a3);
+        w0 = fl_bf16_load16(z + i);
+        w1 = fl_bf16_load16(z + i + 16);
+        w2 = fl_bf16_load16(z + i + 32);
+        w3 = fl_bf16_load16(z + i + 48);
+        a0 = fl_vf_max(fl_bf16_widen_il(w0), a0);
+        a1 = fl_vf_max(fl_bf16_widen_il(w1), a1);
+        a2 = fl_vf_max(fl_bf16_widen_il(w2), a2);
+        a3 = fl_vf_max(fl_bf16_widen_il(w3), a3);
+        m01 = _mm256_max_epu16(m01, _mm256_max_epu16(_mm256_and_si256(w0, absm),
+                                                     _mm256_and_si256(w1, absm)));
+        m23 = _mm256_max_epu16(m23, _mm256_max_epu16(_mm256_and_si256(w2, absm),
+                                                     _mm256_and_si256(w3, absm)));
     }
-    for (; i + 16 <= n; i += 16) a0 = fl_vf_max(fl_bf16_widen_il(z + i), a0);
+    for (; i + 16 <= n; i += 16) {
+        w0 = fl_bf16_load16(z + i);
+        a0 = fl_vf_max(fl_bf16_widen_il(w0), a0);
+        m01 = _mm256_max_epu16(m01, _mm256_and_si256(w0, absm));
+    }
     a0 = fl_vf_from_il(a0); a1 = fl_vf_from_il(a1);
     a2 = fl_vf_from_il(a2); a3 = fl_vf_from_il(a3);
     if (i < n) {
         fl_bf16_tail(z + i, n - i, t);
         a0 = fl_vf_max(fl_vf_load_pad(t, fl_vmask_first(n - i), a1), a0);
+        for (l = i; l < n; l++) am = (z[l] & 0x7fff) > am ? (z[l] & 0x7fff) : am;
     }
+    _mm256_storeu_si256((__m256i *)mb, _mm256_max_epu16(m01, m23));
+    for (l = 0; l < 16; l++) am = mb[l] > am ? mb[l] : am;
+    *amax = fl_bf16_to_f32(am);
     a0 = fl_vf_max(a1, a0);
     a2 = fl_vf_max(a3, a2);
     return fl_vf_reduce_max(fl_vf_max(a2, a0));
 }
 
-/* fl_sm_expsumf (m finite) on the widened values: the same blocks of 8 vectors
- * per float partial sum, the same lanes, the same fold; e interleaved. pz: n
- * values (the same span of the next row) prefetched, one line per 32 values. */
-static inline double fl_bf16_expsumf(const uint16_t *z, float *e, Py_ssize_t n, float m,
-                                     const uint16_t *pz)
+/* fl_sm_exp16(x) for x in [-86, 0] (no NaN, no -inf): the same e^r and k
+ * (fl_sm_exp16_core); e^r is in [0.7, 1.42] and k >= -125, so e^r 2^k is a normal
+ * float and exact: an integer add of k to e^r's exponent gives the same bits as
+ * the multiply, without the multiply (an FMA-port instruction: the avx2 level's
+ * limit) and the underflow mask */
+FL_INLINE fl_vf fl_bf16_exp16_tame(fl_vf x)
 {
-    fl_vf mv = fl_vf_set1(m), v, f;
-    fl_vd16 acc = fl_vd16_zero();
-    double a[16];
-    float t[16];
-    Py_ssize_t i = 0, j, r = n % 16;
+    const __m256i d = _mm256_set1_epi32(-(int)fl_f2u(FL_SHIFTF));   /* kf's bits -> k */
+    fl_vf kf, p = fl_sm_exp16_core(x, &kf), r;
+    r.lo = _mm256_castsi256_ps(_mm256_add_epi32(_mm256_castps_si256(p.lo), _mm256_slli_epi32(
+        _mm256_add_epi32(_mm256_castps_si256(kf.lo), d), 23)));
+    r.hi = _mm256_castsi256_ps(_mm256_add_epi32(_mm256_castps_si256(p.hi), _mm256_slli_epi32(
+        _mm256_add_epi32(_mm256_castps_si256(kf.hi), d), 23)));
+    return r;
+}
+
+/* the full groups of fl_bf16_expsumf, exp by fl_bf16_exp16_tame when tame
+ * (a constant: two specialised loops) */
+FL_INLINE Py_ssize_t fl_bf16_expsum_groups(const uint16_t *z, float *e, Py_ssize_t n, fl_vf mv,
+                                           const uint16_t *pz, fl_vd16 *acc, int tame)
+{
+    Py_ssize_t i = 0, j;
+    fl_vf v, f;
     for (; i + 16 <= n; i = j) {
         Py_ssize_t end = i + 128 <= n ? i + 128 : i + ((n - i) & ~(Py_ssize_t)15);
         f = fl_vf_set1(0.0f);
         for (j = i; j < end; j += 16) {
-            v = fl_sm_exp16(fl_vf_sub(fl_bf16_widen_il(z + j), mv));
+            v = fl_vf_sub(fl_bf16_widen_il(fl_bf16_load16(z + j)), mv);
+            v = tame ? fl_bf16_exp16_tame(v) : fl_sm_exp16(v);
             fl_vf_store(e + j, v);
             if ((j & 31) == 0)
                 __builtin_prefetch(pz + j, 0, 3);
             f = fl_vf_add(f, v);
         }
         /* f.lo: lanes 0-3 | 8-11, f.hi: lanes 4-7 | 12-15 */
-        acc.a = _mm256_add_pd(acc.a, _mm256_cvtps_pd(_mm256_castps256_ps128(f.lo)));
-        acc.b = _mm256_add_pd(acc.b, _mm256_cvtps_pd(_mm256_castps256_ps128(f.hi)));
-        acc.c = _mm256_add_pd(acc.c, _mm256_cvtps_pd(_mm256_extractf128_ps(f.lo, 1)));
-        acc.d = _mm256_add_pd(acc.d, _mm256_cvtps_pd(_mm256_extractf128_ps(f.hi, 1)));
+        acc->a = _mm256_add_pd(acc->a, _mm256_cvtps_pd(_mm256_castps256_ps128(f.lo)));
+        acc->b = _mm256_add_pd(acc->b, _mm256_cvtps_pd(_mm256_castps256_ps128(f.hi)));
+        acc->c = _mm256_add_pd(acc->c, _mm256_cvtps_pd(_mm256_extractf128_ps(f.lo, 1)));
+        acc->d = _mm256_add_pd(acc->d, _mm256_cvtps_pd(_mm256_extractf128_ps(f.hi, 1)));
     }
+    return i;
+}
+
+/* fl_sm_expsumf (m finite) on the widened values: the same blocks of 8 vectors
+ * per float partial sum, the same lanes, the same fold; e interleaved. amax:
+ * max |z| from fl_bf16_maxf (m + amax <= 86: every z - m >= -86, the tame exp).
+ * pz: n values (the same span of the next row) prefetched, a line per 32 values. */
+static inline double fl_bf16_expsumf(const uint16_t *z, float *e, Py_ssize_t n, float m,
+                                     float amax, const uint16_t *pz)
+{
+    fl_vf mv = fl_vf_set1(m), v;
+    fl_vd16 acc = fl_vd16_zero();
+    double a[16];
+    float t[16];
+    Py_ssize_t i, r;
+    if (m + amax <= 86.0f)
+        i = fl_bf16_expsum_groups(z, e, n, mv, pz, &acc, 1);
+    else
+        i = fl_bf16_expsum_groups(z, e, n, mv, pz, &acc, 0);
+    r = n - i;
     if (r > 0) {        /* in order, padded with -inf (exp 0), as fl_sm_expsum_vec */
         fl_vmask k = fl_vmask_first(r);
         fl_bf16_tail(z + i, r, t);
@@ -181,12 +242,13 @@ static void fl_bf16_store_il(const float *e, uint16_t *dst, Py_ssize_t n, float 
 
 #else
 #define FL_BF16_ROWS 0
-FL_INLINE float fl_bf16_maxf(const uint16_t *z, Py_ssize_t n) { (void)z; (void)n; return 0; }
+static inline float fl_bf16_maxf(const uint16_t *z, Py_ssize_t n, float *amax)
+{ (void)z; (void)n; (void)amax; return 0; }
 static inline double fl_bf16_expsumf(const uint16_t *z, float *e, Py_ssize_t n, float m,
-                                     const uint16_t *pz)
-{ (void)z; (void)e; (void)n; (void)m; (void)pz; return 0; }
-static void fl_bf16_store_il(const float *e, uint16_t *dst, Py_ssize_t n, float K, int stream,
-                             int clean)
+                                     float amax, const uint16_t *pz)
+{ (void)z; (void)e; (void)n; (void)m; (void)amax; (void)pz; return 0; }
+static inline void fl_bf16_store_il(const float *e, uint16_t *dst, Py_ssize_t n, float K,
+                                    int stream, int clean)
 { (void)e; (void)dst; (void)n; (void)K; (void)stream; (void)clean; }
 #endif
 

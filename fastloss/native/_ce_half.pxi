@@ -28,8 +28,8 @@ cdef extern from "native/_bf16_rows.h" nogil:
     enum: FL_BF16_ROWS
     Py_ssize_t fl_il_pos(Py_ssize_t c, Py_ssize_t n)
     void fl_il_swap(float* e, Py_ssize_t n)
-    float fl_bf16_maxf(const uint16_t* z, Py_ssize_t n)
-    double fl_bf16_expsumf(const uint16_t* z, float* e, Py_ssize_t n, float m,
+    float fl_bf16_maxf(const uint16_t* z, Py_ssize_t n, float* amax)
+    double fl_bf16_expsumf(const uint16_t* z, float* e, Py_ssize_t n, float m, float amax,
                            const uint16_t* pz)
     void fl_bf16_store_il(const float* e, uint16_t* dst, Py_ssize_t n, float K, int stream,
                           int clean)
@@ -88,7 +88,7 @@ cdef void _ce_bf16_row_stats(const CeConf* cf, Py_ssize_t i, const uint16_t* z,
     cdef const uint16_t* src
     cdef float* work
     cdef double* cs
-    cdef float mk
+    cdef float mk, amax
     cdef double sk
     if _ce_ignored(cf, lab, i):
         return
@@ -98,7 +98,7 @@ cdef void _ce_bf16_row_stats(const CeConf* cf, Py_ssize_t i, const uint16_t* z,
         src = z + i * C + off
         work = e + i * C + off
         cs = st + (i * cf.nchunks + k) * SM_ST
-        mk = fl_bf16_maxf(src, n)
+        mk = fl_bf16_maxf(src, n, &amax)
         if off <= y < off + n:
             zy[i] = fl_bf16_to_f32(src[y - off])
         if mk == -INFINITY:
@@ -106,7 +106,8 @@ cdef void _ce_bf16_row_stats(const CeConf* cf, Py_ssize_t i, const uint16_t* z,
             sk = _sm_masked(<const float*>work, work, n)
             fl_il_swap(work, n)
         else:
-            sk = fl_bf16_expsumf(src, work, n, mk, src if pz == NULL else pz + i * C + off)
+            sk = fl_bf16_expsumf(src, work, n, mk, amax,
+                                 src if pz == NULL else pz + i * C + off)
         cs[ST_CHUNK_MAX] = mk
         cs[ST_EXP_SUM] = sk
         cs[ST_AZ_SUM] = 0.0
