@@ -12,7 +12,8 @@
  *                                   (below); where m + amax <= 86 the exp skips
  *                                   the multiply by 2^k (fl_bf16_exp16_tame)
  *   fl_bf16_store_il(e, dst, n, K, stream, clean):
- *                                   dst[i] = round_bf16(e[i] K), e interleaved
+ *                                   dst[i] = round_bf16(e[il(i)] K); also fused
+ *                                   into fl_bf16_expsumf (the previous row's)
  *
  * Widening: vpunpck{l,h}wd with zero turn 16 bfloat16 into two float vectors,
  * one instruction each (bf16 bits as the high halves: exact), but by 128-bit
@@ -149,10 +150,60 @@ FL_INLINE fl_vf fl_bf16_exp16_tame(fl_vf x)
     return r;
 }
 
+/* one group of 16 of fl_bf16_store_il (kv: K in every lane; nt: streamed stores) */
+FL_INLINE void fl_bf16_store_il16(const float *e, uint16_t *dst, __m256 kv, int nt, int clean)
+{
+    fl_vf p;
+    __m256i q;
+    p.lo = _mm256_mul_ps(_mm256_loadu_ps(e), kv);
+    p.hi = _mm256_mul_ps(_mm256_loadu_ps(e + 8), kv);
+    if (!clean && __builtin_expect(_mm256_movemask_ps(_mm256_or_ps(
+            _mm256_cmp_ps(p.lo, p.lo, _CMP_UNORD_Q), _mm256_cmp_ps(p.hi, p.hi, _CMP_UNORD_Q))) != 0, 0)) {
+        float t[16];
+        fl_vf_store(t, fl_vf_from_il(p));
+        fl_bf16_store(t, dst, 16);
+        return;
+    }
+    q = _mm256_packus_epi32(_mm256_srli_epi32(fl_bf16_round8(_mm256_castps_si256(p.lo)), 16),
+                            _mm256_srli_epi32(fl_bf16_round8(_mm256_castps_si256(p.hi)), 16));
+    if (nt) {
+        _mm_stream_si128((__m128i *)dst, _mm256_castsi256_si128(q));
+        _mm_stream_si128((__m128i *)(dst + 8), _mm256_extracti128_si256(q, 1));
+    } else {
+        _mm256_storeu_si256((__m256i *)dst, q);
+    }
+}
+
+/* fl_bf16_store_il after its full groups: values i to n (in order) */
+FL_INLINE void fl_bf16_store_rest(const float *e, uint16_t *dst, Py_ssize_t i, Py_ssize_t n,
+                                  float K, int nt)
+{
+    for (; i < n; i++) dst[i] = fl_f32_to_bf16(e[i] * K);
+    if (nt)
+        _mm_sfence();   /* the streamed lines ordered before anything this thread does next */
+}
+
+/* dst[c] = round_bf16(e[il(c)] K) for c < n. clean: the caller knows no product is
+ * NaN (e and K finite); otherwise a group holding a NaN product takes the exact
+ * path of _half.h. stream: non-temporal 16-byte stores where dst allows */
+static void fl_bf16_store_il(const float *e, uint16_t *dst, Py_ssize_t n, float K, int stream,
+                             int clean)
+{
+    const __m256 kv = _mm256_set1_ps(K);
+    int nt = stream && ((uintptr_t)dst & 15) == 0;
+    Py_ssize_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        fl_bf16_store_il16(e + i, dst + i, kv, nt, clean);
+    fl_bf16_store_rest(e, dst, i, n, K, nt);
+}
+
 /* the full groups of fl_bf16_expsumf, exp by fl_bf16_exp16_tame when tame
- * (a constant: two specialised loops) */
+ * (a constant: two specialised loops); ge != NULL: also fl_bf16_store_il's
+ * groups of ge into gdst */
 FL_INLINE Py_ssize_t fl_bf16_expsum_groups(const uint16_t *z, float *e, Py_ssize_t n, fl_vf mv,
-                                           const uint16_t *pz, fl_vd16 *acc, int tame)
+                                           const uint16_t *pz, fl_vd16 *acc, int tame,
+                                           const float *ge, uint16_t *gdst, __m256 gkv,
+                                           int gnt, int gclean)
 {
     Py_ssize_t i = 0, j;
     fl_vf v, f;
@@ -165,6 +216,8 @@ FL_INLINE Py_ssize_t fl_bf16_expsum_groups(const uint16_t *z, float *e, Py_ssize
             fl_vf_store(e + j, v);
             if ((j & 31) == 0)
                 __builtin_prefetch(pz + j, 0, 3);
+            if (ge != NULL)
+                fl_bf16_store_il16(ge + j, gdst + j, gkv, gnt, gclean);
             f = fl_vf_add(f, v);
         }
         /* f.lo: lanes 0-3 | 8-11, f.hi: lanes 4-7 | 12-15 */
@@ -179,19 +232,24 @@ FL_INLINE Py_ssize_t fl_bf16_expsum_groups(const uint16_t *z, float *e, Py_ssize
 /* fl_sm_expsumf (m finite) on the widened values: the same blocks of 8 vectors
  * per float partial sum, the same lanes, the same fold; e interleaved. amax:
  * max |z| from fl_bf16_maxf (m + amax <= 86: every z - m >= -86, the tame exp).
- * pz: n values (the same span of the next row) prefetched, a line per 32 values. */
+ * pz: n values (the same span of the next row) prefetched, a line per 32 values.
+ * ge != NULL: fl_bf16_store_il(ge, gdst, n, gK, gstream, gclean) in the same loop
+ * (the previous row's gradient: its integer rounding runs beside the exp's FMAs) */
 static inline double fl_bf16_expsumf(const uint16_t *z, float *e, Py_ssize_t n, float m,
-                                     float amax, const uint16_t *pz)
+                                     float amax, const uint16_t *pz, const float *ge,
+                                     uint16_t *gdst, float gK, int gstream, int gclean)
 {
     fl_vf mv = fl_vf_set1(m), v;
     fl_vd16 acc = fl_vd16_zero();
+    __m256 gkv = _mm256_set1_ps(gK);
+    int gnt = ge != NULL && gstream && ((uintptr_t)gdst & 15) == 0;
     double a[16];
     float t[16];
     Py_ssize_t i, r;
     if (m + amax <= 86.0f)
-        i = fl_bf16_expsum_groups(z, e, n, mv, pz, &acc, 1);
+        i = fl_bf16_expsum_groups(z, e, n, mv, pz, &acc, 1, ge, gdst, gkv, gnt, gclean);
     else
-        i = fl_bf16_expsum_groups(z, e, n, mv, pz, &acc, 0);
+        i = fl_bf16_expsum_groups(z, e, n, mv, pz, &acc, 0, ge, gdst, gkv, gnt, gclean);
     r = n - i;
     if (r > 0) {        /* in order, padded with -inf (exp 0), as fl_sm_expsum_vec */
         fl_vmask k = fl_vmask_first(r);
@@ -201,43 +259,10 @@ static inline double fl_bf16_expsumf(const uint16_t *z, float *e, Py_ssize_t n, 
         memcpy(e + i, t, (size_t)r * sizeof(float));
         acc = fl_vd16_add_f(acc, v);
     }
+    if (ge != NULL)
+        fl_bf16_store_rest(ge, gdst, i, n, gK, gnt);
     fl_vd16_store(a, acc);
     return fl_sm_fold16(a);
-}
-
-/* dst[c] = round_bf16(e[il(c)] K) for c < n. clean: the caller knows no product is
- * NaN (e and K finite); otherwise a group holding a NaN product takes the exact
- * path of _half.h. stream: non-temporal 16-byte stores where dst allows */
-static void fl_bf16_store_il(const float *e, uint16_t *dst, Py_ssize_t n, float K, int stream,
-                             int clean)
-{
-    const __m256 kv = _mm256_set1_ps(K);
-    Py_ssize_t i = 0;
-    int nt = stream && ((uintptr_t)dst & 15) == 0;
-    for (; i + 16 <= n; i += 16) {
-        fl_vf p;
-        p.lo = _mm256_mul_ps(_mm256_loadu_ps(e + i), kv);
-        p.hi = _mm256_mul_ps(_mm256_loadu_ps(e + i + 8), kv);
-        if (!clean && __builtin_expect(_mm256_movemask_ps(_mm256_or_ps(
-                _mm256_cmp_ps(p.lo, p.lo, _CMP_UNORD_Q), _mm256_cmp_ps(p.hi, p.hi, _CMP_UNORD_Q))) != 0, 0)) {
-            float t[16];
-            fl_vf_store(t, fl_vf_from_il(p));
-            fl_bf16_store(t, dst + i, 16);
-            continue;
-        }
-        __m256i q = _mm256_packus_epi32(
-            _mm256_srli_epi32(fl_bf16_round8(_mm256_castps_si256(p.lo)), 16),
-            _mm256_srli_epi32(fl_bf16_round8(_mm256_castps_si256(p.hi)), 16));
-        if (nt) {
-            _mm_stream_si128((__m128i *)(dst + i), _mm256_castsi256_si128(q));
-            _mm_stream_si128((__m128i *)(dst + i + 8), _mm256_extracti128_si256(q, 1));
-        } else {
-            _mm256_storeu_si256((__m256i *)(dst + i), q);
-        }
-    }
-    for (; i < n; i++) dst[i] = fl_f32_to_bf16(e[i] * K);
-    if (nt)
-        _mm_sfence();   /* the streamed lines ordered before anything this thread does next */
 }
 
 #else
@@ -245,8 +270,13 @@ static void fl_bf16_store_il(const float *e, uint16_t *dst, Py_ssize_t n, float 
 static inline float fl_bf16_maxf(const uint16_t *z, Py_ssize_t n, float *amax)
 { (void)z; (void)n; (void)amax; return 0; }
 static inline double fl_bf16_expsumf(const uint16_t *z, float *e, Py_ssize_t n, float m,
-                                     float amax, const uint16_t *pz)
-{ (void)z; (void)e; (void)n; (void)m; (void)amax; (void)pz; return 0; }
+                                     float amax, const uint16_t *pz, const float *ge,
+                                     uint16_t *gdst, float gK, int gstream, int gclean)
+{
+    (void)z; (void)e; (void)n; (void)m; (void)amax; (void)pz; (void)ge; (void)gdst; (void)gK;
+    (void)gstream; (void)gclean;
+    return 0;
+}
 static inline void fl_bf16_store_il(const float *e, uint16_t *dst, Py_ssize_t n, float K,
                                     int stream, int clean)
 { (void)e; (void)dst; (void)n; (void)K; (void)stream; (void)clean; }

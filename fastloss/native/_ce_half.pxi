@@ -30,7 +30,8 @@ cdef extern from "native/_bf16_rows.h" nogil:
     void fl_il_swap(float* e, Py_ssize_t n)
     float fl_bf16_maxf(const uint16_t* z, Py_ssize_t n, float* amax)
     double fl_bf16_expsumf(const uint16_t* z, float* e, Py_ssize_t n, float m, float amax,
-                           const uint16_t* pz)
+                           const uint16_t* pz, const float* ge, uint16_t* gdst, float gK,
+                           int gstream, int gclean)
     void fl_bf16_store_il(const float* e, uint16_t* dst, Py_ssize_t n, float K, int stream,
                           int clean)
 
@@ -42,17 +43,14 @@ cdef enum:
 
 cdef void _ce_half_grad_store(const CeConf* cf, int kind, Py_ssize_t n, float* buf,
                              const label_t* lab, uint16_t* out, const double* st,
-                             const double* zy, const double* cfs, bint stream,
-                             bint il) noexcept nogil:
+                             const double* zy, const double* cfs, bint stream) noexcept nogil:
     """Step 3 fused with the rounding, for index targets without smoothing or soft-cap
     (cf.defer_grad): out = round16(e K_k) per chunk from the exps in buf (the float
     product step 3 computes), then the target class as step 3 does it, in buf, rounded
     alone. Ignored rows: zeros. Pointers start at the tile's first row. stream:
-    non-temporal stores (see fl_half_store_scaled). il: the exps are bfloat16 rows'
-    interleaved ones (_ce_bf16_row_stats)."""
+    non-temporal stores (see fl_half_store_scaled)."""
     cdef Py_ssize_t C = cf.C, r, k, off, m, y
     cdef float Ky
-    cdef double K
     for r in range(n):
         if _ce_ignored(cf, lab, r):
             memset(out + r * C, 0, C * sizeof(uint16_t))
@@ -61,57 +59,115 @@ cdef void _ce_half_grad_store(const CeConf* cf, int kind, Py_ssize_t n, float* b
         for k in range(cf.nchunks):
             off = k * SM_CHUNK
             m = C - off if C - off < SM_CHUNK else SM_CHUNK
-            K = _ce_chunk_scale(cf, r, k, st, cfs)
-            if il:
-                # a finite chunk sum: no exp is NaN, so no product is
-                fl_bf16_store_il(buf + r * C + off, out + r * C + off, m, <float>K, stream,
-                                 isfinite(K) and isfinite(st[(r * cf.nchunks + k) * SM_ST
-                                                             + ST_EXP_SUM]))
-            else:
-                fl_half_store_scaled(kind, buf + r * C + off, out + r * C + off, m, <float>K,
-                                     stream)
+            fl_half_store_scaled(kind, buf + r * C + off, out + r * C + off, m,
+                                 <float>_ce_chunk_scale(cf, r, k, st, cfs), stream)
         Ky = <float>_ce_chunk_scale(cf, r, y // SM_CHUNK, st, cfs)
-        # (the row's exps are spent: the target's goes to its natural place)
-        buf[r * C + y] = buf[r * C + (fl_il_pos(y, C) if il else y)] * Ky
+        buf[r * C + y] = buf[r * C + y] * Ky
         _ce_grad_target(cf, r, lab, buf, zy, cfs)
         fl_half_store(kind, buf + r * C + y, out + r * C + y, 1)
 
 
-cdef void _ce_bf16_row_stats(const CeConf* cf, Py_ssize_t i, const uint16_t* z,
-                             const label_t* lab, float* e, double* st, double* zy,
-                             const uint16_t* pz) noexcept nogil:
-    """Step 1 of _ce_chunk_stats for row i of bfloat16 logits z (index targets, no
-    smoothing or soft-cap: FL_BF16_ROWS levels), every chunk read straight from the
-    16-bit row (_bf16_rows.h): the same statistics, the exps into e's row
-    interleaved. pz: the next row's logits (prefetched), or NULL."""
-    cdef Py_ssize_t C = cf.C, k, off, n, y = <Py_ssize_t>lab[i]
-    cdef const uint16_t* src
-    cdef float* work
+# --- bfloat16 rows read straight from 16 bits (FL_BF16_ROWS levels: avx2) ---------
+#
+# Index targets without smoothing or soft-cap (cf.defer_grad): row by row, step 1
+# from the bfloat16 row itself (_bf16_rows.h: no widened copy, the exps stored
+# interleaved), step 2, and row i-1's step 3 with the rounding inside row i's exp
+# loops, chunk k with chunk k (its integer work beside the exp's FMAs); the exps
+# of rows i-1 and i alternate between two row buffers. Every pointer argument
+# below starts at its row.
+
+cdef inline bint _ce_bf16_clean(double K, const double* st, Py_ssize_t k) noexcept nogil:
+    """No product e K of chunk k can be NaN: K finite and the chunk's exp sum finite
+    (a NaN exp would make it NaN)."""
+    return isfinite(K) and isfinite(st[k * SM_ST + ST_EXP_SUM])
+
+
+cdef void _ce_bf16_grad_rest(const CeConf* cf, Py_ssize_t k0, const label_t* lab,
+                             float* e, uint16_t* out, const double* st, const double* zy,
+                             const double* cfs, bint stream) noexcept nogil:
+    """Step 3 of a row with the rounding: chunks k0.. (the others were fused into
+    the next row's exp loops), then the target class (its exp, now spent, moved to
+    its natural place for _ce_grad_target), rounded alone."""
+    cdef Py_ssize_t C = cf.C, k, off, y = <Py_ssize_t>lab[0]
+    cdef double K
+    for k in range(k0, cf.nchunks):
+        off = k * SM_CHUNK
+        K = _ce_chunk_scale(cf, 0, k, st, cfs)
+        fl_bf16_store_il(e + off, out + off, C - off if C - off < SM_CHUNK else SM_CHUNK,
+                         <float>K, stream, _ce_bf16_clean(K, st, k))
+    e[y] = e[fl_il_pos(y, C)] * <float>_ce_chunk_scale(cf, 0, y // SM_CHUNK, st, cfs)
+    _ce_grad_target(cf, 0, lab, e, zy, cfs)
+    out[y] = fl_f32_to_bf16(e[y])
+
+
+cdef void _ce_bf16_row(const CeConf* cf, const uint16_t* z, const label_t* lab, float* e,
+                       double* st, double* zy, const uint16_t* pz, float* pe, uint16_t* pout,
+                       const double* pst, const double* pcfs, bint stream) noexcept nogil:
+    """Step 1 of _ce_chunk_stats for a row z (not ignored), exps into e; pz: the next
+    row, prefetched. pe != NULL: the previous row's exps, whose step 3 (with the
+    rounding, into pout; its statistics pst, coefficients pcfs) runs chunk by chunk
+    inside this row's exp loops; its target class is left to the caller."""
+    cdef Py_ssize_t C = cf.C, k, off, n, y = <Py_ssize_t>lab[0]
     cdef double* cs
     cdef float mk, amax
-    cdef double sk
-    if _ce_ignored(cf, lab, i):
-        return
+    cdef double sk, K = 0.0
+    cdef bint clean = False
     for k in range(cf.nchunks):
         off = k * SM_CHUNK
         n = C - off if C - off < SM_CHUNK else SM_CHUNK
-        src = z + i * C + off
-        work = e + i * C + off
-        cs = st + (i * cf.nchunks + k) * SM_ST
-        mk = fl_bf16_maxf(src, n, &amax)
+        cs = st + k * SM_ST
+        mk = fl_bf16_maxf(z + off, n, &amax)
         if off <= y < off + n:
-            zy[i] = fl_bf16_to_f32(src[y - off])
+            zy[0] = fl_bf16_to_f32(z[y])
+        if pe != NULL:
+            K = _ce_chunk_scale(cf, 0, k, pst, pcfs)
+            clean = _ce_bf16_clean(K, pst, k)
         if mk == -INFINITY:
-            fl_half_load(FL_HALF_BF16, src, work, n)
-            sk = _sm_masked(<const float*>work, work, n)
-            fl_il_swap(work, n)
+            # only -inf and NaN: e = 0 or NaN, as _sm_masked gives them
+            fl_half_load(FL_HALF_BF16, z + off, e + off, n)
+            sk = _sm_masked(<const float*>(e + off), e + off, n)
+            fl_il_swap(e + off, n)
+            if pe != NULL:
+                fl_bf16_store_il(pe + off, pout + off, n, <float>K, stream, clean)
         else:
-            sk = fl_bf16_expsumf(src, work, n, mk, amax,
-                                 src if pz == NULL else pz + i * C + off)
+            sk = fl_bf16_expsumf(z + off, e + off, n, mk, amax, pz + off,
+                                 NULL if pe == NULL else pe + off, pout + off, <float>K,
+                                 stream, clean)
         cs[ST_CHUNK_MAX] = mk
         cs[ST_EXP_SUM] = sk
         cs[ST_AZ_SUM] = 0.0
         cs[ST_A_SUM] = 0.0
+
+
+cdef void _ce_bf16_rows(const CeConf* cf, Py_ssize_t lo, Py_ssize_t hi, const uint16_t* zh,
+                        const label_t* lp, const float* wp, const float* gop, uint16_t* gh,
+                        float* buf, double* st, double* zy, double* cfs,
+                        double* rl) noexcept nogil:
+    """Rows [lo, hi) as above (buf: two rows of C floats)."""
+    cdef Py_ssize_t C = cf.C, nch = cf.nchunks, i, p = -1     # p: the row whose step 3 waits
+    cdef bint stream = cf.N * C >= SM_HALF_STREAM             # (the whole gradient)
+    for i in range(lo, hi):
+        if _ce_ignored(cf, lp, i):
+            _ce_row_loss(cf, i, lp, wp, gop, st, zy, cfs, rl)
+            memset(gh + i * C, 0, C * sizeof(uint16_t))
+            if p >= 0:
+                _ce_bf16_grad_rest(cf, 0, lp + p, buf + (p & 1) * C, gh + p * C,
+                                   st + p * nch * SM_ST, zy + p, cfs + p * SM_CF, stream)
+            p = -1
+            continue
+        _ce_bf16_row(cf, zh + i * C, lp + i, buf + (i & 1) * C, st + i * nch * SM_ST, zy + i,
+                     zh + (i + 1 if i + 1 < hi else i) * C,
+                     NULL if p < 0 else buf + (p & 1) * C, gh + (i if p < 0 else p) * C,
+                     st + (i if p < 0 else p) * nch * SM_ST,
+                     cfs + (i if p < 0 else p) * SM_CF, stream)
+        if p >= 0:
+            _ce_bf16_grad_rest(cf, nch, lp + p, buf + (p & 1) * C, gh + p * C,
+                               st + p * nch * SM_ST, zy + p, cfs + p * SM_CF, stream)
+        _ce_row_loss(cf, i, lp, wp, gop, st, zy, cfs, rl)
+        p = i
+    if p >= 0:
+        _ce_bf16_grad_rest(cf, 0, lp + p, buf + (p & 1) * C, gh + p * C,
+                           st + p * nch * SM_ST, zy + p, cfs + p * SM_CF, stream)
 
 
 cdef void _ce_half_rows(const CeConf* cf, int kind, Py_ssize_t lo, Py_ssize_t hi,
@@ -123,13 +179,15 @@ cdef void _ce_half_rows(const CeConf* cf, int kind, Py_ssize_t lo, Py_ssize_t hi
     tile (a CeConf copy whose N is the tile's), round the gradient back. buf:
     rows C floats, then SM_CHUNK floats of soft-cap scratch."""
     cdef CeConf lc = cf[0]
-    cdef Py_ssize_t C = cf.C, i0 = lo, n, b, r
+    cdef Py_ssize_t C = cf.C, i0 = lo, n, b
     cdef bint stream = cf.defer_grad and cf.N * C >= SM_HALF_STREAM   # (the whole gradient)
-    cdef bint il = FL_BF16_ROWS and kind == FL_HALF_BF16 and cf.defer_grad
     cdef const label_t* lab
     cdef const float* t
     cdef const float* go
     cdef float* g
+    if FL_BF16_ROWS and kind == FL_HALF_BF16 and cf.defer_grad:
+        _ce_bf16_rows(cf, lo, hi, zh, lp, wp, gop, gh, buf, st, zy, cfs, rl)
+        return
     while i0 < hi:
         n = hi - i0 if hi - i0 < rows else rows
         lc.N = n
@@ -137,18 +195,6 @@ cdef void _ce_half_rows(const CeConf* cf, int kind, Py_ssize_t lo, Py_ssize_t hi
         t = NULL if tp == NULL else tp + i0 * C
         go = NULL if gop == NULL else gop + i0
         g = NULL if gh == NULL else buf
-        if il:
-            # step 1 straight from the 16-bit rows, step 2, step 3 with the rounding
-            for r in range(n):
-                _ce_bf16_row_stats(&lc, r, zh + i0 * C, lab, buf, st + i0 * cf.nchunks * SM_ST,
-                                   zy + i0, zh + (i0 + 1) * C if i0 + r + 1 < hi else NULL)
-                _ce_row_loss(&lc, r, lab, wp, go, st + i0 * cf.nchunks * SM_ST, zy + i0,
-                             cfs + i0 * SM_CF, rl + i0)
-            _ce_half_grad_store(&lc, kind, n, buf, lab, gh + i0 * C,
-                                st + i0 * cf.nchunks * SM_ST, zy + i0, cfs + i0 * SM_CF,
-                                stream, True)
-            i0 = i0 + n
-            continue
         # the next tile (n values at most) prefetched into L2 while this one loads
         fl_half_load_ahead(kind, zh + i0 * C, buf, n * C, zh + (i0 + 2 * n) * C,
                            (n if hi - i0 - 2 * n > n else hi - i0 - 2 * n) * C)
@@ -167,7 +213,7 @@ cdef void _ce_half_rows(const CeConf* cf, int kind, Py_ssize_t lo, Py_ssize_t hi
         if gh != NULL and lc.defer_grad:
             _ce_half_grad_store(&lc, kind, n, buf, lab, gh + i0 * C,
                                 st + i0 * cf.nchunks * SM_ST, zy + i0, cfs + i0 * SM_CF,
-                                stream, False)
+                                stream)
         elif gh != NULL:
             fl_half_store(kind, buf, gh + i0 * C, n * C)
         i0 = i0 + n
@@ -250,4 +296,4 @@ cdef Py_ssize_t _ce_half_buffer(const CeConf* cf, int nt) noexcept nogil:
         return C + SM_CHUNK
     if C < SM_SMALL_C and not (cf.cap > 0):
         rows = rows - rows % SM_ROWBLOCK
-    return rows * C + SM_CHUNK
+    return (rows if rows > 2 else 2) * C + SM_CHUNK    # (two rows: _ce_bf16_rows)
