@@ -7,13 +7,16 @@
  *
  *   fl_bf16_maxf(z, n, &amax)     = fl_sm_maxf(widen(z), n), the same bits;
  *                                   amax = max |z|
- *   fl_bf16_expsumf(z, e, n, m, amax, pz) = fl_sm_expsumf(widen(z), e, n, m, ...),
- *                                   the same sum and exps, e stored interleaved
- *                                   (below); where m + amax <= 86 the exp skips
- *                                   the multiply by 2^k (fl_bf16_exp16_tame)
+ *   fl_bf16_expsumf(z, e, n, m, amax, pz, ge, gdst, gK, ...)
+ *                                 = fl_sm_expsumf(widen(z), e, n, m, ...): the same
+ *                                   sum and exps, e stored interleaved (below);
+ *                                   where m + amax <= 86 the exp skips the multiply
+ *                                   by 2^k (fl_bf16_exp16_tame); with ge, also
+ *                                   fl_bf16_store_il(ge, gdst, n, gK, ...) in the
+ *                                   same loop (the previous row's gradient)
  *   fl_bf16_store_il(e, dst, n, K, stream, clean):
- *                                   dst[i] = round_bf16(e[il(i)] K); also fused
- *                                   into fl_bf16_expsumf (the previous row's)
+ *                                   dst[i] = round_bf16(e[il(i)] K), the integer
+ *                                   rounding of _half.h (no NaN scan when clean)
  *
  * Widening: vpunpck{l,h}wd with zero turn 16 bfloat16 into two float vectors,
  * one instruction each (bf16 bits as the high halves: exact), but by 128-bit

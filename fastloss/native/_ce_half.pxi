@@ -13,6 +13,10 @@
 # Few long rows (the float32 split schedule) are spread as (row, chunk) items:
 # step 1 widens one chunk and keeps only its statistics; step 3 widens the
 # chunk again, recomputes its exps (the same bits) and writes its gradient.
+#
+# bfloat16 with index targets, no smoothing or soft-cap, on the avx2 level
+# (FL_BF16_ROWS): no tiles; _ce_bf16_rows reads each row straight from its 16
+# bits (_bf16_rows.h), with the same bits.
 
 from libc.string cimport memset
 from libc.math cimport isfinite
