@@ -15,22 +15,22 @@
  *                                   fl_bf16_store_il(ge, gdst, n, gK, ...) in the
  *                                   same loop (the previous row's gradient)
  *   fl_bf16_store_il(e, dst, n, K, stream, clean):
- *                                   dst[i] = round_bf16(e[il(i)] K), the integer
- *                                   rounding of _half.h (no NaN scan when clean)
+ *                                   dst[i] = round_bf16(e[il(i)] K), in 16-bit
+ *                                   lanes (no NaN scan when clean)
  *
- * Widening: vpunpck{l,h}wd with zero turn 16 bfloat16 into two float vectors,
- * one instruction each (bf16 bits as the high halves: exact), but by 128-bit
- * lane: A = values 0-3 and 8-11 of a group of 16, B = values 4-7 and 12-15.
- * In the 16-lane layout of _simd.h (value i in lane i % 16) A holds lanes 0-3,
- * 8-11 and B lanes 4-7, 12-15: every lane sees the same values in the same
- * order as in the float32 kernels, so maxima and block sums are bit-identical
- * once the lanes are put back in order for the cross-lane steps.
+ * Widening: 16 bfloat16 read as 8 32-bit words become two float vectors in one
+ * instruction each, A = the even values (the words shifted left by 16) and B =
+ * the odd ones (the words' high halves kept): exact, in place, no shuffle. In the
+ * 16-lane layout of _simd.h (value i in lane i % 16) A holds the even lanes and
+ * B the odd ones: every lane sees the same values in the same order as in the
+ * float32 kernels, so maxima and block sums are bit-identical once the lanes
+ * are put back in order (unpack) for the cross-lane steps.
  *
  * Interleaved layout ("il"): the exps of each full group of 16 values are
- * stored as A then B, i.e. value c of the row at position il(c) = c with bits
- * 2 and 3 swapped; a partial last group stays in order. vpackusdw packs A and B
- * back per 128-bit lane, which is natural order: the gradient store needs no
- * permute. fl_il_swap converts either way (it is its own inverse).
+ * stored as A then B, i.e. value c at position il(c) = (c odd ? 8 : 0) + c / 2
+ * within its group; a partial last group stays in order. The gradient store
+ * rounds A and B products to bfloat16 in 16-bit lanes whose order, after two
+ * word blends, is the natural one (fl_bf16_round_il16).
  *
  * Other levels: FL_BF16_ROWS is 0 and these are never called (stubs).
  */
@@ -44,18 +44,18 @@ FL_INLINE Py_ssize_t fl_il_pos(Py_ssize_t c, Py_ssize_t n)
 {
     if (c >= (n & ~(Py_ssize_t)15))
         return c;
-    return (c & ~(Py_ssize_t)12) | ((c & 4) << 1) | ((c & 8) >> 1);
+    return (c & ~(Py_ssize_t)15) | ((c & 1) << 3) | ((c >> 1) & 7);
 }
 
-/* natural <-> interleaved in place over the full groups of 16 of e[0, n) */
-static void fl_il_swap(float *e, Py_ssize_t n)
+/* natural order -> interleaved, in place, over the full groups of 16 of e[0, n) */
+static void fl_il_from_natural(float *e, Py_ssize_t n)
 {
     Py_ssize_t g;
-    float t[4];
+    int c;
+    float t[16];
     for (g = 0; g + 16 <= n; g += 16) {
-        memcpy(t, e + g + 4, sizeof t);
-        memcpy(e + g + 4, e + g + 8, sizeof t);
-        memcpy(e + g + 8, t, sizeof t);
+        memcpy(t, e + g, sizeof t);
+        for (c = 0; c < 16; c++) e[g + fl_il_pos(c, 16)] = t[c];
     }
 }
 
@@ -65,10 +65,9 @@ static void fl_il_swap(float *e, Py_ssize_t n)
 /* 16 bfloat16 (their bits w) as an fl_vf holding A (lo) and B (hi) */
 FL_INLINE fl_vf fl_bf16_widen_il(__m256i w)
 {
-    const __m256i zero = _mm256_setzero_si256();
     fl_vf r;
-    r.lo = _mm256_castsi256_ps(_mm256_unpacklo_epi16(zero, w));
-    r.hi = _mm256_castsi256_ps(_mm256_unpackhi_epi16(zero, w));
+    r.lo = _mm256_castsi256_ps(_mm256_slli_epi32(w, 16));
+    r.hi = _mm256_castsi256_ps(_mm256_and_si256(w, _mm256_set1_epi32((int)0xffff0000u)));
     return r;
 }
 
@@ -77,13 +76,30 @@ FL_INLINE __m256i fl_bf16_load16(const uint16_t *z)
     return _mm256_loadu_si256((const __m256i *)z);
 }
 
-/* the lanes of an (A, B) pair in natural order (lanes 0-7, 8-15) */
+/* the lanes of an (A, B) pair in natural order (lanes 0-7, 8-15): the unpacks give
+ * lanes 0-3 | 8-11 and 4-7 | 12-15 */
 FL_INLINE fl_vf fl_vf_from_il(fl_vf v)
 {
+    __m256 ul = _mm256_unpacklo_ps(v.lo, v.hi), uh = _mm256_unpackhi_ps(v.lo, v.hi);
     fl_vf r;
-    r.lo = _mm256_permute2f128_ps(v.lo, v.hi, 0x20);
-    r.hi = _mm256_permute2f128_ps(v.lo, v.hi, 0x31);
+    r.lo = _mm256_permute2f128_ps(ul, uh, 0x20);
+    r.hi = _mm256_permute2f128_ps(ul, uh, 0x31);
     return r;
+}
+
+/* round_bf16 of the 16 products of a group, A (even values) and B (odd ones), none
+ * NaN, in natural order: the high halves h and low halves l of the float bits in
+ * 16-bit lanes (two blends each), then nearest-even as fl_f32_to_bf16: h + 1 where
+ * l + (h & 1) > 0x8000, i.e. where (l ^ 0x8000) + (h & 1) > 0 as signed 16-bit
+ * (saturating: l = 0xffff stays positive) */
+FL_INLINE __m256i fl_bf16_round_il16(__m256 a, __m256 b)
+{
+    __m256i ua = _mm256_castps_si256(a), ub = _mm256_castps_si256(b);
+    __m256i h = _mm256_blend_epi16(_mm256_srli_epi32(ua, 16), ub, 0xaa);
+    __m256i l = _mm256_blend_epi16(ua, _mm256_slli_epi32(ub, 16), 0xaa);
+    __m256i t = _mm256_adds_epi16(_mm256_xor_si256(l, _mm256_set1_epi16((short)0x8000)),
+                                  _mm256_and_si256(h, _mm256_set1_epi16(1)));
+    return _mm256_sub_epi16(h, _mm256_cmpgt_epi16(t, _mm256_setzero_si256()));
 }
 
 /* the last r < 16 values widened into t[0, r) (r > 0) */
@@ -140,16 +156,16 @@ static inline float fl_bf16_maxf(const uint16_t *z, Py_ssize_t n, float *amax)
 /* fl_sm_exp16(x) for x in [-86, 0] (no NaN, no -inf): the same e^r and k
  * (fl_sm_exp16_core); e^r is in [0.7, 1.42] and k >= -125, so e^r 2^k is a normal
  * float and exact: an integer add of k to e^r's exponent gives the same bits as
- * the multiply, without the multiply (an FMA-port instruction: the avx2 level's
- * limit) and the underflow mask */
+ * the multiply, without the multiply (an FMA-port instruction) and the underflow
+ * mask. kf = FL_SHIFTF + k has the bits of FL_SHIFTF plus k, and FL_SHIFTF's bits
+ * shifted left by 23 vanish (mod 2^32): bits(kf) << 23 is k << 23 itself. */
 FL_INLINE fl_vf fl_bf16_exp16_tame(fl_vf x)
 {
-    const __m256i d = _mm256_set1_epi32(-(int)fl_f2u(FL_SHIFTF));   /* kf's bits -> k */
     fl_vf kf, p = fl_sm_exp16_core(x, &kf), r;
-    r.lo = _mm256_castsi256_ps(_mm256_add_epi32(_mm256_castps_si256(p.lo), _mm256_slli_epi32(
-        _mm256_add_epi32(_mm256_castps_si256(kf.lo), d), 23)));
-    r.hi = _mm256_castsi256_ps(_mm256_add_epi32(_mm256_castps_si256(p.hi), _mm256_slli_epi32(
-        _mm256_add_epi32(_mm256_castps_si256(kf.hi), d), 23)));
+    r.lo = _mm256_castsi256_ps(_mm256_add_epi32(_mm256_castps_si256(p.lo),
+                                                _mm256_slli_epi32(_mm256_castps_si256(kf.lo), 23)));
+    r.hi = _mm256_castsi256_ps(_mm256_add_epi32(_mm256_castps_si256(p.hi),
+                                                _mm256_slli_epi32(_mm256_castps_si256(kf.hi), 23)));
     return r;
 }
 
@@ -167,8 +183,7 @@ FL_INLINE void fl_bf16_store_il16(const float *e, uint16_t *dst, __m256 kv, int 
         fl_bf16_store(t, dst, 16);
         return;
     }
-    q = _mm256_packus_epi32(_mm256_srli_epi32(fl_bf16_round8(_mm256_castps_si256(p.lo)), 16),
-                            _mm256_srli_epi32(fl_bf16_round8(_mm256_castps_si256(p.hi)), 16));
+    q = fl_bf16_round_il16(p.lo, p.hi);
     if (nt) {
         _mm_stream_si128((__m128i *)dst, _mm256_castsi256_si128(q));
         _mm_stream_si128((__m128i *)(dst + 8), _mm256_extracti128_si256(q, 1));
@@ -210,6 +225,7 @@ FL_INLINE Py_ssize_t fl_bf16_expsum_groups(const uint16_t *z, float *e, Py_ssize
 {
     Py_ssize_t i = 0, j;
     fl_vf v, f;
+    __m256 ul, uh;
     for (; i + 16 <= n; i = j) {
         Py_ssize_t end = i + 128 <= n ? i + 128 : i + ((n - i) & ~(Py_ssize_t)15);
         f = fl_vf_set1(0.0f);
@@ -223,11 +239,13 @@ FL_INLINE Py_ssize_t fl_bf16_expsum_groups(const uint16_t *z, float *e, Py_ssize
                 fl_bf16_store_il16(ge + j, gdst + j, gkv, gnt, gclean);
             f = fl_vf_add(f, v);
         }
-        /* f.lo: lanes 0-3 | 8-11, f.hi: lanes 4-7 | 12-15 */
-        acc->a = _mm256_add_pd(acc->a, _mm256_cvtps_pd(_mm256_castps256_ps128(f.lo)));
-        acc->b = _mm256_add_pd(acc->b, _mm256_cvtps_pd(_mm256_castps256_ps128(f.hi)));
-        acc->c = _mm256_add_pd(acc->c, _mm256_cvtps_pd(_mm256_extractf128_ps(f.lo, 1)));
-        acc->d = _mm256_add_pd(acc->d, _mm256_cvtps_pd(_mm256_extractf128_ps(f.hi, 1)));
+        /* f.lo: the even lanes, f.hi: the odd ones; unpacked: 0-3 | 8-11, 4-7 | 12-15 */
+        ul = _mm256_unpacklo_ps(f.lo, f.hi);
+        uh = _mm256_unpackhi_ps(f.lo, f.hi);
+        acc->a = _mm256_add_pd(acc->a, _mm256_cvtps_pd(_mm256_castps256_ps128(ul)));
+        acc->b = _mm256_add_pd(acc->b, _mm256_cvtps_pd(_mm256_castps256_ps128(uh)));
+        acc->c = _mm256_add_pd(acc->c, _mm256_cvtps_pd(_mm256_extractf128_ps(ul, 1)));
+        acc->d = _mm256_add_pd(acc->d, _mm256_cvtps_pd(_mm256_extractf128_ps(uh, 1)));
     }
     return i;
 }

@@ -31,7 +31,7 @@ cdef extern from "native/_half_scaled.h" nogil:
 cdef extern from "native/_bf16_rows.h" nogil:
     enum: FL_BF16_ROWS
     Py_ssize_t fl_il_pos(Py_ssize_t c, Py_ssize_t n)
-    void fl_il_swap(float* e, Py_ssize_t n)
+    void fl_il_from_natural(float* e, Py_ssize_t n)
     float fl_bf16_maxf(const uint16_t* z, Py_ssize_t n, float* amax)
     double fl_bf16_expsumf(const uint16_t* z, float* e, Py_ssize_t n, float m, float amax,
                            const uint16_t* pz, const float* ge, uint16_t* gdst, float gK,
@@ -130,7 +130,7 @@ cdef void _ce_bf16_row(const CeConf* cf, const uint16_t* z, const label_t* lab, 
             # only -inf and NaN: e = 0 or NaN, as _sm_masked gives them
             fl_half_load(FL_HALF_BF16, z + off, e + off, n)
             sk = _sm_masked(<const float*>(e + off), e + off, n)
-            fl_il_swap(e + off, n)
+            fl_il_from_natural(e + off, n)
             if pe != NULL:
                 fl_bf16_store_il(pe + off, pout + off, n, <float>K, stream, clean)
         else:
