@@ -101,16 +101,6 @@ static void fl_bf16_load(const uint16_t *src, float *dst, Py_ssize_t n)
     for (; i < n; i++) dst[i] = fl_bf16_to_f32(src[i]);
 }
 
-#if defined(__AVX2__) && !defined(__AVX512F__)
-/* 8 non-NaN floats (their bits u) rounded to bfloat16, nearest-even: u + 0x7fff +
- * (bit 16 of u), whose high halves are the bfloat16 bits */
-FL_INLINE __m256i fl_bf16_round8(__m256i u)
-{
-    return _mm256_add_epi32(u, _mm256_add_epi32(_mm256_set1_epi32(0x7fff),
-                _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1))));
-}
-#endif
-
 /* float32 -> bfloat16, nearest-even */
 static void fl_bf16_store(const float *src, uint16_t *dst, Py_ssize_t n)
 {
@@ -129,13 +119,16 @@ static void fl_bf16_store(const float *src, uint16_t *dst, Py_ssize_t n)
     }
 #elif defined(__AVX2__)
     const __m256i absm = _mm256_set1_epi32(0x7fffffff), inf = _mm256_set1_epi32(0x7f800000);
+    const __m256i bias = _mm256_set1_epi32(0x7fff), one = _mm256_set1_epi32(1);
     const __m256i qnan = _mm256_set1_epi32(0x00400000);
     for (; i + 16 <= n; i += 16) {
         __m256i r2[2];
         for (int h = 0; h < 2; h++) {
             __m256i u = _mm256_castps_si256(_mm256_loadu_ps(src + i + 8 * h));
             __m256i nan = _mm256_cmpgt_epi32(_mm256_and_si256(u, absm), inf);
-            __m256i r = _mm256_blendv_epi8(fl_bf16_round8(u), _mm256_or_si256(u, qnan), nan);
+            __m256i r = _mm256_add_epi32(u, _mm256_add_epi32(bias,
+                            _mm256_and_si256(_mm256_srli_epi32(u, 16), one)));
+            r = _mm256_blendv_epi8(r, _mm256_or_si256(u, qnan), nan);
             r2[h] = _mm256_srli_epi32(r, 16);
         }
         /* packus works per 128-bit lane: fix the order with a permute */
