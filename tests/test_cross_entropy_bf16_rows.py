@@ -1,6 +1,7 @@
 """bfloat16 cross-entropy rows read straight from the 16-bit logits (the avx2 level's
 _bf16_rows.h: interleaved exps, the exponent-add exp where m + max|z| <= 86, the
-interleaved gradient store) give the float32 kernel's bits, rounded, on every level:
+interleaved gradient store; the loss alone too) give the float32 kernel's bits,
+rounded, on every level:
 tails of every length, targets at every position of a group of 16, several chunks,
 chunks of -inf, signed zeros, NaN and Inf, unaligned and streamed gradients."""
 import numpy as np
@@ -31,6 +32,8 @@ def _check(x, y, nts=(1, 2), out=None, **kw):
             _threads.set_num_threads(nt)
             loss, g = fc.cross_entropy(x, y, return_grad=True, out=out, **kw)
             np.testing.assert_array_equal(g.view(np.uint16), want, err_msg=f"threads {nt}")
+            only = fc.cross_entropy(x, y, **kw)           # the loss alone: the same sums
+            assert np.asarray(only).tobytes() == np.asarray(loss).tobytes()
             l32f = np.asarray(l32, np.float64)
             lf = np.asarray(loss).astype(np.float64)
             with np.errstate(invalid="ignore"):

@@ -73,7 +73,7 @@ cdef void _ce_half_grad_store(const CeConf* cf, int kind, Py_ssize_t n, float* b
 
 # --- bfloat16 rows read straight from 16 bits (FL_BF16_ROWS levels: avx2) ---------
 #
-# Index targets without smoothing or soft-cap (cf.defer_grad): row by row, step 1
+# Index targets without smoothing or soft-cap (_ce_half_plain): row by row, step 1
 # from the bfloat16 row itself (_bf16_rows.h: no widened copy, the exps stored
 # interleaved), step 2, and row i-1's step 3 with the rounding inside row i's exp
 # loops, chunk k with chunk k (its integer work beside the exp's FMAs); the exps
@@ -135,8 +135,8 @@ cdef void _ce_bf16_row(const CeConf* cf, const uint16_t* z, const label_t* lab, 
                 fl_bf16_store_il(pe + off, pout + off, n, <float>K, stream, clean)
         else:
             sk = fl_bf16_expsumf(z + off, e + off, n, mk, amax, pz + off,
-                                 NULL if pe == NULL else pe + off, pout + off, <float>K,
-                                 stream, clean)
+                                 NULL if pe == NULL else pe + off,
+                                 NULL if pe == NULL else pout + off, <float>K, stream, clean)
         cs[ST_CHUNK_MAX] = mk
         cs[ST_EXP_SUM] = sk
         cs[ST_AZ_SUM] = 0.0
@@ -147,13 +147,14 @@ cdef void _ce_bf16_rows(const CeConf* cf, Py_ssize_t lo, Py_ssize_t hi, const ui
                         const label_t* lp, const float* wp, const float* gop, uint16_t* gh,
                         float* buf, double* st, double* zy, double* cfs,
                         double* rl) noexcept nogil:
-    """Rows [lo, hi) as above (buf: two rows of C floats)."""
+    """Rows [lo, hi) as above (buf: two rows of C floats); gh NULL: the loss only."""
     cdef Py_ssize_t C = cf.C, nch = cf.nchunks, i, p = -1     # p: the row whose step 3 waits
     cdef bint stream = cf.N * C >= SM_HALF_STREAM             # (the whole gradient)
     for i in range(lo, hi):
         if _ce_ignored(cf, lp, i):
             _ce_row_loss(cf, i, lp, wp, gop, st, zy, cfs, rl)
-            memset(gh + i * C, 0, C * sizeof(uint16_t))
+            if gh != NULL:
+                memset(gh + i * C, 0, C * sizeof(uint16_t))
             if p >= 0:
                 _ce_bf16_grad_rest(cf, 0, lp + p, buf + (p & 1) * C, gh + p * C,
                                    st + p * nch * SM_ST, zy + p, cfs + p * SM_CF, stream)
@@ -161,17 +162,23 @@ cdef void _ce_bf16_rows(const CeConf* cf, Py_ssize_t lo, Py_ssize_t hi, const ui
             continue
         _ce_bf16_row(cf, zh + i * C, lp + i, buf + (i & 1) * C, st + i * nch * SM_ST, zy + i,
                      zh + (i + 1 if i + 1 < hi else i) * C,
-                     NULL if p < 0 else buf + (p & 1) * C, gh + (i if p < 0 else p) * C,
-                     st + (i if p < 0 else p) * nch * SM_ST,
-                     cfs + (i if p < 0 else p) * SM_CF, stream)
+                     NULL if p < 0 else buf + (p & 1) * C, NULL if p < 0 else gh + p * C,
+                     NULL if p < 0 else st + p * nch * SM_ST,
+                     NULL if p < 0 else cfs + p * SM_CF, stream)
         if p >= 0:
             _ce_bf16_grad_rest(cf, nch, lp + p, buf + (p & 1) * C, gh + p * C,
                                st + p * nch * SM_ST, zy + p, cfs + p * SM_CF, stream)
         _ce_row_loss(cf, i, lp, wp, gop, st, zy, cfs, rl)
-        p = i
+        p = i if gh != NULL else -1
     if p >= 0:
         _ce_bf16_grad_rest(cf, 0, lp + p, buf + (p & 1) * C, gh + p * C,
                            st + p * nch * SM_ST, zy + p, cfs + p * SM_CF, stream)
+
+
+cdef inline bint _ce_half_plain(const CeConf* cf) noexcept nogil:
+    """Index targets without smoothing or soft-cap, not the few-class path: step 3
+    is e K_k but at the target class (what defer_grad and _ce_bf16_rows need)."""
+    return not cf.prelog and not cf.soft and cf.eps == 0 and not (cf.cap > 0)
 
 
 cdef void _ce_half_rows(const CeConf* cf, int kind, Py_ssize_t lo, Py_ssize_t hi,
@@ -189,7 +196,8 @@ cdef void _ce_half_rows(const CeConf* cf, int kind, Py_ssize_t lo, Py_ssize_t hi
     cdef const float* t
     cdef const float* go
     cdef float* g
-    if FL_BF16_ROWS and kind == FL_HALF_BF16 and cf.defer_grad:
+    if FL_BF16_ROWS and kind == FL_HALF_BF16 and (cf.defer_grad or
+                                                  (gh == NULL and _ce_half_plain(cf))):
         _ce_bf16_rows(cf, lo, hi, zh, lp, wp, gop, gh, buf, st, zy, cfs, rl)
         return
     while i0 < hi:
@@ -270,8 +278,7 @@ cdef void _ce_half_schedule(CeConf* cf, int kind, int nt, Py_ssize_t per_thread,
     cdef Py_ssize_t N = cf.N, C = cf.C, nch = cf.nchunks, items = N * nch, it, i
     cdef Py_ssize_t rows = SM_HALF_TILE // C if SM_HALF_TILE // C > 0 else 1
     cf.prelog = cf.C < SM_SMALL_C and not (cf.cap > 0)
-    cf.defer_grad = gh != NULL and not cf.prelog and not cf.soft and cf.eps == 0 \
-        and not (cf.cap > 0)
+    cf.defer_grad = gh != NULL and _ce_half_plain(cf)
     if cf.prelog:
         rows = rows - rows % SM_ROWBLOCK
     if nt > 1 and nch > 1 and N < SM_SPLIT_ROWS * nt:
