@@ -12,6 +12,7 @@ modules: ``/tmp/base``, its fastloss/_kernels*.so):
     python setup.py build_ext --inplace --force    # the new build, here
     python tools/ab_builds.py avx512 /tmp/base:avx512 4096x1000   # cross-entropy N x C
     python tools/ab_builds.py avx2 /tmp/base:avx2 bce [threads]   # mse | huber | bce | bce_prob | log_cosh (10M float32)
+    python tools/ab_builds.py avx2 /tmp/base:avx2 bf16:4096x32000  # cross-entropy on bfloat16 logits
 
 Prints the median (and min) per build and B/A (> 1: build A, the first, is faster).
 """
@@ -60,11 +61,19 @@ def runner(K, what, nt, rng):
         # older builds: generic option slots a, b
         return (lambda: K.elementwise(kind, x, t, None, None, None, g, None, a, b,
                                       1.0 / n, nt)), 12 * n
-    N, C = map(int, what.split("x"))
+    bf16 = what.startswith("bf16:")
+    N, C = map(int, what.removeprefix("bf16:").split("x"))
     x = (rng.normal(size=(N, C)) * 3).astype(np.float32)
     y = rng.integers(0, C, N)
-    g = np.empty_like(x)
     rl = np.empty(N)
+    if bf16:  # bfloat16 logits (their bits), the bf16 gradient
+        import ml_dtypes
+
+        xb = x.astype(ml_dtypes.bfloat16).view(np.uint16)
+        gb = np.empty_like(xb)
+        return (lambda: K.cross_entropy_half(1, xb, y, None, None, None, gb, rl, -100, 0.0,
+                                             0.0, 0.0, 1.0 / N, 1.0 / N, float(C), nt)), 4 * N * C
+    g = np.empty_like(x)
     return (lambda: K.cross_entropy(x, y, None, None, None, g, rl, -100, 0.0, 0.0, 0.0,
                                     1.0 / N, 1.0 / N, float(C), nt)), 8 * N * C
 

@@ -13,14 +13,31 @@
 # Few long rows (the float32 split schedule) are spread as (row, chunk) items:
 # step 1 widens one chunk and keeps only its statistics; step 3 widens the
 # chunk again, recomputes its exps (the same bits) and writes its gradient.
+#
+# bfloat16 with index targets, no smoothing or soft-cap, on the avx2 level
+# (FL_BF16_ROWS): no tiles; _ce_bf16_rows reads each row straight from its 16
+# bits (_bf16_rows.h), with the same bits.
 
 from libc.string cimport memset
+from libc.math cimport isfinite
 
 cdef extern from "native/_half_scaled.h" nogil:
     void fl_half_store_scaled(int kind, const float* src, uint16_t* dst, Py_ssize_t n, float K,
                               int stream)
     void fl_half_load_ahead(int kind, const uint16_t* src, float* dst, Py_ssize_t n,
                             const uint16_t* next, Py_ssize_t nnext)
+
+
+cdef extern from "native/_bf16_rows.h" nogil:
+    enum: FL_BF16_ROWS
+    Py_ssize_t fl_il_pos(Py_ssize_t c, Py_ssize_t n)
+    void fl_il_from_natural(float* e, Py_ssize_t n)
+    float fl_bf16_maxf(const uint16_t* z, Py_ssize_t n, float* amax)
+    double fl_bf16_expsumf(const uint16_t* z, float* e, Py_ssize_t n, float m, float amax,
+                           const uint16_t* pz, const float* ge, uint16_t* gdst, float gK,
+                           int gstream, int gclean)
+    void fl_bf16_store_il(const float* e, uint16_t* dst, Py_ssize_t n, float K, int stream,
+                          int clean)
 
 
 cdef enum:
@@ -54,6 +71,116 @@ cdef void _ce_half_grad_store(const CeConf* cf, int kind, Py_ssize_t n, float* b
         fl_half_store(kind, buf + r * C + y, out + r * C + y, 1)
 
 
+# --- bfloat16 rows read straight from 16 bits (FL_BF16_ROWS levels: avx2) ---------
+#
+# Index targets without smoothing or soft-cap (_ce_half_plain): row by row, step 1
+# from the bfloat16 row itself (_bf16_rows.h: no widened copy, the exps stored
+# interleaved), step 2, and row i-1's step 3 with the rounding inside row i's exp
+# loops, chunk k with chunk k (its integer work beside the exp's FMAs); the exps
+# of rows i-1 and i alternate between two row buffers. Every pointer argument
+# below starts at its row.
+
+cdef inline bint _ce_bf16_clean(double K, const double* st, Py_ssize_t k) noexcept nogil:
+    """No product e K of chunk k can be NaN: K finite and the chunk's exp sum finite
+    (a NaN exp would make it NaN)."""
+    return isfinite(K) and isfinite(st[k * SM_ST + ST_EXP_SUM])
+
+
+cdef void _ce_bf16_grad_rest(const CeConf* cf, Py_ssize_t k0, const label_t* lab,
+                             float* e, uint16_t* out, const double* st, const double* zy,
+                             const double* cfs, bint stream) noexcept nogil:
+    """Step 3 of a row with the rounding: chunks k0.. (the others were fused into
+    the next row's exp loops), then the target class (its exp, now spent, moved to
+    its natural place for _ce_grad_target), rounded alone."""
+    cdef Py_ssize_t C = cf.C, k, off, y = <Py_ssize_t>lab[0]
+    cdef double K
+    for k in range(k0, cf.nchunks):
+        off = k * SM_CHUNK
+        K = _ce_chunk_scale(cf, 0, k, st, cfs)
+        fl_bf16_store_il(e + off, out + off, C - off if C - off < SM_CHUNK else SM_CHUNK,
+                         <float>K, stream, _ce_bf16_clean(K, st, k))
+    e[y] = e[fl_il_pos(y, C)] * <float>_ce_chunk_scale(cf, 0, y // SM_CHUNK, st, cfs)
+    _ce_grad_target(cf, 0, lab, e, zy, cfs)
+    out[y] = fl_f32_to_bf16(e[y])
+
+
+cdef void _ce_bf16_row(const CeConf* cf, const uint16_t* z, const label_t* lab, float* e,
+                       double* st, double* zy, const uint16_t* pz, float* pe, uint16_t* pout,
+                       const double* pst, const double* pcfs, bint stream) noexcept nogil:
+    """Step 1 of _ce_chunk_stats for a row z (not ignored), exps into e; pz: the next
+    row, prefetched. pe != NULL: the previous row's exps, whose step 3 (with the
+    rounding, into pout; its statistics pst, coefficients pcfs) runs chunk by chunk
+    inside this row's exp loops; its target class is left to the caller."""
+    cdef Py_ssize_t C = cf.C, k, off, n, y = <Py_ssize_t>lab[0]
+    cdef double* cs
+    cdef float mk, amax
+    cdef double sk, K = 0.0
+    cdef bint clean = False
+    for k in range(cf.nchunks):
+        off = k * SM_CHUNK
+        n = C - off if C - off < SM_CHUNK else SM_CHUNK
+        cs = st + k * SM_ST
+        mk = fl_bf16_maxf(z + off, n, &amax)
+        if off <= y < off + n:
+            zy[0] = fl_bf16_to_f32(z[y])
+        if pe != NULL:
+            K = _ce_chunk_scale(cf, 0, k, pst, pcfs)
+            clean = _ce_bf16_clean(K, pst, k)
+        if mk == -INFINITY:
+            # only -inf and NaN: e = 0 or NaN, as _sm_masked gives them
+            fl_half_load(FL_HALF_BF16, z + off, e + off, n)
+            sk = _sm_masked(<const float*>(e + off), e + off, n)
+            fl_il_from_natural(e + off, n)
+            if pe != NULL:
+                fl_bf16_store_il(pe + off, pout + off, n, <float>K, stream, clean)
+        else:
+            sk = fl_bf16_expsumf(z + off, e + off, n, mk, amax, pz + off,
+                                 NULL if pe == NULL else pe + off,
+                                 NULL if pe == NULL else pout + off, <float>K, stream, clean)
+        cs[ST_CHUNK_MAX] = mk
+        cs[ST_EXP_SUM] = sk
+        cs[ST_AZ_SUM] = 0.0
+        cs[ST_A_SUM] = 0.0
+
+
+cdef void _ce_bf16_rows(const CeConf* cf, Py_ssize_t lo, Py_ssize_t hi, const uint16_t* zh,
+                        const label_t* lp, const float* wp, const float* gop, uint16_t* gh,
+                        float* buf, double* st, double* zy, double* cfs,
+                        double* rl) noexcept nogil:
+    """Rows [lo, hi) as above (buf: two rows of C floats); gh NULL: the loss only."""
+    cdef Py_ssize_t C = cf.C, nch = cf.nchunks, i, p = -1     # p: the row whose step 3 waits
+    cdef bint stream = cf.N * C >= SM_HALF_STREAM             # (the whole gradient)
+    for i in range(lo, hi):
+        if _ce_ignored(cf, lp, i):
+            _ce_row_loss(cf, i, lp, wp, gop, st, zy, cfs, rl)
+            if gh != NULL:
+                memset(gh + i * C, 0, C * sizeof(uint16_t))
+            if p >= 0:
+                _ce_bf16_grad_rest(cf, 0, lp + p, buf + (p & 1) * C, gh + p * C,
+                                   st + p * nch * SM_ST, zy + p, cfs + p * SM_CF, stream)
+            p = -1
+            continue
+        _ce_bf16_row(cf, zh + i * C, lp + i, buf + (i & 1) * C, st + i * nch * SM_ST, zy + i,
+                     zh + (i + 1 if i + 1 < hi else i) * C,
+                     NULL if p < 0 else buf + (p & 1) * C, NULL if p < 0 else gh + p * C,
+                     NULL if p < 0 else st + p * nch * SM_ST,
+                     NULL if p < 0 else cfs + p * SM_CF, stream)
+        if p >= 0:
+            _ce_bf16_grad_rest(cf, nch, lp + p, buf + (p & 1) * C, gh + p * C,
+                               st + p * nch * SM_ST, zy + p, cfs + p * SM_CF, stream)
+        _ce_row_loss(cf, i, lp, wp, gop, st, zy, cfs, rl)
+        p = i if gh != NULL else -1
+    if p >= 0:
+        _ce_bf16_grad_rest(cf, 0, lp + p, buf + (p & 1) * C, gh + p * C,
+                           st + p * nch * SM_ST, zy + p, cfs + p * SM_CF, stream)
+
+
+cdef inline bint _ce_half_plain(const CeConf* cf) noexcept nogil:
+    """Index targets without smoothing or soft-cap, not the few-class path: step 3
+    is e K_k but at the target class (what defer_grad and _ce_bf16_rows need)."""
+    return not cf.prelog and not cf.soft and cf.eps == 0 and not (cf.cap > 0)
+
+
 cdef void _ce_half_rows(const CeConf* cf, int kind, Py_ssize_t lo, Py_ssize_t hi,
                         Py_ssize_t rows, const uint16_t* zh, const label_t* lp,
                         const float* tp, const float* wp, const float* gop, uint16_t* gh,
@@ -69,6 +196,10 @@ cdef void _ce_half_rows(const CeConf* cf, int kind, Py_ssize_t lo, Py_ssize_t hi
     cdef const float* t
     cdef const float* go
     cdef float* g
+    if FL_BF16_ROWS and kind == FL_HALF_BF16 and (cf.defer_grad or
+                                                  (gh == NULL and _ce_half_plain(cf))):
+        _ce_bf16_rows(cf, lo, hi, zh, lp, wp, gop, gh, buf, st, zy, cfs, rl)
+        return
     while i0 < hi:
         n = hi - i0 if hi - i0 < rows else rows
         lc.N = n
@@ -147,8 +278,7 @@ cdef void _ce_half_schedule(CeConf* cf, int kind, int nt, Py_ssize_t per_thread,
     cdef Py_ssize_t N = cf.N, C = cf.C, nch = cf.nchunks, items = N * nch, it, i
     cdef Py_ssize_t rows = SM_HALF_TILE // C if SM_HALF_TILE // C > 0 else 1
     cf.prelog = cf.C < SM_SMALL_C and not (cf.cap > 0)
-    cf.defer_grad = gh != NULL and not cf.prelog and not cf.soft and cf.eps == 0 \
-        and not (cf.cap > 0)
+    cf.defer_grad = gh != NULL and _ce_half_plain(cf)
     if cf.prelog:
         rows = rows - rows % SM_ROWBLOCK
     if nt > 1 and nch > 1 and N < SM_SPLIT_ROWS * nt:
@@ -177,4 +307,4 @@ cdef Py_ssize_t _ce_half_buffer(const CeConf* cf, int nt) noexcept nogil:
         return C + SM_CHUNK
     if C < SM_SMALL_C and not (cf.cap > 0):
         rows = rows - rows % SM_ROWBLOCK
-    return rows * C + SM_CHUNK
+    return (rows if rows > 2 else 2) * C + SM_CHUNK    # (two rows: _ce_bf16_rows)

@@ -60,7 +60,9 @@ FL_INLINE float fl_sm_expnegf(float x)
  * row maximum. About 15% fewer instructions per vector than what GCC makes of
  * fl_sm_expnegf: two threads on this kind of 2-core VM share one core's vector
  * ports. */
-FL_INLINE fl_vf fl_sm_exp16(fl_vf x)
+/* (fl_sm_exp16_core: e^r, with kf = k + FL_SHIFTF into *kf_out; the bf16 rows of
+ * _bf16_rows.h scale it by 2^k their own way) */
+FL_INLINE fl_vf fl_sm_exp16_core(fl_vf x, fl_vf *kf_out)
 {
     fl_vf kf = fl_vf_fmadd(x, fl_vf_set1(FL_LOG2EF), fl_vf_set1(FL_SHIFTF));
     fl_vf kk = fl_vf_sub(kf, fl_vf_set1(FL_SHIFTF));
@@ -71,7 +73,13 @@ FL_INLINE fl_vf fl_sm_exp16(fl_vf x)
     p = fl_vf_fmadd(p, r, fl_vf_set1(0.16666415333747864f));
     p = fl_vf_fmadd(p, r, fl_vf_set1(0.5f));
     p = fl_vf_fmadd(p, r, fl_vf_set1(1.0f));
-    p = fl_vf_fmadd(p, r, fl_vf_set1(1.0f));
+    *kf_out = kf;
+    return fl_vf_fmadd(p, r, fl_vf_set1(1.0f));
+}
+
+FL_INLINE fl_vf fl_sm_exp16(fl_vf x)
+{
+    fl_vf kf, p = fl_sm_exp16_core(x, &kf);
     return fl_vf_mul_or0(p, fl_vf_pow2_bits(kf, (int)(127u - fl_f2u(FL_SHIFTF))), x, -87.3f);
 }
 

@@ -13,10 +13,10 @@
  * level only, checked at run time): VCVTNE2PS2BF16 rounds 32 floats to nearest
  * even in one instruction and quiets NaN as fl_f32_to_bf16 does, but reads
  * subnormal floats as zero, so a vector holding one (never in practice: a
- * gradient below 2^-126) takes the exact path of _half.h. bfloat16 on the avx2
- * level: the integer rounding of _half.h on the products in registers. Elsewhere
- * (float16, whose F16C / AVX-512 conversion is one instruction; the baseline
- * level): the products go through a small L1 buffer into fl_half_store.
+ * gradient below 2^-126) takes the exact path of _half.h. Elsewhere (float16,
+ * whose F16C / AVX-512 conversion is one instruction; the baseline level): the
+ * products go through a small L1 buffer into fl_half_store. (bfloat16 on the
+ * avx2 level takes fl_bf16_store_il of _bf16_rows.h instead.)
  */
 #ifndef FASTLOSS_HALF_SCALED_H
 #define FASTLOSS_HALF_SCALED_H
@@ -76,45 +76,6 @@ static int fl_bf16_insn_ok(void)
 }
 #endif
 
-#if defined(__AVX2__) && !defined(__AVX512F__)
-/* AVX2: bfloat16 from the products, 16 at a time: u + 0x7fff + (bit 16 of u), the
- * high halves; a block holding a NaN (never in a finite gradient) takes the exact
- * path of _half.h instead of blending the quiet NaN into every block */
-static void fl_bf16_store_scaled_avx2(const float *src, uint16_t *dst, Py_ssize_t n, float K,
-                                      int stream)
-{
-    const __m256 kv = _mm256_set1_ps(K);
-    const __m256i bias = _mm256_set1_epi32(0x7fff), one = _mm256_set1_epi32(1);
-    Py_ssize_t i = stream ? fl_bf16_scaled_head(src, dst, n, K, 32) : 0;
-    for (; i + 16 <= n; i += 16) {
-        __m256 a = _mm256_mul_ps(_mm256_loadu_ps(src + i), kv);
-        __m256 b = _mm256_mul_ps(_mm256_loadu_ps(src + i + 8), kv);
-        __m256 nan = _mm256_or_ps(_mm256_cmp_ps(a, a, _CMP_UNORD_Q), _mm256_cmp_ps(b, b, _CMP_UNORD_Q));
-        if (__builtin_expect(_mm256_movemask_ps(nan) != 0, 0)) {
-            float t[16];
-            _mm256_storeu_ps(t, a);
-            _mm256_storeu_ps(t + 8, b);
-            fl_bf16_store(t, dst + i, 16);
-            continue;
-        }
-        __m256i ua = _mm256_castps_si256(a), ub = _mm256_castps_si256(b);
-        ua = _mm256_srli_epi32(_mm256_add_epi32(ua, _mm256_add_epi32(bias,
-                 _mm256_and_si256(_mm256_srli_epi32(ua, 16), one))), 16);
-        ub = _mm256_srli_epi32(_mm256_add_epi32(ub, _mm256_add_epi32(bias,
-                 _mm256_and_si256(_mm256_srli_epi32(ub, 16), one))), 16);
-        /* packus works per 128-bit lane: the permute puts the halves in order */
-        __m256i p = _mm256_permute4x64_epi64(_mm256_packus_epi32(ua, ub), 0xd8);
-        if (stream)
-            _mm256_stream_si256((__m256i *)(dst + i), p);
-        else
-            _mm256_storeu_si256((__m256i *)(dst + i), p);
-    }
-    for (; i < n; i++) dst[i] = fl_f32_to_bf16(src[i] * K);
-    if (stream)
-        _mm_sfence();
-}
-#endif
-
 static void fl_half_store_scaled(int kind, const float *src, uint16_t *dst, Py_ssize_t n, float K,
                                  int stream)
 {
@@ -123,11 +84,6 @@ static void fl_half_store_scaled(int kind, const float *src, uint16_t *dst, Py_s
 #if defined(FL_HAVE_BF16_INSN)
     if (kind == FL_HALF_BF16 && fl_bf16_insn_ok()) {
         fl_bf16_store_scaled_insn(src, dst, n, K, stream);
-        return;
-    }
-#elif defined(__AVX2__) && !defined(__AVX512F__)
-    if (kind == FL_HALF_BF16) {
-        fl_bf16_store_scaled_avx2(src, dst, n, K, stream);
         return;
     }
 #endif

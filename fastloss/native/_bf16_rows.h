@@ -1,0 +1,306 @@
+/* fastloss: cross-entropy row passes read straight from bfloat16 (the avx2 level).
+ *
+ * The 16-bit tiles of _ce_half.pxi widen a row into float32 scratch and run the
+ * float32 passes over it. On the avx2 level, where two threads share one core's
+ * vector ports and every instruction counts, these three do the same arithmetic
+ * from the bfloat16 bits instead, with fewer instructions and no widened copy:
+ *
+ *   fl_bf16_maxf(z, n, &amax)     = fl_sm_maxf(widen(z), n), the same bits;
+ *                                   amax = max |z|
+ *   fl_bf16_expsumf(z, e, n, m, amax, pz, ge, gdst, gK, ...)
+ *                                 = fl_sm_expsumf(widen(z), e, n, m, ...): the same
+ *                                   sum and exps, e stored interleaved (below);
+ *                                   where m + amax <= 86 the exp skips the multiply
+ *                                   by 2^k (fl_bf16_exp16_tame); with ge, also
+ *                                   fl_bf16_store_il(ge, gdst, n, gK, ...) in the
+ *                                   same loop (the previous row's gradient)
+ *   fl_bf16_store_il(e, dst, n, K, stream, clean):
+ *                                   dst[i] = round_bf16(e[il(i)] K), in 16-bit
+ *                                   lanes (no NaN scan when clean)
+ *
+ * Widening: 16 bfloat16 read as 8 32-bit words become two float vectors in one
+ * instruction each, A = the even values (the words shifted left by 16) and B =
+ * the odd ones (the words' high halves kept): exact, in place, no shuffle. In the
+ * 16-lane layout of _simd.h (value i in lane i % 16) A holds the even lanes and
+ * B the odd ones: every lane sees the same values in the same order as in the
+ * float32 kernels, so maxima and block sums are bit-identical once the lanes
+ * are put back in order (unpack) for the cross-lane steps.
+ *
+ * Interleaved layout ("il"): the exps of each full group of 16 values are
+ * stored as A then B, i.e. value c at position il(c) = (c odd ? 8 : 0) + c / 2
+ * within its group; a partial last group stays in order. The gradient store
+ * rounds A and B products to bfloat16 in 16-bit lanes whose order, after two
+ * word blends, is the natural one (fl_bf16_round_il16).
+ *
+ * Other levels: FL_BF16_ROWS is 0 and these are never called (stubs).
+ */
+#ifndef FASTLOSS_BF16_ROWS_H
+#define FASTLOSS_BF16_ROWS_H
+#include "_half.h"
+#include "_expsum.h"
+
+/* il(c): the position of value c of a row of n values in the interleaved layout */
+FL_INLINE Py_ssize_t fl_il_pos(Py_ssize_t c, Py_ssize_t n)
+{
+    if (c >= (n & ~(Py_ssize_t)15))
+        return c;
+    return (c & ~(Py_ssize_t)15) | ((c & 1) << 3) | ((c >> 1) & 7);
+}
+
+/* natural order -> interleaved, in place, over the full groups of 16 of e[0, n) */
+static void fl_il_from_natural(float *e, Py_ssize_t n)
+{
+    Py_ssize_t g;
+    int c;
+    float t[16];
+    for (g = 0; g + 16 <= n; g += 16) {
+        memcpy(t, e + g, sizeof t);
+        for (c = 0; c < 16; c++) e[g + fl_il_pos(c, 16)] = t[c];
+    }
+}
+
+#if defined(__AVX2__) && defined(__FMA__) && !defined(__AVX512F__)
+#define FL_BF16_ROWS 1
+
+/* 16 bfloat16 (their bits w) as an fl_vf holding A (lo) and B (hi) */
+FL_INLINE fl_vf fl_bf16_widen_il(__m256i w)
+{
+    fl_vf r;
+    r.lo = _mm256_castsi256_ps(_mm256_slli_epi32(w, 16));
+    r.hi = _mm256_castsi256_ps(_mm256_and_si256(w, _mm256_set1_epi32((int)0xffff0000u)));
+    return r;
+}
+
+FL_INLINE __m256i fl_bf16_load16(const uint16_t *z)
+{
+    return _mm256_loadu_si256((const __m256i *)z);
+}
+
+/* the lanes of an (A, B) pair in natural order (lanes 0-7, 8-15): the unpacks give
+ * lanes 0-3 | 8-11 and 4-7 | 12-15 */
+FL_INLINE fl_vf fl_vf_from_il(fl_vf v)
+{
+    __m256 ul = _mm256_unpacklo_ps(v.lo, v.hi), uh = _mm256_unpackhi_ps(v.lo, v.hi);
+    fl_vf r;
+    r.lo = _mm256_permute2f128_ps(ul, uh, 0x20);
+    r.hi = _mm256_permute2f128_ps(ul, uh, 0x31);
+    return r;
+}
+
+/* round_bf16 of the 16 products of a group, A (even values) and B (odd ones), none
+ * NaN, in natural order: the high halves h and low halves l of the float bits in
+ * 16-bit lanes (two blends each), then nearest-even as fl_f32_to_bf16: h + 1 where
+ * l + (h & 1) > 0x8000, i.e. where (l ^ 0x8000) + (h & 1) > 0 as signed 16-bit
+ * (saturating: l = 0xffff stays positive) */
+FL_INLINE __m256i fl_bf16_round_il16(__m256 a, __m256 b)
+{
+    __m256i ua = _mm256_castps_si256(a), ub = _mm256_castps_si256(b);
+    __m256i h = _mm256_blend_epi16(_mm256_srli_epi32(ua, 16), ub, 0xaa);
+    __m256i l = _mm256_blend_epi16(ua, _mm256_slli_epi32(ub, 16), 0xaa);
+    __m256i t = _mm256_adds_epi16(_mm256_xor_si256(l, _mm256_set1_epi16((short)0x8000)),
+                                  _mm256_and_si256(h, _mm256_set1_epi16(1)));
+    return _mm256_sub_epi16(h, _mm256_cmpgt_epi16(t, _mm256_setzero_si256()));
+}
+
+/* the last r < 16 values widened into t[0, r) (r > 0) */
+FL_INLINE void fl_bf16_tail(const uint16_t *z, Py_ssize_t r, float *t)
+{
+    Py_ssize_t l;
+    for (l = 0; l < r; l++) t[l] = fl_bf16_to_f32(z[l]);
+}
+
+/* fl_sm_maxf's accumulators, blocks and tail, on the widened values; *amax =
+ * max |z| (NaN if z holds a NaN), from the bits: 16 values per integer max */
+static inline float fl_bf16_maxf(const uint16_t *z, Py_ssize_t n, float *amax)
+{
+    const __m256i absm = _mm256_set1_epi16(0x7fff);
+    fl_vf a0 = fl_vf_set1(-INFINITY), a1 = a0, a2 = a0, a3 = a0;
+    __m256i w0, w1, w2, w3, m01 = _mm256_setzero_si256(), m23 = m01;
+    uint16_t mb[16], am = 0;
+    float t[16];
+    Py_ssize_t i = 0, l;
+    for (; i + 64 <= n; i += 64) {
+        w0 = fl_bf16_load16(z + i);
+        w1 = fl_bf16_load16(z + i + 16);
+        w2 = fl_bf16_load16(z + i + 32);
+        w3 = fl_bf16_load16(z + i + 48);
+        a0 = fl_vf_max(fl_bf16_widen_il(w0), a0);
+        a1 = fl_vf_max(fl_bf16_widen_il(w1), a1);
+        a2 = fl_vf_max(fl_bf16_widen_il(w2), a2);
+        a3 = fl_vf_max(fl_bf16_widen_il(w3), a3);
+        m01 = _mm256_max_epu16(m01, _mm256_max_epu16(_mm256_and_si256(w0, absm),
+                                                     _mm256_and_si256(w1, absm)));
+        m23 = _mm256_max_epu16(m23, _mm256_max_epu16(_mm256_and_si256(w2, absm),
+                                                     _mm256_and_si256(w3, absm)));
+    }
+    for (; i + 16 <= n; i += 16) {
+        w0 = fl_bf16_load16(z + i);
+        a0 = fl_vf_max(fl_bf16_widen_il(w0), a0);
+        m01 = _mm256_max_epu16(m01, _mm256_and_si256(w0, absm));
+    }
+    a0 = fl_vf_from_il(a0); a1 = fl_vf_from_il(a1);
+    a2 = fl_vf_from_il(a2); a3 = fl_vf_from_il(a3);
+    if (i < n) {
+        fl_bf16_tail(z + i, n - i, t);
+        a0 = fl_vf_max(fl_vf_load_pad(t, fl_vmask_first(n - i), a1), a0);
+        for (l = i; l < n; l++) am = (z[l] & 0x7fff) > am ? (z[l] & 0x7fff) : am;
+    }
+    _mm256_storeu_si256((__m256i *)mb, _mm256_max_epu16(m01, m23));
+    for (l = 0; l < 16; l++) am = mb[l] > am ? mb[l] : am;
+    *amax = fl_bf16_to_f32(am);
+    a0 = fl_vf_max(a1, a0);
+    a2 = fl_vf_max(a3, a2);
+    return fl_vf_reduce_max(fl_vf_max(a2, a0));
+}
+
+/* fl_sm_exp16(x) for x in [-86, 0] (no NaN, no -inf): the same e^r and k
+ * (fl_sm_exp16_core); e^r is in [0.7, 1.42] and k >= -125, so e^r 2^k is a normal
+ * float and exact: an integer add of k to e^r's exponent gives the same bits as
+ * the multiply, without the multiply (an FMA-port instruction) and the underflow
+ * mask. kf = FL_SHIFTF + k has the bits of FL_SHIFTF plus k, and FL_SHIFTF's bits
+ * shifted left by 23 vanish (mod 2^32): bits(kf) << 23 is k << 23 itself. */
+FL_INLINE fl_vf fl_bf16_exp16_tame(fl_vf x)
+{
+    fl_vf kf, p = fl_sm_exp16_core(x, &kf), r;
+    r.lo = _mm256_castsi256_ps(_mm256_add_epi32(_mm256_castps_si256(p.lo),
+                                                _mm256_slli_epi32(_mm256_castps_si256(kf.lo), 23)));
+    r.hi = _mm256_castsi256_ps(_mm256_add_epi32(_mm256_castps_si256(p.hi),
+                                                _mm256_slli_epi32(_mm256_castps_si256(kf.hi), 23)));
+    return r;
+}
+
+/* one group of 16 of fl_bf16_store_il (kv: K in every lane; nt: streamed stores) */
+FL_INLINE void fl_bf16_store_il16(const float *e, uint16_t *dst, __m256 kv, int nt, int clean)
+{
+    fl_vf p;
+    __m256i q;
+    p.lo = _mm256_mul_ps(_mm256_loadu_ps(e), kv);
+    p.hi = _mm256_mul_ps(_mm256_loadu_ps(e + 8), kv);
+    if (!clean && __builtin_expect(_mm256_movemask_ps(_mm256_or_ps(
+            _mm256_cmp_ps(p.lo, p.lo, _CMP_UNORD_Q), _mm256_cmp_ps(p.hi, p.hi, _CMP_UNORD_Q))) != 0, 0)) {
+        float t[16];
+        fl_vf_store(t, fl_vf_from_il(p));
+        fl_bf16_store(t, dst, 16);
+        return;
+    }
+    q = fl_bf16_round_il16(p.lo, p.hi);
+    if (nt) {
+        _mm_stream_si128((__m128i *)dst, _mm256_castsi256_si128(q));
+        _mm_stream_si128((__m128i *)(dst + 8), _mm256_extracti128_si256(q, 1));
+    } else {
+        _mm256_storeu_si256((__m256i *)dst, q);
+    }
+}
+
+/* fl_bf16_store_il after its full groups: values i to n (in order) */
+FL_INLINE void fl_bf16_store_rest(const float *e, uint16_t *dst, Py_ssize_t i, Py_ssize_t n,
+                                  float K, int nt)
+{
+    for (; i < n; i++) dst[i] = fl_f32_to_bf16(e[i] * K);
+    if (nt)
+        _mm_sfence();   /* the streamed lines ordered before anything this thread does next */
+}
+
+/* dst[c] = round_bf16(e[il(c)] K) for c < n. clean: the caller knows no product is
+ * NaN (e and K finite); otherwise a group holding a NaN product takes the exact
+ * path of _half.h. stream: non-temporal 16-byte stores where dst allows */
+static void fl_bf16_store_il(const float *e, uint16_t *dst, Py_ssize_t n, float K, int stream,
+                             int clean)
+{
+    const __m256 kv = _mm256_set1_ps(K);
+    int nt = stream && ((uintptr_t)dst & 15) == 0;
+    Py_ssize_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        fl_bf16_store_il16(e + i, dst + i, kv, nt, clean);
+    fl_bf16_store_rest(e, dst, i, n, K, nt);
+}
+
+/* the full groups of fl_bf16_expsumf, exp by fl_bf16_exp16_tame when tame
+ * (a constant: two specialised loops); ge != NULL: also fl_bf16_store_il's
+ * groups of ge into gdst */
+FL_INLINE Py_ssize_t fl_bf16_expsum_groups(const uint16_t *z, float *e, Py_ssize_t n, fl_vf mv,
+                                           const uint16_t *pz, fl_vd16 *acc, int tame,
+                                           const float *ge, uint16_t *gdst, __m256 gkv,
+                                           int gnt, int gclean)
+{
+    Py_ssize_t i = 0, j;
+    fl_vf v, f;
+    __m256 ul, uh;
+    for (; i + 16 <= n; i = j) {
+        Py_ssize_t end = i + 128 <= n ? i + 128 : i + ((n - i) & ~(Py_ssize_t)15);
+        f = fl_vf_set1(0.0f);
+        for (j = i; j < end; j += 16) {
+            v = fl_vf_sub(fl_bf16_widen_il(fl_bf16_load16(z + j)), mv);
+            v = tame ? fl_bf16_exp16_tame(v) : fl_sm_exp16(v);
+            fl_vf_store(e + j, v);
+            if ((j & 31) == 0)
+                __builtin_prefetch(pz + j, 0, 3);
+            if (ge != NULL)
+                fl_bf16_store_il16(ge + j, gdst + j, gkv, gnt, gclean);
+            f = fl_vf_add(f, v);
+        }
+        /* f.lo: the even lanes, f.hi: the odd ones; unpacked: 0-3 | 8-11, 4-7 | 12-15 */
+        ul = _mm256_unpacklo_ps(f.lo, f.hi);
+        uh = _mm256_unpackhi_ps(f.lo, f.hi);
+        acc->a = _mm256_add_pd(acc->a, _mm256_cvtps_pd(_mm256_castps256_ps128(ul)));
+        acc->b = _mm256_add_pd(acc->b, _mm256_cvtps_pd(_mm256_castps256_ps128(uh)));
+        acc->c = _mm256_add_pd(acc->c, _mm256_cvtps_pd(_mm256_extractf128_ps(ul, 1)));
+        acc->d = _mm256_add_pd(acc->d, _mm256_cvtps_pd(_mm256_extractf128_ps(uh, 1)));
+    }
+    return i;
+}
+
+/* fl_sm_expsumf (m finite) on the widened values: the same blocks of 8 vectors
+ * per float partial sum, the same lanes, the same fold; e interleaved. amax:
+ * max |z| from fl_bf16_maxf (m + amax <= 86: every z - m >= -86, the tame exp).
+ * pz: n values (the same span of the next row) prefetched, a line per 32 values.
+ * ge != NULL: fl_bf16_store_il(ge, gdst, n, gK, gstream, gclean) in the same loop
+ * (the previous row's gradient: its integer rounding runs beside the exp's FMAs) */
+static inline double fl_bf16_expsumf(const uint16_t *z, float *e, Py_ssize_t n, float m,
+                                     float amax, const uint16_t *pz, const float *ge,
+                                     uint16_t *gdst, float gK, int gstream, int gclean)
+{
+    fl_vf mv = fl_vf_set1(m), v;
+    fl_vd16 acc = fl_vd16_zero();
+    __m256 gkv = _mm256_set1_ps(gK);
+    int gnt = ge != NULL && gstream && ((uintptr_t)gdst & 15) == 0;
+    double a[16];
+    float t[16];
+    Py_ssize_t i, r;
+    if (m + amax <= 86.0f)
+        i = fl_bf16_expsum_groups(z, e, n, mv, pz, &acc, 1, ge, gdst, gkv, gnt, gclean);
+    else
+        i = fl_bf16_expsum_groups(z, e, n, mv, pz, &acc, 0, ge, gdst, gkv, gnt, gclean);
+    r = n - i;
+    if (r > 0) {        /* in order, padded with -inf (exp 0), as fl_sm_expsum_vec */
+        fl_vmask k = fl_vmask_first(r);
+        fl_bf16_tail(z + i, r, t);
+        v = fl_sm_exp16(fl_vf_sub(fl_vf_load_pad(t, k, fl_vf_set1(-INFINITY)), mv));
+        fl_vf_store(t, v);
+        memcpy(e + i, t, (size_t)r * sizeof(float));
+        acc = fl_vd16_add_f(acc, v);
+    }
+    if (ge != NULL)
+        fl_bf16_store_rest(ge, gdst, i, n, gK, gnt);
+    fl_vd16_store(a, acc);
+    return fl_sm_fold16(a);
+}
+
+#else
+#define FL_BF16_ROWS 0
+static inline float fl_bf16_maxf(const uint16_t *z, Py_ssize_t n, float *amax)
+{ (void)z; (void)n; (void)amax; return 0; }
+static inline double fl_bf16_expsumf(const uint16_t *z, float *e, Py_ssize_t n, float m,
+                                     float amax, const uint16_t *pz, const float *ge,
+                                     uint16_t *gdst, float gK, int gstream, int gclean)
+{
+    (void)z; (void)e; (void)n; (void)m; (void)amax; (void)pz; (void)ge; (void)gdst; (void)gK;
+    (void)gstream; (void)gclean;
+    return 0;
+}
+static inline void fl_bf16_store_il(const float *e, uint16_t *dst, Py_ssize_t n, float K,
+                                    int stream, int clean)
+{ (void)e; (void)dst; (void)n; (void)K; (void)stream; (void)clean; }
+#endif
+
+#endif /* FASTLOSS_BF16_ROWS_H */
