@@ -95,14 +95,14 @@ def multi_kernel(name: str, flags: tuple, nroles: int, parallel: bool):
     return k
 
 
-@numba.njit(cache=True, nogil=True)
+@K._njit
 def address(a):
     """The address of ``a``'s first element (``a.ctypes.data`` costs ~0.7 us in
     Python, this call ~0.1 us)."""
     return a.ctypes.data
 
 
-@numba.njit(cache=True, nogil=True)
+@K._njit
 def common_value(addrs, like):
     """The scalar stored at every address in ``addrs`` (of ``like``'s type) if they are
     all equal, else NaN (a per-parameter step count read in one call)."""
@@ -113,7 +113,7 @@ def common_value(addrs, like):
     return t
 
 
-@numba.njit(cache=True, nogil=True)
+@K._njit
 def store_value(addrs, value):
     """Write ``value`` at every address in ``addrs``."""
     for k in range(addrs.shape[0]):
