@@ -323,8 +323,8 @@ def _njit(fn, **opts):
 
 def _jit(fn, parallel):
     """Compile ``fn``; the serial twin is a copy with its own qualified name so the two
-    never share an on-disk cache entry (Numba's cache key ignores ``parallel``; it does
-    include the closure's flag values, so each flag combination has its own entry)."""
+    keep separate cache files (the key of ``_numba_cache`` holds the options and the
+    closure's flag values, so each variant has its own entry)."""
     if parallel:
         return _njit(fn, parallel=True)
     clone = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__ + "_serial",

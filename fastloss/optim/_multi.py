@@ -62,7 +62,9 @@ def _views5(r, s, n, like):
 
 def _runner(body, views):
     """The multi-tensor loop around the serial kernel ``body``; ``views`` makes the
-    carrays of one table row (as many as ``body`` takes) for elements [s, s + n)."""
+    carrays of one table row (as many as ``body`` takes) for elements [s, s + n).
+    (A closure over two dispatchers: Numba's own cache key of it changes in every
+    process; ``_kernels_numba._njit`` gives it the stable key of ``_numba_cache``.)"""
     def run(addr, offs, nparts, like, *scalars):
         total = offs[-1]
         for q in prange(nparts):
