@@ -45,7 +45,8 @@ print(json.dumps({"runners": len(runners), "runner_hits": count(runners, "cache_
 def _run(cache_dir, mode="plain"):
     env = dict(os.environ, NUMBA_CACHE_DIR=str(cache_dir),
                PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
-    out = subprocess.run([sys.executable, "-c", CHILD, mode], env=env, check=True,
+    out = subprocess.run([sys.executable, "-c", CHILD, mode], env=env, cwd=cache_dir,
+                         check=True,
                          capture_output=True, text=True).stdout
     nfiles = sum(len(f) for _, _, f in os.walk(cache_dir))
     return json.loads(out.splitlines()[-1]), nfiles
