@@ -88,18 +88,15 @@ serial/parallel twin (a few seconds each, once), and cached on disk
   catch it, warn once (``FastlossWarning``) and compile in memory in every
   process.
 
-Editing ``_kernels_numba.py`` invalidates the cache (Numba checks the source
-file's timestamp). Warm-cache start-up, measured on the 2-core dev machine:
-``import numba`` ~0.35 s (paid at the first native optimizer's construction;
-``import fastloss`` and ``import fastloss.optim`` do not import Numba), then the
-first step ~0.6 s with the per-array kernels alone, of which ~0.45 s is Numba
-importing ``scipy.linalg`` for its BLAS check when SciPy is installed; the
-multi-tensor launch adds the loading of its own cached variant and helpers
-(~1 s in all for the first Adam step, measured on the loaded shared machine);
-later steps cost microseconds. Editing ``_multi.py`` invalidates its entries the same
-way; editing ``_convert_numba.py`` (the element load/store the
-bodies inline) does NOT (Numba tracks only the compiled function's own file): delete
-``fastloss/optim/__pycache__/*.nbi`` / ``*.nbc`` after changing it.
+The cache key and stamp are fastloss's own (``_numba_cache``): the same in every
+process (the multi-tensor runners, closures over other kernels, load from disk too),
+and any edit of a file whose code the kernels compile (``_numba_cache.SOURCES``)
+invalidates every entry -- no manual cache delete. Warm-cache start-up, measured on the
+2-core dev machine: ``import numba`` ~0.35 s (paid at the first native optimizer's
+construction; ``import fastloss`` and ``import fastloss.optim`` do not import Numba),
+then the first step ~0.4-0.8 s, mostly Numba's own first-load set-up (its registries,
+and ``scipy.linalg`` for its BLAS check when SciPy is installed); later steps cost
+microseconds (``bench/numba_cache_startup.py``).
 """
 from ._clip import clip_grad_norm
 from ._base import Optimizer

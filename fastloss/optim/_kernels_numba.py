@@ -32,8 +32,10 @@ Shared pieces of the element update:
 * ``lerp(a, b, w, omw)``: ``a + w (b - a)`` for ``|w| < 0.5`` else
   ``b - (b - a)(1 - w)``, the two-branch form PyTorch uses for ``lerp_``.
 
-Cache: ``cache=True`` writes the compiled code to ``__pycache__`` next to this
-file (or under ``NUMBA_CACHE_DIR``); see ``fastloss.optim`` for details.
+Cache: every kernel is compiled by ``_njit``, Numba's ``cache=True`` with the key and
+stamp of ``_numba_cache`` (stable across processes, invalidated by an edit of any kernel
+source); the files go to ``__pycache__`` next to this file (or under ``NUMBA_CACHE_DIR``);
+see ``fastloss.optim`` for details.
 """
 from __future__ import annotations
 
@@ -43,6 +45,7 @@ import types
 import numba
 from numba import prange
 
+from . import _numba_cache
 from ._convert_numba import ld, st
 
 __all__ = ["kernel", "FACTORIES", "PARALLEL_THRESHOLD"]
@@ -292,30 +295,36 @@ _numba_njit = numba.njit  # (patched in a test)
 
 
 def _njit(fn, **opts):
-    """``numba.njit(cache=True)``, or without the disk cache (and one warning) when Numba
-    finds no writable cache location (read-only install, no writable ``~/.cache`` and no
-    ``NUMBA_CACHE_DIR``): Numba raises at decoration time in that case."""
+    """``numba.njit(cache=True)`` with the disk cache of ``_numba_cache`` (a key stable
+    across processes, invalidated by an edit of any kernel source). Compiled in memory
+    instead, with one warning, when Numba finds no writable cache location (read-only
+    install, no writable ``~/.cache`` and no ``NUMBA_CACHE_DIR``: Numba raises at
+    decoration time) or its cache internals are not the expected ones."""
     global _no_cache_warned
     try:
-        return _numba_njit(**_OPTS, **opts)(fn)
+        disp = _numba_njit(**_OPTS, **opts)(fn)
+        if _numba_cache.install(disp):
+            return disp
+        why = f"Numba {numba.__version__}'s cache internals are not the expected ones"
     except RuntimeError as exc:
         if "no locator available" not in str(exc):
             raise
-        if not _no_cache_warned:
-            _no_cache_warned = True
-            import warnings
+        why = ("no writable Numba cache directory (set NUMBA_CACHE_DIR to a writable "
+               "directory to cache them)")
+    if not _no_cache_warned:
+        _no_cache_warned = True
+        import warnings
 
-            from .._backend import FastlossWarning
-            warnings.warn("fastloss.optim: no writable Numba cache directory; kernels are "
-                          "compiled in memory in every process. Set NUMBA_CACHE_DIR to a "
-                          "writable directory to cache them.", FastlossWarning, stacklevel=4)
-        return _numba_njit(**dict(_OPTS, cache=False), **opts)(fn)
+        from .._backend import FastlossWarning
+        warnings.warn(f"fastloss.optim: kernels are compiled in memory in every process: {why}.",
+                      FastlossWarning, stacklevel=4)
+    return _numba_njit(**dict(_OPTS, cache=False), **opts)(fn)
 
 
 def _jit(fn, parallel):
     """Compile ``fn``; the serial twin is a copy with its own qualified name so the two
-    never share an on-disk cache entry (Numba's cache key ignores ``parallel``; it does
-    include the closure's flag values, so each flag combination has its own entry)."""
+    keep separate cache files (the key of ``_numba_cache`` holds the options and the
+    closure's flag values, so each variant has its own entry)."""
     if parallel:
         return _njit(fn, parallel=True)
     clone = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__ + "_serial",

@@ -62,7 +62,9 @@ def _views5(r, s, n, like):
 
 def _runner(body, views):
     """The multi-tensor loop around the serial kernel ``body``; ``views`` makes the
-    carrays of one table row (as many as ``body`` takes) for elements [s, s + n)."""
+    carrays of one table row (as many as ``body`` takes) for elements [s, s + n).
+    (A closure over two dispatchers: Numba's own cache key of it changes in every
+    process; ``_kernels_numba._njit`` gives it the stable key of ``_numba_cache``.)"""
     def run(addr, offs, nparts, like, *scalars):
         total = offs[-1]
         for q in prange(nparts):
@@ -95,14 +97,14 @@ def multi_kernel(name: str, flags: tuple, nroles: int, parallel: bool):
     return k
 
 
-@numba.njit(cache=True, nogil=True)
+@K._njit
 def address(a):
     """The address of ``a``'s first element (``a.ctypes.data`` costs ~0.7 us in
     Python, this call ~0.1 us)."""
     return a.ctypes.data
 
 
-@numba.njit(cache=True, nogil=True)
+@K._njit
 def common_value(addrs, like):
     """The scalar stored at every address in ``addrs`` (of ``like``'s type) if they are
     all equal, else NaN (a per-parameter step count read in one call)."""
@@ -113,7 +115,7 @@ def common_value(addrs, like):
     return t
 
 
-@numba.njit(cache=True, nogil=True)
+@K._njit
 def store_value(addrs, value):
     """Write ``value`` at every address in ``addrs``."""
     for k in range(addrs.shape[0]):
