@@ -470,7 +470,9 @@ BCE_LOGITS = Loss(
     options=(Option("pos_weight", 1.0, low=0.0, per_element=True, examples=(2.5,)),),
     # both terms of l >= 0 for t in [0, 1]: no cancellation; g = (1 - t) sigmoid(x) -
     # pw t sigmoid(-x): none either for t in {0, 1}; h = c sigmoid(x) sigmoid(-x).
-    # float: exp of x <= 0 only and log1p on [0, 1] (fewer operations).
+    # float: exp of x <= 0 only and log1p on [0, 1] (fewer operations). g is written
+    # r ((1 - t) e - pw t) (x < 0) or r ((1 - t) - pw t e), r = 1 / (1 + e): one
+    # product fewer than via sigmoid(+-x), same value (same bits for t in {0, 1}).
     native="""
         T e = fl_exp_nonpos_T(-fl_abs_T(p));
         T r = (T)1 / ((T)1 + e);
@@ -482,9 +484,9 @@ BCE_LOGITS = Loss(
         T omt = (T)1 - t;
         T c = omt + pt;
         T lin = (neg ? -pt : omt) * p;
-        *g = omt * sig - pt * sigc;
+        *g = r * (neg ? omt * e - pt : omt - pt * e);
         *h = c * sig * sigc;
-        return c * fl_log1p_e_T(e, r) + lin;
+        return fl_c_log1p_e_add_T(c, e, r, lin);
     """,
     reference=_bce_logits, hessian=_bce_logits_h, transcendental=True,
     pred="logit", target="probability", pred_name="input", fused_grad_store=True,

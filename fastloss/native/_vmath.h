@@ -190,11 +190,13 @@ FL_INLINE float fl__expnonpos_f(float x)
     return (p * s) * 5.9604644775390625e-8f;     /* 2^-24 */
 }
 
-/* log1p(e) for e in [0, 1] (or NaN): e Q(e), Q a degree-9 polynomial fitted to
- * log1p(e)/e on [0, 1] (Chebyshev fit, float32 coefficients: tools/vmath_coeffs.py;
- * 1.53 ulp at most in tests/test_vmath.py). No division, no argument reduction:
- * 10 FMAs where the u = 1 + e reduction of fl__log1p_unit needs about 20 operations. */
-FL_INLINE float fl__log1p01_f(float e)
+/* log1p(e) = e Q(e) for e in [0, 1] (or NaN): Q a degree-9 polynomial fitted to
+ * log1p(e)/e on [0, 1] (Chebyshev fit, float32 coefficients: tools/vmath_coeffs.py).
+ * fl__log1p01_q_f returns Q(e) (9 FMAs, no division, no argument reduction: the
+ * bce-with-logits loss multiplies c e into it with one FMA); fl__log1p01_f = e Q(e)
+ * (1.53 ulp at most in tests/test_vmath.py), where the u = 1 + e reduction of
+ * fl__log1p_unit needs about 20 operations. */
+FL_INLINE float fl__log1p01_q_f(float e)
 {
     float q = FL_FMAF(-0.0031760570127516985f, e, 0.019542526453733444f);
     q = FL_FMAF(q, e, -0.056373611092567444f);
@@ -204,8 +206,12 @@ FL_INLINE float fl__log1p01_f(float e)
     q = FL_FMAF(q, e, -0.24951615929603577f);
     q = FL_FMAF(q, e, 0.33329710364341736f);
     q = FL_FMAF(q, e, -0.49999892711639404f);
-    q = FL_FMAF(q, e, 1.0f);
-    return e * q;
+    return FL_FMAF(q, e, 1.0f);
+}
+
+FL_INLINE float fl__log1p01_f(float e)
+{
+    return e * fl__log1p01_q_f(e);
 }
 
 /* tanh x = sign(x) m / (m + 2), m = expm1(2|x|); |x| >= 9.1 rounds to +-1 */

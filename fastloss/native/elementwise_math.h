@@ -38,9 +38,18 @@ FL_INLINE double fl_expm1_d(double x) { return fl__expm1(x); }
 FL_INLINE float fl_exp_nonpos_f(float x) { return fl__expnonpos_f(x); }
 FL_INLINE double fl_exp_nonpos_d(double x) { return fl__exp(x); }
 
-/* log1p(e) for e = exp(-|x|) in [0, 1], r = 1 / (1 + e) (double reuses r) */
-FL_INLINE float fl_log1p_e_f(float e, float r) { (void)r; return fl__log1p01_f(e); }
-FL_INLINE double fl_log1p_e_d(double e, double r) { return fl__log1p_unit(e, r); }
+/* c log1p(e) + a for e = exp(-|x|) in [0, 1], r = 1 / (1 + e) (the softplus term of
+ * the logistic losses). float: (c e) Q(e) + a in one FMA, log1p(e) = e Q(e)
+ * (fl__log1p01_q_f); double: c log1p(e) + a, log1p reusing r. */
+FL_INLINE float fl_c_log1p_e_add_f(float c, float e, float r, float a)
+{
+    (void)r;
+    return FL_FMAF(c * e, fl__log1p01_q_f(e), a);
+}
+FL_INLINE double fl_c_log1p_e_add_d(double c, double e, double r, double a)
+{
+    return c * fl__log1p_unit(e, r) + a;
+}
 
 /* [eps, 1 - eps] in the dtype, kept strictly inside (0, 1) (clip_bounds() in NumPy) */
 FL_INLINE float fl_clip_lo_f(float eps) { return eps < FLT_MIN ? FLT_MIN : eps; }
