@@ -337,9 +337,9 @@ def _ce_pass(native, rows, labels, probs, w, go, grad, row_loss, ignore_index, e
             float(sz), W, _threads.get_num_threads())
     with np.errstate(all="ignore"):
         rl, g, zrow = _ref.cross_entropy(
-            _dtypes.widen(rows), labels, probs, weight=w, ignore_index=ignore_index, label_smoothing=eps,
-            z_loss=zl, softcap=cap, grad_scale=sce, z_grad_scale=sz, grad_output=go,
-            want_grad=grad is not None)
+            _dtypes.widen(rows), labels, probs, weight=w, ignore_index=ignore_index,
+            label_smoothing=eps, z_loss=zl, softcap=cap, grad_scale=sce, z_grad_scale=sz,
+            grad_output=go, want_grad=grad is not None)
     row_loss[...] = rl
     if grad is not None:
         np.copyto(grad, _narrow(g, grad.dtype))

@@ -176,8 +176,9 @@ FL_INLINE void fl_bf16_store_il16(const float *e, uint16_t *dst, __m256 kv, int 
     __m256i q;
     p.lo = _mm256_mul_ps(_mm256_loadu_ps(e), kv);
     p.hi = _mm256_mul_ps(_mm256_loadu_ps(e + 8), kv);
-    if (!clean && __builtin_expect(_mm256_movemask_ps(_mm256_or_ps(
-            _mm256_cmp_ps(p.lo, p.lo, _CMP_UNORD_Q), _mm256_cmp_ps(p.hi, p.hi, _CMP_UNORD_Q))) != 0, 0)) {
+    if (!clean && __builtin_expect(
+            _mm256_movemask_ps(_mm256_or_ps(_mm256_cmp_ps(p.lo, p.lo, _CMP_UNORD_Q),
+                                            _mm256_cmp_ps(p.hi, p.hi, _CMP_UNORD_Q))) != 0, 0)) {
         float t[16];
         fl_vf_store(t, fl_vf_from_il(p));
         fl_bf16_store(t, dst, 16);

@@ -45,6 +45,26 @@ cdef enum:
     SM_HALF_TILE = 8192     # float32 values per thread tile (32 KiB: L1; one row at least)
 
 
+cdef inline Py_ssize_t _half_tile_rows(Py_ssize_t C) noexcept nogil:
+    """Rows of C values per 16-bit tile: SM_HALF_TILE values, one row at least (the
+    softmax tiles too)."""
+    return SM_HALF_TILE // C if SM_HALF_TILE // C > 0 else 1
+
+
+cdef inline Py_ssize_t _ce_half_tile_rows(const CeConf* cf) noexcept nogil:
+    """Rows per cross-entropy tile: _half_tile_rows, whole SM_ROWBLOCK blocks on the
+    few-class path (C < SM_SMALL_C, no soft-cap)."""
+    cdef Py_ssize_t rows = _half_tile_rows(cf.C)
+    if cf.C < SM_SMALL_C and not (cf.cap > 0):
+        rows = rows - rows % SM_ROWBLOCK
+    return rows
+
+
+cdef inline bint _ce_half_split(const CeConf* cf, int nt) noexcept nogil:
+    """Few long rows: the (row, chunk) items of the split schedule."""
+    return nt > 1 and cf.nchunks > 1 and cf.N < SM_SPLIT_ROWS * nt
+
+
 cdef void _ce_half_grad_store(const CeConf* cf, int kind, Py_ssize_t n, float* buf,
                              const label_t* lab, uint16_t* out, const double* st,
                              const double* zy, const double* cfs, bint stream) noexcept nogil:
@@ -275,13 +295,11 @@ cdef void _ce_half_schedule(CeConf* cf, int kind, int nt, Py_ssize_t per_thread,
                             double* st, double* zy, double* cfs, double* rl) noexcept nogil:
     """All N rows with nt threads, thread ``it`` using bufs + it per_thread: the
     split schedule for few long rows, else nt contiguous row ranges in tiles."""
-    cdef Py_ssize_t N = cf.N, C = cf.C, nch = cf.nchunks, items = N * nch, it, i
-    cdef Py_ssize_t rows = SM_HALF_TILE // C if SM_HALF_TILE // C > 0 else 1
+    cdef Py_ssize_t N = cf.N, nch = cf.nchunks, items = N * nch, it, i
+    cdef Py_ssize_t rows = _ce_half_tile_rows(cf)
     cf.prelog = cf.C < SM_SMALL_C and not (cf.cap > 0)
     cf.defer_grad = gh != NULL and _ce_half_plain(cf)
-    if cf.prelog:
-        rows = rows - rows % SM_ROWBLOCK
-    if nt > 1 and nch > 1 and N < SM_SPLIT_ROWS * nt:
+    if _ce_half_split(cf, nt):
         # (row, chunk) items in nt contiguous ranges, step 2 serially between
         for it in prange(nt, schedule="static", chunksize=1, num_threads=nt):
             _ce_half_items(cf, kind, items * it // nt, items * (it + 1) // nt, False, zh, lp,
@@ -302,9 +320,7 @@ cdef void _ce_half_schedule(CeConf* cf, int kind, int nt, Py_ssize_t per_thread,
 
 cdef Py_ssize_t _ce_half_buffer(const CeConf* cf, int nt) noexcept nogil:
     """Floats of scratch one thread needs (see _ce_half_schedule)."""
-    cdef Py_ssize_t C = cf.C, rows = SM_HALF_TILE // C if SM_HALF_TILE // C > 0 else 1
-    if nt > 1 and cf.nchunks > 1 and cf.N < SM_SPLIT_ROWS * nt:
-        return C + SM_CHUNK
-    if C < SM_SMALL_C and not (cf.cap > 0):
-        rows = rows - rows % SM_ROWBLOCK
-    return (rows if rows > 2 else 2) * C + SM_CHUNK    # (two rows: _ce_bf16_rows)
+    cdef Py_ssize_t rows = _ce_half_tile_rows(cf)
+    if _ce_half_split(cf, nt):
+        return cf.C + SM_CHUNK
+    return (rows if rows > 2 else 2) * cf.C + SM_CHUNK    # (two rows: _ce_bf16_rows)

@@ -60,7 +60,7 @@ def softmax_half(int kind, int op, const uint16_t[:, ::1] x, const uint16_t[:, :
         gp = &gy[0, 0]
     if nt > N:
         nt = <int>N
-    rows = SM_HALF_TILE // C if SM_HALF_TILE // C > 0 else 1
+    rows = _half_tile_rows(C)
     per = rows * C * (2 if back else 1)
     bufs = <float*>malloc(nt * per * sizeof(float))
     if bufs == NULL:

@@ -44,7 +44,8 @@ K3)                      (sqrt(v + eps), lr in the momentum buffer)
 -----------------------
 Params may be bfloat16 (``ml_dtypes.bfloat16`` arrays) or float16, with grads of the
 same dtype: the update runs in float32 on values widened in registers as they are read
-and is rounded back to nearest even as it is stored (no copies, no tile buffers); the state is kept in the param's dtype (as torch does) unless
+and is rounded back to nearest even as it is stored (no copies, no tile buffers); the
+state is kept in the param's dtype (as torch does) unless
 ``state_dtype=`` says otherwise (e.g. ``state_dtype="bfloat16"`` for float32 params:
 Adam moves 20 bytes per element instead of 28). ``master_weights=True`` keeps a float32
 copy of each 16-bit param in its state (``'master_param'``), stepped in its place. The
