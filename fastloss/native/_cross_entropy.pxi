@@ -80,9 +80,19 @@ cdef double* _ce_records(const CeConf* cf) except NULL:
     return st
 
 
+cdef inline double* _ce_cfs(const CeConf* cf, double* st) noexcept nogil:
+    """The coefficients (CF_* slots) in the records of _ce_records."""
+    return st + cf.N * cf.nchunks * SM_ST
+
+
+cdef inline double* _ce_zy(const CeConf* cf, double* st) noexcept nogil:
+    """The target logits in the records of _ce_records."""
+    return st + cf.N * (cf.nchunks * SM_ST + SM_CF)
+
+
 cdef tuple _ce_totals(const CeConf* cf, double* st, const double* rl):
     """(sum of the row losses, sum of their z-loss parts) in row order; frees st."""
-    cdef const double* cfs = st + cf.N * cf.nchunks * SM_ST
+    cdef const double* cfs = _ce_cfs(cf, st)
     cdef double total = 0.0, ztotal = 0.0
     cdef Py_ssize_t i
     for i in range(cf.N):
@@ -101,8 +111,7 @@ cdef tuple _ce_run(CeConf* cf, int num_threads, const floating* z, const label_t
     cdef double* st = _ce_records(cf)
     cdef int nt = num_threads if N * (cf.C + SM_ROW_COST) >= SM_PAR_MIN else 1
     with nogil:
-        _ce_schedule(cf, nt, z, lp, tp, wp, gop, gp, st, st + N * (cf.nchunks * SM_ST + SM_CF),
-                     st + N * cf.nchunks * SM_ST, rl)
+        _ce_schedule(cf, nt, z, lp, tp, wp, gop, gp, st, _ce_zy(cf, st), _ce_cfs(cf, st), rl)
     return _ce_totals(cf, st, rl)
 
 
@@ -300,7 +309,6 @@ def cross_entropy_half(int kind, const uint16_t[:, ::1] logits, const label_t[::
         raise
     with nogil:
         _ce_half_schedule(&cf, kind, nt, per, &logits[0, 0], lp, tp, wp, gop, gp, bufs, st,
-                          st + N * (cf.nchunks * SM_ST + SM_CF), st + N * cf.nchunks * SM_ST,
-                          &row_loss[0])
+                          _ce_zy(&cf, st), _ce_cfs(&cf, st), &row_loss[0])
     free(bufs)
     return _ce_totals(&cf, st, &row_loss[0])
