@@ -59,11 +59,14 @@ def cold(tmp_path_factory):
 
 
 def test_second_process_loads_every_kernel_from_disk(cold):
+    # the multi-tensor runners are compiled in memory (_multi.multi_kernel: two runners
+    # cached by different processes can share a symbol name and call each other's
+    # code once loaded into one process); every other kernel loads from disk
     d, (first, nfiles) = cold
-    assert first["runners"] == 2 and first["runner_misses"] == 2 and first["runner_hits"] == 0
+    assert first["runners"] == 2 and first["runner_hits"] == 0
     second, nfiles2 = _run(d)
-    assert second["misses"] == 0, second
-    assert second["runner_hits"] == 2  # (their bodies come compiled in: not even loaded)
+    assert second["misses"] == second["runner_misses"], second  # (runners: compiled)
+    assert second["runner_hits"] == 0
     assert nfiles2 == nfiles  # no entry appended
 
 

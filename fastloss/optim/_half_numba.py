@@ -112,7 +112,8 @@ def multi_kernel(name, flags, codes, out, parallel):
     k = _compiled.get(key)
     if k is None:
         body = K.kernel(name, flags, 0)
-        k = _compiled[key] = K._jit(_multi._runner(body, views(codes, out)), parallel)
+        k = _compiled[key] = K._jit(_multi._runner(body, views(codes, out)), parallel,
+                                    cache=False)  # (see _multi.multi_kernel)
     return k
 
 

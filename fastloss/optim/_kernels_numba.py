@@ -321,10 +321,12 @@ def _njit(fn, **opts):
     return _numba_njit(**dict(_OPTS, cache=False), **opts)(fn)
 
 
-def _jit(fn, parallel):
+def _jit(fn, parallel, cache=True):
     """Compile ``fn``; the serial twin is a copy with its own qualified name so the two
     keep separate cache files (the key of ``_numba_cache`` holds the options and the
     closure's flag values, so each variant has its own entry)."""
+    if not cache:
+        return _numba_njit(**dict(_OPTS, cache=False), parallel=parallel)(fn)
     if parallel:
         return _njit(fn, parallel=True)
     clone = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__ + "_serial",

@@ -93,7 +93,10 @@ def multi_kernel(name: str, flags: tuple, nroles: int, parallel: bool):
     k = _compiled.get(key)
     if k is None:
         body = K.kernel(name, flags, 0)  # the serial per-array kernel
-        k = _compiled[key] = K._jit(_runner(body, VIEWS[nroles]), parallel)
+        # not disk-cached: two runners compiled in different processes can carry the
+        # same symbol name, and loaded into one process the second would call the
+        # first's code (measured: a wrong Adam after an AdamW)
+        k = _compiled[key] = K._jit(_runner(body, VIEWS[nroles]), parallel, cache=False)
     return k
 
 
