@@ -140,3 +140,37 @@ def test_avx2_and_avx512_give_the_same_bits(level_restored):
     for (name, _), a, b in zip(_cases(np.random.default_rng(8)), res["avx2"], res["avx512"]):
         for u, v in zip(a, b):
             assert np.array_equal(u, v), name
+
+
+@pytest.mark.parametrize("level", USABLE)
+def test_tame_blocks_give_the_guarded_bits(level, level_restored):
+    """A loss with ``tame`` (its body without the guards huge or non-finite inputs need,
+    run on blocks whose |pred| all lie within the bound) gives every element the same
+    bits as its guarded body: block 0 of ``x`` is tame, the same values in a block made
+    guarded by one huge element give the same losses, gradients and hessians."""
+    from fastloss._elementwise_spec import LOSSES
+    from fastloss import loss_objects
+    _backend.set_simd_level(level)
+    block = 2048   # native/elementwise.pxi EW_BLOCK
+    rng = np.random.default_rng(3)
+    for spec in [s for s in LOSSES if s.tame is not None]:
+        fn = getattr(fastloss, spec.name)
+        b = np.float32(spec.tame)
+        x = rng.uniform(-b, b, block).astype(np.float32)
+        x[:6] = [b, -b, 0.0, -0.0, np.nextafter(b, 0), -np.nextafter(b, 0)]
+        guarded = x.copy()
+        guarded[-1] = np.nextafter(b, np.float32(np.inf))   # just outside: the block is guarded
+        t = rng.random(block).astype(np.float32)
+        opts = [{}] + [{o.name: o.examples[0]} for o in spec.options if o.examples]
+        opts += [{o.name: rng.uniform(0.1, 3.0, block).astype(np.float32)}
+                 for o in spec.options if o.per_element]
+        for kw in opts:
+            for extra in ({}, {"sample_weight": rng.uniform(0.5, 1.5, block).astype(np.float32)}):
+                a = fn(x, t, reduction="none", return_grad=True, **kw, **extra)
+                g = fn(guarded, t, reduction="none", return_grad=True, **kw, **extra)
+                for u, v in zip(a, g):
+                    assert np.array_equal(u[:-1], v[:-1]), (spec.name, level, kw, extra)
+        obj = getattr(loss_objects, spec.cls)()
+        a, g = obj.gradient_hessian(x, t), obj.gradient_hessian(guarded, t)
+        for u, v in zip(a, g):
+            assert np.array_equal(np.asarray(u)[:-1], np.asarray(v)[:-1]), (spec.name, level)

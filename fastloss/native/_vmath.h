@@ -190,6 +190,20 @@ FL_INLINE float fl__expnonpos_f(float x)
     return (p * s) * 5.9604644775390625e-8f;     /* 2^-24 */
 }
 
+/* e^x for x in [-86, 0] only (no NaN, no -inf): fl__expnonpos_f without its guards.
+ * The same k and p = e^r; here 2^k p is a normal float (k >= -124, p >= 0.7), so
+ * fl__expnonpos_f's two exact products give p 2^k exactly, and adding k to p's
+ * exponent bits gives the same bits without the clamp and the two multiplies.
+ * bits(kf) = bits(FL_SHIFTF) + k, and bits(FL_SHIFTF) << 23 vanishes mod 2^32:
+ * bits(kf) << 23 is k << 23. Callers check the range first (fl_ew_tame_f). */
+FL_INLINE float fl__exp_tame_f(float x)
+{
+    float k, r;
+    float kf = fl__reduce_f(x, &k, &r);
+    float p = 1.0f + fl__expm1_core_f(r);
+    return fl_u2f(fl_f2u(p) + (fl_f2u(kf) << 23));
+}
+
 /* log1p(e) = e Q(e) for e in [0, 1] (or NaN): Q a degree-9 polynomial fitted to
  * log1p(e)/e on [0, 1] (Chebyshev fit, float32 coefficients: tools/vmath_coeffs.py).
  * fl__log1p01_q_f returns Q(e) (9 FMAs, no division, no argument reduction: the

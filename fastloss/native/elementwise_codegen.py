@@ -53,6 +53,8 @@ def _instantiate(text, ctype, suffix):
 
 def _body(loss, ctype, suffix):
     params = "".join(f"T {name}, " for name in loss.params)
+    if loss.tame is not None:
+        params += "int tame, "
     lines = [line.strip() for line in loss.native.strip().splitlines()]
     return _instantiate(
         f"FL_INLINE T fl_ew_{loss.name}_T(T p, T t, {params}T *g, T *h)\n{{\n"
@@ -71,26 +73,36 @@ def _loop(loss, ctype, suffix, store):
     for k, name in enumerate(loss.params):
         head += f"    const T {name}_s = (T)par[{k}];\n"
 
-    def call(option_source, g, h):
+    def call(option_source, g, h, tame):
         args = "".join(f"{option_source if n in per_elem else n + '_s'}, " for n in loss.params)
+        if tame is not None:
+            args += f"{tame}, "
         return f"fl_ew_{loss.name}_T(p[i], t[i], {args}{g}, {h})"
 
-    def loops(option_source, indent):
+    def loops(option_source, indent, tame):
         pad = " " * indent
         if store:
             return (f"{pad}for (i = 0; i < n; i++) {{\n"
-                    f"{pad}    lb[i] = {call(option_source, '&gs', '&hs')};\n"
+                    f"{pad}    lb[i] = {call(option_source, '&gs', '&hs', tame)};\n"
                     f"{pad}    grad[i] = gs * gscale;\n{pad}}}\n")
         return (f"{pad}if (hb == NULL)  /* loss and gradient: hs is dead, h not computed */\n"
-                f"{pad}    for (i = 0; i < n; i++) lb[i] = {call(option_source, '&gb[i]', '&hs')};\n"
+                f"{pad}    for (i = 0; i < n; i++) lb[i] = {call(option_source, '&gb[i]', '&hs', tame)};\n"
                 f"{pad}else\n"
-                f"{pad}    for (i = 0; i < n; i++) lb[i] = {call(option_source, '&gb[i]', '&hb[i]')};\n")
+                f"{pad}    for (i = 0; i < n; i++) lb[i] = {call(option_source, '&gb[i]', '&hb[i]', tame)};\n")
 
-    if per_elem:
-        body = ("    if (aux != NULL) {\n" + loops("aux[i]", 8) + "    } else {\n"
-                + loops(per_elem[0] + "_s", 8) + "    }\n")
-    else:
-        body = loops(None, 4)
+    def all_loops(indent, tame):
+        pad = " " * indent
+        if per_elem:
+            return (f"{pad}if (aux != NULL) {{\n" + loops("aux[i]", indent + 4, tame)
+                    + f"{pad}}} else {{\n" + loops(per_elem[0] + "_s", indent + 4, tame)
+                    + f"{pad}}}\n")
+        return loops(None, indent, tame)
+
+    if loss.tame is None:
+        body = all_loops(4, None)
+    else:   # the block's |p| all <= loss.tame: the body with its cheaper kernels
+        body = (f"    if (fl_ew_tame_T(p, n, (T){loss.tame!r})) {{\n" + all_loops(8, 1)
+                + "    } else {\n" + all_loops(8, 0) + "    }\n")
     return _instantiate(head + body + "}\n", ctype, suffix)
 
 

@@ -38,9 +38,35 @@ FL_INLINE double fl_expm1_d(double x) { return fl__expm1(x); }
 FL_INLINE float fl_exp_nonpos_f(float x) { return fl__expnonpos_f(x); }
 FL_INLINE double fl_exp_nonpos_d(double x) { return fl__exp(x); }
 
+/* e^x for x in [-86, 0] (no NaN): the same value as fl_exp_nonpos_T, fewer
+ * operations (float: no clamp, 2^k added to the exponent; double: the same kernel).
+ * Only inside a block that fl_ew_tame_T accepted. */
+FL_INLINE float fl_exp_tame_f(float x) { return fl__exp_tame_f(x); }
+FL_INLINE double fl_exp_tame_d(double x) { return fl__exp(x); }
+
+/* 1 when every |p[i]| <= bound (so no NaN, no Inf) for i < n: the block may run
+ * the loss's tame body (Loss.tame in _elementwise_spec.py). float: one integer max
+ * over the magnitude bits (a NaN's exceed every number's). double: 0 (no cheaper
+ * kernel to switch to). */
+FL_INLINE int fl_ew_tame_f(const float *p, Py_ssize_t n, float bound)
+{
+    uint32_t m = 0;
+    Py_ssize_t i;
+    for (i = 0; i < n; i++) {
+        uint32_t a = fl_f2u(p[i]) & 0x7fffffffu;
+        m = a > m ? a : m;
+    }
+    return m <= fl_f2u(bound);
+}
+FL_INLINE int fl_ew_tame_d(const double *p, Py_ssize_t n, double bound)
+{
+    (void)p; (void)n; (void)bound;
+    return 0;
+}
+
 /* c log1p(e) + a for e = exp(-|x|) in [0, 1], r = 1 / (1 + e) (the softplus term of
  * the logistic losses). float: (c e) Q(e) + a in one FMA, log1p(e) = e Q(e)
- * (fl__log1p01_q_f); double: c log1p(e) + a, log1p reusing r. */
+ * (fl__log1p01_q_f); double: c log1p(e) + a (one FMA), log1p reusing r. */
 FL_INLINE float fl_c_log1p_e_add_f(float c, float e, float r, float a)
 {
     (void)r;
@@ -48,7 +74,7 @@ FL_INLINE float fl_c_log1p_e_add_f(float c, float e, float r, float a)
 }
 FL_INLINE double fl_c_log1p_e_add_d(double c, double e, double r, double a)
 {
-    return c * fl__log1p_unit(e, r) + a;
+    return FL_FMA(c, fl__log1p_unit(e, r), a);
 }
 
 /* [eps, 1 - eps] in the dtype, kept strictly inside (0, 1) (clip_bounds() in NumPy) */
