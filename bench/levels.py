@@ -1,10 +1,11 @@
 """The instruction-set levels against each other and against torch, in ONE process.
 
-    ATEN_CPU_CAPABILITY=avx2 flock /tmp/fastloss-bench.lock python bench/levels.py [threads] [levels]
+    ATEN_CPU_CAPABILITY=avx2 flock /tmp/fastloss-bench.lock python bench/levels.py [threads] [levels] [case]
 
 (threads: default 2; levels: comma-separated, default avx2,avx512 among those this
-CPU runs.) For each case (float32 cross-entropy fwd+bwd at 256x10, 4096x1000 and
-1024x32000, bce-with-logits 10M) the fastloss API on every level (the level's
+CPU runs; case: only the cases whose name contains it, e.g. bce.) For each case
+(float32 cross-entropy fwd+bwd at 256x10, 4096x1000 and 1024x32000, bce-with-logits
+10M) the fastloss API on every level (the level's
 module swapped into ``_backend.kernels`` before each call) and torch
 (``F.<loss>`` forward + backward) are first checked against the NumPy reference,
 then timed in alternating rounds (``fastloss.tools.benchmark.time_peers``, the
@@ -88,7 +89,10 @@ def main(argv):
     print(f"{nt} threads, torch {torch.__version__} ({torch.backends.cpu.get_cpu_capability()}), "
           f"levels {levels}, triad bandwidth {bw:.1f} GB/s")
     fastest = []
+    only = argv[2] if len(argv) > 2 else ""
     for name, nbytes, fn, x, target, tfn in _cases(levels, torch):
+        if only not in name:
+            continue
         runners = {lv: _at_level(lv, benchmark._fastloss_runner(fn, x, target, "native"))
                    for lv in levels}
         runners["torch"] = benchmark._torch_loss_runner(torch, tfn, x, target)
