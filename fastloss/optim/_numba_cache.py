@@ -31,11 +31,12 @@ strong definition loaded later replaces an earlier one, and a weak one (``linkon
 + uid) is dropped when the name is already there, its callers bound to the existing
 one. The kernels are factory closures: every flag combination has the same qualname and
 argument types, so two variants cached by two processes at the same counter value share
-their names in a third process that loads both. A direct call from Python still runs
-its own code (the entry is looked up as its library loads), but code linked afterwards
-ran the other variant: a multi-tensor runner calling the body, a parallel kernel calling
-its gufunc (test_numba_cache.py ``test_kernels_cached_by_two_processes_*``: 8 of 44
-calls wrong without the next point). Hence:
+their names in a third process that loads both. A serial kernel called from Python
+still runs its own code (its entry is looked up as its library loads), but a call bound
+through a weak name ran the other variant's: a multi-tensor runner compiled afterwards
+calling the body, a parallel kernel calling its gufunc (test_numba_cache.py
+``test_kernels_cached_by_two_processes_*``: 10 of 44 calls wrong without the next
+point). Hence:
 
 * while a dispatcher with ``Cache`` compiles (Numba's ``numba:compile`` event), the
   counter runs from ``first_uid``: 2**24 times a number >= 1 made from the stamp, the
