@@ -1,6 +1,8 @@
 """The Numba disk cache of the optimizer kernels (fastloss/optim/_numba_cache.py): fresh
-processes load every kernel, multi-tensor runners included, from disk; an edited kernel
-source misses; unexpected Numba internals compile in memory."""
+processes load every per-array kernel from disk (the multi-tensor runners compile in
+memory); kernels cached by different processes never share a symbol name; an edited
+kernel source misses; unexpected Numba internals compile in memory."""
+import importlib.util
 import json
 import os
 import pathlib
@@ -42,14 +44,19 @@ print(json.dumps({"runners": len(runners), "runner_hits": count(runners, "cache_
 """
 
 
-def _run(cache_dir, mode="plain"):
+def _child(code, cache_dir, *args):
+    """The JSON last line printed by ``python -c code *args`` run in ``cache_dir`` with
+    NUMBA_CACHE_DIR there and this fastloss first on the path."""
     env = dict(os.environ, NUMBA_CACHE_DIR=str(cache_dir),
                PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
-    out = subprocess.run([sys.executable, "-c", CHILD, mode], env=env, cwd=cache_dir,
-                         check=True,
-                         capture_output=True, text=True).stdout
-    nfiles = sum(len(f) for _, _, f in os.walk(cache_dir))
-    return json.loads(out.splitlines()[-1]), nfiles
+    out = subprocess.run([sys.executable, "-c", code, *args], env=env, cwd=cache_dir,
+                         check=True, capture_output=True, text=True).stdout
+    return json.loads(out.splitlines()[-1])
+
+
+def _run(cache_dir, mode="plain"):
+    out = _child(CHILD, cache_dir, mode)
+    return out, sum(len(f) for _, _, f in os.walk(cache_dir))
 
 
 @pytest.fixture(scope="module")
@@ -118,3 +125,118 @@ def test_sources_list_every_module_with_kernel_code():
     with_kernels = {p.name for p in here.glob("*.py") if jit.search(p.read_text())}
     assert with_kernels <= set(C.SOURCES)
     assert all((here / s).is_file() for s in C.SOURCES)
+
+
+# Variant pairs of one factory closure (same qualified name and argument types):
+# (kernel, flags of X, flags of Y, elements, state stored as bfloat16 bits).
+PAIRS = [("adam", (True, True, False), (True, False, False), 300, False),  # Adam(wd) / AdamW
+         ("sgd", (False, True, False, False), (False, True, False, True), 300, False),  # nesterov
+         ("rmsprop", (True, False, False, False, False), (True, False, True, False, False), 300,
+          False),  # centered or not
+         ("adagrad", (False, False), (False, True), 300, False),  # eps inside the sqrt or not
+         # parallel: the loop is a parfor gufunc, named by hash(parfor) (an address) and uid
+         ("sgd", (False, True, False, False), (False, True, False, True), 1 << 14, False)]
+if importlib.util.find_spec("ml_dtypes"):
+    PAIRS.append(("adam", (True, False, False), (True, False, True), 300, True))  # amsgrad
+
+# "cache": compile the given variants, each with Numba's function counter set to the same
+# start (index * 10**5) in both caching processes and hash(parfor) fixed (two processes
+# allocating alike), so that names made from them are equal in the two processes.
+# "load": load every variant, then call each directly and through a multi-tensor runner
+# compiled afterwards in this process (it links the kernel by symbol name), alternating X
+# and Y; each result against the NumPy reference, bit for bit.
+# Prints the calls' results, the disk-cache hits and each kernel's symbol names.
+COLLIDE = r"""
+import itertools, json, sys
+import numpy as np
+from numba.core import bytecode, event
+from numba.parfors import parfor
+from fastloss.optim import _half_numba as H, _kernels_numba as K, _numba_cache as C
+from fastloss.optim import _reference as R
+
+mode, variants = sys.argv[1], [tuple(tuple(a) if isinstance(a, list) else a for a in v)
+                               for v in json.loads(sys.argv[2])]
+if sys.argv[3] == "nofix":  # Numba's own per-process counter
+    event.unregister("numba:compile", C._UIDS)
+NARRAYS = {"sgd": 3, "adagrad": 3, "rmsprop": 5, "adam": 5}
+
+
+def call(name, flags, n, bf16, how):
+    k = K.kernel(name, flags, n)
+    na = NARRAYS[name]
+    rng = np.random.default_rng(5)
+    arrays = [rng.uniform(0.5, 1.5, n).astype(np.float32) for _ in range(na)]
+    nscalars = k.py_func.__code__.co_argcount - na
+    scalars = [np.float32(x) for x in rng.uniform(0.2, 0.6, nscalars)]
+    if bf16:  # state as bfloat16 bits; the reference on it widened, rounded back
+        import ml_dtypes
+        arrays[2:] = [a.astype(ml_dtypes.bfloat16).view(np.uint16) for a in arrays[2:]]
+    wide = [a.view(ml_dtypes.bfloat16).astype(np.float32) if a.dtype == np.uint16 else a.copy()
+            for a in arrays]
+    getattr(R, name)(*wide, *scalars, *flags)
+    want = [w.astype(ml_dtypes.bfloat16).view(np.uint16) if a.dtype == np.uint16 else w
+            for a, w in zip(arrays, wide)]
+    if how == "direct":
+        k(*arrays, *scalars)
+    else:
+        codes = tuple(H.BF16 if a.dtype == np.uint16 else H.DIRECT for a in arrays)
+        run = H.multi_kernel(name, flags, codes, H.DIRECT, False)
+        run(np.array([[a.ctypes.data for a in arrays]], np.int64),
+            np.array([0, n], np.int64), 1, np.float32(0), *scalars)
+    return all(a.tobytes() == w.tobytes() for a, w in zip(arrays, want))
+
+
+def symbols(k):
+    lib = next(iter(k.overloads.values())).library
+    mine = (k.py_func.__qualname__.split(".")[-1], "parfor_gufunc")
+    return sorted(f.name for f in lib._shared_module.functions
+                  if not f.is_declaration and any(m in f.name for m in mine))
+
+
+results = []
+if mode == "cache":
+    parfor.Parfor.__hash__ = lambda self: 0x7F0012345670
+    for i, v in enumerate(variants):
+        bytecode.FunctionIdentity._unique_ids = itertools.count(10**5 * (i + 1))
+        results.append(call(*v, "direct"))
+else:
+    xs, ys = variants[0::2], variants[1::2]
+    results += [call(*v, "direct") for v in variants]  # (each Y loaded after its X)
+    for x, y in zip(xs, ys):
+        order = [(x, "direct"), (y, "direct")]
+        if x[2] < K.PARALLEL_THRESHOLD:  # (a runner calls the serial kernel)
+            order = [(x, "runner"), (y, "runner")] + order + [(y, "runner"), (x, "runner")]
+        results += [call(*v, how) for v, how in order]
+ks = [K.kernel(name, flags, n) for name, flags, n, _ in variants]
+print(json.dumps({"ok": results, "hits": [sum(k.stats.cache_hits.values()) for k in ks],
+                  "misses": sum(sum(k.stats.cache_misses.values()) for k in ks),
+                  "symbols": [symbols(k) for k in ks]}))
+"""
+
+
+def _collide(cache_dir, mode, variants, fix=True):
+    return _child(COLLIDE, cache_dir, mode, json.dumps(variants), "fix" if fix else "nofix")
+
+
+def test_kernels_cached_by_two_processes_never_call_each_other(tmp_path):
+    # process A caches variant X of each pair, process B variant Y, both compiled with
+    # the same Numba counter values (the names Numba gives would be equal); process C
+    # loads both and must run each variant's own code, directly and from a runner
+    xs = [(name, fx, n, bf) for name, fx, _, n, bf in PAIRS]
+    ys = [(name, fy, n, bf) for name, _, fy, n, bf in PAIRS]
+    a, b = _collide(tmp_path, "cache", xs), _collide(tmp_path, "cache", ys)
+    assert all(a["ok"]) and all(b["ok"])
+    for sx, sy in zip(a["symbols"], b["symbols"]):
+        assert sx and sy and not set(sx) & set(sy)  # names unique by content
+    c = _collide(tmp_path, "load", [v for xy in zip(xs, ys) for v in xy])
+    assert min(c["hits"]) >= 1 and c["misses"] == 0  # every variant loaded from disk
+    assert all(c["ok"]), c["ok"]
+
+
+def test_numba_counter_alone_gives_equal_names(tmp_path):
+    # the arrangement above is the worst case: with Numba's own counter the two
+    # processes name the X and Y kernels alike
+    pairs = [PAIRS[0], PAIRS[1], PAIRS[4]]  # Adam(wd) / AdamW, SGD serial and parallel
+    a = _collide(tmp_path, "cache", [(nm, fx, n, bf) for nm, fx, _, n, bf in pairs], fix=False)
+    b = _collide(tmp_path, "cache", [(nm, fy, n, bf) for nm, _, fy, n, bf in pairs], fix=False)
+    assert a["symbols"] == b["symbols"]

@@ -22,6 +22,31 @@ changes two things:
   kernels compile) and of the function's own file: any edit empties the index, so a
   stale kernel is never loaded and the data files are reused (the count stays bounded).
 
+Symbol names. Numba names a compiled function ``module.qualname`` + an ABI tag
+``v<uid>`` + its argument types, ``uid`` drawn from a per-process counter
+(``FunctionIdentity._unique_ids``); a library loaded from disk keeps the names of the
+process that compiled it. All libraries of a process share one MCJIT symbol table: a
+strong definition loaded later replaces an earlier one, and a weak one (``linkonce_odr``
+/ ``weak_odr``: a kernel linked into its caller, a parfor gufunc, named ``hash(parfor)``
++ uid) is dropped when the name is already there, its callers bound to the existing
+one. The kernels are factory closures: every flag combination has the same qualname and
+argument types, so two variants cached by two processes at the same counter value share
+their names in a third process that loads both. A serial kernel called from Python
+still runs its own code (its entry is looked up as its library loads), but a call bound
+through a weak name ran the other variant's: a multi-tensor runner compiled afterwards
+calling the body, a parallel kernel calling its gufunc (test_numba_cache.py
+``test_kernels_cached_by_two_processes_*``: 10 of 44 calls wrong without the next
+point). Hence:
+
+* while a dispatcher with ``Cache`` compiles (Numba's ``numba:compile`` event), the
+  counter runs from ``first_uid``: 2**24 times a number >= 1 made from the stamp, the
+  fingerprint and the argument types. Every function created by that compile (kernel,
+  wrappers, gufunc, helpers first compiled there) gets a uid only that content uses, so
+  a name two processes share means the same content compiled from the same sources: the
+  same code. A helper compiled before and reused keeps its name, which its qualname and
+  argument types pin to one code (Numba's overloads). The process's counter is put back
+  after; it stays below 2**24, so compiles in memory never meet these names.
+
 ``install(dispatcher)`` puts it in place of Numba's cache on a ``cache=True``
 dispatcher and returns False, changing nothing, when Numba's internals are not the
 expected ones (another Numba version) or a cell holds a value ``describe`` does not
@@ -31,6 +56,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import itertools
 import os
 import types
 
@@ -46,13 +72,17 @@ _digests: dict = {}
 _sources = None  # sha256 of SOURCES, computed once (a test overrides it)
 
 try:
+    from numba.core import event
+    from numba.core.bytecode import FunctionIdentity
     from numba.core.caching import FunctionCache
     from numba.core.dispatcher import Dispatcher
 
     _SUPPORTED = (list(inspect.signature(FunctionCache._index_key).parameters)
-                  == ["self", "sig", "codegen"])
+                  == ["self", "sig", "codegen"]
+                  and isinstance(vars(FunctionIdentity).get("_unique_ids"), itertools.count))
 except Exception:  # another Numba: no disk cache
     FunctionCache, _SUPPORTED = object, False
+    event = None
 
 
 def _sha(data: bytes) -> str:
@@ -106,6 +136,38 @@ class Cache(FunctionCache):
 
     def _index_key(self, sig, codegen):
         return (sig, codegen.magic_tuple(), self._fingerprint)
+
+    def first_uid(self, args) -> int:
+        """The first uid of the functions compiled for argument types ``args`` (see
+        the module docstring)."""
+        key = self._cache_file._source_stamp + self._fingerprint + repr(tuple(args))
+        return (int(_sha(key.encode())[:12], 16) + 1) << 24
+
+
+class _Uids(event.Listener if event else object):
+    """On ``numba:compile`` of a dispatcher with ``Cache``: Numba's uid counter from
+    ``Cache.first_uid`` until the compile ends (nested compiles: a stack)."""
+
+    def __init__(self):
+        self._saved = []
+
+    def on_start(self, ev):
+        cache = getattr(ev.data["dispatcher"], "_cache", None)
+        saved = None
+        if isinstance(cache, Cache):
+            saved = FunctionIdentity._unique_ids
+            FunctionIdentity._unique_ids = itertools.count(cache.first_uid(ev.data["args"]))
+        self._saved.append(saved)
+
+    def on_end(self, ev):
+        saved = self._saved.pop()
+        if saved is not None:
+            FunctionIdentity._unique_ids = saved
+
+
+_UIDS = _Uids()
+if _SUPPORTED:
+    event.register("numba:compile", _UIDS)
 
 
 def install(dispatcher) -> bool:
