@@ -90,14 +90,15 @@ serial/parallel twin (a few seconds each, once), and cached on disk
   process.
 
 The cache key and stamp are fastloss's own (``_numba_cache``): the same in every
-process (the multi-tensor runners, closures over other kernels, load from disk too),
-and any edit of a file whose code the kernels compile (``_numba_cache.SOURCES``)
-invalidates every entry -- no manual cache delete. Warm-cache start-up, measured on the
-2-core dev machine: ``import numba`` ~0.35 s (paid at the first native optimizer's
-construction; ``import fastloss`` and ``import fastloss.optim`` do not import Numba),
-then the first step ~0.4-0.8 s, mostly Numba's own first-load set-up (its registries,
-and ``scipy.linalg`` for its BLAS check when SciPy is installed); later steps cost
-microseconds (``bench/numba_cache_startup.py``).
+process, symbol names unique by content (two flag variants cached by two processes
+never bind to each other's code), and any edit of a file whose code the kernels
+compile (``_numba_cache.SOURCES``) invalidates every entry -- no manual cache delete.
+The multi-tensor runners (closures over the per-array kernels) are compiled in memory
+in every process. Start-up, measured on the 2-core dev machine: ``import numba``
+~0.35 s (paid at the first native optimizer's construction; ``import fastloss`` and
+``import fastloss.optim`` do not import Numba), then the first step ~1-1.5 s (the
+runner's compile, Numba's first-load set-up, ``scipy.linalg`` for its BLAS check when
+SciPy is installed); later steps cost microseconds (``bench/numba_cache_startup.py``).
 """
 from ._clip import clip_grad_norm
 from ._base import Optimizer
