@@ -3,7 +3,8 @@
     python tools/vmath_coeffs.py
 
 * expm1 core on r in [-ln2/2, ln2/2]:  expm1(r) = r + r^2 P(r)
-* log1p on [0, 1] (bce-with-logits, float32): log1p(e) = e Q(e)
+* log1p on [0, 1] (bce-with-logits, float32): log1p(e) = e + s (z H(z) - e),
+  s = e / (2 + e), z = s^2 (H as for the log core, on [0, 1/9])
 * log core on z = s^2, s = f/(2+f), f in [sqrt(1/2)-1, sqrt(2)-1]:
   log1p(f) = 2 atanh(s) = 2 s + s R(z),  R(z) = z H(z)
 Chebyshev fits (near-minimax) in 60-digit arithmetic, then rounded to the
@@ -69,22 +70,23 @@ def report(name, bits, degs):
         print("   ", ", ".join(repr(float(x)) for x in c))
 
 
-def Q_exact(e):
-    return mp.log1p(e) / e if e != 0 else mp.mpf(1)
-
-
 def report_log1p01(degs):
-    """log1p(e) = e Q(e) on [0, 1]: fl__log1p01_f (degree 9 in _vmath.h)."""
+    """log1p(e) on [0, 1] as e + s (z H(z) - e), s = e / (2 + e), z = s^2 in [0, 1/9]
+    (2 atanh(s) = 2 s + s z H(z) and 2 s = e - e s): fl__log1p01_f (degree 3)."""
+    zmax = mp.mpf(1) / 9 * mp.mpf("1.0001")
     for d in degs:
-        c = rnd(fit(Q_exact, mp.mpf(0), mp.mpf(1), d), 32)
+        c = rnd(fit(H_exact, mp.mpf(0), zmax, d), 32)
         grid = [mp.mpf(i) / 4000 for i in range(1, 4001)]
-        err = max(abs(e * horner(c, e) / mp.log1p(e) - 1) for e in grid)
+        err = 0
+        for e in grid:
+            s = e / (2 + e)
+            err = max(err, abs((e + s * (s * s * horner(c, s * s) - e)) / mp.log1p(e) - 1))
         print(f"log1p01 float32 deg {d}: max rel err {mp.nstr(err, 3)}")
         print("   ", ", ".join(repr(float(x)) for x in c))
 
 
 if __name__ == "__main__":
-    report_log1p01([8, 9, 10])
+    report_log1p01([2, 3, 4])
     report("expm1", 32, [3, 4, 5])
     report("expm1", 64, [8, 9, 10, 11])
     report("log", 32, [1, 2, 3])

@@ -64,13 +64,13 @@ FL_INLINE int fl_ew_tame_d(const double *p, Py_ssize_t n, double bound)
     return 0;
 }
 
-/* c log1p(e) + a for e = exp(-|x|) in [0, 1], r = 1 / (1 + e) (the softplus term of
- * the logistic losses). float: (c e) Q(e) + a in one FMA, log1p(e) = e Q(e)
- * (fl__log1p01_q_f); double: c log1p(e) + a (one FMA), log1p reusing r. */
+/* c log1p(e) + a (one FMA) for e = exp(-|x|) in [0, 1], r = 1 / (1 + e) (the
+ * softplus term of the logistic losses). float: log1p(e) by fl__log1p01_f (no
+ * reduction); double: log1p reusing r. */
 FL_INLINE float fl_c_log1p_e_add_f(float c, float e, float r, float a)
 {
     (void)r;
-    return FL_FMAF(c * e, fl__log1p01_q_f(e), a);
+    return FL_FMAF(c, fl__log1p01_f(e), a);
 }
 FL_INLINE double fl_c_log1p_e_add_d(double c, double e, double r, double a)
 {
