@@ -1,11 +1,11 @@
-/* fastloss: cross-entropy row passes read straight from bfloat16 (the avx2 level).
+/* fastloss: cross-entropy row passes read straight from bfloat16 (avx2 and avx512).
  *
  * The 16-bit tiles of _ce_half.pxi widen a row into float32 scratch and run the
- * float32 passes over it. On the avx2 level, where two threads share one core's
- * vector ports and every instruction counts, these three do the same arithmetic
- * from the bfloat16 bits instead, with fewer instructions and no widened copy:
+ * float32 passes over it. On the vector levels these three do the same
+ * arithmetic from the bfloat16 bits instead, with fewer instructions and no
+ * widened copy:
  *
- *   fl_bf16_maxf(z, n, &amax)     = fl_sm_maxf(widen(z), n), the same bits;
+ *   fl_bf16_maxf(z, n, &amax)     = fl_sm_maxf(widen(z), n), the same value;
  *                                   amax = max |z|
  *   fl_bf16_expsumf(z, e, n, m, amax, pz, ge, gdst, gK, ...)
  *                                 = fl_sm_expsumf(widen(z), e, n, m, ...): the same
@@ -15,22 +15,36 @@
  *                                   fl_bf16_store_il(ge, gdst, n, gK, ...) in the
  *                                   same loop (the previous row's gradient)
  *   fl_bf16_store_il(e, dst, n, K, stream, clean):
- *                                   dst[i] = round_bf16(e[il(i)] K), in 16-bit
- *                                   lanes (no NaN scan when clean)
+ *                                   dst[i] = round_bf16(e[il(i)] K) (no NaN scan
+ *                                   when clean)
  *
- * Widening: 16 bfloat16 read as 8 32-bit words become two float vectors in one
- * instruction each, A = the even values (the words shifted left by 16) and B =
- * the odd ones (the words' high halves kept): exact, in place, no shuffle. In the
- * 16-lane layout of _simd.h (value i in lane i % 16) A holds the even lanes and
- * B the odd ones: every lane sees the same values in the same order as in the
- * float32 kernels, so maxima and block sums are bit-identical once the lanes
- * are put back in order (unpack) for the cross-lane steps.
+ * The kernels are written once on the fl_vf layer of _simd.h (16 floats, value i
+ * of a group in lane i % 16, the float32 kernels' lanes, blocks and order, so
+ * maxima and block sums are bit-identical) and a few per-level pieces:
  *
- * Interleaved layout ("il"): the exps of each full group of 16 values are
- * stored as A then B, i.e. value c at position il(c) = (c odd ? 8 : 0) + c / 2
- * within its group; a partial last group stays in order. The gradient store
- * rounds A and B products to bfloat16 in 16-bit lanes whose order, after two
- * word blends, is the natural one (fl_bf16_round_il16).
+ *   fl_bf16_widen_il(w)    16 bfloat16 bits (one 256-bit load) as 16 floats, in
+ *                          the level's "il" order
+ *   fl_vf_from_il(v)       those lanes put back in natural order
+ *   fl_bf16_sum_il(acc, f) acc + f widened to double, lane by lane in natural order
+ *   fl_bf16_scale_pow2(p, kf)  p 2^k as an integer add to p's exponent bits
+ *   fl_bf16_has_nan(p)     any lane of p NaN
+ *   fl_bf16_round16(p)     round_bf16 of 16 non-NaN floats in il order, natural
+ *                          order out (16-bit lanes of a 256-bit vector)
+ *
+ * AVX-512 (one zmm): widening is vpmovzxwd and a shift by 16, in natural order,
+ * so il is the identity; rounding is nearest-even on the 32-bit lanes (bits +
+ * 0x7fff + lsb of the result, >> 16, as fl_f32_to_bf16) narrowed by vpmovdw.
+ * (Not vcvtneps2bf16: it flushes subnormals.)
+ *
+ * AVX2 (two ymm halves): 16 bfloat16 read as 8 32-bit words become two float
+ * vectors in one instruction each, A = the even values (the words shifted left
+ * by 16) and B = the odd ones (the words' high halves kept): exact, in place, no
+ * shuffle; A holds the even lanes and B the odd ones, put back in order (unpack)
+ * for the cross-lane steps. The exps of each full group of 16 values are stored
+ * as A then B, i.e. value c at position il(c) = (c odd ? 8 : 0) + c / 2 within its
+ * group; a partial last group stays in order. The gradient store rounds A and B
+ * products to bfloat16 in 16-bit lanes whose order, after two word blends, is
+ * the natural one.
  *
  * Other levels: FL_BF16_ROWS is 0 and these are never called (stubs).
  */
@@ -39,10 +53,108 @@
 #include "_half.h"
 #include "_expsum.h"
 
+#if defined(__AVX512F__) && defined(__AVX512BW__)
+#define FL_BF16_ROWS 1
+#define FL_BF16_IL 0        /* il(c) = c */
+
+FL_INLINE fl_vf fl_bf16_widen_il(__m256i w)
+{
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(w), 16));
+}
+
+FL_INLINE fl_vf fl_vf_from_il(fl_vf v) { return v; }
+
+FL_INLINE fl_vd16 fl_bf16_sum_il(fl_vd16 acc, fl_vf f) { return fl_vd16_add_f(acc, f); }
+
+FL_INLINE fl_vf fl_bf16_scale_pow2(fl_vf p, fl_vf kf)
+{
+    return _mm512_castsi512_ps(_mm512_add_epi32(_mm512_castps_si512(p),
+                                                _mm512_slli_epi32(_mm512_castps_si512(kf), 23)));
+}
+
+FL_INLINE int fl_bf16_has_nan(fl_vf p) { return _mm512_cmp_ps_mask(p, p, _CMP_UNORD_Q) != 0; }
+
+FL_INLINE __m256i fl_bf16_round16(fl_vf p)
+{
+    __m512i u = _mm512_castps_si512(p);
+    __m512i odd = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+    u = _mm512_add_epi32(_mm512_add_epi32(u, _mm512_set1_epi32(0x7fff)), odd);
+    return _mm512_cvtepi32_epi16(_mm512_srli_epi32(u, 16));
+}
+
+#elif defined(__AVX2__) && defined(__FMA__) && !defined(__AVX512F__)
+#define FL_BF16_ROWS 1
+#define FL_BF16_IL 1        /* il(c) = (c odd ? 8 : 0) + c / 2 in a full group */
+
+FL_INLINE fl_vf fl_bf16_widen_il(__m256i w)
+{
+    fl_vf r;
+    r.lo = _mm256_castsi256_ps(_mm256_slli_epi32(w, 16));
+    r.hi = _mm256_castsi256_ps(_mm256_and_si256(w, _mm256_set1_epi32((int)0xffff0000u)));
+    return r;
+}
+
+/* the unpacks give lanes 0-3 | 8-11 and 4-7 | 12-15 */
+FL_INLINE fl_vf fl_vf_from_il(fl_vf v)
+{
+    __m256 ul = _mm256_unpacklo_ps(v.lo, v.hi), uh = _mm256_unpackhi_ps(v.lo, v.hi);
+    fl_vf r;
+    r.lo = _mm256_permute2f128_ps(ul, uh, 0x20);
+    r.hi = _mm256_permute2f128_ps(ul, uh, 0x31);
+    return r;
+}
+
+/* f.lo: the even lanes, f.hi: the odd ones; unpacked: 0-3 | 8-11, 4-7 | 12-15 (no
+ * cross-lane permute: the halves go to their accumulators directly) */
+FL_INLINE fl_vd16 fl_bf16_sum_il(fl_vd16 acc, fl_vf f)
+{
+    __m256 ul = _mm256_unpacklo_ps(f.lo, f.hi), uh = _mm256_unpackhi_ps(f.lo, f.hi);
+    acc.a = _mm256_add_pd(acc.a, _mm256_cvtps_pd(_mm256_castps256_ps128(ul)));
+    acc.b = _mm256_add_pd(acc.b, _mm256_cvtps_pd(_mm256_castps256_ps128(uh)));
+    acc.c = _mm256_add_pd(acc.c, _mm256_cvtps_pd(_mm256_extractf128_ps(ul, 1)));
+    acc.d = _mm256_add_pd(acc.d, _mm256_cvtps_pd(_mm256_extractf128_ps(uh, 1)));
+    return acc;
+}
+
+FL_INLINE fl_vf fl_bf16_scale_pow2(fl_vf p, fl_vf kf)
+{
+    fl_vf r;
+    r.lo = _mm256_castsi256_ps(_mm256_add_epi32(_mm256_castps_si256(p.lo),
+                                                _mm256_slli_epi32(_mm256_castps_si256(kf.lo), 23)));
+    r.hi = _mm256_castsi256_ps(_mm256_add_epi32(_mm256_castps_si256(p.hi),
+                                                _mm256_slli_epi32(_mm256_castps_si256(kf.hi), 23)));
+    return r;
+}
+
+FL_INLINE int fl_bf16_has_nan(fl_vf p)
+{
+    return _mm256_movemask_ps(_mm256_or_ps(_mm256_cmp_ps(p.lo, p.lo, _CMP_UNORD_Q),
+                                           _mm256_cmp_ps(p.hi, p.hi, _CMP_UNORD_Q))) != 0;
+}
+
+/* the high halves h and low halves l of the float bits in 16-bit lanes (two
+ * blends each), then nearest-even as fl_f32_to_bf16: h + 1 where l + (h & 1) >
+ * 0x8000, i.e. where (l ^ 0x8000) + (h & 1) > 0 as signed 16-bit (saturating:
+ * l = 0xffff stays positive) */
+FL_INLINE __m256i fl_bf16_round16(fl_vf p)
+{
+    __m256i ua = _mm256_castps_si256(p.lo), ub = _mm256_castps_si256(p.hi);
+    __m256i h = _mm256_blend_epi16(_mm256_srli_epi32(ua, 16), ub, 0xaa);
+    __m256i l = _mm256_blend_epi16(ua, _mm256_slli_epi32(ub, 16), 0xaa);
+    __m256i t = _mm256_adds_epi16(_mm256_xor_si256(l, _mm256_set1_epi16((short)0x8000)),
+                                  _mm256_and_si256(h, _mm256_set1_epi16(1)));
+    return _mm256_sub_epi16(h, _mm256_cmpgt_epi16(t, _mm256_setzero_si256()));
+}
+
+#else
+#define FL_BF16_ROWS 0
+#define FL_BF16_IL 0
+#endif
+
 /* il(c): the position of value c of a row of n values in the interleaved layout */
 FL_INLINE Py_ssize_t fl_il_pos(Py_ssize_t c, Py_ssize_t n)
 {
-    if (c >= (n & ~(Py_ssize_t)15))
+    if (!FL_BF16_IL || c >= (n & ~(Py_ssize_t)15))
         return c;
     return (c & ~(Py_ssize_t)15) | ((c & 1) << 3) | ((c >> 1) & 7);
 }
@@ -53,53 +165,19 @@ static void fl_il_from_natural(float *e, Py_ssize_t n)
     Py_ssize_t g;
     int c;
     float t[16];
+    if (!FL_BF16_IL)
+        return;
     for (g = 0; g + 16 <= n; g += 16) {
         memcpy(t, e + g, sizeof t);
         for (c = 0; c < 16; c++) e[g + fl_il_pos(c, 16)] = t[c];
     }
 }
 
-#if defined(__AVX2__) && defined(__FMA__) && !defined(__AVX512F__)
-#define FL_BF16_ROWS 1
-
-/* 16 bfloat16 (their bits w) as an fl_vf holding A (lo) and B (hi) */
-FL_INLINE fl_vf fl_bf16_widen_il(__m256i w)
-{
-    fl_vf r;
-    r.lo = _mm256_castsi256_ps(_mm256_slli_epi32(w, 16));
-    r.hi = _mm256_castsi256_ps(_mm256_and_si256(w, _mm256_set1_epi32((int)0xffff0000u)));
-    return r;
-}
+#if FL_BF16_ROWS
 
 FL_INLINE __m256i fl_bf16_load16(const uint16_t *z)
 {
     return _mm256_loadu_si256((const __m256i *)z);
-}
-
-/* the lanes of an (A, B) pair in natural order (lanes 0-7, 8-15): the unpacks give
- * lanes 0-3 | 8-11 and 4-7 | 12-15 */
-FL_INLINE fl_vf fl_vf_from_il(fl_vf v)
-{
-    __m256 ul = _mm256_unpacklo_ps(v.lo, v.hi), uh = _mm256_unpackhi_ps(v.lo, v.hi);
-    fl_vf r;
-    r.lo = _mm256_permute2f128_ps(ul, uh, 0x20);
-    r.hi = _mm256_permute2f128_ps(ul, uh, 0x31);
-    return r;
-}
-
-/* round_bf16 of the 16 products of a group, A (even values) and B (odd ones), none
- * NaN, in natural order: the high halves h and low halves l of the float bits in
- * 16-bit lanes (two blends each), then nearest-even as fl_f32_to_bf16: h + 1 where
- * l + (h & 1) > 0x8000, i.e. where (l ^ 0x8000) + (h & 1) > 0 as signed 16-bit
- * (saturating: l = 0xffff stays positive) */
-FL_INLINE __m256i fl_bf16_round_il16(__m256 a, __m256 b)
-{
-    __m256i ua = _mm256_castps_si256(a), ub = _mm256_castps_si256(b);
-    __m256i h = _mm256_blend_epi16(_mm256_srli_epi32(ua, 16), ub, 0xaa);
-    __m256i l = _mm256_blend_epi16(ua, _mm256_slli_epi32(ub, 16), 0xaa);
-    __m256i t = _mm256_adds_epi16(_mm256_xor_si256(l, _mm256_set1_epi16((short)0x8000)),
-                                  _mm256_and_si256(h, _mm256_set1_epi16(1)));
-    return _mm256_sub_epi16(h, _mm256_cmpgt_epi16(t, _mm256_setzero_si256()));
 }
 
 /* the last r < 16 values widened into t[0, r) (r > 0) */
@@ -161,30 +239,22 @@ static inline float fl_bf16_maxf(const uint16_t *z, Py_ssize_t n, float *amax)
  * shifted left by 23 vanish (mod 2^32): bits(kf) << 23 is k << 23 itself. */
 FL_INLINE fl_vf fl_bf16_exp16_tame(fl_vf x)
 {
-    fl_vf kf, p = fl_sm_exp16_core(x, &kf), r;
-    r.lo = _mm256_castsi256_ps(_mm256_add_epi32(_mm256_castps_si256(p.lo),
-                                                _mm256_slli_epi32(_mm256_castps_si256(kf.lo), 23)));
-    r.hi = _mm256_castsi256_ps(_mm256_add_epi32(_mm256_castps_si256(p.hi),
-                                                _mm256_slli_epi32(_mm256_castps_si256(kf.hi), 23)));
-    return r;
+    fl_vf kf, p = fl_sm_exp16_core(x, &kf);
+    return fl_bf16_scale_pow2(p, kf);
 }
 
 /* one group of 16 of fl_bf16_store_il (kv: K in every lane; nt: streamed stores) */
-FL_INLINE void fl_bf16_store_il16(const float *e, uint16_t *dst, __m256 kv, int nt, int clean)
+FL_INLINE void fl_bf16_store_il16(const float *e, uint16_t *dst, fl_vf kv, int nt, int clean)
 {
-    fl_vf p;
+    fl_vf p = fl_vf_mul(fl_vf_load(e), kv);
     __m256i q;
-    p.lo = _mm256_mul_ps(_mm256_loadu_ps(e), kv);
-    p.hi = _mm256_mul_ps(_mm256_loadu_ps(e + 8), kv);
-    if (!clean && __builtin_expect(
-            _mm256_movemask_ps(_mm256_or_ps(_mm256_cmp_ps(p.lo, p.lo, _CMP_UNORD_Q),
-                                            _mm256_cmp_ps(p.hi, p.hi, _CMP_UNORD_Q))) != 0, 0)) {
+    if (!clean && __builtin_expect(fl_bf16_has_nan(p), 0)) {
         float t[16];
         fl_vf_store(t, fl_vf_from_il(p));
         fl_bf16_store(t, dst, 16);
         return;
     }
-    q = fl_bf16_round_il16(p.lo, p.hi);
+    q = fl_bf16_round16(p);
     if (nt) {
         _mm_stream_si128((__m128i *)dst, _mm256_castsi256_si128(q));
         _mm_stream_si128((__m128i *)(dst + 8), _mm256_extracti128_si256(q, 1));
@@ -208,7 +278,7 @@ FL_INLINE void fl_bf16_store_rest(const float *e, uint16_t *dst, Py_ssize_t i, P
 static void fl_bf16_store_il(const float *e, uint16_t *dst, Py_ssize_t n, float K, int stream,
                              int clean)
 {
-    const __m256 kv = _mm256_set1_ps(K);
+    const fl_vf kv = fl_vf_set1(K);
     int nt = stream && ((uintptr_t)dst & 15) == 0;
     Py_ssize_t i = 0;
     for (; i + 16 <= n; i += 16)
@@ -221,12 +291,11 @@ static void fl_bf16_store_il(const float *e, uint16_t *dst, Py_ssize_t n, float 
  * groups of ge into gdst */
 FL_INLINE Py_ssize_t fl_bf16_expsum_groups(const uint16_t *z, float *e, Py_ssize_t n, fl_vf mv,
                                            const uint16_t *pz, fl_vd16 *acc, int tame,
-                                           const float *ge, uint16_t *gdst, __m256 gkv,
+                                           const float *ge, uint16_t *gdst, fl_vf gkv,
                                            int gnt, int gclean)
 {
     Py_ssize_t i = 0, j;
     fl_vf v, f;
-    __m256 ul, uh;
     for (; i + 16 <= n; i = j) {
         Py_ssize_t end = i + 128 <= n ? i + 128 : i + ((n - i) & ~(Py_ssize_t)15);
         f = fl_vf_set1(0.0f);
@@ -240,13 +309,7 @@ FL_INLINE Py_ssize_t fl_bf16_expsum_groups(const uint16_t *z, float *e, Py_ssize
                 fl_bf16_store_il16(ge + j, gdst + j, gkv, gnt, gclean);
             f = fl_vf_add(f, v);
         }
-        /* f.lo: the even lanes, f.hi: the odd ones; unpacked: 0-3 | 8-11, 4-7 | 12-15 */
-        ul = _mm256_unpacklo_ps(f.lo, f.hi);
-        uh = _mm256_unpackhi_ps(f.lo, f.hi);
-        acc->a = _mm256_add_pd(acc->a, _mm256_cvtps_pd(_mm256_castps256_ps128(ul)));
-        acc->b = _mm256_add_pd(acc->b, _mm256_cvtps_pd(_mm256_castps256_ps128(uh)));
-        acc->c = _mm256_add_pd(acc->c, _mm256_cvtps_pd(_mm256_extractf128_ps(ul, 1)));
-        acc->d = _mm256_add_pd(acc->d, _mm256_cvtps_pd(_mm256_extractf128_ps(uh, 1)));
+        *acc = fl_bf16_sum_il(*acc, f);
     }
     return i;
 }
@@ -261,9 +324,8 @@ static inline double fl_bf16_expsumf(const uint16_t *z, float *e, Py_ssize_t n, 
                                      float amax, const uint16_t *pz, const float *ge,
                                      uint16_t *gdst, float gK, int gstream, int gclean)
 {
-    fl_vf mv = fl_vf_set1(m), v;
+    fl_vf mv = fl_vf_set1(m), gkv = fl_vf_set1(gK), v;
     fl_vd16 acc = fl_vd16_zero();
-    __m256 gkv = _mm256_set1_ps(gK);
     int gnt = ge != NULL && gstream && ((uintptr_t)gdst & 15) == 0;
     double a[16];
     float t[16];
@@ -288,7 +350,6 @@ static inline double fl_bf16_expsumf(const uint16_t *z, float *e, Py_ssize_t n, 
 }
 
 #else
-#define FL_BF16_ROWS 0
 static inline float fl_bf16_maxf(const uint16_t *z, Py_ssize_t n, float *amax)
 { (void)z; (void)n; (void)amax; return 0; }
 static inline double fl_bf16_expsumf(const uint16_t *z, float *e, Py_ssize_t n, float m,
