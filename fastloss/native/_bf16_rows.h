@@ -5,8 +5,8 @@
  * arithmetic from the bfloat16 bits instead, with fewer instructions and no
  * widened copy:
  *
- *   fl_bf16_maxf(z, n, &amax)     = fl_sm_maxf(widen(z), n), the same value;
- *                                   amax = max |z|
+ *   fl_bf16_maxf(z, n, &amax)     = fl_sm_maxf(widen(z), n), the same value, by
+ *                                   integer max / min of the bits; amax = max |z|
  *   fl_bf16_expsumf(z, e, n, m, amax, pz, ge, gdst, gK, ...)
  *                                 = fl_sm_expsumf(widen(z), e, n, m, ...): the same
  *                                   sum and exps, e stored interleaved (below);
@@ -33,7 +33,7 @@
  *
  * AVX-512 (one zmm): widening is vpmovzxwd and a shift by 16, in natural order,
  * so il is the identity; rounding is nearest-even on the 32-bit lanes (bits +
- * 0x7fff + lsb of the result, >> 16, as fl_f32_to_bf16) narrowed by vpmovdw.
+ * 0x7fff + lsb of the result, as fl_f32_to_bf16), the high halves picked by vpermw.
  * (Not vcvtneps2bf16: it flushes subnormals.)
  *
  * AVX2 (two ymm halves): 16 bfloat16 read as 8 32-bit words become two float
@@ -74,13 +74,29 @@ FL_INLINE fl_vf fl_bf16_scale_pow2(fl_vf p, fl_vf kf)
 
 FL_INLINE int fl_bf16_has_nan(fl_vf p) { return _mm512_cmp_ps_mask(p, p, _CMP_UNORD_Q) != 0; }
 
+/* nearest-even: bits + 0x7fff, + 1 more where the kept lsb (bit 16) is set; the
+ * high halves of the 16 sums picked into 16-bit lanes by one vpermw */
 FL_INLINE __m256i fl_bf16_round16(fl_vf p)
 {
+    const __m512i hi16 = _mm512_set_epi16(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+                                          31, 29, 27, 25, 23, 21, 19, 17,
+                                          15, 13, 11, 9, 7, 5, 3, 1);
     __m512i u = _mm512_castps_si512(p);
-    __m512i odd = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
-    u = _mm512_add_epi32(_mm512_add_epi32(u, _mm512_set1_epi32(0x7fff)), odd);
-    return _mm512_cvtepi32_epi16(_mm512_srli_epi32(u, 16));
+    __m512i t = _mm512_add_epi32(u, _mm512_set1_epi32(0x7fff));
+    t = _mm512_mask_add_epi32(t, _mm512_test_epi32_mask(u, _mm512_set1_epi32(0x10000)), t,
+                              _mm512_set1_epi32(1));
+    return _mm512_castsi512_si256(_mm512_permutexvar_epi16(hi16, t));
 }
+
+/* word vectors for the max pass: 32 bfloat16 bits */
+typedef __m512i fl_vw;
+#define FL_VW_N 32
+FL_INLINE fl_vw fl_vw_load(const uint16_t *p) { return _mm512_loadu_si512((const void *)p); }
+FL_INLINE fl_vw fl_vw_set1(int x) { return _mm512_set1_epi16((short)x); }
+FL_INLINE fl_vw fl_vw_maxs(fl_vw a, fl_vw b) { return _mm512_max_epi16(a, b); }
+FL_INLINE fl_vw fl_vw_maxu(fl_vw a, fl_vw b) { return _mm512_max_epu16(a, b); }
+FL_INLINE fl_vw fl_vw_minu(fl_vw a, fl_vw b) { return _mm512_min_epu16(a, b); }
+FL_INLINE void fl_vw_store(uint16_t *p, fl_vw v) { _mm512_storeu_si512((void *)p, v); }
 
 #elif defined(__AVX2__) && defined(__FMA__) && !defined(__AVX512F__)
 #define FL_BF16_ROWS 1
@@ -146,6 +162,16 @@ FL_INLINE __m256i fl_bf16_round16(fl_vf p)
     return _mm256_sub_epi16(h, _mm256_cmpgt_epi16(t, _mm256_setzero_si256()));
 }
 
+/* word vectors for the max pass: 16 bfloat16 bits */
+typedef __m256i fl_vw;
+#define FL_VW_N 16
+FL_INLINE fl_vw fl_vw_load(const uint16_t *p) { return _mm256_loadu_si256((const __m256i *)p); }
+FL_INLINE fl_vw fl_vw_set1(int x) { return _mm256_set1_epi16((short)x); }
+FL_INLINE fl_vw fl_vw_maxs(fl_vw a, fl_vw b) { return _mm256_max_epi16(a, b); }
+FL_INLINE fl_vw fl_vw_maxu(fl_vw a, fl_vw b) { return _mm256_max_epu16(a, b); }
+FL_INLINE fl_vw fl_vw_minu(fl_vw a, fl_vw b) { return _mm256_min_epu16(a, b); }
+FL_INLINE void fl_vw_store(uint16_t *p, fl_vw v) { _mm256_storeu_si256((__m256i *)p, v); }
+
 #else
 #define FL_BF16_ROWS 0
 #define FL_BF16_IL 0
@@ -188,8 +214,9 @@ FL_INLINE void fl_bf16_tail(const uint16_t *z, Py_ssize_t r, float *t)
 }
 
 /* fl_sm_maxf's accumulators, blocks and tail, on the widened values; *amax =
- * max |z| (NaN if z holds a NaN), from the bits: 16 values per integer max */
-static inline float fl_bf16_maxf(const uint16_t *z, Py_ssize_t n, float *amax)
+ * max |z| (NaN if z holds a NaN), from the bits: 16 values per integer max
+ * (fl_bf16_maxf's path for a span holding a NaN) */
+static float fl_bf16_maxf_widened(const uint16_t *z, Py_ssize_t n, float *amax)
 {
     const __m256i absm = _mm256_set1_epi16(0x7fff);
     fl_vf a0 = fl_vf_set1(-INFINITY), a1 = a0, a2 = a0, a3 = a0;
@@ -229,6 +256,54 @@ static inline float fl_bf16_maxf(const uint16_t *z, Py_ssize_t n, float *amax)
     a0 = fl_vf_max(a1, a0);
     a2 = fl_vf_max(a3, a2);
     return fl_vf_reduce_max(fl_vf_max(a2, a0));
+}
+
+/* fl_sm_maxf(widen(z), n) and *amax = max |z| (NaN if z holds a NaN) from the bits
+ * with integer max / min only (n > 0). As signed 16-bit, the bits of the values
+ * with the sign clear (+0 to +inf, then +NaN) are ordered as the values and lie
+ * above those with the sign set: their signed max s is the row max when s >= 0.
+ * Otherwise every value is negative, and the one of least magnitude (the least
+ * bits as unsigned: -0 to -inf, then -NaN) is the max. The unsigned max U is the
+ * negative value of greatest magnitude (or s, if none is negative): amax's bits
+ * are max(s, U & 0x7fff). A NaN shows as s > +inf or U > -inf; such a span (and
+ * n = 0) takes fl_bf16_maxf_widened, which skips NaN as vmaxps does. A row whose
+ * max is zero takes +0 where the float max may give -0: z - m and the loss are
+ * the same either way. */
+static inline float fl_bf16_maxf(const uint16_t *z, Py_ssize_t n, float *amax)
+{
+    fl_vw s0 = fl_vw_set1(0x8000), s1 = s0, u0 = fl_vw_set1(0), u1 = u0;
+    fl_vw l0 = fl_vw_set1(0xffff), l1 = l0, w0, w1;
+    uint16_t sb[2 * FL_VW_N], ub[2 * FL_VW_N], lb[2 * FL_VW_N];
+    int16_t smax = INT16_MIN;
+    uint16_t umax = 0, umin = 0xffff, ab;
+    Py_ssize_t i = 0, l;
+    for (; i + 2 * FL_VW_N <= n; i += 2 * FL_VW_N) {
+        w0 = fl_vw_load(z + i);
+        w1 = fl_vw_load(z + i + FL_VW_N);
+        s0 = fl_vw_maxs(s0, w0); s1 = fl_vw_maxs(s1, w1);
+        u0 = fl_vw_maxu(u0, w0); u1 = fl_vw_maxu(u1, w1);
+        l0 = fl_vw_minu(l0, w0); l1 = fl_vw_minu(l1, w1);
+    }
+    fl_vw_store(sb, s0); fl_vw_store(sb + FL_VW_N, s1);
+    fl_vw_store(ub, u0); fl_vw_store(ub + FL_VW_N, u1);
+    fl_vw_store(lb, l0); fl_vw_store(lb + FL_VW_N, l1);
+    for (l = 0; l < 2 * FL_VW_N; l++) {
+        smax = (int16_t)sb[l] > smax ? (int16_t)sb[l] : smax;
+        umax = ub[l] > umax ? ub[l] : umax;
+        umin = lb[l] < umin ? lb[l] : umin;
+    }
+    for (; i < n; i++) {
+        smax = (int16_t)z[i] > smax ? (int16_t)z[i] : smax;
+        umax = z[i] > umax ? z[i] : umax;
+        umin = z[i] < umin ? z[i] : umin;
+    }
+    if (n == 0 || smax > 0x7f80 || umax > 0xff80)
+        return fl_bf16_maxf_widened(z, n, amax);
+    ab = (uint16_t)(umax & 0x7fff);
+    if (smax >= 0 && (uint16_t)smax > ab)
+        ab = (uint16_t)smax;
+    *amax = fl_bf16_to_f32(ab);
+    return fl_bf16_to_f32(smax >= 0 ? (uint16_t)smax : umin);
 }
 
 /* fl_sm_exp16(x) for x in [-86, 0] (no NaN, no -inf): the same e^r and k
