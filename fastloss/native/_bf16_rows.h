@@ -26,13 +26,15 @@
  *                          the level's "il" order
  *   fl_vf_from_il(v)       those lanes put back in natural order
  *   fl_bf16_sum_il(acc, f) acc + f widened to double, lane by lane in natural order
- *   fl_bf16_scale_pow2(p, kf)  p 2^k as an integer add to p's exponent bits
+ *   fl_bf16_scale_pow2(p, kf)  p 2^k for a normal result, exactly: an integer add of
+ *                          k << 23 to p's bits (kf = FL_SHIFTF + k has the bits of
+ *                          FL_SHIFTF plus k, whose bits shifted left by 23 vanish)
  *   fl_bf16_has_nan(p)     any lane of p NaN
  *   fl_bf16_round16(p)     round_bf16 of 16 non-NaN floats in il order, natural
  *                          order out (16-bit lanes of a 256-bit vector)
  *
- * AVX-512 (one zmm): widening is vpmovzxwd and a shift by 16, in natural order,
- * so il is the identity; rounding is nearest-even on the 32-bit lanes (bits +
+ * AVX-512 (one zmm): widening is one vpermw (word i to the high half of lane i,
+ * the low halves zeroed), in natural order, so il is the identity; rounding is nearest-even on the 32-bit lanes (bits +
  * 0x7fff + lsb of the result, as fl_f32_to_bf16), the high halves picked by vpermw.
  * (Not vcvtneps2bf16: it flushes subnormals.)
  *
@@ -57,15 +59,20 @@
 #define FL_BF16_ROWS 1
 #define FL_BF16_IL 0        /* il(c) = c */
 
+/* word i to the high half of lane i, the low halves zeroed: one vpermw */
 FL_INLINE fl_vf fl_bf16_widen_il(__m256i w)
 {
-    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(w), 16));
+    const __m512i up = _mm512_set_epi16(15, 0, 14, 0, 13, 0, 12, 0, 11, 0, 10, 0, 9, 0, 8, 0,
+                                        7, 0, 6, 0, 5, 0, 4, 0, 3, 0, 2, 0, 1, 0, 0, 0);
+    return _mm512_castsi512_ps(_mm512_maskz_permutexvar_epi16(
+        (__mmask32)0xaaaaaaaau, up, _mm512_castsi256_si512(w)));
 }
 
 FL_INLINE fl_vf fl_vf_from_il(fl_vf v) { return v; }
 
 FL_INLINE fl_vd16 fl_bf16_sum_il(fl_vd16 acc, fl_vf f) { return fl_vd16_add_f(acc, f); }
 
+/* (an integer add, not vscalefps: that one takes an FMA port, which the exp fills) */
 FL_INLINE fl_vf fl_bf16_scale_pow2(fl_vf p, fl_vf kf)
 {
     return _mm512_castsi512_ps(_mm512_add_epi32(_mm512_castps_si512(p),
@@ -308,10 +315,9 @@ static inline float fl_bf16_maxf(const uint16_t *z, Py_ssize_t n, float *amax)
 
 /* fl_sm_exp16(x) for x in [-86, 0] (no NaN, no -inf): the same e^r and k
  * (fl_sm_exp16_core); e^r is in [0.7, 1.42] and k >= -125, so e^r 2^k is a normal
- * float and exact: an integer add of k to e^r's exponent gives the same bits as
- * the multiply, without the multiply (an FMA-port instruction) and the underflow
- * mask. kf = FL_SHIFTF + k has the bits of FL_SHIFTF plus k, and FL_SHIFTF's bits
- * shifted left by 23 vanish (mod 2^32): bits(kf) << 23 is k << 23 itself. */
+ * float and exact: fl_bf16_scale_pow2 (an integer add of k to e^r's exponent)
+ * gives the same bits as the multiply, without the multiply (an FMA-port
+ * instruction) and the underflow mask. */
 FL_INLINE fl_vf fl_bf16_exp16_tame(fl_vf x)
 {
     fl_vf kf, p = fl_sm_exp16_core(x, &kf);
@@ -361,9 +367,10 @@ static void fl_bf16_store_il(const float *e, uint16_t *dst, Py_ssize_t n, float 
     fl_bf16_store_rest(e, dst, i, n, K, nt);
 }
 
-/* the full groups of fl_bf16_expsumf, exp by fl_bf16_exp16_tame when tame
- * (a constant: two specialised loops); ge != NULL: also fl_bf16_store_il's
- * groups of ge into gdst */
+/* the full groups of fl_bf16_expsumf, exp by fl_bf16_exp16_tame when tame; ge !=
+ * NULL: also fl_bf16_store_il's groups of ge into gdst (both constants where
+ * fl_bf16_expsumf calls it: four specialised loops, the rounding's constants
+ * kept in registers) */
 FL_INLINE Py_ssize_t fl_bf16_expsum_groups(const uint16_t *z, float *e, Py_ssize_t n, fl_vf mv,
                                            const uint16_t *pz, fl_vd16 *acc, int tame,
                                            const float *ge, uint16_t *gdst, fl_vf gkv,
@@ -405,10 +412,13 @@ static inline double fl_bf16_expsumf(const uint16_t *z, float *e, Py_ssize_t n, 
     double a[16];
     float t[16];
     Py_ssize_t i, r;
+#define FL_BF16_GROUPS(tame, g) \
+    fl_bf16_expsum_groups(z, e, n, mv, pz, &acc, tame, g, gdst, gkv, gnt, gclean)
     if (m + amax <= 86.0f)
-        i = fl_bf16_expsum_groups(z, e, n, mv, pz, &acc, 1, ge, gdst, gkv, gnt, gclean);
+        i = ge != NULL ? FL_BF16_GROUPS(1, ge) : FL_BF16_GROUPS(1, NULL);
     else
-        i = fl_bf16_expsum_groups(z, e, n, mv, pz, &acc, 0, ge, gdst, gkv, gnt, gclean);
+        i = ge != NULL ? FL_BF16_GROUPS(0, ge) : FL_BF16_GROUPS(0, NULL);
+#undef FL_BF16_GROUPS
     r = n - i;
     if (r > 0) {        /* in order, padded with -inf (exp 0), as fl_sm_expsum_vec */
         fl_vmask k = fl_vmask_first(r);
