@@ -40,6 +40,10 @@ cdef extern from "native/_bf16_rows.h" nogil:
                           int clean)
 
 
+# this level reads bfloat16 cross-entropy rows straight from their bits (tests check it)
+CE_BF16_ROWS = bool(FL_BF16_ROWS)
+
+
 cdef enum:
     SM_HALF_STREAM = 4194304    # gradients of at least this many values: streamed (8 MiB)
     SM_HALF_TILE = 8192     # float32 values per thread tile (32 KiB: L1; one row at least)
