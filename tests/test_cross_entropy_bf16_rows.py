@@ -91,15 +91,18 @@ def test_hostile_rows(level):
     _check(x, y, weight=w, z_loss=1e-3, reduction="none")
 
 
-def test_unaligned_streamed_gradient(level):
-    """More than 4M values (streamed stores) into an out= that is not 16-byte aligned."""
+@pytest.mark.parametrize("align", [2, 16, 0])
+def test_unaligned_streamed_gradient(level, align):
+    """More than 4M values (streamed stores) into an out= at an address that is 2, 16 or
+    0 mod 32 bytes (no streaming, 16-byte streamed stores, 32-byte ones)."""
     rng = np.random.default_rng(4)
     N, C = 130, 32016
     x = (rng.normal(size=(N, C)) * 3).astype(BF16)
     y = rng.integers(0, C, N)
-    buf = np.empty(N * C + 1, BF16)
-    out = buf[1:].reshape(N, C)
-    assert out.ctypes.data % 16 != 0
+    buf = np.empty(N * C + 16, BF16)
+    off = ((align - buf.ctypes.data) % 32) // 2
+    out = buf[off:off + N * C].reshape(N, C)
+    assert out.ctypes.data % 32 == align
     _check(x, y, nts=(2,), out=out)
 
 

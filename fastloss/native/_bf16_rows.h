@@ -55,7 +55,7 @@
 #include "_half.h"
 #include "_expsum.h"
 
-#if defined(__AVX512F__) && defined(__AVX512BW__)
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512DQ__)
 #define FL_BF16_ROWS 1
 #define FL_BF16_IL 0        /* il(c) = c */
 
@@ -81,7 +81,8 @@ FL_INLINE fl_vf fl_bf16_scale_pow2(fl_vf p, fl_vf kf)
 
 FL_INLINE int fl_bf16_has_nan(fl_vf p) { return _mm512_cmp_ps_mask(p, p, _CMP_UNORD_Q) != 0; }
 
-/* nearest-even: bits + 0x7fff, + 1 more where the kept lsb (bit 16) is set; the
+/* nearest-even: bits + 0x7fff, + 1 more where the kept lsb (bit 16) is set (minus
+ * the all-ones lanes of vpmovm2d: no constant 1 to rematerialise in the loop); the
  * high halves of the 16 sums picked into 16-bit lanes by one vpermw */
 FL_INLINE __m256i fl_bf16_round16(fl_vf p)
 {
@@ -90,8 +91,7 @@ FL_INLINE __m256i fl_bf16_round16(fl_vf p)
                                           15, 13, 11, 9, 7, 5, 3, 1);
     __m512i u = _mm512_castps_si512(p);
     __m512i t = _mm512_add_epi32(u, _mm512_set1_epi32(0x7fff));
-    t = _mm512_mask_add_epi32(t, _mm512_test_epi32_mask(u, _mm512_set1_epi32(0x10000)), t,
-                              _mm512_set1_epi32(1));
+    t = _mm512_sub_epi32(t, _mm512_movm_epi32(_mm512_test_epi32_mask(u, _mm512_set1_epi32(0x10000))));
     return _mm512_castsi512_si256(_mm512_permutexvar_epi16(hi16, t));
 }
 
@@ -324,7 +324,8 @@ FL_INLINE fl_vf fl_bf16_exp16_tame(fl_vf x)
     return fl_bf16_scale_pow2(p, kf);
 }
 
-/* one group of 16 of fl_bf16_store_il (kv: K in every lane; nt: streamed stores) */
+/* one group of 16 of fl_bf16_store_il (kv: K in every lane; nt: streamed stores,
+ * 2: in one 32-byte store, dst 32-byte aligned) */
 FL_INLINE void fl_bf16_store_il16(const float *e, uint16_t *dst, fl_vf kv, int nt, int clean)
 {
     fl_vf p = fl_vf_mul(fl_vf_load(e), kv);
@@ -336,12 +337,22 @@ FL_INLINE void fl_bf16_store_il16(const float *e, uint16_t *dst, fl_vf kv, int n
         return;
     }
     q = fl_bf16_round16(p);
-    if (nt) {
+    if (nt == 2) {
+        _mm256_stream_si256((__m256i *)dst, q);
+    } else if (nt) {
         _mm_stream_si128((__m128i *)dst, _mm256_castsi256_si128(q));
         _mm_stream_si128((__m128i *)(dst + 8), _mm256_extracti128_si256(q, 1));
     } else {
         _mm256_storeu_si256((__m256i *)dst, q);
     }
+}
+
+/* the nt of fl_bf16_store_il16 for groups from dst on (dst + 16 i keeps its alignment) */
+FL_INLINE int fl_bf16_nt(const uint16_t *dst, int stream)
+{
+    if (!stream || ((uintptr_t)dst & 15) != 0)
+        return 0;
+    return ((uintptr_t)dst & 31) == 0 ? 2 : 1;
 }
 
 /* fl_bf16_store_il after its full groups: values i to n (in order) */
@@ -355,12 +366,12 @@ FL_INLINE void fl_bf16_store_rest(const float *e, uint16_t *dst, Py_ssize_t i, P
 
 /* dst[c] = round_bf16(e[il(c)] K) for c < n. clean: the caller knows no product is
  * NaN (e and K finite); otherwise a group holding a NaN product takes the exact
- * path of _half.h. stream: non-temporal 16-byte stores where dst allows */
+ * path of _half.h. stream: non-temporal 32- or 16-byte stores where dst allows */
 static void fl_bf16_store_il(const float *e, uint16_t *dst, Py_ssize_t n, float K, int stream,
                              int clean)
 {
     const fl_vf kv = fl_vf_set1(K);
-    int nt = stream && ((uintptr_t)dst & 15) == 0;
+    int nt = fl_bf16_nt(dst, stream);
     Py_ssize_t i = 0;
     for (; i + 16 <= n; i += 16)
         fl_bf16_store_il16(e + i, dst + i, kv, nt, clean);
@@ -408,7 +419,7 @@ static inline double fl_bf16_expsumf(const uint16_t *z, float *e, Py_ssize_t n, 
 {
     fl_vf mv = fl_vf_set1(m), gkv = fl_vf_set1(gK), v;
     fl_vd16 acc = fl_vd16_zero();
-    int gnt = ge != NULL && gstream && ((uintptr_t)gdst & 15) == 0;
+    int gnt = ge != NULL ? fl_bf16_nt(gdst, gstream) : 0;
     double a[16];
     float t[16];
     Py_ssize_t i, r;
