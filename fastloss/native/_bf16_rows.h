@@ -157,16 +157,15 @@ FL_INLINE int fl_bf16_has_nan(fl_vf p)
 
 /* the high halves h and low halves l of the float bits in 16-bit lanes (two
  * blends each), then nearest-even as fl_f32_to_bf16: h + 1 where l + (h & 1) >
- * 0x8000, i.e. where (l ^ 0x8000) + (h & 1) > 0 as signed 16-bit (saturating:
- * l = 0xffff stays positive) */
+ * 0x8000, i.e. where l - (1 - (h & 1)) >= 0x8000: bit 15 of that difference
+ * (saturating: l = 0 with h even stays 0) */
 FL_INLINE __m256i fl_bf16_round16(fl_vf p)
 {
     __m256i ua = _mm256_castps_si256(p.lo), ub = _mm256_castps_si256(p.hi);
     __m256i h = _mm256_blend_epi16(_mm256_srli_epi32(ua, 16), ub, 0xaa);
     __m256i l = _mm256_blend_epi16(ua, _mm256_slli_epi32(ub, 16), 0xaa);
-    __m256i t = _mm256_adds_epi16(_mm256_xor_si256(l, _mm256_set1_epi16((short)0x8000)),
-                                  _mm256_and_si256(h, _mm256_set1_epi16(1)));
-    return _mm256_sub_epi16(h, _mm256_cmpgt_epi16(t, _mm256_setzero_si256()));
+    __m256i d = _mm256_subs_epu16(l, _mm256_andnot_si256(h, _mm256_set1_epi16(1)));
+    return _mm256_add_epi16(h, _mm256_srli_epi16(d, 15));
 }
 
 /* word vectors for the max pass: 16 bfloat16 bits */
