@@ -55,6 +55,17 @@
 #include "_half.h"
 #include "_expsum.h"
 
+/* fl_vw: the word vectors of the max pass (T: the integer vector type, P: the
+ * intrinsics' prefix, SI: their load / store suffix) */
+#define FL_VW_LAYER(T, P, SI)                                                            \
+    typedef T fl_vw;                                                                     \
+    FL_INLINE fl_vw fl_vw_load(const uint16_t *p) { return P##_loadu_##SI((const void *)p); } \
+    FL_INLINE fl_vw fl_vw_set1(int x) { return P##_set1_epi16((short)x); }               \
+    FL_INLINE fl_vw fl_vw_maxs(fl_vw a, fl_vw b) { return P##_max_epi16(a, b); }         \
+    FL_INLINE fl_vw fl_vw_maxu(fl_vw a, fl_vw b) { return P##_max_epu16(a, b); }         \
+    FL_INLINE fl_vw fl_vw_minu(fl_vw a, fl_vw b) { return P##_min_epu16(a, b); }         \
+    FL_INLINE void fl_vw_store(uint16_t *p, fl_vw v) { P##_storeu_##SI((void *)p, v); }
+
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512DQ__)
 #define FL_BF16_ROWS 1
 #define FL_BF16_IL 0        /* il(c) = c */
@@ -96,14 +107,8 @@ FL_INLINE __m256i fl_bf16_round16(fl_vf p)
 }
 
 /* word vectors for the max pass: 32 bfloat16 bits */
-typedef __m512i fl_vw;
 #define FL_VW_N 32
-FL_INLINE fl_vw fl_vw_load(const uint16_t *p) { return _mm512_loadu_si512((const void *)p); }
-FL_INLINE fl_vw fl_vw_set1(int x) { return _mm512_set1_epi16((short)x); }
-FL_INLINE fl_vw fl_vw_maxs(fl_vw a, fl_vw b) { return _mm512_max_epi16(a, b); }
-FL_INLINE fl_vw fl_vw_maxu(fl_vw a, fl_vw b) { return _mm512_max_epu16(a, b); }
-FL_INLINE fl_vw fl_vw_minu(fl_vw a, fl_vw b) { return _mm512_min_epu16(a, b); }
-FL_INLINE void fl_vw_store(uint16_t *p, fl_vw v) { _mm512_storeu_si512((void *)p, v); }
+FL_VW_LAYER(__m512i, _mm512, si512)
 
 #elif defined(__AVX2__) && defined(__FMA__) && !defined(__AVX512F__)
 #define FL_BF16_ROWS 1
@@ -169,14 +174,8 @@ FL_INLINE __m256i fl_bf16_round16(fl_vf p)
 }
 
 /* word vectors for the max pass: 16 bfloat16 bits */
-typedef __m256i fl_vw;
 #define FL_VW_N 16
-FL_INLINE fl_vw fl_vw_load(const uint16_t *p) { return _mm256_loadu_si256((const __m256i *)p); }
-FL_INLINE fl_vw fl_vw_set1(int x) { return _mm256_set1_epi16((short)x); }
-FL_INLINE fl_vw fl_vw_maxs(fl_vw a, fl_vw b) { return _mm256_max_epi16(a, b); }
-FL_INLINE fl_vw fl_vw_maxu(fl_vw a, fl_vw b) { return _mm256_max_epu16(a, b); }
-FL_INLINE fl_vw fl_vw_minu(fl_vw a, fl_vw b) { return _mm256_min_epu16(a, b); }
-FL_INLINE void fl_vw_store(uint16_t *p, fl_vw v) { _mm256_storeu_si256((__m256i *)p, v); }
+FL_VW_LAYER(__m256i, _mm256, si256)
 
 #else
 #define FL_BF16_ROWS 0
