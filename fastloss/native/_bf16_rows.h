@@ -33,10 +33,13 @@
  *   fl_bf16_round16(p)     round_bf16 of 16 non-NaN floats in il order, natural
  *                          order out (16-bit lanes of a 256-bit vector)
  *
+ * and fl_vw, the integer vectors of the max pass (FL_VW_N 16-bit lanes).
+ *
  * AVX-512 (one zmm): widening is one vpermw (word i to the high half of lane i,
- * the low halves zeroed), in natural order, so il is the identity; rounding is nearest-even on the 32-bit lanes (bits +
- * 0x7fff + lsb of the result, as fl_f32_to_bf16), the high halves picked by vpermw.
- * (Not vcvtneps2bf16: it flushes subnormals.)
+ * the low halves zeroed), in natural order, so il is the identity; rounding is
+ * nearest-even on the 32-bit lanes (bits + 0x7fff + lsb of the result, as
+ * fl_f32_to_bf16), the high halves picked by vpermw. (Not vcvtneps2bf16: it
+ * flushes subnormals.)
  *
  * AVX2 (two ymm halves): 16 bfloat16 read as 8 32-bit words become two float
  * vectors in one instruction each, A = the even values (the words shifted left
@@ -102,7 +105,8 @@ FL_INLINE __m256i fl_bf16_round16(fl_vf p)
                                           15, 13, 11, 9, 7, 5, 3, 1);
     __m512i u = _mm512_castps_si512(p);
     __m512i t = _mm512_add_epi32(u, _mm512_set1_epi32(0x7fff));
-    t = _mm512_sub_epi32(t, _mm512_movm_epi32(_mm512_test_epi32_mask(u, _mm512_set1_epi32(0x10000))));
+    __mmask16 odd = _mm512_test_epi32_mask(u, _mm512_set1_epi32(0x10000));
+    t = _mm512_sub_epi32(t, _mm512_movm_epi32(odd));
     return _mm512_castsi512_si256(_mm512_permutexvar_epi16(hi16, t));
 }
 
