@@ -1,9 +1,11 @@
-"""bfloat16 cross-entropy rows read straight from the 16-bit logits (the avx2 level's
-_bf16_rows.h: interleaved exps, the exponent-add exp where m + max|z| <= 86, the
-interleaved gradient store; the loss alone too) give the float32 kernel's bits,
-rounded, on every level:
+"""bfloat16 cross-entropy rows read straight from the 16-bit logits (the avx2 and
+avx512 levels' _bf16_rows.h: the max from integer max / min of the bits, the exps
+(interleaved on avx2), the exponent-add exp where m + max|z| <= 86, the gradient
+rounded in registers; the loss alone too) give the float32 kernel's bits, rounded,
+on every level:
 tails of every length, targets at every position of a group of 16, several chunks,
-chunks of -inf, signed zeros, NaN and Inf, unaligned and streamed gradients."""
+chunks of -inf, signed zeros, all-negative rows, subnormals, NaN of either sign and
+Inf, unaligned and streamed gradients."""
 import numpy as np
 import pytest
 
@@ -89,13 +91,53 @@ def test_hostile_rows(level):
     _check(x, y, weight=w, z_loss=1e-3, reduction="none")
 
 
-def test_unaligned_streamed_gradient(level):
-    """More than 4M values (streamed stores) into an out= that is not 16-byte aligned."""
+@pytest.mark.parametrize("align", [2, 16, 0])
+def test_unaligned_streamed_gradient(level, align):
+    """More than 4M values (streamed stores) into an out= at an address that is 2, 16 or
+    0 mod 32 bytes (no streaming, 16-byte streamed stores, 32-byte ones)."""
     rng = np.random.default_rng(4)
     N, C = 130, 32016
     x = (rng.normal(size=(N, C)) * 3).astype(BF16)
     y = rng.integers(0, C, N)
-    buf = np.empty(N * C + 1, BF16)
-    out = buf[1:].reshape(N, C)
-    assert out.ctypes.data % 16 != 0
+    buf = np.empty(N * C + 16, BF16)
+    off = ((align - buf.ctypes.data) % 32) // 2
+    out = buf[off:off + N * C].reshape(N, C)
+    assert out.ctypes.data % 32 == align
     _check(x, y, nts=(2,), out=out)
+
+
+def test_row_path_on_vector_levels():
+    """avx2 and avx512 take the row path (the tests above run it there), baseline the
+    16-bit tiles."""
+    for lv in LEVELS:
+        assert _backend.load_level(lv).CE_BF16_ROWS == (lv != "baseline"), lv
+
+
+def test_integer_max_edges(level):
+    """The max pass from the bits: rows whose max is negative, -0, +0 beside -0, a
+    subnormal, +-inf; NaN of either sign beside negatives; spans of 32 and tails."""
+    rng = np.random.default_rng(5)
+    C = 8192 + 77
+    tiny = float(np.finfo(np.float32).tiny)
+    rows = []
+    for span in (C, 31, 64, 77):
+        base = -np.abs(rng.normal(size=C)).astype(np.float32) * 5 - 0.5
+        r = np.full(C, -np.inf, np.float32)
+        r[:span] = base[:span]
+        rows.append(r.copy())                           # all negative
+        z = r.copy(); z[span // 2] = -0.0; rows.append(z)   # max -0
+        z = r.copy(); z[span // 3] = -0.0; z[span - 1] = 0.0; rows.append(z)  # +0 and -0
+        z = r.copy(); z[span - 1] = -tiny / 8; rows.append(z)  # a negative subnormal max
+        z = r.copy(); z[0] = tiny / 4; rows.append(z)       # a positive subnormal max
+        z = r.copy(); z[span // 2] = -np.nan; rows.append(z)   # -NaN among negatives
+        z = r.copy(); z[span - 1] = np.nan; rows.append(z)     # +NaN among negatives
+        z = r.copy(); z[1] = np.inf; rows.append(z)
+        z = np.full(C, -np.inf, np.float32); z[span - 1] = -3.0; rows.append(z)
+    x = np.stack(rows)
+    x[5::9] = np.copysign(x[5::9], -1.0)        # -NaN keeps its sign bit
+    x = x.astype(BF16)
+    bits = x.view(np.uint16)
+    assert np.any(bits == 0xffc0) or np.any((bits & 0x8000) & ((bits & 0x7fff) > 0x7f80))
+    y = (np.arange(len(x)) * 13) % 31
+    _check(x, y)
+    _check(x, y, reduction="none")

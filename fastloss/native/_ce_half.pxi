@@ -14,8 +14,8 @@
 # step 1 widens one chunk and keeps only its statistics; step 3 widens the
 # chunk again, recomputes its exps (the same bits) and writes its gradient.
 #
-# bfloat16 with index targets, no smoothing or soft-cap, on the avx2 level
-# (FL_BF16_ROWS): no tiles; _ce_bf16_rows reads each row straight from its 16
+# bfloat16 with index targets, no smoothing or soft-cap, on the avx2 and avx512
+# levels (FL_BF16_ROWS): no tiles; _ce_bf16_rows reads each row straight from its 16
 # bits (_bf16_rows.h), with the same bits.
 
 from libc.string cimport memset
@@ -38,6 +38,10 @@ cdef extern from "native/_bf16_rows.h" nogil:
                            int gstream, int gclean)
     void fl_bf16_store_il(const float* e, uint16_t* dst, Py_ssize_t n, float K, int stream,
                           int clean)
+
+
+# this level reads bfloat16 cross-entropy rows straight from their bits (tests check it)
+CE_BF16_ROWS = bool(FL_BF16_ROWS)
 
 
 cdef enum:
@@ -91,7 +95,7 @@ cdef void _ce_half_grad_store(const CeConf* cf, int kind, Py_ssize_t n, float* b
         fl_half_store(kind, buf + r * C + y, out + r * C + y, 1)
 
 
-# --- bfloat16 rows read straight from 16 bits (FL_BF16_ROWS levels: avx2) ---------
+# --- bfloat16 rows read straight from 16 bits (FL_BF16_ROWS: avx2, avx512) -------
 #
 # Index targets without smoothing or soft-cap (_ce_half_plain): row by row, step 1
 # from the bfloat16 row itself (_bf16_rows.h: no widened copy, the exps stored
