@@ -75,8 +75,8 @@ cdef void _ce_half_grad_store(const CeConf* cf, int kind, Py_ssize_t n, float* b
     """Step 3 fused with the rounding, for index targets without smoothing or soft-cap
     (cf.defer_grad): out = round16(e K_k) per chunk from the exps in buf (the float
     product step 3 computes), then the target class as step 3 does it, in buf, rounded
-    alone. Ignored rows: zeros. Pointers start at the tile's first row. stream:
-    non-temporal stores (see fl_half_store_scaled)."""
+    alone. Ignored rows: zeros. Pointers start at the tile's first row. (float16, and
+    bfloat16 on the baseline level: the other levels take _ce_bf16_rows.)"""
     cdef Py_ssize_t C = cf.C, r, k, off, m, y
     cdef float Ky
     for r in range(n):
