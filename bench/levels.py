@@ -12,7 +12,10 @@ then timed in alternating rounds (``fastloss.tools.benchmark.time_peers``, the
 order reversed every round), so every peer sees the same load. Prints the median
 ms per peer, each level's speed-up over torch, each level's time over the
 highest level's, and GB/s with the share of the streaming triad bandwidth
-measured at start; then the same from the fastest call of each peer (on a
+measured at start (float64, best of 5, before the rounds); for bce also the share of
+a float32 triad over the same arrays' bytes timed as a peer in the same rounds (the
+host's bandwidth swings by 1.5x within minutes: this share compares like with like);
+then the same from the fastest call of each peer (on a
 shared 2-core machine a 2-thread call that waits for a busy core takes a whole
 scheduler slice, and medians then measure the neighbours). ``ATEN_CPU_CAPABILITY`` restricts torch (avx2: what torch runs
 on an AVX2 machine); it must be set before torch is imported, hence in the
@@ -62,6 +65,23 @@ def _line(name, t, nbytes, bw, levels):
             (f" | {ratios}" if ratios else ""))
 
 
+def _triad_runner(n):
+    """A float32 triad a = b + s c over n elements (Numba, fastloss's threads): the
+    same bytes as bce-with-logits (two arrays read, one written), timed as a peer in
+    the same rounds, so its share is measured under the same load."""
+    from fastloss.tools import bandwidth
+
+    _threads.numba_threads()
+    a, b, c = (np.full(n, v, np.float32) for v in (0.0, 1.0, 2.0))
+    s = np.float32(1e-6)
+    return lambda: bandwidth._triad(a, b, c, s)
+
+
+def _share(name, t, levels):
+    return (f"{name}: in-round float32 triad {t['triad'] * 1e3:.3f} ms; " +
+            ", ".join(f"{lv} at {100 * t['triad'] / t[lv]:.0f}% of its bandwidth" for lv in levels))
+
+
 def _cases(levels, torch):
     F = torch.nn.functional
     rng = np.random.default_rng(0)
@@ -98,11 +118,17 @@ def main(argv):
         runners["torch"] = benchmark._torch_loss_runner(torch, tfn, x, target)
         benchmark._loss_check({"numpy": benchmark._fastloss_runner(fn, x, target, "numpy"),
                                **runners}, "float32")()
+        if name.startswith("bce"):
+            runners["triad"] = _triad_runner(x.size)
         times = {peer: [] for peer in runners}
         med = benchmark.time_peers({peer: _recorded(f, times[peer]) for peer, f in runners.items()},
                                    min_rounds=5, max_time=2.0)
+        low = {p: min(t) for p, t in times.items()}
         print("median  " + _line(name, med, nbytes, bw, levels))
-        fastest.append(_line(name, {p: min(t) for p, t in times.items()}, nbytes, bw, levels))
+        fastest.append(_line(name, low, nbytes, bw, levels))
+        if "triad" in runners:
+            print("median  " + _share(name, med, levels))
+            fastest.append(_share(name, low, levels))
     for line in fastest:
         print("fastest " + line)
     _backend.set_simd_level(None)
