@@ -497,7 +497,7 @@ BCE_LOGITS = Loss(
         T b = neg ? omt : -pt;
         *g = r * (b * e + a);
         *h = c * sig * sigc;
-        return fl_c_log1p_e_add_T(c, e, r, a * p);
+        return fl_fma_T(c, fl_log1p_e_T(e, r), a * p);
     """,
     reference=_bce_logits, hessian=_bce_logits_h, transcendental=True,
     pred="logit", target="probability", pred_name="input", fused_grad_store=True,

@@ -64,18 +64,15 @@ FL_INLINE int fl_ew_tame_d(const double *p, Py_ssize_t n, double bound)
     return 0;
 }
 
-/* c log1p(e) + a (one FMA) for e = exp(-|x|) in [0, 1], r = 1 / (1 + e) (the
- * softplus term of the logistic losses). float: log1p(e) by fl__log1p01_f (no
- * reduction); double: log1p reusing r. */
-FL_INLINE float fl_c_log1p_e_add_f(float c, float e, float r, float a)
-{
-    (void)r;
-    return FL_FMAF(c, fl__log1p01_f(e), a);
-}
-FL_INLINE double fl_c_log1p_e_add_d(double c, double e, double r, double a)
-{
-    return FL_FMA(c, fl__log1p_unit(e, r), a);
-}
+/* a b + c with one rounding where the CPU has FMA (a body's explicit contraction:
+ * GCC may otherwise fuse either product of a b + d e) */
+FL_INLINE float fl_fma_f(float a, float b, float c) { return FL_FMAF(a, b, c); }
+FL_INLINE double fl_fma_d(double a, double b, double c) { return FL_FMA(a, b, c); }
+
+/* log1p(e) for e = exp(-|x|) in [0, 1], r = 1 / (1 + e) (the softplus term of the
+ * logistic losses). float: fl__log1p01_f (no reduction); double: reusing r. */
+FL_INLINE float fl_log1p_e_f(float e, float r) { (void)r; return fl__log1p01_f(e); }
+FL_INLINE double fl_log1p_e_d(double e, double r) { return fl__log1p_unit(e, r); }
 
 /* [eps, 1 - eps] in the dtype, kept strictly inside (0, 1) (clip_bounds() in NumPy) */
 FL_INLINE float fl_clip_lo_f(float eps) { return eps < FLT_MIN ? FLT_MIN : eps; }
