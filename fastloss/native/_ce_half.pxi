@@ -22,8 +22,7 @@ from libc.string cimport memset
 from libc.math cimport isfinite
 
 cdef extern from "native/_half_scaled.h" nogil:
-    void fl_half_store_scaled(int kind, const float* src, uint16_t* dst, Py_ssize_t n, float K,
-                              int stream)
+    void fl_half_store_scaled(int kind, const float* src, uint16_t* dst, Py_ssize_t n, float K)
     void fl_half_load_ahead(int kind, const uint16_t* src, float* dst, Py_ssize_t n,
                             const uint16_t* next, Py_ssize_t nnext)
 
@@ -71,7 +70,7 @@ cdef inline bint _ce_half_split(const CeConf* cf, int nt) noexcept nogil:
 
 cdef void _ce_half_grad_store(const CeConf* cf, int kind, Py_ssize_t n, float* buf,
                              const label_t* lab, uint16_t* out, const double* st,
-                             const double* zy, const double* cfs, bint stream) noexcept nogil:
+                             const double* zy, const double* cfs) noexcept nogil:
     """Step 3 fused with the rounding, for index targets without smoothing or soft-cap
     (cf.defer_grad): out = round16(e K_k) per chunk from the exps in buf (the float
     product step 3 computes), then the target class as step 3 does it, in buf, rounded
@@ -88,7 +87,7 @@ cdef void _ce_half_grad_store(const CeConf* cf, int kind, Py_ssize_t n, float* b
             off = k * SM_CHUNK
             m = C - off if C - off < SM_CHUNK else SM_CHUNK
             fl_half_store_scaled(kind, buf + r * C + off, out + r * C + off, m,
-                                 <float>_ce_chunk_scale(cf, r, k, st, cfs), stream)
+                                 <float>_ce_chunk_scale(cf, r, k, st, cfs))
         Ky = <float>_ce_chunk_scale(cf, r, y // SM_CHUNK, st, cfs)
         buf[r * C + y] = buf[r * C + y] * Ky
         _ce_grad_target(cf, r, lab, buf, zy, cfs)
@@ -248,8 +247,7 @@ cdef void _ce_half_rows(const CeConf* cf, int kind, Py_ssize_t lo, Py_ssize_t hi
                           st + i0 * cf.nchunks * SM_ST, zy + i0, cfs + i0 * SM_CF, rl + i0)
         if gh != NULL and lc.defer_grad:
             _ce_half_grad_store(&lc, kind, n, buf, lab, gh + i0 * C,
-                                st + i0 * cf.nchunks * SM_ST, zy + i0, cfs + i0 * SM_CF,
-                                stream)
+                                st + i0 * cf.nchunks * SM_ST, zy + i0, cfs + i0 * SM_CF)
         elif gh != NULL:
             fl_half_store(kind, buf, gh + i0 * C, n * C)
         i0 = i0 + n

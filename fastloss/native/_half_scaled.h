@@ -2,10 +2,9 @@
  *
  *   fl_half_load_ahead: fl_half_load, prefetching the next tile (below).
  *
- *   fl_half_store_scaled(kind, src, dst, n, K, stream):
+ *   fl_half_store_scaled(kind, src, dst, n, K):
  *       dst[i] = round16(src[i] * K)     (the float32 product, as step 3 of the
- *       float32 cross-entropy computes it, then nearest-even as fl_half_store);
- *       stream: unused here (the bfloat16 row kernels stream a large gradient)
+ *       float32 cross-entropy computes it, then nearest-even as fl_half_store)
  *
  * One pass over the float32 tile instead of a scaling pass and a store pass:
  * the products go through a small L1 buffer into fl_half_store (float16: an
@@ -18,12 +17,10 @@
 
 #define FL_SCALED_BLOCK 512
 
-static void fl_half_store_scaled(int kind, const float *src, uint16_t *dst, Py_ssize_t n, float K,
-                                 int stream)
+static void fl_half_store_scaled(int kind, const float *src, uint16_t *dst, Py_ssize_t n, float K)
 {
     float t[FL_SCALED_BLOCK];
     Py_ssize_t i, j, m;
-    (void)stream;
     for (i = 0; i < n; i += m) {
         m = n - i < FL_SCALED_BLOCK ? n - i : FL_SCALED_BLOCK;
         for (j = 0; j < m; j++)
