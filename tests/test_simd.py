@@ -151,7 +151,7 @@ def test_tame_blocks_give_the_guarded_bits(level, level_restored):
     from fastloss._elementwise_spec import LOSSES
     from fastloss import loss_objects
     _backend.set_simd_level(level)
-    block = 2048   # native/elementwise.pxi EW_BLOCK
+    block = _backend.kernels.ELEMENTWISE_BLOCK
     rng = np.random.default_rng(3)
     for spec in [s for s in LOSSES if s.tame is not None]:
         fn = getattr(fastloss, spec.name)

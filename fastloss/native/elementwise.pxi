@@ -50,6 +50,7 @@ cdef extern from "native/elementwise_losses.h" nogil:
 if FL_EW_MAX_PARAMS > EW_MAX_PARAMS:
     raise ImportError("a loss of the table has more options than EW_MAX_PARAMS")
 
+ELEMENTWISE_BLOCK = EW_BLOCK     # elements per block (its own sum; Loss.tame's scan)
 ELEMENTWISE_PAR_MIN = EW_PAR_MIN
 ELEMENTWISE_PAR_MIN_TRANSCENDENTAL = EW_PAR_MIN_TRANSC
 
