@@ -294,6 +294,11 @@ _no_cache_warned = False
 _numba_njit = numba.njit  # (patched in a test)
 
 
+def _njit_in_memory(fn, **opts):
+    """``numba.njit`` without any disk cache: compiled in every process."""
+    return _numba_njit(**dict(_OPTS, cache=False), **opts)(fn)
+
+
 def _njit(fn, **opts):
     """``numba.njit(cache=True)`` with the disk cache of ``_numba_cache`` (a key stable
     across processes, invalidated by an edit of any kernel source). Compiled in memory
@@ -318,15 +323,16 @@ def _njit(fn, **opts):
         from .._backend import FastlossWarning
         warnings.warn(f"fastloss.optim: kernels are compiled in memory in every process: {why}.",
                       FastlossWarning, stacklevel=4)
-    return _numba_njit(**dict(_OPTS, cache=False), **opts)(fn)
+    return _njit_in_memory(fn, **opts)
 
 
 def _jit(fn, parallel, cache=True):
     """Compile ``fn``; the serial twin is a copy with its own qualified name so the two
     keep separate cache files (the key of ``_numba_cache`` holds the options and the
-    closure's flag values, so each variant has its own entry)."""
+    closure's flag values, so each variant has its own entry). ``cache=False``: in
+    memory only (the multi-tensor runners, see ``_multi.multi_kernel``)."""
     if not cache:
-        return _numba_njit(**dict(_OPTS, cache=False), parallel=parallel)(fn)
+        return _njit_in_memory(fn, parallel=parallel)
     if parallel:
         return _njit(fn, parallel=True)
     clone = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__ + "_serial",
