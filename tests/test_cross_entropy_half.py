@@ -159,13 +159,42 @@ def test_internal_float32_loss(dtype):
 
 
 @native_only
+def _bf16_rows(dtype, opts, shape):
+    """This level computes these bfloat16 logits by _bf16_rows.h (index targets, no
+    smoothing or soft-cap, 32 classes or more)."""
+    return (fastloss.native_available() and dtype == BF16 and not opts and shape[-1] >= 32
+            and bool(getattr(_backend.kernels, "CE_BF16_ROWS", False)))
+
+
 @pytest.mark.parametrize("dtype", HALF, ids=str)
 @pytest.mark.parametrize("shape", [(300, 10), (64, 1000), (3, 20000), (9, 20000), (2, 9000)],
                          ids=str)
 @pytest.mark.parametrize("opts", [{}, {"softcap": 4.0, "label_smoothing": 0.1}, {"probs": True}],
                          ids=["plain", "cap+ls", "probs"])
 def test_native_is_float32_kernel_rounded_any_threads(dtype, shape, opts):
+    """The 16-bit kernel = the float32 kernel on the widened rows, rounded, for any
+    thread count; but the bfloat16 rows of the avx2 / avx512 levels (_bf16_rows.h, plain
+    index targets, C >= 32), whose exp has 16-bit precision: within one ulp of the
+    float64 values there (tests/test_cross_entropy_bf16_rows.py: correctly rounded but
+    near midpoints), the same bits for any thread count."""
     x, y = _data(dtype, shape, seed=2)
+    if _bf16_rows(dtype, opts, shape):
+        results = []
+        before = _threads.get_num_threads()
+        try:
+            for nt in (1, 2, 3):
+                _threads.set_num_threads(nt)
+                results.append(fc.cross_entropy(x, y, reduction="sum", return_grad=True,
+                                                backend="native"))
+        finally:
+            _threads.set_num_threads(before)
+        l64, g64 = _reference(x, y, {}, reduction="sum")
+        assert_within_ulp(results[0][0], l64, dtype, "loss")
+        assert_within_ulp(results[0][1], g64, dtype, "gradient")
+        for loss, grad in results[1:]:
+            assert loss.tobytes() == results[0][0].tobytes()
+            assert grad.tobytes() == results[0][1].tobytes()
+        return
     y, o = _ce_args(opts, x, y, dtype)
     y32 = y.astype(np.float32) if y.dtype.kind == "f" else y
     before = _threads.get_num_threads()
@@ -433,7 +462,12 @@ def test_large_gradient_streamed():
     x = (rng.normal(size=(1030, 4099)) * 3).astype(BF16)
     y = rng.integers(0, 4099, 1030)
     y[::7] = -100
-    l32, g32 = fc.cross_entropy(x.astype(np.float32), y, return_grad=True)
     loss, g = fc.cross_entropy(x, y, return_grad=True)
+    if _bf16_rows(BF16, {}, x.shape):     # an exp of 16-bit precision: within one ulp
+        l64, g64 = _reference(x, y, {})
+        assert_within_ulp(loss, l64, BF16, "loss")
+        assert_within_ulp(g, g64, BF16, "gradient")
+        return
+    l32, g32 = fc.cross_entropy(x.astype(np.float32), y, return_grad=True)
     np.testing.assert_array_equal(g.view(np.uint16), g32.astype(BF16).view(np.uint16))
     assert abs(float(loss) - float(l32)) <= _ulp(float(l32), BF16)

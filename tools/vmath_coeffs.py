@@ -5,6 +5,8 @@
 * expm1 core on r in [-ln2/2, ln2/2]:  expm1(r) = r + r^2 P(r)
 * log1p on [0, 1] (bce-with-logits, float32): log1p(e) = e + s (z H(z) - e),
   s = e / (2 + e), z = s^2 (H as for the log core, on [0, 1/9])
+* exp of the bfloat16 cross-entropy rows (_bf16_rows.h), r in [-ln2/2, ln2/2]:
+  e^r = 1 + r Q(r), Q of degree 3, minimax in relative error (Lawson's iteration)
 * log core on z = s^2, s = f/(2+f), f in [sqrt(1/2)-1, sqrt(2)-1]:
   log1p(f) = 2 atanh(s) = 2 s + s R(z),  R(z) = z H(z)
 Chebyshev fits (near-minimax) in 60-digit arithmetic, then rounded to the
@@ -85,7 +87,34 @@ def report_log1p01(degs):
         print("   ", ", ".join(repr(float(x)) for x in c))
 
 
+def report_exp16(deg=4):
+    """e^r = 1 + r Q(r) (e^0 = 1 exactly), Q of degree deg - 1, minimax relative error
+    by Lawson's reweighted least squares in float64; the error printed is that of the
+    float32 coefficients in float32 Horner with FMA (the kernel's arithmetic)."""
+    import numpy as np
+    h = float(LN2 / 2) * 1.0005
+    r = np.cos(np.linspace(0, np.pi, 4001)) * h
+    E = np.exp(r)
+    A = np.stack([r ** (k + 1) for k in range(deg)], 1) / E[:, None]
+    b = (E - 1) / E
+    w = np.full(r.size, 1.0 / r.size)
+    for _ in range(3000):
+        c, *_ = np.linalg.lstsq(A * np.sqrt(w)[:, None], b * np.sqrt(w), rcond=None)
+        w = w * np.abs(A @ c - b)
+        w /= w.sum()
+    c32 = [np.float32(x) for x in c]
+    rr = np.linspace(-h, h, 2000001).astype(np.float32)
+    p = np.full_like(rr, c32[-1])
+    for k in reversed(c32[:-1]):     # fma: the product is exact in float64
+        p = (p.astype(np.float64) * rr + np.float64(k)).astype(np.float32)
+    p = (p.astype(np.float64) * rr + 1.0).astype(np.float32)
+    err = np.abs(p / np.exp(rr.astype(np.float64)) - 1).max()
+    print(f"exp16 float32 deg {deg}: max rel err {err:.3g}")
+    print("   ", ", ".join(repr(float(x)) for x in reversed(c32)))
+
+
 if __name__ == "__main__":
+    report_exp16(4)
     report_log1p01([2, 3, 4])
     report("expm1", 32, [3, 4, 5])
     report("expm1", 64, [8, 9, 10, 11])

@@ -16,7 +16,9 @@
 #
 # bfloat16 with index targets, no smoothing or soft-cap, on the avx2 and avx512
 # levels (FL_BF16_ROWS): no tiles; _ce_bf16_rows reads each row straight from its 16
-# bits (_bf16_rows.h), with the same bits.
+# bits (_bf16_rows.h), the split schedule's items too (_ce_bf16_item), with an exp of
+# 16-bit precision (relative error 3.2e-6: fl_bf16_exp16), the same on both levels
+# and for any thread count.
 
 from libc.string cimport memset
 from libc.math cimport isfinite
@@ -37,10 +39,28 @@ cdef extern from "native/_bf16_rows.h" nogil:
                            int gstream, int gclean)
     void fl_bf16_store_il(const float* e, uint16_t* dst, Py_ssize_t n, float K, int stream,
                           int clean)
+    void fl_bf16_exp_apply(const float* x, float* out, Py_ssize_t n, int tame)
 
 
 # this level reads bfloat16 cross-entropy rows straight from their bits (tests check it)
 CE_BF16_ROWS = bool(FL_BF16_ROWS)
+
+
+def bf16_row_exp(const float[::1] x, float[::1] out, bint tame):
+    """out = the exp the bfloat16 cross-entropy rows use (_bf16_rows.h: fl_bf16_exp16,
+    or with ``tame`` fl_bf16_exp16_tame, defined for x in [-86, 0] only) at x <= 0, for
+    the tests. len(x) == len(out), a multiple of 16. False (out untouched) on a level
+    without the rows (CE_BF16_ROWS)."""
+    cdef Py_ssize_t n = x.shape[0]
+    if out.shape[0] != n or n % 16 != 0:
+        raise ValueError(f"x and out must have the same length, a multiple of 16; got "
+                         f"{n} and {out.shape[0]}")
+    if not FL_BF16_ROWS:
+        return False
+    if n > 0:
+        with nogil:
+            fl_bf16_exp_apply(&x[0], &out[0], n, tame)
+    return True
 
 
 cdef enum:
@@ -253,6 +273,52 @@ cdef void _ce_half_rows(const CeConf* cf, int kind, Py_ssize_t lo, Py_ssize_t hi
         i0 = i0 + n
 
 
+cdef void _ce_bf16_item(const CeConf* cf, Py_ssize_t i, Py_ssize_t k, bint grad,
+                        const uint16_t* zh, const label_t* lp, uint16_t* gh, float* buf,
+                        double* st, double* zy, const double* cfs) noexcept nogil:
+    """_ce_half_item for bfloat16 rows on the FL_BF16_ROWS levels (index targets, plain):
+    step 1 of (row i, chunk k) from the 16 bits as _ce_bf16_row does it (the same exps,
+    so the bits of the row schedule); with ``grad``, the exps again, step 3 rounded by
+    fl_bf16_store_il, then the target class when it is in this chunk. buf: C floats,
+    the chunk at its place in the row."""
+    cdef Py_ssize_t C = cf.C, off = k * SM_CHUNK, y
+    cdef Py_ssize_t n = C - off if C - off < SM_CHUNK else SM_CHUNK
+    cdef const uint16_t* z = zh + i * C + off
+    cdef const label_t* lab = lp + i
+    cdef double* rst = st + i * cf.nchunks * SM_ST       # the row's records
+    cdef double* cs = rst + k * SM_ST
+    cdef float* e = buf + off
+    cdef float mk, amax
+    cdef double sk, K
+    if _ce_ignored(cf, lab, 0):
+        if grad:
+            memset(gh + i * C + off, 0, n * sizeof(uint16_t))
+        return
+    y = <Py_ssize_t>lab[0]
+    mk = fl_bf16_maxf(z, n, &amax)
+    if mk == -INFINITY:
+        # only -inf and NaN: e = 0 or NaN, as _sm_masked gives them
+        fl_half_load(FL_HALF_BF16, z, e, n)
+        sk = _sm_masked(<const float*>e, e, n)
+        fl_il_from_natural(e, n)
+    else:
+        sk = fl_bf16_expsumf(z, e, n, mk, amax, z, NULL, NULL, 0, 0, 0)
+    if not grad:
+        if off <= y < off + n:
+            zy[i] = fl_bf16_to_f32(z[y - off])
+        cs[ST_CHUNK_MAX] = mk
+        cs[ST_EXP_SUM] = sk
+        cs[ST_AZ_SUM] = 0.0
+        cs[ST_A_SUM] = 0.0
+        return
+    K = _ce_chunk_scale(cf, 0, k, rst, cfs + i * SM_CF)
+    fl_bf16_store_il(e, gh + i * C + off, n, <float>K, False, _ce_bf16_clean(K, rst, k))
+    if off <= y < off + n:
+        buf[y] = buf[fl_il_pos(y, C)] * <float>K
+        _ce_grad_target(cf, 0, lab, buf, zy + i, cfs + i * SM_CF)
+        gh[i * C + y] = fl_f32_to_bf16(buf[y])
+
+
 cdef void _ce_half_item(const CeConf* cf, int kind, Py_ssize_t i, Py_ssize_t k, bint grad,
                         const uint16_t* zh, const label_t* lp, const float* tp,
                         const float* wp, uint16_t* gh, float* buf, double* st, double* zy,
@@ -266,6 +332,9 @@ cdef void _ce_half_item(const CeConf* cf, int kind, Py_ssize_t i, Py_ssize_t k, 
     cdef Py_ssize_t n = C - off if C - off < SM_CHUNK else SM_CHUNK
     cdef const label_t* lab = NULL if lp == NULL else lp + i
     cdef const float* t = NULL if tp == NULL else tp + i * C
+    if FL_BF16_ROWS and kind == FL_HALF_BF16 and _ce_half_plain(cf):
+        _ce_bf16_item(cf, i, k, grad, zh, lp, gh, buf, st, zy, cfs)
+        return
     lc.N = 1        # the row alone: its pointers below start at row i
     fl_half_load(kind, zh + i * C + off, buf + off, n)
     _ce_chunk_stats(&lc, 0, k, <const float*>buf, lab, t, wp, buf if grad else NULL,
