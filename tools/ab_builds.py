@@ -13,6 +13,7 @@ modules: ``/tmp/base``, its fastloss/_kernels*.so):
     python tools/ab_builds.py avx512 /tmp/base:avx512 4096x1000   # cross-entropy N x C
     python tools/ab_builds.py avx2 /tmp/base:avx2 bce [threads]   # mse | huber | bce | bce_prob | log_cosh (10M float32)
     python tools/ab_builds.py avx2 /tmp/base:avx2 bf16:4096x32000  # cross-entropy on bfloat16 logits
+    python tools/ab_builds.py avx512 /tmp/base:avx512 half:mse     # a bfloat16 loss + gradient, 10M
 
 Prints the median (and min) per build and B/A (> 1: build A, the first, is faster).
 """
@@ -61,6 +62,18 @@ def runner(K, what, nt, rng):
         # older builds: generic option slots a, b
         return (lambda: K.elementwise(kind, x, t, None, None, None, g, None, a, b,
                                       1.0 / n, nt)), 12 * n
+    if what.startswith("half:"):  # a bfloat16 element-wise loss + gradient, 10M
+        import ml_dtypes
+
+        n = 10_000_000
+        name = {"bce": "binary_cross_entropy_with_logits"}.get(what[5:], what[5:])
+        x = (rng.normal(size=n) * 3).astype(ml_dtypes.bfloat16)
+        t = (rng.random(n) < 0.5).astype(ml_dtypes.bfloat16)
+        g = np.empty_like(x)
+        params = tuple(1.0 for _ in K.ELEMENTWISE_PARAMS[name])
+        kind = K.ELEMENTWISE_KINDS[name]
+        return (lambda: K.elementwise_half(kind, x, t, None, None, None, g, None, params,
+                                           1.0 / n, nt)), 6 * n
     bf16 = what.startswith("bf16:")
     N, C = map(int, what.removeprefix("bf16:").split("x"))
     x = (rng.normal(size=(N, C)) * 3).astype(np.float32)

@@ -16,8 +16,7 @@
 # One pass instead of tiles: where prediction, target and gradient are all
 # bfloat16 and nothing else is given (the plain fwd+bwd call), the losses without
 # exp/log run the generated fl_ew_bf16_<name>_f loops on the levels that have
-# them (native/elementwise_bf16.h: baseline and avx2; at avx512 the tiles are
-# faster): two elements per 32-bit word, widened and rounded in registers, the
+# them (native/elementwise_bf16.h: every x86-64 level): two elements per 32-bit word, widened and rounded in registers, the
 # loss sum in the same lanes and order. Whole 128-element chunks only; the tiles
 # finish the block. Same bits as the tiles (tests/test_losses_half.py).
 
