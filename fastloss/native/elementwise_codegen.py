@@ -5,10 +5,13 @@ For every loss of the table the header gets
 
 * ``fl_ew_<name>_f`` / ``_d``: its body as an always-inlined C function of
   ``(p, t, <options by name>, T *g, T *h)``, once for float and once for double;
+  with a ``prepass`` (see the table), also ``fl_ew_<name>_pre_T(p[, tame])``;
 * ``fl_ew_loop_<name>_f`` / ``_d``: the loop over n elements into the loss,
   gradient (and, only when ``hb`` is not NULL, hessian) buffers. The loop
   without hessians passes a dead scratch variable as ``h``: the compiler drops
-  that arithmetic, so the loss/gradient loop is the one it always was;
+  that arithmetic, so the loss/gradient loop is the one it always was. A loss
+  with a prepass runs chunks of FL_EW_PRE_CHUNK elements in two loops: the
+  prepass value of each element into a stack buffer, then the body over it;
 * ``fl_ew_store_<name>_f`` / ``_d``: the loop writing ``gscale * g`` straight to
   the gradient (used for the losses marked ``fused_grad_store``, and for every
   loss when the caller asks with ``fuse``: the 16-bit kernels, whose gradient
@@ -53,11 +56,18 @@ def _instantiate(text, ctype, suffix):
 
 def _body(loss, ctype, suffix):
     params = "".join(f"T {name}, " for name in loss.params)
+    tame = "int tame" if loss.tame is not None else ""
     if loss.tame is not None:
         params += "int tame, "
+    pre = ""
+    if loss.prepass is not None:   # its own function, run by the loops' first pass
+        name, expr = loss.prepass
+        params += f"T {name}, "
+        pre = (f"FL_INLINE T fl_ew_{loss.name}_pre_T(T p{', ' + tame if tame else ''})\n"
+               f"{{\n    {tame and '(void)tame;  '}return {expr.strip()};\n}}\n")
     lines = [line.strip() for line in loss.native.strip().splitlines()]
     return _instantiate(
-        f"FL_INLINE T fl_ew_{loss.name}_T(T p, T t, {params}T *g, T *h)\n{{\n"
+        pre + f"FL_INLINE T fl_ew_{loss.name}_T(T p, T t, {params}T *g, T *h)\n{{\n"
         + "".join(f"    {line}\n" for line in lines) + "}\n", ctype, suffix)
 
 
@@ -72,31 +82,49 @@ def _loop(loss, ctype, suffix, store):
             f"    Py_ssize_t i;  T {'gs, ' if store else ''}hs;  (void)aux; (void)par;\n")
     for k, name in enumerate(loss.params):
         head += f"    const T {name}_s = (T)par[{k}];\n"
+    if loss.prepass is not None:
+        head += "    T pre_b[FL_EW_PRE_CHUNK];  Py_ssize_t i0, i1;\n"
+
+    pre = loss.prepass is not None
+    # with a prepass: chunks of FL_EW_PRE_CHUNK elements, [i0, i1)
+    span = "i = i0; i < i1; i++" if pre else "i = 0; i < n; i++"
 
     def call(option_source, g, h, tame):
         args = "".join(f"{option_source if n in per_elem else n + '_s'}, " for n in loss.params)
         if tame is not None:
             args += f"{tame}, "
+        if pre:
+            args += "pre_b[i - i0], "
         return f"fl_ew_{loss.name}_T(p[i], t[i], {args}{g}, {h})"
 
     def loops(option_source, indent, tame):
         pad = " " * indent
         if store:
-            return (f"{pad}for (i = 0; i < n; i++) {{\n"
+            return (f"{pad}for ({span}) {{\n"
                     f"{pad}    lb[i] = {call(option_source, '&gs', '&hs', tame)};\n"
                     f"{pad}    grad[i] = gs * gscale;\n{pad}}}\n")
         return (f"{pad}if (hb == NULL)  /* loss and gradient: hs is dead, h not computed */\n"
-                f"{pad}    for (i = 0; i < n; i++) lb[i] = {call(option_source, '&gb[i]', '&hs', tame)};\n"
+                f"{pad}    for ({span}) lb[i] = {call(option_source, '&gb[i]', '&hs', tame)};\n"
                 f"{pad}else\n"
-                f"{pad}    for (i = 0; i < n; i++) lb[i] = {call(option_source, '&gb[i]', '&hb[i]', tame)};\n")
+                f"{pad}    for ({span}) lb[i] = {call(option_source, '&gb[i]', '&hb[i]', tame)};\n")
 
     def all_loops(indent, tame):
         pad = " " * indent
         if per_elem:
-            return (f"{pad}if (aux != NULL) {{\n" + loops("aux[i]", indent + 4, tame)
-                    + f"{pad}}} else {{\n" + loops(per_elem[0] + "_s", indent + 4, tame)
-                    + f"{pad}}}\n")
-        return loops(None, indent, tame)
+            inner = (f"{pad}if (aux != NULL) {{\n" + loops("aux[i]", indent + 4, tame)
+                     + f"{pad}}} else {{\n" + loops(per_elem[0] + "_s", indent + 4, tame)
+                     + f"{pad}}}\n")
+        else:
+            inner = loops(None, indent, tame)
+        if not pre:
+            return inner
+        # first pass: the prepass value of a chunk into pre_b; then the body over it
+        targ = "" if tame is None else f", {tame}"
+        return (f"{pad}for (i0 = 0; i0 < n; i0 = i1) {{\n"
+                f"{pad}    i1 = n - i0 < FL_EW_PRE_CHUNK ? n : i0 + FL_EW_PRE_CHUNK;\n"
+                f"{pad}    for ({span}) pre_b[i - i0] = fl_ew_{loss.name}_pre_T(p[i]{targ});\n"
+                + "".join("    " + line + "\n" for line in inner.splitlines())
+                + f"{pad}}}\n")
 
     if loss.tame is None:
         body = all_loops(4, None)
@@ -211,6 +239,9 @@ def header(losses):
         "/* exp/log losses: parallel from fewer elements, no sub-blocks */\n"
         "static const int fl_ew_transcendental[] = {"
         + ", ".join(str(int(l.transcendental)) for l in losses) + "};\n\n",
+        "/* elements per chunk of a loss with a prepass (Loss.prepass): its values go to a\n"
+        " * stack buffer of this many (256 and 512 measured alike, 128 and 1024 slower) */\n"
+        "#define FL_EW_PRE_CHUNK 256\n\n",
     ]
     for ctype, suffix in TYPES:
         parts.append(f"/* ---- {ctype} ---- */\n\n")
