@@ -37,6 +37,7 @@ cdef extern from "native/elementwise_losses.h" nogil:
     enum:
         FL_EW_COUNT
         FL_EW_MAX_PARAMS
+        FL_EW_CHUNK
     const char* fl_ew_names[]
     const char* fl_ew_params[]
     const int fl_ew_transcendental[]
@@ -50,7 +51,8 @@ cdef extern from "native/elementwise_losses.h" nogil:
 if FL_EW_MAX_PARAMS > EW_MAX_PARAMS:
     raise ImportError("a loss of the table has more options than EW_MAX_PARAMS")
 
-ELEMENTWISE_BLOCK = EW_BLOCK     # elements per block (its own sum; Loss.tame's scan)
+ELEMENTWISE_BLOCK = EW_BLOCK     # elements per block (its own sum)
+ELEMENTWISE_CHUNK = FL_EW_CHUNK  # elements per chunk of a Loss.tame / prepass loop (the tame scan)
 ELEMENTWISE_PAR_MIN = EW_PAR_MIN
 ELEMENTWISE_PAR_MIN_TRANSCENDENTAL = EW_PAR_MIN_TRANSC
 

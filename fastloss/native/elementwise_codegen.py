@@ -10,8 +10,9 @@ For every loss of the table the header gets
   gradient (and, only when ``hb`` is not NULL, hessian) buffers. The loop
   without hessians passes a dead scratch variable as ``h``: the compiler drops
   that arithmetic, so the loss/gradient loop is the one it always was. A loss
-  with a prepass runs chunks of FL_EW_PRE_CHUNK elements in two loops: the
-  prepass value of each element into a stack buffer, then the body over it;
+  with tame or a prepass runs chunks of FL_EW_CHUNK elements: the tame scan of
+  the chunk, the prepass value of each element into a stack buffer, then the
+  body over it;
 * ``fl_ew_store_<name>_f`` / ``_d``: the loop writing ``gscale * g`` straight to
   the gradient (used for the losses marked ``fused_grad_store``, and for every
   loss when the caller asks with ``fuse``: the 16-bit kernels, whose gradient
@@ -82,12 +83,15 @@ def _loop(loss, ctype, suffix, store):
             f"    Py_ssize_t i;  T {'gs, ' if store else ''}hs;  (void)aux; (void)par;\n")
     for k, name in enumerate(loss.params):
         head += f"    const T {name}_s = (T)par[{k}];\n"
+    if loss.prepass is not None or loss.tame is not None:
+        head += "    Py_ssize_t i0, i1;\n"
     if loss.prepass is not None:
-        head += "    T pre_b[FL_EW_PRE_CHUNK];  Py_ssize_t i0, i1;\n"
+        head += "    T pre_b[FL_EW_CHUNK];\n"
 
     pre = loss.prepass is not None
-    # with a prepass: chunks of FL_EW_PRE_CHUNK elements, [i0, i1)
-    span = "i = i0; i < i1; i++" if pre else "i = 0; i < n; i++"
+    # with a prepass or tame: chunks of FL_EW_CHUNK elements, [i0, i1)
+    chunked = pre or loss.tame is not None
+    span = "i = i0; i < i1; i++" if chunked else "i = 0; i < n; i++"
 
     def call(option_source, g, h, tame):
         args = "".join(f"{option_source if n in per_elem else n + '_s'}, " for n in loss.params)
@@ -118,19 +122,23 @@ def _loop(loss, ctype, suffix, store):
             inner = loops(None, indent, tame)
         if not pre:
             return inner
-        # first pass: the prepass value of a chunk into pre_b; then the body over it
+        # first pass: the prepass value of the chunk into pre_b; then the body over it
         targ = "" if tame is None else f", {tame}"
-        return (f"{pad}for (i0 = 0; i0 < n; i0 = i1) {{\n"
-                f"{pad}    i1 = n - i0 < FL_EW_PRE_CHUNK ? n : i0 + FL_EW_PRE_CHUNK;\n"
-                f"{pad}    for ({span}) pre_b[i - i0] = fl_ew_{loss.name}_pre_T(p[i]{targ});\n"
-                + "".join("    " + line + "\n" for line in inner.splitlines())
-                + f"{pad}}}\n")
+        return (f"{pad}for ({span}) pre_b[i - i0] = fl_ew_{loss.name}_pre_T(p[i]{targ});\n"
+                + inner)
 
-    if loss.tame is None:
+    if not chunked:
         body = all_loops(4, None)
-    else:   # the block's |p| all <= loss.tame: the body with its cheaper kernels
-        body = (f"    if (fl_ew_tame_T(p, n, (T){loss.tame!r})) {{\n" + all_loops(8, 1)
-                + "    } else {\n" + all_loops(8, 0) + "    }\n")
+    else:
+        body = ("    for (i0 = 0; i0 < n; i0 = i1) {\n"
+                "        i1 = n - i0 < FL_EW_CHUNK ? n : i0 + FL_EW_CHUNK;\n")
+        if loss.tame is None:
+            body += all_loops(8, None)
+        else:   # the chunk's |p| all <= loss.tame: the body with its cheaper kernels
+            body += (f"        if (fl_ew_tame_T(p + i0, i1 - i0, (T){loss.tame!r})) {{\n"
+                     + all_loops(12, 1) + "        } else {\n" + all_loops(12, 0)
+                     + "        }\n")
+        body += "    }\n"
     return _instantiate(head + body + "}\n", ctype, suffix)
 
 
@@ -239,9 +247,10 @@ def header(losses):
         "/* exp/log losses: parallel from fewer elements, no sub-blocks */\n"
         "static const int fl_ew_transcendental[] = {"
         + ", ".join(str(int(l.transcendental)) for l in losses) + "};\n\n",
-        "/* elements per chunk of a loss with a prepass (Loss.prepass): its values go to a\n"
+        "/* elements per chunk of the loops of a loss with tame or a prepass (see the\n"
+        " * table): each chunk is scanned for tame on its own, its prepass values go to a\n"
         " * stack buffer of this many (256 and 512 measured alike, 128 and 1024 slower) */\n"
-        "#define FL_EW_PRE_CHUNK 256\n\n",
+        "#define FL_EW_CHUNK 256\n\n",
     ]
     for ctype, suffix in TYPES:
         parts.append(f"/* ---- {ctype} ---- */\n\n")

@@ -40,7 +40,7 @@ FL_INLINE double fl_exp_nonpos_d(double x) { return fl__exp(x); }
 
 /* e^x for x in [-86, 0] (no NaN): the same value as fl_exp_nonpos_T, fewer
  * operations (float: no clamp, 2^k added to the exponent; double: the same kernel).
- * Only inside a block that fl_ew_tame_T accepted. */
+ * Only inside a chunk that fl_ew_tame_T accepted. */
 FL_INLINE float fl_exp_tame_f(float x) { return fl__exp_tame_f(x); }
 FL_INLINE double fl_exp_tame_d(double x) { return fl__exp(x); }
 
