@@ -186,8 +186,14 @@ def test_split_schedule_gives_the_row_bits(level, N):
     C = 3 * 8192 + 45
     x = (rng.normal(size=(N, C)) * 4).astype(BF16)
     x[0, 8192:16384] = -np.inf                      # a chunk of -inf
+    if N > 1:
+        x[1, 20000] = np.nan                        # a NaN row
+    if N > 3:
+        x[3, 9000] = 88.0                           # m + max|z| > 86: the guarded exp
+        x[4, :] = 0.0                               # ties, signed zeros
+        x[4, ::3] = -0.0
     y = rng.integers(0, C, N)
-    y[0] = 8192 + 17 if N > 1 else 5
+    y[0] = 16384 + 17 if N > 1 else 5           # (not in the -inf chunk)
     if N > 2:
         y[2] = -100
     w = rng.uniform(0.5, 2.0, C).astype(np.float32)
