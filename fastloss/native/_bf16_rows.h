@@ -317,7 +317,7 @@ static inline float fl_bf16_maxf(const uint16_t *z, Py_ssize_t n, float *amax)
     return fl_bf16_to_f32(smax >= 0 ? (uint16_t)smax : umin);
 }
 
-/* The exp of these rows: k and r = x - k ln2 as fl_sm_exp16_core, e^r by
+/* The exp of these rows: k and r = x - k ln2 by fl_sm_exp16_reduce, e^r by
  * 1 + r Q(r) with Q of degree 3 (tools/vmath_coeffs.py: report_exp16) instead of
  * the float32 kernels' degree 6: relative error <= 2.9e-6 on [-ln2/2, ln2/2], e^0 = 1
  * exactly; <= 3.2e-6 for x in [-87.3, 0] (the one-float ln2 of the reduction adds
@@ -333,14 +333,11 @@ static inline float fl_bf16_maxf(const uint16_t *z, Py_ssize_t n, float *amax)
  * 1.5e-7, gave 1.08x). */
 FL_INLINE fl_vf fl_bf16_exp16_core(fl_vf x, fl_vf *kf_out)
 {
-    fl_vf kf = fl_vf_fmadd(x, fl_vf_set1(FL_LOG2EF), fl_vf_set1(FL_SHIFTF));
-    fl_vf kk = fl_vf_sub(kf, fl_vf_set1(FL_SHIFTF));
-    fl_vf r = fl_vf_fnmadd(kk, fl_vf_set1(0.693147182464599609375f), x);
+    fl_vf r = fl_sm_exp16_reduce(x, kf_out);
     fl_vf q = fl_vf_fmadd(fl_vf_set1(0.041513681411743164f), r,
                           fl_vf_set1(0.16787591576576233f));
     q = fl_vf_fmadd(q, r, fl_vf_set1(0.5000302195549011f));
     q = fl_vf_fmadd(q, r, fl_vf_set1(0.9999668002128601f));
-    *kf_out = kf;
     return fl_vf_fmadd(q, r, fl_vf_set1(1.0f));
 }
 

@@ -62,18 +62,24 @@ FL_INLINE float fl_sm_expnegf(float x)
  * ports. */
 /* (fl_sm_exp16_core: e^r, with kf = k + FL_SHIFTF into *kf_out; the bf16 rows of
  * _bf16_rows.h scale it by 2^k their own way) */
-FL_INLINE fl_vf fl_sm_exp16_core(fl_vf x, fl_vf *kf_out)
+/* k = round(x log2 e) (kf = k + FL_SHIFTF into *kf_out) and r = x - k ln2 in one FMA */
+FL_INLINE fl_vf fl_sm_exp16_reduce(fl_vf x, fl_vf *kf_out)
 {
     fl_vf kf = fl_vf_fmadd(x, fl_vf_set1(FL_LOG2EF), fl_vf_set1(FL_SHIFTF));
     fl_vf kk = fl_vf_sub(kf, fl_vf_set1(FL_SHIFTF));
-    fl_vf r = fl_vf_fnmadd(kk, fl_vf_set1(0.693147182464599609375f), x);
+    *kf_out = kf;
+    return fl_vf_fnmadd(kk, fl_vf_set1(0.693147182464599609375f), x);
+}
+
+FL_INLINE fl_vf fl_sm_exp16_core(fl_vf x, fl_vf *kf_out)
+{
+    fl_vf r = fl_sm_exp16_reduce(x, kf_out);
     fl_vf p = fl_vf_fmadd(fl_vf_set1(0.0013941118959337473f), r,
                           fl_vf_set1(0.008375134319067001f));
     p = fl_vf_fmadd(p, r, fl_vf_set1(0.04166635125875473f));
     p = fl_vf_fmadd(p, r, fl_vf_set1(0.16666415333747864f));
     p = fl_vf_fmadd(p, r, fl_vf_set1(0.5f));
     p = fl_vf_fmadd(p, r, fl_vf_set1(1.0f));
-    *kf_out = kf;
     return fl_vf_fmadd(p, r, fl_vf_set1(1.0f));
 }
 
