@@ -4,7 +4,9 @@ Both backends against the float64 reference computed on the same 16-bit inputs
 (widened exactly): losses within one 16-bit ulp of the correctly rounded value
 (float32 losses within 1e-5 relative), gradients and softmax within one 16-bit
 ulp; the native 16-bit kernel equal bit for bit to the float32 kernel on the
-widened rows, rounded; any thread count, every instruction-set level; NaN/Inf,
+widened rows, rounded (but the bfloat16 rows of the avx2 / avx512 levels, whose exp
+has 16-bit precision: tests/test_cross_entropy_bf16_rows.py); any thread count,
+every instruction-set level; NaN/Inf,
 float16 overflow, bad input; torch parity in bfloat16, outside and inside
 torch.autocast("cpu").
 """
