@@ -129,22 +129,63 @@ cdef inline bint _ce_bf16_clean(double K, const double* st, Py_ssize_t k) noexce
     return isfinite(K) and isfinite(st[k * SM_ST + ST_EXP_SUM])
 
 
+cdef void _ce_bf16_chunk(const uint16_t* z, float* e, Py_ssize_t n, double* cs,
+                         const uint16_t* pz, const float* ge, uint16_t* gdst, float gK,
+                         bint stream, bint clean) noexcept nogil:
+    """Step 1 of _ce_chunk_stats for one chunk of n values z (index targets, plain)
+    from their bits: exps into e (interleaved), the statistics record cs; pz: n values
+    prefetched. ge != NULL: fl_bf16_store_il(ge, gdst, n, gK, stream, clean) beside it
+    (a previous row's step 3 for the same chunk)."""
+    cdef float amax
+    cdef float mk = fl_bf16_maxf(z, n, &amax)
+    cdef double sk
+    if mk == -INFINITY:
+        # only -inf and NaN: e = 0 or NaN, as _sm_masked gives them
+        fl_half_load(FL_HALF_BF16, z, e, n)
+        sk = _sm_masked(<const float*>e, e, n)
+        fl_il_from_natural(e, n)
+        if ge != NULL:
+            fl_bf16_store_il(ge, gdst, n, gK, stream, clean)
+    else:
+        sk = fl_bf16_expsumf(z, e, n, mk, amax, pz, ge, gdst, gK, stream, clean)
+    cs[ST_CHUNK_MAX] = mk
+    cs[ST_EXP_SUM] = sk
+    cs[ST_AZ_SUM] = 0.0
+    cs[ST_A_SUM] = 0.0
+
+
+cdef inline float _ce_bf16_grad_chunk(const CeConf* cf, Py_ssize_t k, const float* e,
+                                      uint16_t* out, const double* st, const double* cfs,
+                                      bint stream) noexcept nogil:
+    """Step 3 of chunk k with the rounding, from its exps (e, out at the row's start);
+    returns the chunk's K as the float the products used."""
+    cdef Py_ssize_t off = k * SM_CHUNK
+    cdef double K = _ce_chunk_scale(cf, 0, k, st, cfs)
+    fl_bf16_store_il(e + off, out + off, cf.C - off if cf.C - off < SM_CHUNK else SM_CHUNK,
+                     <float>K, stream, _ce_bf16_clean(K, st, k))
+    return <float>K
+
+
+cdef inline void _ce_bf16_target(const CeConf* cf, const label_t* lab, float* e, uint16_t* out,
+                                 const double* zy, const double* cfs, float Ky) noexcept nogil:
+    """The target class after its chunk's step 3: its exp (spent, interleaved in e) times
+    Ky moved to its natural place for _ce_grad_target, rounded alone into out."""
+    cdef Py_ssize_t y = <Py_ssize_t>lab[0]
+    e[y] = e[fl_il_pos(y, cf.C)] * Ky
+    _ce_grad_target(cf, 0, lab, e, zy, cfs)
+    out[y] = fl_f32_to_bf16(e[y])
+
+
 cdef void _ce_bf16_grad_rest(const CeConf* cf, Py_ssize_t k0, const label_t* lab,
                              float* e, uint16_t* out, const double* st, const double* zy,
                              const double* cfs, bint stream) noexcept nogil:
     """Step 3 of a row with the rounding: chunks k0.. (the others were fused into
-    the next row's exp loops), then the target class (its exp, now spent, moved to
-    its natural place for _ce_grad_target), rounded alone."""
-    cdef Py_ssize_t C = cf.C, k, off, y = <Py_ssize_t>lab[0]
-    cdef double K
+    the next row's exp loops), then the target class."""
+    cdef Py_ssize_t k
     for k in range(k0, cf.nchunks):
-        off = k * SM_CHUNK
-        K = _ce_chunk_scale(cf, 0, k, st, cfs)
-        fl_bf16_store_il(e + off, out + off, C - off if C - off < SM_CHUNK else SM_CHUNK,
-                         <float>K, stream, _ce_bf16_clean(K, st, k))
-    e[y] = e[fl_il_pos(y, C)] * <float>_ce_chunk_scale(cf, 0, y // SM_CHUNK, st, cfs)
-    _ce_grad_target(cf, 0, lab, e, zy, cfs)
-    out[y] = fl_f32_to_bf16(e[y])
+        _ce_bf16_grad_chunk(cf, k, e, out, st, cfs, stream)
+    _ce_bf16_target(cf, lab, e, out, zy, cfs,
+                    <float>_ce_chunk_scale(cf, 0, <Py_ssize_t>lab[0] // SM_CHUNK, st, cfs))
 
 
 cdef void _ce_bf16_row(const CeConf* cf, const uint16_t* z, const label_t* lab, float* e,
@@ -155,35 +196,19 @@ cdef void _ce_bf16_row(const CeConf* cf, const uint16_t* z, const label_t* lab, 
     rounding, into pout; its statistics pst, coefficients pcfs) runs chunk by chunk
     inside this row's exp loops; its target class is left to the caller."""
     cdef Py_ssize_t C = cf.C, k, off, n, y = <Py_ssize_t>lab[0]
-    cdef double* cs
-    cdef float mk, amax
-    cdef double sk, K = 0.0
+    cdef double K = 0.0
     cdef bint clean = False
     for k in range(cf.nchunks):
         off = k * SM_CHUNK
         n = C - off if C - off < SM_CHUNK else SM_CHUNK
-        cs = st + k * SM_ST
-        mk = fl_bf16_maxf(z + off, n, &amax)
         if off <= y < off + n:
             zy[0] = fl_bf16_to_f32(z[y])
         if pe != NULL:
             K = _ce_chunk_scale(cf, 0, k, pst, pcfs)
             clean = _ce_bf16_clean(K, pst, k)
-        if mk == -INFINITY:
-            # only -inf and NaN: e = 0 or NaN, as _sm_masked gives them
-            fl_half_load(FL_HALF_BF16, z + off, e + off, n)
-            sk = _sm_masked(<const float*>(e + off), e + off, n)
-            fl_il_from_natural(e + off, n)
-            if pe != NULL:
-                fl_bf16_store_il(pe + off, pout + off, n, <float>K, stream, clean)
-        else:
-            sk = fl_bf16_expsumf(z + off, e + off, n, mk, amax, pz + off,
-                                 NULL if pe == NULL else pe + off,
-                                 NULL if pe == NULL else pout + off, <float>K, stream, clean)
-        cs[ST_CHUNK_MAX] = mk
-        cs[ST_EXP_SUM] = sk
-        cs[ST_AZ_SUM] = 0.0
-        cs[ST_A_SUM] = 0.0
+        _ce_bf16_chunk(z + off, e + off, n, st + k * SM_ST, pz + off,
+                       NULL if pe == NULL else pe + off, NULL if pe == NULL else pout + off,
+                       <float>K, stream, clean)
 
 
 cdef void _ce_bf16_rows(const CeConf* cf, Py_ssize_t lo, Py_ssize_t hi, const uint16_t* zh,
@@ -277,46 +302,29 @@ cdef void _ce_bf16_item(const CeConf* cf, Py_ssize_t i, Py_ssize_t k, bint grad,
                         const uint16_t* zh, const label_t* lp, uint16_t* gh, float* buf,
                         double* st, double* zy, const double* cfs) noexcept nogil:
     """_ce_half_item for bfloat16 rows on the FL_BF16_ROWS levels (index targets, plain):
-    step 1 of (row i, chunk k) from the 16 bits as _ce_bf16_row does it (the same exps,
-    so the bits of the row schedule); with ``grad``, the exps again, step 3 rounded by
-    fl_bf16_store_il, then the target class when it is in this chunk. buf: C floats,
-    the chunk at its place in the row."""
+    step 1 of (row i, chunk k) from the 16 bits by _ce_bf16_chunk, as _ce_bf16_row does
+    it (the same exps, so the bits of the row schedule); with ``grad`` (step 1 again,
+    its statistics the same values), step 3 rounded, then the target class when it is
+    in this chunk. buf: C floats, the chunk at its place in the row."""
     cdef Py_ssize_t C = cf.C, off = k * SM_CHUNK, y
     cdef Py_ssize_t n = C - off if C - off < SM_CHUNK else SM_CHUNK
     cdef const uint16_t* z = zh + i * C + off
     cdef const label_t* lab = lp + i
     cdef double* rst = st + i * cf.nchunks * SM_ST       # the row's records
-    cdef double* cs = rst + k * SM_ST
-    cdef float* e = buf + off
-    cdef float mk, amax
-    cdef double sk, K
+    cdef float Ky
     if _ce_ignored(cf, lab, 0):
         if grad:
             memset(gh + i * C + off, 0, n * sizeof(uint16_t))
         return
     y = <Py_ssize_t>lab[0]
-    mk = fl_bf16_maxf(z, n, &amax)
-    if mk == -INFINITY:
-        # only -inf and NaN: e = 0 or NaN, as _sm_masked gives them
-        fl_half_load(FL_HALF_BF16, z, e, n)
-        sk = _sm_masked(<const float*>e, e, n)
-        fl_il_from_natural(e, n)
-    else:
-        sk = fl_bf16_expsumf(z, e, n, mk, amax, z, NULL, NULL, 0, 0, 0)
-    if not grad:
-        if off <= y < off + n:
-            zy[i] = fl_bf16_to_f32(z[y - off])
-        cs[ST_CHUNK_MAX] = mk
-        cs[ST_EXP_SUM] = sk
-        cs[ST_AZ_SUM] = 0.0
-        cs[ST_A_SUM] = 0.0
-        return
-    K = _ce_chunk_scale(cf, 0, k, rst, cfs + i * SM_CF)
-    fl_bf16_store_il(e, gh + i * C + off, n, <float>K, False, _ce_bf16_clean(K, rst, k))
     if off <= y < off + n:
-        buf[y] = buf[fl_il_pos(y, C)] * <float>K
-        _ce_grad_target(cf, 0, lab, buf, zy + i, cfs + i * SM_CF)
-        gh[i * C + y] = fl_f32_to_bf16(buf[y])
+        zy[i] = fl_bf16_to_f32(z[y - off])
+    _ce_bf16_chunk(z, buf + off, n, rst + k * SM_ST, z, NULL, NULL, 0, False, False)
+    if not grad:
+        return
+    Ky = _ce_bf16_grad_chunk(cf, k, buf, gh + i * C, rst, cfs + i * SM_CF, False)
+    if off <= y < off + n:
+        _ce_bf16_target(cf, lab, buf, gh + i * C, zy + i, cfs + i * SM_CF, Ky)
 
 
 cdef void _ce_half_item(const CeConf* cf, int kind, Py_ssize_t i, Py_ssize_t k, bint grad,
