@@ -259,7 +259,6 @@ cdef void _ce_half_rows(const CeConf* cf, int kind, Py_ssize_t lo, Py_ssize_t hi
     rows C floats, then SM_CHUNK floats of soft-cap scratch."""
     cdef CeConf lc = cf[0]
     cdef Py_ssize_t C = cf.C, i0 = lo, n, b
-    cdef bint stream = cf.defer_grad and cf.N * C >= SM_HALF_STREAM   # (the whole gradient)
     cdef const label_t* lab
     cdef const float* t
     cdef const float* go
@@ -279,7 +278,7 @@ cdef void _ce_half_rows(const CeConf* cf, int kind, Py_ssize_t lo, Py_ssize_t hi
         fl_half_load_ahead(kind, zh + i0 * C, buf, n * C, zh + (i0 + 2 * n) * C,
                            (n if hi - i0 - 2 * n > n else hi - i0 - 2 * n) * C)
         lc.pf_z = zh + (i0 + n) * C if i0 + n < hi else NULL
-        lc.pf_g = NULL if gh == NULL or stream else gh + i0 * C
+        lc.pf_g = NULL if gh == NULL else gh + i0 * C
         if lc.prelog:
             b = 0
             while b < n:
