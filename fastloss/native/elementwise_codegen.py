@@ -58,8 +58,8 @@ def _instantiate(text, ctype, suffix):
 def _body(loss, ctype, suffix):
     params = "".join(f"T {name}, " for name in loss.params)
     tame = "int tame" if loss.tame is not None else ""
-    if loss.tame is not None:
-        params += "int tame, "
+    if tame:
+        params += tame + ", "
     pre = ""
     if loss.prepass is not None:   # its own function, run by the loops' first pass
         name, expr = loss.prepass
