@@ -27,6 +27,11 @@ Each :class:`Loss` holds, side by side,
   dependency chain per element in two loops, each of which the CPU overlaps
   across more elements (the out-of-order window, not the arithmetic, bounded
   bce-with-logits: measured there);
+* ``scaled_grad``: the body takes ``T gscale`` (last, after the prepass value) and
+  stores gscale * dl/dp in ``*g`` itself, where it can fold the scale into a
+  quotient it computes anyway (bce-with-logits: gscale / (1 + e)). The loop that
+  writes the gradient straight out (``fl_ew_store_*``) passes the call's scale,
+  every other loop ``(T)1``, so there the body's arithmetic is what it was;
 * ``torch_weight``: the function also takes PyTorch's ``weight=``, broadcast
   against the input (beside the Keras-style ``sample_weight``).
 
@@ -57,6 +62,9 @@ class Option:
     ``per_element``: may also be an array broadcast along the last axis (the
     kernel reads it per element); its signature default is then None (= ``default``).
     ``examples``: further values the tests run the loss with.
+    ``fold_default``: when the scalar option equals ``default`` the loops run the
+    body with the default as a literal, which the compiler folds (pos_weight = 1:
+    pw t is t, one product fewer per element; the same bits).
     """
     name: str
     default: float
@@ -66,6 +74,7 @@ class Option:
     high_open: bool = False
     per_element: bool = False
     examples: tuple = ()
+    fold_default: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,6 +100,7 @@ class Loss:
     torch_weight: bool = False      # takes PyTorch's weight= (broadcast against the input)
     tame: float | None = None       # |p| bound for the body's guard-free variant, see above
     prepass: tuple | None = None    # (name, C expression of p [, tame]): a first loop, see above
+    scaled_grad: bool = False       # the body takes gscale and stores gscale * g, see above
 
     @property
     def params(self):
@@ -480,7 +490,8 @@ BCE_LOGITS = Loss(
     ``sample_weight`` (Keras', per element or per row of a 2-D input) multiply
     l, as for :func:`binary_cross_entropy`.
     """,
-    options=(Option("pos_weight", 1.0, low=0.0, per_element=True, examples=(2.5,)),),
+    options=(Option("pos_weight", 1.0, low=0.0, per_element=True, examples=(2.5,),
+                    fold_default=True),),
     # both terms of l >= 0 for t in [0, 1]: no cancellation; g = (1 - t) sigmoid(x) -
     # pw t sigmoid(-x): none either for t in {0, 1}; h = c sigmoid(x) sigmoid(-x).
     # float: exp of x <= 0 only and log1p on [0, 1] (fewer operations). g is written
@@ -498,8 +509,13 @@ BCE_LOGITS = Loss(
     # 2048-element block (each chunk's p read just before its exps): 10M, 2
     # threads, avx2, 3.70 -> 3.32 ms (fastest; C harness of the generated loops).
     prepass=("e", "tame ? fl_exp_tame_T(-fl_abs_T(p)) : fl_exp_nonpos_T(-fl_abs_T(p))"),
+    # scaled_grad: g = (gscale / (1 + e)) (b e + a), the mean's 1/n folded into the
+    # quotient (one product and one rounding fewer); r (hessian only) is the same
+    # quotient where gscale is 1. fold_default: pos_weight = 1 gives pt = t.
+    # Together, 10M, 2 threads, avx2: 3.31 -> 3.10 ms fastest (C harness).
     native="""
         T r = (T)1 / ((T)1 + e);
+        T rg = fl_scaled_quot_e_T(gscale, e, r);
         T er = e * r;
         int neg = p < 0;
         T sig = neg ? er : r;
@@ -509,13 +525,13 @@ BCE_LOGITS = Loss(
         T c = omt + pt;
         T a = neg ? -pt : omt;
         T b = neg ? omt : -pt;
-        *g = r * (b * e + a);
+        *g = rg * (b * e + a);
         *h = c * sig * sigc;
         return fl_fma_T(c, fl_log1p_e_T(e, r), a * p);
     """,
     reference=_bce_logits, hessian=_bce_logits_h, transcendental=True,
     pred="logit", target="probability", pred_name="input", fused_grad_store=True,
-    torch_weight=True, tame=86.0,
+    torch_weight=True, tame=86.0, scaled_grad=True,
 )
 
 

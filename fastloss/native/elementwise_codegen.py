@@ -66,6 +66,8 @@ def _body(loss, ctype, suffix):
         params += f"T {name}, "
         pre = (f"FL_INLINE T fl_ew_{loss.name}_pre_T(T p{', ' + tame if tame else ''})\n"
                f"{{\n    {tame and '(void)tame;  '}return {expr.strip()};\n}}\n")
+    if loss.scaled_grad:
+        params += "T gscale, "
     lines = [line.strip() for line in loss.native.strip().splitlines()]
     return _instantiate(
         pre + f"FL_INLINE T fl_ew_{loss.name}_T(T p, T t, {params}T *g, T *h)\n{{\n"
@@ -93,33 +95,50 @@ def _loop(loss, ctype, suffix, store):
     chunked = pre or loss.tame is not None
     span = "i = i0; i < i1; i++" if chunked else "i = 0; i < n; i++"
 
-    def call(option_source, g, h, tame):
-        args = "".join(f"{option_source if n in per_elem else n + '_s'}, " for n in loss.params)
+    # options whose default the loops pass as a literal when the call's value is it
+    folds = [o for o in loss.options if o.fold_default]
+    assert len(folds) <= 1, f"{loss.name}: one fold_default option at most"
+
+    def call(sources, g, h, tame):
+        args = "".join(f"{sources.get(n, n + '_s')}, " for n in loss.params)
         if tame is not None:
             args += f"{tame}, "
         if pre:
             args += "pre_b[i - i0], "
+        if loss.scaled_grad:   # the store loop's scale; the buffers get g itself
+            args += "gscale, " if store else "(T)1, "
         return f"fl_ew_{loss.name}_T(p[i], t[i], {args}{g}, {h})"
 
-    def loops(option_source, indent, tame):
+    def loops(sources, indent, tame):
         pad = " " * indent
         if store:
+            scale = "" if loss.scaled_grad else " * gscale"
             return (f"{pad}for ({span}) {{\n"
-                    f"{pad}    lb[i] = {call(option_source, '&gs', '&hs', tame)};\n"
-                    f"{pad}    grad[i] = gs * gscale;\n{pad}}}\n")
+                    f"{pad}    lb[i] = {call(sources, '&gs', '&hs', tame)};\n"
+                    f"{pad}    grad[i] = gs{scale};\n{pad}}}\n")
         return (f"{pad}if (hb == NULL)  /* loss and gradient: hs is dead, h not computed */\n"
-                f"{pad}    for ({span}) lb[i] = {call(option_source, '&gb[i]', '&hs', tame)};\n"
+                f"{pad}    for ({span}) lb[i] = {call(sources, '&gb[i]', '&hs', tame)};\n"
                 f"{pad}else\n"
-                f"{pad}    for ({span}) lb[i] = {call(option_source, '&gb[i]', '&hb[i]', tame)};\n")
+                f"{pad}    for ({span}) lb[i] = {call(sources, '&gb[i]', '&hb[i]', tame)};\n")
+
+    def scalar_loops(sources, indent, tame):
+        """loops(), and for a fold_default option at its default, a copy with the literal."""
+        if not folds:
+            return loops(sources, indent, tame)
+        pad, o = " " * indent, folds[0]
+        lit = f"(T){o.default!r}"
+        return (f"{pad}if ({o.name}_s == {lit}) {{  /* the default, folded */\n"
+                + loops({**sources, o.name: lit}, indent + 4, tame)
+                + f"{pad}}} else {{\n" + loops(sources, indent + 4, tame) + f"{pad}}}\n")
 
     def all_loops(indent, tame):
         pad = " " * indent
         if per_elem:
-            inner = (f"{pad}if (aux != NULL) {{\n" + loops("aux[i]", indent + 4, tame)
-                     + f"{pad}}} else {{\n" + loops(per_elem[0] + "_s", indent + 4, tame)
+            inner = (f"{pad}if (aux != NULL) {{\n" + loops({per_elem[0]: "aux[i]"}, indent + 4, tame)
+                     + f"{pad}}} else {{\n" + scalar_loops({}, indent + 4, tame)
                      + f"{pad}}}\n")
         else:
-            inner = loops(None, indent, tame)
+            inner = scalar_loops({}, indent, tame)
         if not pre:
             return inner
         # first pass: the prepass value of the chunk into pre_b; then the body over it

@@ -74,6 +74,13 @@ FL_INLINE double fl_fma_d(double a, double b, double c) { return FL_FMA(a, b, c)
 FL_INLINE float fl_log1p_e_f(float e, float r) { (void)r; return fl__log1p01_f(e); }
 FL_INLINE double fl_log1p_e_d(double e, double r) { return fl__log1p_unit(e, r); }
 
+/* s / (1 + e) for r = 1 / (1 + e) (a gradient's scale s folded into the logistic
+ * losses' quotient). float: its own division (one rounding; the divider is idle
+ * there, and r is dead when only the gradient is stored); double: s r (r is live
+ * for log1p there; a second division would cost more than the product). */
+FL_INLINE float fl_scaled_quot_e_f(float s, float e, float r) { (void)r; return s / (1.0f + e); }
+FL_INLINE double fl_scaled_quot_e_d(double s, double e, double r) { (void)e; return s * r; }
+
 /* [eps, 1 - eps] in the dtype, kept strictly inside (0, 1) (clip_bounds() in NumPy) */
 FL_INLINE float fl_clip_lo_f(float eps) { return eps < FLT_MIN ? FLT_MIN : eps; }
 FL_INLINE double fl_clip_lo_d(double eps) { return eps < DBL_MIN ? DBL_MIN : eps; }
