@@ -179,3 +179,31 @@ def test_tame_blocks_give_the_guarded_bits(level, level_restored):
         a, g = obj.gradient_hessian(x, t), obj.gradient_hessian(guarded, t)
         for u, v in zip(a, g):
             assert np.array_equal(np.asarray(u)[keep], np.asarray(v)[keep]), (spec.name, level)
+
+
+@pytest.mark.parametrize("level", USABLE)
+def test_fold_default_gives_the_general_bits(level, level_restored):
+    """An option marked ``fold_default`` runs, at its default, a copy of the loops with
+    the default as a literal (the compiler folds it): the same bits as the general
+    loops, reached here through a per-element array of the default, for losses,
+    gradients ('none', 'mean': the gradient store with its scale) over tame and guarded
+    chunks, soft and hard targets, NaN and infinities."""
+    from fastloss._elementwise_spec import LOSSES
+    _backend.set_simd_level(level)
+    rng = np.random.default_rng(5)
+    n = 3 * _backend.kernels.ELEMENTWISE_BLOCK + 77
+    x = (rng.standard_normal((n // 7, 7)) * 8).astype(np.float32)
+    x.flat[::997] = 120.0                        # some chunks guarded
+    x.flat[:6] = [np.nan, np.inf, -np.inf, 0.0, -0.0, -200.0]
+    for spec in LOSSES:
+        for o in [o for o in spec.options if o.fold_default]:
+            assert o.per_element, "the general loops at the default need the per-element path"
+            fn = getattr(fastloss, spec.name)
+            for t in (rng.random(x.shape), rng.random(x.shape) < 0.5):
+                t = t.astype(np.float32)
+                for red in ("none", "mean"):
+                    a = fn(x, t, reduction=red, return_grad=True, **{o.name: o.default})
+                    b = fn(x, t, reduction=red, return_grad=True,
+                           **{o.name: np.full(x.shape[-1], o.default, np.float32)})
+                    for u, v in zip(a, b):
+                        assert np.array_equal(u, v, equal_nan=True), (spec.name, o.name, red, level)
