@@ -160,21 +160,33 @@ def test_tame_blocks_give_the_guarded_bits(level, level_restored):
         b = np.float32(spec.tame)
         x = rng.uniform(-b, b, block).astype(np.float32)
         x[:6] = [b, -b, 0.0, -0.0, np.nextafter(b, 0), -np.nextafter(b, 0)]
-        guarded = x.copy()
         out = np.arange(chunk - 1, block, chunk)          # the last of every chunk
-        guarded[out] = np.nextafter(b, np.float32(np.inf))  # just outside: every chunk guarded
         keep = np.ones(block, bool)
         keep[out] = False
         t = rng.random(block).astype(np.float32)
         opts = [{}] + [{o.name: o.examples[0]} for o in spec.options if o.examples]
         opts += [{o.name: rng.uniform(0.1, 3.0, block).astype(np.float32)}
                  for o in spec.options if o.per_element]
-        for kw in opts:
-            for extra in ({}, {"sample_weight": rng.uniform(0.5, 1.5, block).astype(np.float32)}):
-                a = fn(x, t, reduction="none", return_grad=True, **kw, **extra)
-                g = fn(guarded, t, reduction="none", return_grad=True, **kw, **extra)
-                for u, v in zip(a, g):
-                    assert np.array_equal(u[keep], v[keep]), (spec.name, level, kw, extra)
+        # just outside, and what a tame kernel computed first (a prepass's scan) would
+        # make garbage of: every chunk guarded
+        for bad in (np.nextafter(b, np.float32(np.inf)), np.inf, -np.inf, np.nan, -1e30):
+            guarded = x.copy()
+            guarded[out] = bad
+            for kw in opts:
+                for extra in ({}, {"sample_weight": rng.uniform(0.5, 1.5, block).astype(np.float32)}):
+                    a = fn(x, t, reduction="none", return_grad=True, **kw, **extra)
+                    g = fn(guarded, t, reduction="none", return_grad=True, **kw, **extra)
+                    for u, v in zip(a, g):
+                        assert np.array_equal(u[keep], v[keep]), (spec.name, level, kw, extra, bad)
+                    # ... and the outside values themselves are the guarded kernels' (the
+                    # reference's), not what a tame kernel made of them
+                    r = fn(guarded, t, reduction="none", return_grad=True, backend="numpy",
+                           **kw, **extra)
+                    for u, v in zip(g, r):
+                        np.testing.assert_allclose(u[out], v[out], rtol=1e-5, atol=1e-30,
+                                                   equal_nan=True, err_msg=f"{spec.name} {bad}")
+        guarded = x.copy()
+        guarded[out] = np.nextafter(b, np.float32(np.inf))
         obj = getattr(loss_objects, spec.cls)()
         a, g = obj.gradient_hessian(x, t), obj.gradient_hessian(guarded, t)
         for u, v in zip(a, g):

@@ -131,7 +131,7 @@ def _loop(loss, ctype, suffix, store):
                 + loops({**sources, o.name: lit}, indent + 4, tame)
                 + f"{pad}}} else {{\n" + loops(sources, indent + 4, tame) + f"{pad}}}\n")
 
-    def all_loops(indent, tame):
+    def all_loops(indent, tame, prepass=True):
         pad = " " * indent
         if per_elem:
             inner = (f"{pad}if (aux != NULL) {{\n" + loops({per_elem[0]: "aux[i]"}, indent + 4, tame)
@@ -139,7 +139,7 @@ def _loop(loss, ctype, suffix, store):
                      + f"{pad}}}\n")
         else:
             inner = scalar_loops({}, indent, tame)
-        if not pre:
+        if not (pre and prepass):
             return inner
         # first pass: the prepass value of the chunk into pre_b; then the body over it
         targ = "" if tame is None else f", {tame}"
@@ -153,6 +153,22 @@ def _loop(loss, ctype, suffix, store):
                 "        i1 = n - i0 < FL_EW_CHUNK ? n : i0 + FL_EW_CHUNK;\n")
         if loss.tame is None:
             body += all_loops(8, None)
+        elif pre:   # the scan inside the tame prepass's loop (see elementwise_math.h)
+            body += (
+                "        {\n"
+                "            uint32_t m = 0;\n"
+                "            int tame = 0;\n"
+                "            if (FL_EW_TAME_PASS_T) {\n"
+                "                for (i = i0; i < i1; i++) {\n"
+                f"                    pre_b[i - i0] = fl_ew_{loss.name}_pre_T(p[i], 1);\n"
+                "                    m = fl_ew_mag_T(p[i]) > m ? fl_ew_mag_T(p[i]) : m;\n"
+                "                }\n"
+                f"                tame = m <= fl_ew_mag_bound_T((T){loss.tame!r});\n"
+                "            }\n"
+                "            if (tame) {\n" + all_loops(16, 1, prepass=False)
+                + "            } else {   /* some |p| > bound, or NaN: the guarded prepass */\n"
+                + all_loops(16, 0) + "            }\n"
+                "        }\n")
         else:   # the chunk's |p| all <= loss.tame: the body with its cheaper kernels
             body += (f"        if (fl_ew_tame_T(p + i0, i1 - i0, (T){loss.tame!r})) {{\n"
                      + all_loops(12, 1) + "        } else {\n" + all_loops(12, 0)

@@ -64,6 +64,20 @@ FL_INLINE int fl_ew_tame_d(const double *p, Py_ssize_t n, double bound)
     return 0;
 }
 
+/* The tame scan inside a loss's prepass loop (Loss.prepass with Loss.tame): the
+ * loop computes the tame prepass value of each element and the max of the
+ * magnitude bits of p at once (the chunk's first touch of p then overlaps the
+ * arithmetic); a chunk whose max exceeds the bound's bits (some |p| > bound, or
+ * NaN) runs the guarded prepass after, which overwrites every value, so the bits
+ * are fl_ew_tame_T's. The tame kernels must not trap on any input (they give
+ * garbage there, never read or write beyond the element). double has no tame
+ * kernel: FL_EW_TAME_PASS_d is 0 and its loops take the guarded pass at once. */
+enum { FL_EW_TAME_PASS_f = 1, FL_EW_TAME_PASS_d = 0 };
+FL_INLINE uint32_t fl_ew_mag_f(float x) { return fl_f2u(x) & 0x7fffffffu; }
+FL_INLINE uint32_t fl_ew_mag_d(double x) { (void)x; return 0; }
+FL_INLINE uint32_t fl_ew_mag_bound_f(float b) { return fl_f2u(b); }
+FL_INLINE uint32_t fl_ew_mag_bound_d(double b) { (void)b; return 0; }
+
 /* a b + c with one rounding where the CPU has FMA (a body's explicit contraction:
  * GCC may otherwise fuse either product of a b + d e) */
 FL_INLINE float fl_fma_f(float a, float b, float c) { return FL_FMAF(a, b, c); }
