@@ -12,6 +12,7 @@ modules: ``/tmp/base``, its fastloss/_kernels*.so):
     python setup.py build_ext --inplace --force    # the new build, here
     python tools/ab_builds.py avx512 /tmp/base:avx512 4096x1000   # cross-entropy N x C
     python tools/ab_builds.py avx2 /tmp/base:avx2 bce [threads]   # mse | huber | bce | bce_prob | log_cosh (10M float32)
+    python tools/ab_builds.py avx2 /tmp/base:avx2 bce@32768 1     # ... over 32768 elements (in cache)
     python tools/ab_builds.py avx2 /tmp/base:avx2 bf16:4096x32000  # cross-entropy on bfloat16 logits
     python tools/ab_builds.py avx512 /tmp/base:avx512 half:mse     # a bfloat16 loss + gradient, 10M
 
@@ -42,8 +43,9 @@ def load(name):
 
 
 def runner(K, what, nt, rng):
+    what, _, size = what.partition("@")
     if what in ("bce", "mse", "huber", "log_cosh", "bce_prob"):
-        n = 10_000_000
+        n = int(size) if size else 10_000_000
         x = rng.normal(size=n).astype(np.float32) * 3
         t = (rng.random(n) < 0.5).astype(np.float32)
         a, b = 1.0, 0.0
@@ -98,10 +100,11 @@ def main(argv):
     fb, _ = runner(load(b_dir), what, nt, np.random.default_rng(0))
     fa(), fb()
     ta, tb = [], []
+    calls = max(5, 5 * 10_000_000 // (nbytes // 12 or 1) // 20)   # ~the same time per block for small sizes
     for blk in range(40):
         order = ((fa, ta), (fb, tb)) if blk % 2 == 0 else ((fb, tb), (fa, ta))
         for f, ts in order:
-            for _ in range(5):
+            for _ in range(calls):
                 t0 = time.perf_counter()
                 f()
                 ts.append(time.perf_counter() - t0)
