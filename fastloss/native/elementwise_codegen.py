@@ -12,7 +12,8 @@ For every loss of the table the header gets
   that arithmetic, so the loss/gradient loop is the one it always was. A loss
   with tame or a prepass runs chunks of FL_EW_CHUNK elements: the tame scan of
   the chunk, the prepass value of each element into a stack buffer, then the
-  body over it;
+  body over it (with both, the scan runs inside the tame prepass's loop, and a
+  chunk found not tame runs the guarded prepass after);
 * ``fl_ew_store_<name>_f`` / ``_d``: the loop writing ``gscale * g`` straight to
   the gradient (used for the losses marked ``fused_grad_store``, and for every
   loss when the caller asks with ``fuse``: the 16-bit kernels, whose gradient
