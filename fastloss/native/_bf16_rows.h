@@ -346,7 +346,7 @@ FL_INLINE fl_vf fl_bf16_exp16_core(fl_vf x, fl_vf *kf_out)
 FL_INLINE fl_vf fl_bf16_exp16(fl_vf x)
 {
     fl_vf kf, p = fl_bf16_exp16_core(x, &kf);
-    return fl_vf_mul_or0(p, fl_vf_pow2_bits(kf, (int)(127u - fl_f2u(FL_SHIFTF))), x, -87.3f);
+    return fl_sm_exp16_scale(p, kf, x);
 }
 
 /* fl_bf16_exp16(x) for x in [-86, 0] (no NaN, no -inf): the same e^r and k; e^r is

@@ -83,10 +83,18 @@ FL_INLINE fl_vf fl_sm_exp16_core(fl_vf x, fl_vf *kf_out)
     return fl_vf_fmadd(p, r, fl_vf_set1(1.0f));
 }
 
+/* e^r p scaled by 2^k (kf = k + FL_SHIFTF from fl_sm_exp16_reduce): e^x; x < -87.3
+ * (and -inf) give 0, NaN stays NaN. Shared by the exps of these rows and of the
+ * bfloat16 rows (_bf16_rows.h), which differ only in their e^r. */
+FL_INLINE fl_vf fl_sm_exp16_scale(fl_vf p, fl_vf kf, fl_vf x)
+{
+    return fl_vf_mul_or0(p, fl_vf_pow2_bits(kf, (int)(127u - fl_f2u(FL_SHIFTF))), x, -87.3f);
+}
+
 FL_INLINE fl_vf fl_sm_exp16(fl_vf x)
 {
     fl_vf kf, p = fl_sm_exp16_core(x, &kf);
-    return fl_vf_mul_or0(p, fl_vf_pow2_bits(kf, (int)(127u - fl_f2u(FL_SHIFTF))), x, -87.3f);
+    return fl_sm_exp16_scale(p, kf, x);
 }
 
 /* AVX2 / AVX-512: all n values (the last n % 16 by masked loads and stores);
