@@ -44,39 +44,38 @@ FL_INLINE double fl_exp_nonpos_d(double x) { return fl__exp(x); }
 FL_INLINE float fl_exp_tame_f(float x) { return fl__exp_tame_f(x); }
 FL_INLINE double fl_exp_tame_d(double x) { return fl__exp(x); }
 
-/* 1 when every |p[i]| <= bound (so no NaN, no Inf) for i < n: the block may run
- * the loss's tame body (Loss.tame in _elementwise_spec.py). float: one integer max
- * over the magnitude bits (a NaN's exceed every number's). double: 0 (no cheaper
- * kernel to switch to). */
-FL_INLINE int fl_ew_tame_f(const float *p, Py_ssize_t n, float bound)
-{
-    uint32_t m = 0;
-    Py_ssize_t i;
-    for (i = 0; i < n; i++) {
-        uint32_t a = fl_f2u(p[i]) & 0x7fffffffu;
-        m = a > m ? a : m;
-    }
-    return m <= fl_f2u(bound);
-}
-FL_INLINE int fl_ew_tame_d(const double *p, Py_ssize_t n, double bound)
-{
-    (void)p; (void)n; (void)bound;
-    return 0;
-}
-
-/* The tame scan inside a loss's prepass loop (Loss.prepass with Loss.tame): the
- * loop computes the tame prepass value of each element and the max of the
- * magnitude bits of p at once (the chunk's first touch of p then overlaps the
- * arithmetic); a chunk whose max exceeds the bound's bits (some |p| > bound, or
- * NaN) runs the guarded prepass after, which overwrites every value, so the bits
- * are fl_ew_tame_T's. The tame kernels must not trap on any input (they give
- * garbage there, never read or write beyond the element). double has no tame
- * kernel: FL_EW_TAME_PASS_d is 0 and its loops take the guarded pass at once. */
+/* The tame scan (Loss.tame in _elementwise_spec.py): a chunk may run the loss's tame
+ * body when the max of the magnitude bits of its p (a NaN's exceed every number's)
+ * is at most the bound's. double has no cheaper kernel to switch to:
+ * FL_EW_TAME_PASS_d is 0, its chunks are never tame. */
 enum { FL_EW_TAME_PASS_f = 1, FL_EW_TAME_PASS_d = 0 };
 FL_INLINE uint32_t fl_ew_mag_f(float x) { return fl_f2u(x) & 0x7fffffffu; }
 FL_INLINE uint32_t fl_ew_mag_d(double x) { (void)x; return 0; }
 FL_INLINE uint32_t fl_ew_mag_bound_f(float b) { return fl_f2u(b); }
 FL_INLINE uint32_t fl_ew_mag_bound_d(double b) { (void)b; return 0; }
+
+/* 1 when every |p[i]| <= bound (so no NaN, no Inf) for i < n */
+FL_INLINE int fl_ew_tame_f(const float *p, Py_ssize_t n, float bound)
+{
+    uint32_t m = 0;
+    Py_ssize_t i;
+    for (i = 0; i < n; i++)
+        m = fl_ew_mag_f(p[i]) > m ? fl_ew_mag_f(p[i]) : m;
+    return m <= fl_ew_mag_bound_f(bound);
+}
+FL_INLINE int fl_ew_tame_d(const double *p, Py_ssize_t n, double bound)
+{
+    (void)p; (void)n; (void)bound;
+    return FL_EW_TAME_PASS_d;
+}
+
+/* With a prepass too (Loss.prepass), the scan runs inside the tame prepass's loop:
+ * each element's tame prepass value and the max of the magnitude bits at once (the
+ * chunk's first touch of p then overlaps the arithmetic); a chunk found not tame
+ * runs the guarded prepass after, which overwrites every value, so the bits are
+ * those of the separate scan. The tame kernels must not trap on any input (they
+ * give garbage there, never read or write beyond the element); double's loops
+ * (FL_EW_TAME_PASS_d) take the guarded pass at once. */
 
 /* a b + c with one rounding where the CPU has FMA (a body's explicit contraction:
  * GCC may otherwise fuse either product of a b + d e) */
