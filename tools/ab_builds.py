@@ -100,7 +100,9 @@ def main(argv):
     fb, _ = runner(load(b_dir), what, nt, np.random.default_rng(0))
     fa(), fb()
     ta, tb = [], []
-    calls = max(5, 5 * 10_000_000 // (nbytes // 12 or 1) // 20)   # ~the same time per block for small sizes
+    # calls per block: 5, or for small arrays as many as move ~30 MB (a block long
+    # enough that the scheduler's noise averages out)
+    calls = max(5, 30_000_000 // nbytes)
     for blk in range(40):
         order = ((fa, ta), (fb, tb)) if blk % 2 == 0 else ((fb, tb), (fa, ta))
         for f, ts in order:
