@@ -219,3 +219,44 @@ def test_fold_default_gives_the_general_bits(level, level_restored):
                            **{o.name: np.full(x.shape[-1], o.default, np.float32)})
                     for u, v in zip(a, b):
                         assert np.array_equal(u, v, equal_nan=True), (spec.name, o.name, red, level)
+
+
+@pytest.mark.parametrize("level", USABLE)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_prefetching_gives_the_same_bits(level, dtype, level_restored):
+    """Large calls of the exp/log losses prefetch their inputs ahead of each sub-block
+    (and run shorter sub-blocks): forced on (ahead_min=0) and off, every output and
+    the sum keep their bits, on 1 and 2 threads, with and without the optional arrays
+    (weights, upstream gradient, a per-element option, hessians, 'none' losses), over
+    a length whose last block and sub-block are partial."""
+    _backend.set_simd_level(level)
+    K = _backend.kernels
+    rng = np.random.default_rng(11)
+    n = 3 * K.ELEMENTWISE_BLOCK + 333
+    x = (rng.standard_normal(n) * 6).astype(dtype)
+    x[::501] = 120.0                                 # guarded chunks too
+    t = rng.random(n).astype(dtype)
+    w, go, aux = (rng.uniform(0.5, 1.5, n).astype(dtype) for _ in range(3))
+    from fastloss._elementwise_spec import LOSSES
+    for spec in LOSSES:            # (the cheap losses never prefetch: trivially the same)
+        name, kind = spec.name, K.ELEMENTWISE_KINDS[spec.name]
+        per_elem = any(o.per_element for o in spec.options)
+        params = tuple(1e-7 if p == "eps" else 1.0 for p in K.ELEMENTWISE_PARAMS[name])
+        for opt in ({}, {"aux": aux if per_elem else None, "weight": w, "grad_output": go,
+                         "hessian": True, "loss_out": True}):
+            for nt in (1, 2):
+                res = []
+                for ahead_min in (0, 1 << 62):
+                    g = np.empty_like(x)
+                    h = np.empty_like(x) if opt.get("hessian") else None
+                    lo = np.empty_like(x) if opt.get("loss_out") else None
+                    s = K.elementwise(kind, x, t, opt.get("aux"), opt.get("weight"),
+                                      opt.get("grad_output"), g, lo, params, 1.0 / n, nt, 0,
+                                      h, ahead_min)
+                    res.append((s, g, h, lo))
+                (s0, *a0), (s1, *a1) = res
+                assert s0 == s1 or (np.isnan(s0) and np.isnan(s1)), (name, opt.keys(), nt)
+                for u, v in zip(a0, a1):
+                    if u is not None:
+                        assert np.array_equal(u.view(np.uint8), v.view(np.uint8)), \
+                            (name, level, dtype, sorted(opt), nt)

@@ -10,10 +10,12 @@ For every loss of the table the header gets
   gradient (and, only when ``hb`` is not NULL, hessian) buffers. The loop
   without hessians passes a dead scratch variable as ``h``: the compiler drops
   that arithmetic, so the loss/gradient loop is the one it always was. A loss
-  with tame or a prepass runs chunks of FL_EW_CHUNK elements: the tame scan of
-  the chunk, the prepass value of each element into a stack buffer, then the
-  body over it (with both, the scan runs inside the tame prepass's loop, and a
-  chunk found not tame runs the guarded prepass after);
+  with tame or a prepass, and every loss with exp/log, runs chunks of
+  FL_EW_CHUNK elements: the prefetch of the inputs FL_EW_AHEAD_BYTES on (up
+  to the caller's ``ahead``), the tame scan of the chunk, the prepass value of
+  each element into a stack buffer, then the body over it (with both, the scan
+  runs inside the tame prepass's loop, and a chunk found not tame runs the
+  guarded prepass after);
 * ``fl_ew_store_<name>_f`` / ``_d``: the loop writing ``gscale * g`` straight to
   the gradient (used for the losses marked ``fused_grad_store``, and for every
   loss when the caller asks with ``fuse``: the 16-bit kernels, whose gradient
@@ -82,18 +84,18 @@ def _loop(loss, ctype, suffix, store):
     out = "T *grad, T gscale" if store else "T *gb, T *hb"
     head = (f"{'static' if loss.transcendental else 'FL_INLINE'} void "
             f"fl_ew_{'store' if store else 'loop'}_{loss.name}_T(const T *p, const T *t, "
-            f"const T *aux, const double *par, T *lb, {out}, Py_ssize_t n)\n{{\n"
-            f"    Py_ssize_t i;  T {'gs, ' if store else ''}hs;  (void)aux; (void)par;\n")
+            f"const T *aux, const double *par, T *lb, {out}, Py_ssize_t n, Py_ssize_t ahead)\n{{\n"
+            f"    Py_ssize_t i;  T {'gs, ' if store else ''}hs;  (void)aux; (void)par; (void)ahead;\n")
     for k, name in enumerate(loss.params):
         head += f"    const T {name}_s = (T)par[{k}];\n"
-    if loss.prepass is not None or loss.tame is not None:
-        head += "    Py_ssize_t i0, i1;\n"
-    if loss.prepass is not None:
-        head += "    T pre_b[FL_EW_CHUNK];\n"
-
     pre = loss.prepass is not None
-    # with a prepass or tame: chunks of FL_EW_CHUNK elements, [i0, i1)
-    chunked = pre or loss.tame is not None
+    # with a prepass or tame, and every exp/log loss (for the prefetch): chunks of
+    # FL_EW_CHUNK elements, [i0, i1)
+    chunked = pre or loss.tame is not None or loss.transcendental
+    if chunked:
+        head += "    Py_ssize_t i0, i1;\n"
+    if pre:
+        head += "    T pre_b[FL_EW_CHUNK];\n"
     span = "i = i0; i < i1; i++" if chunked else "i = 0; i < n; i++"
 
     # options whose default the loops pass as a literal when the call's value is it
@@ -151,7 +153,8 @@ def _loop(loss, ctype, suffix, store):
         body = all_loops(4, None)
     else:
         body = ("    for (i0 = 0; i0 < n; i0 = i1) {\n"
-                "        i1 = n - i0 < FL_EW_CHUNK ? n : i0 + FL_EW_CHUNK;\n")
+                "        i1 = n - i0 < FL_EW_CHUNK ? n : i0 + FL_EW_CHUNK;\n"
+                "        fl_ew_ahead_T(p, t, aux, i0, i1, ahead);\n")
         if loss.tame is None:
             body += all_loops(8, None)
         elif pre:   # the scan inside the tame prepass's loop (see elementwise_math.h)
@@ -247,19 +250,21 @@ def _dispatch(losses, ctype, suffix):
             " * into lb, gb (hb). A compute-bound loss (or any loss when `fuse`) given grad\n"
             " * (only when there are no weights, upstream gradient or hessians) writes\n"
             " * gscale * g there instead of gb and returns 1: its stores then overlap its\n"
-            " * arithmetic. */\n"
+            " * arithmetic. ahead: the exp/log losses prefetch p, t and aux up to element\n"
+            " * `ahead` (fl_ew_ahead_T; 0: nothing). */\n"
             "FL_INLINE int fl_ew_losses_T(int kind, const T *p, const T *t, const T *aux,\n"
             "                             const double *par, T *lb, T *gb, T *hb, T *grad,\n"
-            "                             T gscale, Py_ssize_t n, int fuse)\n{\n"
+            "                             T gscale, Py_ssize_t n, Py_ssize_t ahead, int fuse)\n{\n"
             "    switch (kind) {\n")
     for loss in losses:
         text += f"    case FL_EW_{loss.name.upper()}:\n"
         fuse = "" if loss.fused_grad_store else " && fuse"
         text += (f"        if (grad != NULL && hb == NULL{fuse}) {{\n"
-                 f"            fl_ew_store_{loss.name}_T(p, t, aux, par, lb, grad, gscale, n);\n"
+                 f"            fl_ew_store_{loss.name}_T(p, t, aux, par, lb, grad, gscale, n, ahead);\n"
                  f"            return 1;\n        }}\n")
-        text += f"        fl_ew_loop_{loss.name}_T(p, t, aux, par, lb, gb, hb, n);\n        return 0;\n"
-    text += "    }\n    (void)grad; (void)gscale; (void)fuse;\n    return 0;\n}\n"
+        text += (f"        fl_ew_loop_{loss.name}_T(p, t, aux, par, lb, gb, hb, n, ahead);\n"
+                 "        return 0;\n")
+    text += "    }\n    (void)grad; (void)gscale; (void)ahead; (void)fuse;\n    return 0;\n}\n"
     return _instantiate(text, ctype, suffix)
 
 

@@ -88,7 +88,7 @@ cdef double _ew_block_mixed(const EwCall* c, Py_ssize_t off, Py_ssize_t n) noexc
                 _ew_in(c.ak[2], c.aux, i0, xb, m), _ew_in(c.ak[3], c.w, i0, wb, m),
                 _ew_in(c.ak[4], c.go, i0, ob, m), _ew_out(c.ak[5], c.grad, i0, gb),
                 _ew_out(c.ak[6], c.hess, i0, hb), _ew_out(c.ak[7], c.lout, i0, lb),
-                m, c.par, <float>c.gscale, acc, 1)
+                m, c.par, <float>c.gscale, acc, 0, 1)
         _ew_round(c.ak[5], c.grad, i0, gb, m)
         _ew_round(c.ak[6], c.hess, i0, hb, m)
         _ew_round(c.ak[7], c.lout, i0, lb, m)
@@ -155,6 +155,7 @@ def elementwise_half(int kind, pred, target, aux, weight, grad_output, grad, los
     c.hess = _storage(&c, 6, hessian, "hessian", n, True)
     c.lout = _storage(&c, 7, loss_out, "loss_out", n, True)
     c.gscale = gscale
+    c.ahead = 0
     c.bf16_pairs = (c.ak[0] == FL_HALF_BF16 and c.ak[1] == FL_HALF_BF16
                     and c.ak[5] == FL_HALF_BF16 and c.aux == NULL and c.w == NULL
                     and c.go == NULL and c.hess == NULL and c.lout == NULL

@@ -10,6 +10,7 @@
 
 #include <float.h>
 #include <math.h>
+#include "_prefetch.h"
 
 /* |x| in x's own type (fabs is double: it would promote float bodies) */
 FL_INLINE float fl_abs_f(float x) { return fabsf(x); }
@@ -76,6 +77,38 @@ FL_INLINE int fl_ew_tame_d(const double *p, Py_ssize_t n, double bound)
  * those of the separate scan. The tame kernels must not trap on any input (they
  * give garbage there, never read or write beyond the element); double's loops
  * (FL_EW_TAME_PASS_d) take the guarded pass at once. */
+
+/* Before a chunk [i0, i1) of an exp/log loss: prefetch p, t and aux (when not NULL)
+ * over [i0, i1) + FL_EW_AHEAD_BYTES worth of elements, the part below `ahead` (the elements the caller says
+ * its inputs hold; 0: nothing). A prefetch changes no value. On a host whose memory
+ * is shared with other work the hardware prefetcher (which also stops at each 4 KiB
+ * page) leaves these compute-bound loops waiting for their inputs; distance and
+ * gain measured in native/elementwise.pxi (EW_AHEAD_MIN). */
+#define FL_EW_AHEAD_BYTES 2048
+FL_INLINE void fl_ew_ahead_f(const float *p, const float *t, const float *aux,
+                             Py_ssize_t i0, Py_ssize_t i1, Py_ssize_t ahead)
+{
+    const Py_ssize_t d = FL_EW_AHEAD_BYTES / (Py_ssize_t)sizeof(float);
+    Py_ssize_t a = i0 + d, b = i1 + d < ahead ? i1 + d : ahead;
+    if (a >= b)
+        return;
+    fl_prefetch_span(p + a, (b - a) * (Py_ssize_t)sizeof(float));
+    fl_prefetch_span(t + a, (b - a) * (Py_ssize_t)sizeof(float));
+    if (aux != NULL)
+        fl_prefetch_span(aux + a, (b - a) * (Py_ssize_t)sizeof(float));
+}
+FL_INLINE void fl_ew_ahead_d(const double *p, const double *t, const double *aux,
+                             Py_ssize_t i0, Py_ssize_t i1, Py_ssize_t ahead)
+{
+    const Py_ssize_t d = FL_EW_AHEAD_BYTES / (Py_ssize_t)sizeof(double);
+    Py_ssize_t a = i0 + d, b = i1 + d < ahead ? i1 + d : ahead;
+    if (a >= b)
+        return;
+    fl_prefetch_span(p + a, (b - a) * (Py_ssize_t)sizeof(double));
+    fl_prefetch_span(t + a, (b - a) * (Py_ssize_t)sizeof(double));
+    if (aux != NULL)
+        fl_prefetch_span(aux + a, (b - a) * (Py_ssize_t)sizeof(double));
+}
 
 /* a b + c with one rounding where the CPU has FMA (a body's explicit contraction:
  * GCC may otherwise fuse either product of a b + d e) */
