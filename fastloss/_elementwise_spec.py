@@ -34,6 +34,12 @@ Each :class:`Loss` holds, side by side,
   quotient it computes anyway (bce-with-logits: gscale / (1 + e)). The loop that
   writes the gradient straight out (``fl_ew_store_*``) passes the call's scale,
   every other loop ``(T)1``, so there the body's arithmetic is what it was;
+* ``prefetch``: the loops run in chunks of FL_EW_CHUNK elements (as with tame or a
+  prepass) and, in calls over large arrays (``EW_AHEAD_MIN`` in
+  ``native/elementwise.pxi``, with the measurement), prefetch p, t and the
+  per-element option a little ahead of each chunk (``fl_ew_ahead_T``). Same
+  bits; set where measured to pay (compute-bound bodies whose input stream the
+  hardware prefetcher alone lets stall);
 * ``torch_weight``: the function also takes PyTorch's ``weight=``, broadcast
   against the input (beside the Keras-style ``sample_weight``).
 
@@ -103,6 +109,7 @@ class Loss:
     tame: float | None = None       # |p| bound for the body's guard-free variant, see above
     prepass: tuple | None = None    # (name, C expression of p [, tame]): a first loop, see above
     scaled_grad: bool = False       # the body takes gscale and stores gscale * g, see above
+    prefetch: bool = False          # chunked loops prefetching ahead in large calls, see above
 
     @property
     def params(self):
@@ -395,7 +402,7 @@ LOG_COSH = Loss(
         *h = (T)4 / (u + (T)2 + (T)1 / u);
         return small ? (T)0.5 * fl_log1p_T(s * s) : ad - (T)0.69314718055994530942;
     """,
-    reference=_log_cosh, hessian=_log_cosh_h, transcendental=True,
+    reference=_log_cosh, hessian=_log_cosh_h, transcendental=True, prefetch=True,
 )
 
 
@@ -536,7 +543,7 @@ BCE_LOGITS = Loss(
     """,
     reference=_bce_logits, hessian=_bce_logits_h, transcendental=True,
     pred="logit", target="probability", pred_name="input", fused_grad_store=True,
-    torch_weight=True, tame=86.0, scaled_grad=True,
+    torch_weight=True, tame=86.0, scaled_grad=True, prefetch=True,
 )
 
 

@@ -17,13 +17,15 @@
 # and the block sums are added in order afterwards, so the
 # result does not depend on the thread count at all.
 
-# The exp/log losses prefetch their inputs (fl_ew_ahead_*, 2 KiB ahead of each
-# 256-element chunk) in calls whose arrays have EW_AHEAD_MIN bytes or more. Measured
+# The losses marked ``prefetch`` in the table (bce-with-logits, log_cosh) prefetch
+# their inputs (fl_ew_ahead_*, 2 KiB ahead of each 256-element chunk) in calls
+# whose arrays have EW_AHEAD_MIN bytes or more. Measured
 # in one process, prefetching forced on and off (same module), bce-with-logits,
 # float32, 2 threads, on a host whose memory other work kept busy (AMD EPYC, 32 MB
 # L3): medians 1.21-1.31x faster from 2M elements (8 MiB per array) up to 10M at
 # avx2, 1.43-1.51x at avx512 (fastest calls within +-10%); log_cosh 1.17x; float64
-# 1.20x at 3M; binary_cross_entropy and the baseline level 1.02x. Below, the three
+# 1.20x at 3M; the baseline level 1.02x (binary_cross_entropy 1.02x, and 0.96x in
+# cache from the chunked loops: not marked). Below, the three
 # arrays of back-to-back calls stay in the L3 cache and the prefetches only cost
 # (0.85-0.94x at 65K-1.5M). The distance: 1 and 2 KiB alike, 4 KiB and prefetches
 # into L2 slower. The cheap losses are not prefetched: bound by the memory itself,
@@ -41,7 +43,7 @@ cdef enum:
     EW_ACC = 16                 # double accumulators per block sum (a power of 2)
     EW_SUB = 8                  # float32 losses summed per lane before the double add
     EW_SUBBLOCK = 128           # elements computed, then stored, at a time (a multiple of EW_ACC * EW_SUB)
-    EW_AHEAD_MIN = 8388608      # exp/log losses: inputs prefetched in calls of at least this many bytes per array
+    EW_AHEAD_MIN = 8388608      # losses marked prefetch: inputs prefetched in calls of this many bytes per array on
     EW_PAR_MIN = 65536          # the cheap losses: mse, sse, mae, huber, smooth_l1, ...
     EW_PAR_MIN_TRANSC = 8192    # the transcendental ones: log_cosh, binary_cross_entropy(_with_logits)
     EW_MAX_PARAMS = 8           # options per loss the kernel can pass
@@ -84,7 +86,7 @@ cdef void _ew_sub(int kind, const floating* p, const floating* t, const floating
     not NULL), gradient, hessian (and 'none' losses) written out, the losses
     added into the EW_ACC lanes of acc. ``fuse``: every loss writes an unweighted
     gradient straight to ``grad`` (fl_ew_losses_*; the 16-bit kernels ask).
-    ``ahead``: the exp/log losses prefetch p, t and aux up to that element (0: no)."""
+    ``ahead``: the losses marked prefetch prefetch p, t and aux up to that element (0: no)."""
     cdef floating lb[EW_BLOCK]
     cdef floating gb[EW_BLOCK]
     cdef floating hb[EW_BLOCK]
@@ -185,7 +187,7 @@ cdef double _ew_block(int kind, const floating* p, const floating* t, const floa
     long store loop left the memory system idle on one side at a time). Only
     the last sub-block can be partial, so the sum runs in exactly the order of
     a single pass over the block. ``avail`` > 0: the elements p, t and aux hold
-    from p on, which the exp/log losses may prefetch (0: none). Returns the
+    from p on, which the losses marked prefetch may prefetch (0: none). Returns the
     block's loss sum (0 for 'none')."""
     cdef double acc[EW_ACC]
     cdef Py_ssize_t j0, m, sub = _ew_sub_size(kind)
@@ -314,8 +316,8 @@ def elementwise(int kind, const floating[::1] pred, const floating[::1] target,
     ``loss_out``, ``hessian`` (d2l/dpred2, scaled as the gradient). Inputs with
     fewer than ``par_min`` elements run on one thread; the default (-1) is
     ELEMENTWISE_PAR_MIN, or ELEMENTWISE_PAR_MIN_TRANSCENDENTAL for the losses
-    with exp/log. The transcendental losses prefetch their inputs in calls of at
-    least ``ahead_min`` bytes per array (-1: ELEMENTWISE_AHEAD_MIN; the same
+    with exp/log. The losses marked ``prefetch`` prefetch their inputs in calls
+    of at least ``ahead_min`` bytes per array (-1: ELEMENTWISE_AHEAD_MIN; the same
     values either way). (16-bit arrays: :func:`elementwise_half`.)
     """
     cdef EwCall c
@@ -327,8 +329,7 @@ def elementwise(int kind, const floating[::1] pred, const floating[::1] target,
     c.gscale = gscale
     if ahead_min < 0:
         ahead_min = EW_AHEAD_MIN
-    c.ahead = (0 <= kind < FL_EW_COUNT and fl_ew_transcendental[kind]
-               and pred.shape[0] * <Py_ssize_t>sizeof(floating) >= ahead_min)
+    c.ahead = pred.shape[0] * <Py_ssize_t>sizeof(floating) >= ahead_min
     return _ew_run(&c, params, pred.shape[0], num_threads, par_min)
 
 

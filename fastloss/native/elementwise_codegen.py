@@ -10,12 +10,11 @@ For every loss of the table the header gets
   gradient (and, only when ``hb`` is not NULL, hessian) buffers. The loop
   without hessians passes a dead scratch variable as ``h``: the compiler drops
   that arithmetic, so the loss/gradient loop is the one it always was. A loss
-  with tame or a prepass, and every loss with exp/log, runs chunks of
-  FL_EW_CHUNK elements: the prefetch of the inputs FL_EW_AHEAD_BYTES on (up
-  to the caller's ``ahead``), the tame scan of the chunk, the prepass value of
-  each element into a stack buffer, then the body over it (with both, the scan
-  runs inside the tame prepass's loop, and a chunk found not tame runs the
-  guarded prepass after);
+  with tame, a prepass or prefetch runs chunks of FL_EW_CHUNK elements: the
+  prefetch of the inputs FL_EW_AHEAD_BYTES on (up to the caller's ``ahead``),
+  the tame scan of the chunk, the prepass value of each element into a stack
+  buffer, then the body over it (with both, the scan runs inside the tame
+  prepass's loop, and a chunk found not tame runs the guarded prepass after);
 * ``fl_ew_store_<name>_f`` / ``_d``: the loop writing ``gscale * g`` straight to
   the gradient (used for the losses marked ``fused_grad_store``, and for every
   loss when the caller asks with ``fuse``: the 16-bit kernels, whose gradient
@@ -82,16 +81,15 @@ def _loop(loss, ctype, suffix, store):
     per_elem = [o.name for o in loss.options if o.per_element]
     assert len(per_elem) <= 1, f"{loss.name}: the kernel has one per-element option slot"
     out = "T *grad, T gscale" if store else "T *gb, T *hb"
-    head = (f"{'static' if loss.transcendental else 'FL_INLINE'} void "
+    head = (f"{'FL_EW_OUTLINE' if loss.transcendental else 'FL_INLINE'} void "
             f"fl_ew_{'store' if store else 'loop'}_{loss.name}_T(const T *p, const T *t, "
             f"const T *aux, const double *par, T *lb, {out}, Py_ssize_t n, Py_ssize_t ahead)\n{{\n"
             f"    Py_ssize_t i;  T {'gs, ' if store else ''}hs;  (void)aux; (void)par; (void)ahead;\n")
     for k, name in enumerate(loss.params):
         head += f"    const T {name}_s = (T)par[{k}];\n"
     pre = loss.prepass is not None
-    # with a prepass or tame, and every exp/log loss (for the prefetch): chunks of
-    # FL_EW_CHUNK elements, [i0, i1)
-    chunked = pre or loss.tame is not None or loss.transcendental
+    # with a prepass, tame or prefetch: chunks of FL_EW_CHUNK elements, [i0, i1)
+    chunked = pre or loss.tame is not None or loss.prefetch
     if chunked:
         head += "    Py_ssize_t i0, i1;\n"
     if pre:
@@ -154,7 +152,7 @@ def _loop(loss, ctype, suffix, store):
     else:
         body = ("    for (i0 = 0; i0 < n; i0 = i1) {\n"
                 "        i1 = n - i0 < FL_EW_CHUNK ? n : i0 + FL_EW_CHUNK;\n"
-                "        fl_ew_ahead_T(p, t, aux, i0, i1, ahead);\n")
+                + ("        fl_ew_ahead_T(p, t, aux, i0, i1, ahead);\n" if loss.prefetch else ""))
         if loss.tame is None:
             body += all_loops(8, None)
         elif pre:   # the scan inside the tame prepass's loop (see elementwise_math.h)
@@ -250,8 +248,8 @@ def _dispatch(losses, ctype, suffix):
             " * into lb, gb (hb). A compute-bound loss (or any loss when `fuse`) given grad\n"
             " * (only when there are no weights, upstream gradient or hessians) writes\n"
             " * gscale * g there instead of gb and returns 1: its stores then overlap its\n"
-            " * arithmetic. ahead: the exp/log losses prefetch p, t and aux up to element\n"
-            " * `ahead` (fl_ew_ahead_T; 0: nothing). */\n"
+            " * arithmetic. ahead: the losses marked prefetch prefetch p, t and aux up to\n"
+            " * element `ahead` (fl_ew_ahead_T; 0: nothing). */\n"
             "FL_INLINE int fl_ew_losses_T(int kind, const T *p, const T *t, const T *aux,\n"
             "                             const double *par, T *lb, T *gb, T *hb, T *grad,\n"
             "                             T gscale, Py_ssize_t n, Py_ssize_t ahead, int fuse)\n{\n"
