@@ -94,29 +94,27 @@ FL_INLINE int fl_ew_tame_d(const double *p, Py_ssize_t n, double bound)
  * for their inputs; distance and gain measured in native/elementwise.pxi
  * (EW_AHEAD_MIN). */
 #define FL_EW_AHEAD_BYTES 2048
-FL_INLINE void fl_ew_ahead_f(const float *p, const float *t, const float *aux,
-                             Py_ssize_t i0, Py_ssize_t i1, Py_ssize_t ahead)
+FL_INLINE void fl_ew_ahead(const char *p, const char *t, const char *aux, Py_ssize_t size,
+                           Py_ssize_t i0, Py_ssize_t i1, Py_ssize_t ahead)
 {
-    const Py_ssize_t d = FL_EW_AHEAD_BYTES / (Py_ssize_t)sizeof(float);
+    const Py_ssize_t d = FL_EW_AHEAD_BYTES / size;
     Py_ssize_t a = i0 + d, b = i1 + d < ahead ? i1 + d : ahead;
     if (a >= b)
         return;
-    fl_prefetch_span(p + a, (b - a) * (Py_ssize_t)sizeof(float));
-    fl_prefetch_span(t + a, (b - a) * (Py_ssize_t)sizeof(float));
+    fl_prefetch_span(p + a * size, (b - a) * size);
+    fl_prefetch_span(t + a * size, (b - a) * size);
     if (aux != NULL)
-        fl_prefetch_span(aux + a, (b - a) * (Py_ssize_t)sizeof(float));
+        fl_prefetch_span(aux + a * size, (b - a) * size);
+}
+FL_INLINE void fl_ew_ahead_f(const float *p, const float *t, const float *aux,
+                             Py_ssize_t i0, Py_ssize_t i1, Py_ssize_t ahead)
+{
+    fl_ew_ahead((const char *)p, (const char *)t, (const char *)aux, sizeof(float), i0, i1, ahead);
 }
 FL_INLINE void fl_ew_ahead_d(const double *p, const double *t, const double *aux,
                              Py_ssize_t i0, Py_ssize_t i1, Py_ssize_t ahead)
 {
-    const Py_ssize_t d = FL_EW_AHEAD_BYTES / (Py_ssize_t)sizeof(double);
-    Py_ssize_t a = i0 + d, b = i1 + d < ahead ? i1 + d : ahead;
-    if (a >= b)
-        return;
-    fl_prefetch_span(p + a, (b - a) * (Py_ssize_t)sizeof(double));
-    fl_prefetch_span(t + a, (b - a) * (Py_ssize_t)sizeof(double));
-    if (aux != NULL)
-        fl_prefetch_span(aux + a, (b - a) * (Py_ssize_t)sizeof(double));
+    fl_ew_ahead((const char *)p, (const char *)t, (const char *)aux, sizeof(double), i0, i1, ahead);
 }
 
 /* a b + c with one rounding where the CPU has FMA (a body's explicit contraction:
