@@ -20,10 +20,11 @@
 # The losses marked ``prefetch`` in the table (bce-with-logits, log_cosh) prefetch
 # their inputs (fl_ew_ahead_*, 2 KiB ahead of each 256-element chunk) in calls
 # whose arrays have EW_AHEAD_MIN bytes or more. Measured
-# in one process, prefetching forced on and off (same module), bce-with-logits,
-# float32, 2 threads, on a host whose memory other work kept busy (AMD EPYC, 32 MB
-# L3): medians 1.21-1.31x faster from 2M elements (8 MiB per array) up to 10M at
-# avx2, 1.43-1.51x at avx512 (fastest calls within +-10%); log_cosh 1.17x; float64
+# in one process (prefetching forced on and off in one module, and against the
+# build before it with tools/ab_builds.py), bce-with-logits, float32, 2 threads,
+# on a host whose memory other work kept busy (AMD EPYC, 32 MB L3): medians
+# 1.21-1.33x faster from 2M elements (8 MiB per array) up to 10M at avx2,
+# 1.13-1.51x at avx512 (fastest calls within +-15%); log_cosh 1.05-1.17x; float64
 # 1.20x at 3M; the baseline level 1.02x (binary_cross_entropy 1.02x, and 0.96x in
 # cache from the chunked loops: not marked). Below, the three
 # arrays of back-to-back calls stay in the L3 cache and the prefetches only cost
