@@ -32,6 +32,34 @@ def _import_level(level):
     return importlib.import_module(f"{__package__}._kernels_{level}")
 
 
+# How long fastloss's idle OpenMP threads spin before they sleep. libgomp reads it
+# once, from GOMP_SPINCOUNT when it is loaded (with the first kernel module); its own
+# default, 300000 spins (~5 ms here), keeps idle threads busy long after a call. In a
+# loop that alternates NumPy matrix products (OpenBLAS, whose idle threads spin too)
+# with fastloss calls, the two pools of spinning threads then fight over the cores:
+# on 2 cores a 1M-element bce-with-logits after a 512x512 product took 3.0-4.3 ms
+# instead of 0.17, the product 5.0 ms instead of 1.3 (bench/blas_interplay.py, medians
+# of two runs). 10000 spins (~0.2 ms) measured 0.24-0.31 ms and 1.5-1.6 ms there,
+# and back-to-back calls as fast as before (0.17-0.18 ms); 1000 spins or
+# OMP_WAIT_POLICY=passive fix the loop too but wake the threads for every call
+# (0.34-0.42 ms back to back). Set for libgomp only while the first kernel module
+# loads (other libraries' OpenMP runtimes, loaded later, do not see it), and only when
+# the user set neither GOMP_SPINCOUNT nor OMP_WAIT_POLICY; no effect when this
+# process had loaded libgomp before.
+OMP_SPIN_COUNT = "10000"
+
+
+def _import_first_level(level):
+    ours = "GOMP_SPINCOUNT" not in os.environ and "OMP_WAIT_POLICY" not in os.environ
+    if ours:
+        os.environ["GOMP_SPINCOUNT"] = OMP_SPIN_COUNT
+    try:
+        return _import_level(level)
+    finally:
+        if ours:
+            os.environ.pop("GOMP_SPINCOUNT", None)
+
+
 def _compiled_levels():
     """The level modules present in the package (found, not imported: a module
     built for a level the CPU lacks may execute its instructions while loading)."""
@@ -91,7 +119,7 @@ if _simd_env == "auto":
 if _simd_env is not None:
     _check_level(_simd_env, "FASTLOSS_SIMD")
 try:  # the compiled extension is optional: fall back to NumPy, warn once
-    _baseline = _import_level("baseline")
+    _baseline = _import_first_level("baseline")
     _cpu, _compiled = tuple(_baseline.cpu_levels()), _compiled_levels()
     simd_level = _choose_level(_simd_env)
     try:

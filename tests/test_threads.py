@@ -1,4 +1,8 @@
-"""fastloss.num_threads(): a per-thread (per-context) override of set_num_threads."""
+"""fastloss.num_threads(): a per-thread (per-context) override of set_num_threads; the
+spin count of fastloss's idle OpenMP threads."""
+import os
+import subprocess
+import sys
 import threading
 
 import numpy as np
@@ -132,3 +136,35 @@ def test_asyncio_tasks_keep_their_own_value():
 
     assert sorted(asyncio.run(main())) == [(1, 1), (2, 2)]
     assert fastloss.get_num_threads() == 3
+
+
+def _fresh_import(**env):
+    """stdout, stderr of a fresh `import fastloss` (libgomp printing its settings)."""
+    root = os.path.dirname(os.path.dirname(fastloss.__file__))
+    base = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
+    code = "import os, fastloss; print(os.environ.get('GOMP_SPINCOUNT'))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, cwd=root,
+                         env={**base, "PYTHONPATH": root, "OMP_DISPLAY_ENV": "verbose", **env})
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip(), out.stderr
+
+
+def test_openmp_spin_count_reaches_libgomp_and_leaves_the_environment():
+    """fastloss's libgomp gets GOMP_SPINCOUNT = OMP_SPIN_COUNT (set while the first kernel
+    module loads: libgomp reads it then), and the environment is as it was after the
+    import (other OpenMP runtimes loaded later do not see it); a user's GOMP_SPINCOUNT or
+    OMP_WAIT_POLICY is left alone."""
+    from fastloss import _backend
+    env_after, err = _fresh_import()
+    assert env_after == "None"
+    if "GOMP_SPINCOUNT" in err:  # libgomp (GCC's OpenMP) printed its settings
+        assert f"GOMP_SPINCOUNT = '{_backend.OMP_SPIN_COUNT}'" in err
+    env_after, err = _fresh_import(GOMP_SPINCOUNT="555")
+    assert env_after == "555"
+    if "GOMP_SPINCOUNT" in err:
+        assert "GOMP_SPINCOUNT = '555'" in err
+    env_after, err = _fresh_import(OMP_WAIT_POLICY="active")
+    assert env_after == "None"
+    if "GOMP_SPINCOUNT" in err:
+        assert f"GOMP_SPINCOUNT = '{_backend.OMP_SPIN_COUNT}'" not in err
