@@ -34,18 +34,18 @@ def _import_level(level):
 
 # How long fastloss's idle OpenMP threads spin before they sleep. libgomp reads it
 # once, from GOMP_SPINCOUNT when it is loaded (with the first kernel module); its own
-# default, 300000 spins (~5 ms here), keeps idle threads busy long after a call. In a
-# loop that alternates NumPy matrix products (OpenBLAS, whose idle threads spin too)
-# with fastloss calls, the two pools of spinning threads then fight over the cores:
-# on 2 cores a 1M-element bce-with-logits after a 512x512 product took 3.0-4.3 ms
-# instead of 0.17, the product 5.0 ms instead of 1.3 (bench/blas_interplay.py, medians
-# of two runs). 10000 spins (~0.2 ms) measured 0.24-0.31 ms and 1.5-1.6 ms there,
-# and back-to-back calls as fast as before (0.17-0.18 ms); 1000 spins or
-# OMP_WAIT_POLICY=passive fix the loop too but wake the threads for every call
-# (0.34-0.42 ms back to back). Set for libgomp only while the first kernel module
-# loads (other libraries' OpenMP runtimes, loaded later, do not see it), and only when
-# the user set neither GOMP_SPINCOUNT nor OMP_WAIT_POLICY; no effect when this
-# process had loaded libgomp before.
+# default, 300000 spins (8 ms here: a spin is a PAUSE, 27 ns on this AMD EPYC), keeps
+# idle threads busy long after a call. In a loop that alternates NumPy matrix products
+# (OpenBLAS, whose idle threads spin too) with fastloss calls, the two pools of
+# spinning threads then fight over the cores: on 2 cores a 1M-element bce-with-logits
+# after a 512x512 product took 3.0-4.3 ms (0.17-0.23 alone), the product 4.8-5.0 ms
+# instead of 1.3 (bench/blas_interplay.py, medians, five runs). With 10000 spins (0.27
+# ms): 0.24-1.26 ms and 1.3-1.65 ms there, back to back 0.17-0.24 ms; 1000 spins or
+# OMP_WAIT_POLICY=passive fix the loop too but wake the threads for every call (0.35-
+# 0.44 ms back to back). Set for libgomp only while the first kernel module loads
+# (other libraries' OpenMP runtimes, loaded later, do not see it), and only when the
+# user set neither GOMP_SPINCOUNT nor OMP_WAIT_POLICY; no effect when this process had
+# loaded libgomp before.
 OMP_SPIN_COUNT = "10000"
 
 
