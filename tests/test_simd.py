@@ -224,11 +224,11 @@ def test_fold_default_gives_the_general_bits(level, level_restored):
 @pytest.mark.parametrize("level", USABLE)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_prefetching_gives_the_same_bits(level, dtype, level_restored):
-    """Large calls of the exp/log losses prefetch their inputs ahead of each sub-block
-    (and run shorter sub-blocks): forced on (ahead_min=0) and off, every output and
-    the sum keep their bits, on 1 and 2 threads, with and without the optional arrays
-    (weights, upstream gradient, a per-element option, hessians, 'none' losses), over
-    a length whose last block and sub-block are partial."""
+    """Large calls of the losses marked ``prefetch`` prefetch their inputs ahead of each
+    chunk: forced on (ahead_min=0) and off, every output and the sum keep their bits,
+    on 1 and 2 threads, with and without the optional arrays (weights, upstream
+    gradient, a per-element option, hessians, 'none' losses), over a length whose last
+    block and chunk are partial."""
     _backend.set_simd_level(level)
     K = _backend.kernels
     rng = np.random.default_rng(11)
@@ -238,7 +238,7 @@ def test_prefetching_gives_the_same_bits(level, dtype, level_restored):
     t = rng.random(n).astype(dtype)
     w, go, aux = (rng.uniform(0.5, 1.5, n).astype(dtype) for _ in range(3))
     from fastloss._elementwise_spec import LOSSES
-    for spec in LOSSES:            # (the cheap losses never prefetch: trivially the same)
+    for spec in LOSSES:            # (the losses not marked prefetch: trivially the same)
         name, kind = spec.name, K.ELEMENTWISE_KINDS[spec.name]
         per_elem = any(o.per_element for o in spec.options)
         params = tuple(1e-7 if p == "eps" else 1.0 for p in K.ELEMENTWISE_PARAMS[name])

@@ -1,10 +1,11 @@
 /* Software prefetch of a span ahead of an element loop.
  *
- * The element-wise losses stream p and t (and aux, weights, upstream gradient)
- * once, front to back, one contiguous range per thread. The hardware prefetcher
- * follows such a stream only within a 4 KiB page and, on a host whose memory is
- * busy with other work, backs off; a request a few sub-blocks ahead keeps the
- * lines coming either way (see EW_AHEAD in elementwise.pxi for the measurement).
+ * The element-wise losses stream p and t (and the per-element option) once,
+ * front to back, one contiguous range per thread. The hardware prefetcher follows
+ * such a stream only within a 4 KiB page and, on a host whose memory is busy with
+ * other work, backs off; a request a chunk or two ahead keeps the lines coming
+ * either way (fl_ew_ahead_T in elementwise_math.h; the measurement at EW_AHEAD_MIN
+ * in elementwise.pxi).
  *
  *   fl_prefetch_span(p, nbytes): a read prefetch into L1 of each 64-byte line
  *       that [p, p + nbytes) touches. A hint: it changes no value and never

@@ -68,7 +68,7 @@ if FL_EW_MAX_PARAMS > EW_MAX_PARAMS:
     raise ImportError("a loss of the table has more options than EW_MAX_PARAMS")
 
 ELEMENTWISE_BLOCK = EW_BLOCK     # elements per block (its own sum)
-ELEMENTWISE_CHUNK = FL_EW_CHUNK  # elements per chunk of a Loss.tame / prepass loop (the tame scan)
+ELEMENTWISE_CHUNK = FL_EW_CHUNK  # elements per chunk of a Loss.tame / prepass / prefetch loop
 ELEMENTWISE_PAR_MIN = EW_PAR_MIN
 ELEMENTWISE_PAR_MIN_TRANSCENDENTAL = EW_PAR_MIN_TRANSC
 ELEMENTWISE_AHEAD_MIN = EW_AHEAD_MIN
